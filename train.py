@@ -1,0 +1,315 @@
+"""Wire data, rewards and a LoRA model into TRL's GRPOTrainer, and leave a readable run folder.
+
+    python main.py [flags]          # this module is driven by main.py's flags
+
+A run folder (``--output_dir``, default ``ckpts/<model>-<dataset>-<time>``) ends up holding:
+    adapter_model.safetensors, adapter_config.json, tokenizer files   the trained LoRA adapter
+    run_config.json     every resolved setting, versions, device, data sizes, wall time
+    log_history.json    the trainer's logged metrics per step
+    reward_curves.png   format / accuracy / total reward means over steps
+    checkpoint-N/       resumable checkpoints (COMPLETE marks a fully written one)
+    runs/               tensorboard logs
+    merged/             with --save_merged: a standalone merged model
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+
+import data_utils
+import model_utils
+import plots
+import reward
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "COMPLETE"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+# ---------------------------------------------------------------- run folder
+def _slug(text: str) -> str:
+    """A safe folder-name piece from a model or dataset id (no separators, no '..')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(os.path.normpath(text)) or text).strip("-.") or "x"
+
+
+def default_output_dir(args) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    model = model_utils.EMBEDDED_NAME if args.model_id == model_utils.EMBEDDED_MODEL_ID else args.model_id
+    return os.path.join("ckpts", f"{_slug(model)}-{_slug(args.dataset_id)}-{stamp}")
+
+
+def find_last_checkpoint(output_dir: str) -> str | None:
+    """Newest ``checkpoint-N`` in ``output_dir`` that was completely written (has the marker)."""
+    if not os.path.isdir(output_dir):
+        return None
+    done = []
+    for name in os.listdir(output_dir):
+        m = _CHECKPOINT_RE.match(name)
+        if m and os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER)):
+            done.append((int(m.group(1)), os.path.join(output_dir, name)))
+    return max(done)[1] if done else None
+
+
+def prepare_output_dir(args) -> tuple[str, str | None]:
+    """(output_dir, checkpoint to resume or None). Refuses to reuse a non-empty folder unless resuming."""
+    resume = args.resume_from_checkpoint
+    output_dir = args.output_dir
+    if resume and resume != "last":
+        output_dir = output_dir or os.path.dirname(os.path.abspath(resume))
+        if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
+            raise SystemExit(f"error: {resume!r} is not a complete checkpoint (no trainer_state.json). Use 'last' to pick the newest complete one.")
+        return output_dir, resume
+    if resume == "last":
+        ckpt = find_last_checkpoint(output_dir)
+        if ckpt is None:
+            raise SystemExit(f"error: no complete checkpoint in {output_dir!r} to resume. Start a new run, or pass a checkpoint folder.")
+        return output_dir, ckpt
+    output_dir = output_dir or default_output_dir(args)
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        raise SystemExit(
+            f"error: output folder {output_dir!r} already holds files. Pick a new --output_dir, or continue that run "
+            f"with --output_dir {output_dir} --resume_from_checkpoint last. Nothing was changed."
+        )
+    return output_dir, None
+
+
+# ---------------------------------------------------------------- configs from flags (the one place)
+def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
+    """``GRPOConfig`` and ``LoraConfig`` from the flags; every flag maps to a field of the same name."""
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    targets = args.lora_target_modules
+    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    weights = [float(w) for w in args.reward_weights.split(",")] if args.reward_weights else None
+    eval_kwargs = {"eval_strategy": "steps", "eval_steps": args.eval_steps} if args.eval_steps else {}
+    grpo = GRPOConfig(
+        output_dir=output_dir,
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        steps_per_generation=args.steps_per_generation,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
+        beta=args.beta,
+        loss_type=args.loss_type,
+        warmup_steps=args.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        seed=args.seed,
+        data_seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing,
+        bf16=use_bf16,
+        use_cpu=use_cpu,
+        use_vllm=args.use_vllm,
+        vllm_mode=args.vllm_mode,
+        reward_weights=weights,
+        logging_steps=args.logging_steps,
+        save_strategy=args.save_strategy,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        report_to=[] if args.report_to == "none" else [args.report_to],
+        log_completions=args.log_completions,
+        num_completions_to_print=4 if args.log_completions else None,
+        **eval_kwargs,
+    )
+    lora = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    return grpo, lora
+
+
+# ---------------------------------------------------------------- callbacks
+def _callbacks():
+    from transformers import TrainerCallback
+
+    class CheckpointMarker(TrainerCallback):
+        """Writes COMPLETE into a checkpoint once the trainer has finished writing it."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+                if os.path.isdir(folder):
+                    with open(os.path.join(folder, COMPLETE_MARKER), "w") as f:
+                        f.write(f"step {state.global_step}\n")
+
+    class StopOnSignal(TrainerCallback):
+        """First Ctrl-C / SIGTERM: finish the step, save a checkpoint, stop. Second Ctrl-C: abort."""
+
+        def __init__(self):
+            self.stop_requested = False
+
+        def request_stop(self, signum, frame):
+            if self.stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            logger.warning("Signal %d: saving a checkpoint after this step, then stopping (Ctrl-C again aborts).", signum)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.stop_requested:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return CheckpointMarker(), StopOnSignal()
+
+
+# ---------------------------------------------------------------- the run
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "math-verify"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=str, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def _clean_history(history: list[dict]) -> list[dict]:
+    """Log history with NaN/inf replaced by None, so it is valid JSON."""
+    import math
+
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in e.items()} for e in history]
+
+
+def prepare_datasets(args, tokenizer):
+    """Training (and optional eval) rows: the shared schema, prompts rendered exactly as eval renders them."""
+    train_ds, test_ds = data_utils.load_and_process_data(
+        args.dataset_id,
+        args.train_split,
+        args.test_split if args.eval_steps else None,
+        args.problem_column,
+        args.solution_column,
+        args.answer_column,
+        args.prompt_template,
+        seed=args.seed,
+    )
+    out = []
+    for ds in (train_ds, test_ds):
+        if ds is None:
+            out.append(None)
+            continue
+        ds = data_utils.filter_by_prompt_length(ds, tokenizer, args.max_prompt_length, args.prefill_think)
+        if args.prefill_think:
+            # TRL applies the chat template to conversational prompts and cannot continue an
+            # assistant turn, so prefilled prompts are rendered to text here.
+            ds = ds.map(lambda ex: {"prompt": data_utils.render_prompt(tokenizer, ex["prompt"], True)}, desc="Rendering prompts")
+        out.append(ds)
+    return out[0], out[1]
+
+
+def train(args) -> int:
+    """Run GRPO training as ``args`` (from main.py) says. Returns a process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    output_dir, resume_ckpt = prepare_output_dir(args)
+    reward.set_verify_timeout(args.verify_timeout)
+    reward_funcs = reward.get_reward_funcs(args.reward_funcs)
+
+    import torch
+    from accelerate import PartialState
+    from trl import GRPOTrainer
+
+    state = PartialState()
+    with state.main_process_first():  # convert the embedded model once, not once per process
+        resolved = model_utils.resolve_model(args.model_id)
+    if resolved["adapter"]:
+        raise SystemExit(f"error: --model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes adapters).")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = model_utils.pick_dtype(device, args.bf16)
+    use_bf16 = dtype == torch.bfloat16
+    tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
+    train_ds, eval_ds = prepare_datasets(args, tokenizer)
+    if args.model_id not in (model_utils.EMBEDDED_MODEL_ID,) and not os.path.isdir(resolved["base"]):
+        model_utils.check_hub_model(resolved["base"])
+    model = model_utils.load_model(resolved, dtype, trust_remote_code=args.trust_remote_code)
+    logger.info("Model: %s | device %s | dtype %s | processes %d", resolved["source"], device, dtype, state.num_processes)
+
+    grpo_config, lora_config = build_configs(args, output_dir, use_bf16, use_cpu=device == "cpu")
+    if args.logging_dir or args.report_to == "tensorboard":
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir or os.path.join(output_dir, "runs"))
+    marker, stopper = _callbacks()
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=grpo_config,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=lora_config,
+        callbacks=[marker, stopper],
+    )
+    run_config = {
+        "args": vars(args),
+        "output_dir": output_dir,
+        "resumed_from": resume_ckpt,
+        "model_source": resolved["source"],
+        "model_path": resolved["base"],
+        "device": device,
+        "dtype": str(dtype),
+        "num_processes": state.num_processes,
+        "train_rows": len(train_ds),
+        "eval_rows": len(eval_ds) if eval_ds is not None else 0,
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "versions": _versions(),
+        "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
+        "lora_config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.to_dict().items()},
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    if state.is_main_process:
+        os.makedirs(output_dir, exist_ok=True)
+        _write_json(os.path.join(output_dir, "run_config.json"), run_config)
+        logger.info("Resolved configuration written to %s/run_config.json", output_dir)
+
+    previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    start = time.time()
+    try:
+        trainer.train(resume_from_checkpoint=resume_ckpt)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    wall = time.time() - start
+
+    steps = trainer.state.global_step
+    history = _clean_history(trainer.state.log_history)
+    if state.is_main_process:
+        _write_json(os.path.join(output_dir, "log_history.json"), history)
+        title = f"{os.path.basename(os.path.normpath(output_dir))}: {steps} steps, {wall / 60:.1f} min"
+        plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
+        run_config.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "train_wall_s": round(wall, 1), "steps": steps, "interrupted": stopper.stop_requested})
+        _write_json(os.path.join(output_dir, "run_config.json"), run_config)
+    if stopper.stop_requested:
+        logger.warning("Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last", steps, output_dir)
+        return 130
+    trainer.save_model(output_dir)  # the adapter only (PEFT)
+    if state.is_main_process:
+        tokenizer.save_pretrained(output_dir)
+        if args.save_merged:
+            merged = trainer.model.merge_and_unload()
+            merged.save_pretrained(os.path.join(output_dir, "merged"), safe_serialization=True)
+            tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
+        logger.info("Done: %d steps in %.1f min. Adapter, run_config.json, log_history.json and reward_curves.png in %s", steps, wall / 60, output_dir)
+        print(f"Run folder: {output_dir}")
+    return 0
