@@ -15,9 +15,10 @@ import argparse
 import os
 import sys
 
+from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE
+
 # Defaults of the CPU recipe (README "What to expect" has the measurements behind them).
 DEFAULT_MODEL_ID = "embedded"
-DEFAULT_DATASET_ID = "builtin:1"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem_column", default=None, help="column holding the problem text (default: detected)")
     p.add_argument("--solution_column", default=None, help="column holding the worked solution (default: detected)")
     p.add_argument("--answer_column", default=None, help="column holding the final answer alone (default: detected)")
-    p.add_argument("--prompt_template", default="worked_example", help="system prompt: 'worked_example' (default recipe) or 'original' (the original project's wording)")
+    p.add_argument("--prompt_template", default=DEFAULT_PROMPT_TEMPLATE, help="system prompt: 'worked_example' (default recipe) or 'original' (the original project's wording)")
     p.add_argument("--prefill_think", action=argparse.BooleanOptionalAction, default=True, help="start the assistant turn with <think> (the format reward counts it)")
     p.add_argument("--max_prompt_length", type=int, default=512, help="drop (never truncate) prompts longer than this many tokens; 0 keeps all")
     # ---- GRPO

@@ -25,7 +25,7 @@ Accuracy rules (``accuracy_reward``):
     ``</answer>`` earns nothing.
   * equivalence: math-verify ``verify(gold, prediction)`` on parsed ``$...$`` expressions, so
     ``0.5 = \\frac12``, ``\\sqrt8 = 2\\sqrt2``, sets in any order, ``(0,1) != [0,1)``,
-    ``12 = 12\\text{ sides}`` (units dropped) and ``50\\% = 50 = 0.5`` (math-verify's rule);
+    ``12 = 12\\text{ sides} = 12 sides`` (unit words after a number dropped) and ``50\\% = 50 = 0.5`` (math-verify's rule);
     then a plain-text fallback (``red`` = ``\\text{Red}``).
   * every check runs in a killable helper process with a hard wall-clock bound per item
     (``set_verify_timeout``); a runaway check scores 0.0 and the helper is restarted. This holds
@@ -160,10 +160,12 @@ def extract_answer(text: str) -> str | None:
         return None
     cut = text.rfind(THINK_END)
     region = text[cut + len(THINK_END) :] if cut >= 0 else text
-    end = region.rfind(ANSWER_END)
-    if end < 0:
-        return None
-    start = region.rfind(ANSWER_START, 0, end)
+    start = region.rfind(ANSWER_START)
+    while start >= 0:  # the last <answer> that is closed; a stray extra </answer> is ignored
+        end = region.find(ANSWER_END, start)
+        if end >= 0:
+            break
+        start = region.rfind(ANSWER_START, 0, start)
     if start < 0:
         return None
     block = region[start + len(ANSWER_START) : end]
@@ -203,6 +205,20 @@ def _plain_text(s: str) -> str:
     s = s.replace("$", "").replace("\\!", "").replace("\\,", " ").replace("~", " ")
     s = re.sub(r"\s+", " ", s).strip().strip(".").strip().lower()
     return s
+
+
+# A unit is a \text{} word or a plain word of 2+ letters after a space: "2x" stays an expression.
+_NUMBER_WITH_UNIT = re.compile(r"([-+]?\d[\d,]*(?:\.\d+)?)(?:\s*\\(?:text|mbox|mathrm)\{[A-Za-z .]*\}|\s+[A-Za-z]{2,}[A-Za-z .]*)")
+
+
+def strip_unit(answer: str) -> str:
+    """``18`` from ``18 yuan`` or ``12\\text{ sides}``: a number followed only by unit words.
+
+    >>> strip_unit("18 yuan"), strip_unit("x + 1")
+    ('18', 'x + 1')
+    """
+    m = _NUMBER_WITH_UNIT.fullmatch(answer.strip())
+    return m.group(1) if m else answer
 
 
 def _fast_equal(gold: str, pred: str) -> bool | None:
@@ -337,6 +353,7 @@ def answers_equal(gold: str, pred: str, timeout_s: float | None = None) -> bool:
     """
     if not gold or not pred or len(pred) > MAX_ANSWER_CHARS:
         return False
+    gold, pred = strip_unit(gold), strip_unit(pred)
     fast = _fast_equal(gold, pred)
     if fast is not None:
         return fast

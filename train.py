@@ -221,10 +221,8 @@ def prepare_datasets(args, tokenizer):
     return out[0], out[1]
 
 
-def train(args) -> int:
-    """Run GRPO training as ``args`` (from main.py) says. Returns a process exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    output_dir, resume_ckpt = prepare_output_dir(args)
+def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
+    """The configured ``GRPOTrainer``, its signal-stop callback and the resolved run configuration."""
     reward.set_verify_timeout(args.verify_timeout)
     reward_funcs = reward.get_reward_funcs(args.reward_funcs)
 
@@ -237,13 +235,13 @@ def train(args) -> int:
         resolved = model_utils.resolve_model(args.model_id)
     if resolved["adapter"]:
         raise SystemExit(f"error: --model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes adapters).")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not os.path.isdir(resolved["base"]):
+        model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
+    device = model_utils.pick_device()
     dtype = model_utils.pick_dtype(device, args.bf16)
     use_bf16 = dtype == torch.bfloat16
     tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
     train_ds, eval_ds = prepare_datasets(args, tokenizer)
-    if args.model_id not in (model_utils.EMBEDDED_MODEL_ID,) and not os.path.isdir(resolved["base"]):
-        model_utils.check_hub_model(resolved["base"])
     model = model_utils.load_model(resolved, dtype, trust_remote_code=args.trust_remote_code)
     logger.info("Model: %s | device %s | dtype %s | processes %d", resolved["source"], device, dtype, state.num_processes)
 
@@ -278,6 +276,21 @@ def train(args) -> int:
         "lora_config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.to_dict().items()},
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
+    return trainer, stopper, run_config
+
+
+def train(args) -> int:
+    """Run GRPO training as ``args`` (from main.py) says. Returns a process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    output_dir, resume_ckpt = prepare_output_dir(args)
+    try:
+        trainer, stopper, run_config = build_trainer(args, output_dir, resume_ckpt)
+    except (model_utils.ModelError, data_utils.DataError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    from accelerate import PartialState
+
+    state = PartialState()
+    tokenizer = trainer.processing_class
     if state.is_main_process:
         os.makedirs(output_dir, exist_ok=True)
         _write_json(os.path.join(output_dir, "run_config.json"), run_config)

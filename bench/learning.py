@@ -1,0 +1,102 @@
+"""Proof that training teaches: held-out accuracy and format before vs after the default recipe.
+
+    python bench/learning.py                 # or: make learn   (CPU: about 25 minutes)
+    python bench/learning.py --limit 100 -- --max_steps 10 --learning_rate 1e-4   # flags after -- go to main.py
+
+Steps, each through the user's own commands (eval.py and main.py in subprocesses):
+  1. evaluate the untrained model with the original project's prompt (the cold start users hit),
+  2. evaluate the untrained model with the recipe's prompt (isolates what training adds),
+  3. train with main.py's defaults (plus any flags after --),
+  4. evaluate the trained adapter (same prompt, same problems, greedy).
+Writes results/learning/: the eval results and summaries, the run folder, learning_report.json
+and learning.png. An earlier results/learning/ is kept, renamed with its time stamp.
+The last printed line is the report as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import plots  # noqa: E402
+from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE  # noqa: E402
+
+KEYS = ("n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "skipped_unparseable_gold")
+
+
+def run(cmd: list[str]) -> float:
+    """Run a command from the repo root, streaming its output; returns wall seconds."""
+    print("+", " ".join(cmd), flush=True)
+    start = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return time.time() - start
+
+
+def evaluate(model: str, out: str, args, extra: list[str]) -> dict:
+    run([sys.executable, "eval.py", "--model_dir", model, "--dataset_id", args.dataset_id, "--split", args.split, "--limit", str(args.limit), "--output_file", out, *extra])
+    with open(out[: -len(".json")] + ".summary.json") as f:
+        return json.load(f)
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    train_extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.path.join("results", "learning"), help="report folder (an existing one is renamed, never overwritten)")
+    p.add_argument("--dataset_id", default=DEFAULT_DATASET_ID, help="dataset to train on and evaluate (its test split is held out)")
+    p.add_argument("--split", default="test", help="held-out split expression")
+    p.add_argument("--limit", type=int, default=200, help="held-out problems (>= 100 for a meaningful interval)")
+    args = p.parse_args(argv)
+
+    out = os.path.join(ROOT, args.out)
+    if os.path.isdir(out) and os.listdir(out):
+        kept = f"{out}.{_dt.datetime.fromtimestamp(os.path.getmtime(out)).strftime('%Y%m%d-%H%M%S')}"
+        os.rename(out, kept)
+        print(f"Kept the earlier report folder as {kept}")
+    os.makedirs(out, exist_ok=True)
+    run_dir = os.path.join(out, "run")
+
+    cold = evaluate("embedded", os.path.join(out, "base_original_prompt.json"), args, ["--prompt_template", "original"])
+    base = evaluate("embedded", os.path.join(out, "base.json"), args, ["--prompt_template", DEFAULT_PROMPT_TEMPLATE])
+    train_wall = run([sys.executable, "main.py", "--dataset_id", args.dataset_id, "--output_dir", run_dir, *train_extra])
+    trained = evaluate(run_dir, os.path.join(out, "trained.json"), args, [])
+
+    with open(os.path.join(run_dir, "run_config.json")) as f:
+        run_config = json.load(f)
+    with open(os.path.join(run_dir, "log_history.json")) as f:
+        history = json.load(f)
+    pick = lambda s: {k: s[k] for k in KEYS}  # noqa: E731
+    report = {
+        "base": pick(base),
+        "trained": pick(trained),
+        "base_original_prompt": pick(cold),
+        "train_wall_s": run_config.get("train_wall_s", round(train_wall, 1)),
+        "train_process_wall_s": round(train_wall, 1),
+        "steps": run_config.get("steps"),
+        "accuracy_intervals_overlap": not (trained["accuracy_ci95"][0] > base["accuracy_ci95"][1]),
+        "dataset_id": args.dataset_id,
+        "split": args.split,
+        "settings": {k: run_config["args"][k] for k in ("prompt_template", "prefill_think", "learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "max_completion_length", "temperature", "lora_r", "lora_alpha", "lora_target_modules", "beta", "loss_type", "seed")},
+        "train_extra_flags": train_extra,
+        "device": run_config.get("device"),
+        "date": _dt.date.today().isoformat(),
+    }
+    with open(os.path.join(out, "learning_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    title = f"{args.dataset_id}: {report['steps']} GRPO steps, {report['train_wall_s'] / 60:.1f} min on {report['device']}"
+    plots.plot_learning(history, base, trained, os.path.join(out, "learning.png"), title)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""Evaluate a model or a trained adapter with the very rewards training used.
+
+    python eval.py --model_dir ckpts/RUN                      # a run folder from main.py
+    python eval.py --model_dir embedded --limit 100           # the untrained embedded model
+    python eval.py --model_dir ckpts/RUN --compare base       # and its base model, side by side
+    python eval.py --model_dir Qwen/Qwen2.5-0.5B-Instruct --dataset_id AI-MO/NuminaMath-TIR \\
+        --split "test[:5%]" --max_completion_length 1024
+    bash eval.sh                                              # newest run in ckpts/ vs its base
+
+Writes ``--output_file`` (a JSON list, one record per problem) and ``<stem>.summary.json``
+beside it, then prints ``Accuracy: 0.xxxx`` and a summary table. Prompts are rendered by
+``data_utils`` with the settings the run was trained with (read from its run_config.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections import Counter
+
+import data_utils
+import model_utils
+import reward
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # ---- what to evaluate
+    p.add_argument("--model_dir", default=model_utils.EMBEDDED_MODEL_ID, help="a run/adapter folder from main.py, a merged model folder, a hub id, or 'embedded'")
+    p.add_argument("--base_model", default=None, help="base model for an adapter (default: the one recorded in adapter_config.json)")
+    p.add_argument("--trust_remote_code", action="store_true", help="allow model repos to run their own code")
+    # ---- data (defaults: the run's own settings from run_config.json, else the training defaults)
+    p.add_argument("--dataset_id", default=None, help=f"dataset (default: the run's, else {data_utils.DEFAULT_DATASET_ID})")
+    p.add_argument("--split", default="test", help="split expression, e.g. 'test' or 'test[:5%%]'")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems of the split")
+    p.add_argument("--problem_column", default=None, help="column holding the problem (default: the run's, else detected)")
+    p.add_argument("--solution_column", default=None, help="column holding the solution (default: the run's, else detected)")
+    p.add_argument("--answer_column", default=None, help="column holding the final answer (default: the run's, else detected)")
+    p.add_argument("--prompt_template", default=None, help=f"system prompt name (default: the run's, else {data_utils.DEFAULT_PROMPT_TEMPLATE})")
+    p.add_argument("--prefill_think", action=argparse.BooleanOptionalAction, default=None, help="start the assistant turn with <think> (default: as the run was trained, else on)")
+    p.add_argument("--max_prompt_length", type=int, default=512, help="skip prompts longer than this many tokens; 0 keeps all")
+    # ---- generation
+    p.add_argument("--batch_size", type=int, default=32, help="prompts per generation batch")
+    p.add_argument("--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)")
+    p.add_argument("--num_samples", type=int, default=1, help="completions per problem (k for pass@k and maj@k; needs --temperature > 0 when > 1)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 weights (default: on for CUDA, off on CPU)")
+    p.add_argument("--seed", type=int, default=42, help="sampling seed")
+    p.add_argument("--verify_timeout", type=float, default=5.0, help="hard bound in seconds for one answer check")
+    # ---- output
+    p.add_argument("--output_file", default=None, help="results JSON (default: results/<model>-<dataset>-<split>-<time>.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output_file")
+    p.add_argument("--compare", default=None, help="a results JSON to print side by side, or a model to evaluate with the same settings ('base' = the adapter's base)")
+    return p
+
+
+# ---------------------------------------------------------------- statistics
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval for a proportion (sound at 0 and 1, unlike the normal one).
+
+    >>> wilson_interval(50, 100)
+    [0.4038, 0.5962]
+    """
+    if n <= 0:
+        return [0.0, 1.0]
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 2), pass_at_k(4, 0, 4)
+    (0.25, 0.5, 0.0)
+    """
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_correct(answers: list[str | None], correct: list[float | None]) -> float:
+    """1.0 when the most common extracted answer (ties: first seen) is a correct one."""
+    keyed = [(reward._plain_text(a), c) for a, c in zip(answers, correct, strict=True) if a is not None]
+    if not keyed:
+        return 0.0
+    counts = Counter(k for k, _ in keyed)
+    top = max(counts.values())
+    winner = next(k for k, _ in keyed if counts[k] == top)
+    return float(any(c == 1.0 for k, c in keyed if k == winner))
+
+
+def summarize(records: list[dict], k: int) -> dict:
+    """Accuracy, format distribution, lenient accuracy, pass@k / maj@k, and counts."""
+    scored = [r for r in records if r["gold_answer"] is not None]
+    samples_acc = [a for r in scored for a in r["rewards"]]
+    samples_fmt = [f for r in records for f in r["format_rewards"]]
+    lenient = [a for r in scored for a in r["lenient_rewards"]]
+    n = len(scored)
+    acc = sum(samples_acc) / len(samples_acc) if samples_acc else 0.0
+    dist = Counter(samples_fmt)
+    out = {
+        "n": n,
+        "n_records": len(records),
+        "skipped_unparseable_gold": len(records) - n,
+        "num_samples": k,
+        "accuracy": round(acc, 4),
+        "accuracy_ci95": wilson_interval(acc * n, n),
+        "correct": round(sum(samples_acc), 2),
+        "format_reward_mean": round(sum(samples_fmt) / len(samples_fmt), 4) if samples_fmt else 0.0,
+        "format_distribution": {"0.0": dist.get(0.0, 0), "0.5": dist.get(0.5, 0), "1.0": dist.get(1.0, 0)},
+        "lenient_accuracy": round(sum(lenient) / len(lenient), 4) if lenient else 0.0,
+    }
+    if k > 1:
+        ks = sorted({2**i for i in range(int(math.log2(k)) + 1)} | {k})
+        for kk in ks:
+            out[f"pass@{kk}"] = round(sum(pass_at_k(k, int(sum(r["rewards"])), kk) for r in scored) / max(n, 1), 4)
+        out[f"maj@{k}"] = round(sum(majority_correct(r["extracted_answers"], r["rewards"]) for r in scored) / max(n, 1), 4)
+    return out
+
+
+# ---------------------------------------------------------------- files
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(os.path.normpath(text)) or text).strip("-.") or "x"
+
+
+def summary_path(output_file: str) -> str:
+    stem = output_file[:-5] if output_file.endswith(".json") else output_file
+    return f"{stem}.summary.json"
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write JSON via a temp file and rename, so a crash never leaves a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def plan_output(args, label: str) -> str:
+    """The results path for this evaluation; refuses to clobber without --overwrite."""
+    path = args.output_file
+    if path is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = os.path.join("results", f"{_slug(label)}-{_slug(args.dataset_id)}-{_slug(args.split)}-{stamp}.json")
+    for p in (path, summary_path(path)):
+        if os.path.exists(p) and not args.overwrite:
+            raise SystemExit(f"error: {p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was changed.")
+        if os.path.isdir(p):
+            raise SystemExit(f"error: --output_file {p} is a folder; give a file path such as results/eval.json.")
+    return path
+
+
+# ---------------------------------------------------------------- settings from the run
+def run_settings(model_dir: str) -> dict:
+    """The training flags recorded in a run folder's run_config.json ({} when there is none)."""
+    path = os.path.join(os.path.expanduser(model_dir), "run_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f).get("args", {})
+
+
+def fill_defaults(args) -> None:
+    """Unset data and prompt flags take the run's own training values, so eval sees training's prompts."""
+    trained = run_settings(args.model_dir)
+    fallback = {
+        "dataset_id": data_utils.DEFAULT_DATASET_ID,
+        "prompt_template": data_utils.DEFAULT_PROMPT_TEMPLATE,
+        "prefill_think": True,
+        "max_completion_length": 64,
+        "problem_column": None,
+        "solution_column": None,
+        "answer_column": None,
+    }
+    for key, default in fallback.items():
+        if getattr(args, key) is None:
+            setattr(args, key, trained.get(key, default))
+
+
+def validate(args) -> None:
+    problems = []
+    if args.num_samples < 1:
+        problems.append(f"--num_samples {args.num_samples}: must be 1 or more.")
+    if args.num_samples > 1 and args.temperature <= 0:
+        problems.append(f"--num_samples {args.num_samples} needs sampling: add --temperature 1.0 (greedy gives k identical samples).")
+    if args.temperature < 0:
+        problems.append(f"--temperature {args.temperature}: must be >= 0 (0 = greedy).")
+    if args.batch_size < 1 or args.max_completion_length < 1:
+        problems.append("--batch_size and --max_completion_length must be positive.")
+    if args.limit is not None and args.limit < 1:
+        problems.append(f"--limit {args.limit}: must be 1 or more.")
+    if problems:
+        raise SystemExit("error: " + "\nerror: ".join(problems))
+
+
+# ---------------------------------------------------------------- generation
+def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[list[list[str]], list[list[int]]]:
+    """Completions (k per prompt) and their token counts, in prompt order.
+
+    Prompts are tokenized exactly as TRL tokenizes text prompts, batched longest-first with left
+    padding so little compute goes to padding, and decoded from the generated tokens only.
+    """
+    import torch
+    from tqdm import tqdm
+
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    texts: list[list[str]] = [[] for _ in prompts]
+    lengths: list[list[int]] = [[] for _ in prompts]
+    k = args.num_samples
+    eos_ids = {tokenizer.eos_token_id, *(([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int) else model.generation_config.eos_token_id) or [])} - {None}
+    gen_kwargs = {
+        "max_new_tokens": args.max_completion_length,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": sorted(eos_ids),
+        "num_return_sequences": k,
+        "do_sample": args.temperature > 0,
+    }
+    if args.temperature > 0:
+        gen_kwargs.update(temperature=args.temperature, top_p=1.0, top_k=0)
+    else:
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    torch.manual_seed(args.seed)
+    for start in tqdm(range(0, len(order), args.batch_size), desc="Generating", unit="batch"):
+        idx = order[start : start + args.batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]) :] = 1
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
+        new = out[:, width:].cpu()
+        for row in range(new.shape[0]):
+            tokens = new[row].tolist()
+            n_tok = len(tokens)
+            for j, t in enumerate(tokens):
+                if t in eos_ids:
+                    n_tok = j + 1
+                    break
+            i = idx[row // k]
+            texts[i].append(tokenizer.decode(tokens[:n_tok], skip_special_tokens=True))
+            lengths[i].append(n_tok)
+    return texts, lengths
+
+
+def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
+    """Generate, score with reward.py, write records and summary; returns the summary."""
+    import torch
+
+    resolved = model_utils.resolve_model(model_dir, args.base_model)
+    train_ds, test_ds = data_utils.load_and_process_data(
+        args.dataset_id, None, args.split, args.problem_column, args.solution_column, args.answer_column, args.prompt_template, seed=args.seed
+    )
+    if args.limit:
+        test_ds = test_ds.select(range(min(args.limit, len(test_ds))))
+    device = model_utils.pick_device(args.device)
+    dtype = model_utils.pick_dtype(device, args.bf16)
+    tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
+    test_ds = data_utils.filter_by_prompt_length(test_ds, tokenizer, args.max_prompt_length, args.prefill_think)
+    prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
+    if resolved["base"] != model_dir and not resolved["adapter"] and not os.path.isdir(resolved["base"]):
+        model_utils.check_hub_model(resolved["base"])
+    model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code)
+    model.eval()
+    logger.info("Evaluating %s on %s %s: %d problems x %d samples, %s %s", resolved["source"], args.dataset_id, args.split, len(prompts), args.num_samples, device, dtype)
+
+    start = time.time()
+    completions, lengths = generate(model, tokenizer, prompts, args, device)
+    gen_wall = time.time() - start
+
+    records = []
+    for i, row in enumerate(test_ds):
+        outs = completions[i]
+        k = len(outs)
+        fmt = reward.format_reward(outs, prompts=[prompts[i]] * k)
+        acc = reward.accuracy_reward(outs, [row["solution"]] * k, answer=[row["answer"]] * k)
+        gold = reward.gold_answer(row["solution"], row["answer"])
+        extracted = [reward.extract_answer(c) for c in outs]
+        lenient_answers = [reward.extract_final_answer_lenient(c) for c in outs]
+        lenient = [float(a is not None and reward.answers_equal(gold, a)) for a in lenient_answers] if gold else [None] * k
+        records.append(
+            {
+                "prompt": prompts[i],
+                "completion": outs[0],
+                "solution": row["solution"],
+                "reward": acc[0] if k == 1 else (None if gold is None else sum(acc) / k),
+                "format_reward": fmt[0] if k == 1 else sum(fmt) / k,
+                "extracted_answer": extracted[0],
+                "gold_answer": gold,
+                "lenient_reward": lenient[0],
+                "completion_tokens": lengths[i][0],
+                "completions": outs,
+                "rewards": acc,
+                "format_rewards": fmt,
+                "lenient_rewards": lenient,
+                "extracted_answers": extracted,
+            }
+        )
+    summary = summarize(records, args.num_samples)
+    tokens = sum(sum(x) for x in lengths)
+    import importlib.metadata as md
+
+    summary.update(
+        {
+            "model": label,
+            "model_source": resolved["source"],
+            "dataset_id": args.dataset_id,
+            "split": args.split,
+            "settings": {k: getattr(args, k) for k in ("prompt_template", "prefill_think", "max_completion_length", "temperature", "num_samples", "batch_size", "seed", "limit", "max_prompt_length")},
+            "device": device,
+            "dtype": str(dtype),
+            "generation_wall_s": round(gen_wall, 2),
+            "problems_per_s": round(len(records) / gen_wall, 3) if gen_wall else None,
+            "tokens_per_s": round(tokens / gen_wall, 1) if gen_wall else None,
+            "generated_tokens": tokens,
+            "results_file": output_file,
+            "versions": {p: md.version(p) for p in ("torch", "transformers", "peft", "math-verify")},
+            "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+        }
+    )
+    write_json_atomic(output_file, records)
+    write_json_atomic(summary_path(output_file), summary)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return summary
+
+
+# ---------------------------------------------------------------- printing
+_ROWS = ["n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "skipped_unparseable_gold", "problems_per_s", "tokens_per_s"]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return " ".join(f"{k}:{x}" for k, x in v.items())
+    return str(v)
+
+
+def print_table(columns: dict[str, dict]) -> None:
+    """Summary rows, one column per evaluated model."""
+    keys = _ROWS + sorted({k for s in columns.values() for k in s if k.startswith(("pass@", "maj@"))})
+    width = max(len(k) for k in keys) + 2
+    names = list(columns)
+    colw = max(24, *(len(n) + 2 for n in names))
+    print("".ljust(width) + "".join(n[-colw + 2 :].ljust(colw) for n in names))
+    for key in keys:
+        if any(key in s for s in columns.values()):
+            print(key.ljust(width) + "".join(_fmt(columns[n].get(key, "-")).ljust(colw) for n in names))
+
+
+def load_summary(path: str) -> dict:
+    """A summary from a summary JSON, or from the summary beside a results JSON."""
+    candidate = path if path.endswith(".summary.json") else summary_path(path)
+    if not os.path.isfile(candidate):
+        raise SystemExit(f"error: --compare {path}: no summary file {candidate}. Pass a results file written by eval.py, or a model.")
+    with open(candidate) as f:
+        return json.load(f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    fill_defaults(args)
+    validate(args)
+    reward.set_verify_timeout(args.verify_timeout)
+    try:
+        model_utils.resolve_model(args.model_dir, args.base_model)  # fail on a bad folder before any work
+        output_file = plan_output(args, args.model_dir)
+        compare_model = None
+        if args.compare and not args.compare.endswith(".json"):
+            compare_model = args.compare
+            if compare_model == "base":
+                resolved = model_utils.resolve_model(args.model_dir, args.base_model)
+                if not resolved["adapter"]:
+                    raise SystemExit(f"error: --compare base needs --model_dir to be an adapter folder; {args.model_dir!r} is not one.")
+                compare_model = args.base_model or resolved["base"]
+            compare_file = summary_path(output_file)[: -len(".summary.json")] + ".compare.json"
+            for p in (compare_file, summary_path(compare_file)):
+                if os.path.exists(p) and not args.overwrite:
+                    raise SystemExit(f"error: {p} already exists. Pass --overwrite or another --output_file.")
+        summary = evaluate(args, args.model_dir, args.model_dir, output_file)
+    except (model_utils.ModelError, data_utils.DataError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    columns = {args.model_dir: summary}
+    if args.compare:
+        if compare_model:
+            saved, args.base_model = args.base_model, None
+            columns = {f"{compare_model} (compare)": evaluate(args, compare_model, compare_model, compare_file), **columns}
+            args.base_model = saved
+        else:
+            columns = {f"{args.compare} (compare)": load_summary(args.compare), **columns}
+    print(f"Accuracy: {summary['accuracy']:.4f}")
+    print_table(columns)
+    print(f"Results: {output_file}\nSummary: {summary_path(output_file)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

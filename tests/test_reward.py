@@ -1,0 +1,278 @@
+"""reward.py: the scoring rules, table-driven, plus the contract, time bound and real model output."""
+
+import concurrent.futures
+import json
+import os
+import pickle
+import threading
+import time
+
+import pytest
+
+import reward
+from reward import accuracy_reward, answers_equal, extract_answer, extract_boxed, format_reward
+
+SEED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
+OK = "<think>reasoning</think><answer>{}</answer>"
+
+
+@pytest.mark.parametrize("text,want", reward.BOXED_CASES)
+def test_extract_boxed_self_test_table(text, want):
+    assert extract_boxed(text) == want
+
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("\\boxed{\\left(1,\\frac12\\right)}", "\\left(1,\\frac12\\right)"),  # nested braces kept whole
+        ("\\boxed{a}\\fbox{b}", "b"),  # the last box of either kind
+        ("\\fbox{b} then \\boxed{a}", "a"),
+        ("\\boxed{1} \\boxed{2", None),  # last box unbalanced: no answer rather than an earlier one
+        ("", None),
+        (None, None),
+        ("\\boxed{\\}}", "\\}"),  # escaped closing brace does not close the box
+    ],
+)
+def test_extract_boxed_edges(text, want):
+    assert extract_boxed(text) == want
+
+
+@pytest.mark.parametrize("text,want", reward.FORMAT_CASES)
+def test_format_self_test_table(text, want):
+    assert format_reward([text]) == [want]
+
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("  \n<think>a</think>\n<answer>\\boxed{1}</answer>\n", 1.0),  # whitespace around blocks is fine
+        ("Sure! <think>a</think><answer>\\boxed{1}</answer>", 0.0),  # no text before <think>
+        ("<think>a</think> so <answer>\\boxed{1}</answer>", 0.0),  # no text between blocks
+        ("<think>a</think><answer>\\boxed{1}</answer><|endoftext|>", 1.0),  # EOS marker after answer
+        ("<think>a</think><answer>\\boxed{1}</answer></s> ", 1.0),
+        ("<think>a</think><answer>\\boxed{1}</answer>\\boxed{2}", 0.0),  # trailing box after answer
+        ("<think>a</think><think>b</think><answer>\\boxed{1}</answer>", 0.0),  # two think blocks
+        ("<think>a<think>b</think></think><answer>\\boxed{1}</answer>", 0.0),  # nested tags
+        ("<think>a</think><answer><answer>\\boxed{1}</answer></answer>", 0.0),
+        ("<think> </think><answer>\\boxed{1}</answer>", 0.0),  # empty think: no reasoning, no pair
+        ("<think>a</think><answer> </answer>", 0.0),  # empty answer
+        ("<think>a</think><answer>\\boxed{}</answer>", 0.5),  # empty box counts as no box
+        ("<think>a</think><answer>\\boxed 5</answer>", 0.5),  # \boxed without braces is not a box
+        ("<think>a</think><answer>\\fbox{5}</answer>", 1.0),
+        ("<think>a\r\nb</think>\r\n<answer>\\boxed{5}</answer>\r\n", 1.0),  # Windows newlines
+        ("<think>\\boxed{5}</think><answer>5</answer>", 0.5),  # a box in think does not count
+        ("", 0.0),
+        ("   ", 0.0),
+    ],
+)
+def test_format_hacking_cases(text, want):
+    assert format_reward([text]) == [want]
+
+
+@pytest.mark.parametrize(
+    "completion,prompt,flag,want",
+    [
+        ("a</think><answer>\\boxed{1}</answer>", "...<|im_start|>assistant\n<think>", None, 1.0),  # detected from prompt
+        ("a</think><answer>\\boxed{1}</answer>", "...<|im_start|>assistant\n", None, 0.0),  # not prefilled
+        ("a</think><answer>\\boxed{1}</answer>", None, True, 1.0),  # forced on
+        ("<think>a</think><answer>\\boxed{1}</answer>", "x<think>", None, 0.0),  # prefilled, then a second <think>
+        ("<think>a</think><answer>\\boxed{1}</answer>", "x<think>", False, 1.0),  # forced off
+    ],
+)
+def test_format_prefilled_think(completion, prompt, flag, want):
+    prompts = None if prompt is None else [prompt]
+    assert format_reward([completion], prompts=prompts, think_prefilled=flag) == [want]
+
+
+@pytest.mark.parametrize("text,sol,want", reward.ACCURACY_CASES)
+def test_accuracy_self_test_table(text, sol, want):
+    assert accuracy_reward([text], [sol]) == [want]
+
+
+@pytest.mark.parametrize(
+    "gold,pred,want",
+    [
+        ("0.5", "\\frac{1}{2}", True),
+        ("\\frac12", "0.5", True),
+        ("\\dfrac12", "\\frac{1}{2}", True),
+        ("2\\sqrt{2}", "\\sqrt{8}", True),
+        ("\\{1,2\\}", "\\{2,1\\}", True),  # sets in any order
+        ("(0,1)", "[0,1)", False),  # open vs half-open interval
+        ("[0,1)", "[0,1)", True),
+        ("\\text{red}", "red", True),
+        ("\\text{red}", "Red", True),  # case-insensitive text
+        ("\\text{yes}", "\\text{no}", False),
+        ("12", "12\\text{ sides}", True),  # decided: a unit after the number is dropped
+        ("18", "18 yuan", True),
+        ("2", "2x", False),  # but a variable is not a unit
+        ("50\\%", "50", True),  # decided with math-verify: percent equals its number...
+        ("50\\%", "0.5", True),  # ...and its fraction
+        ("1000", "1,000", True),
+        ("42", "43", False),
+        ("-1", "-1", True),
+        ("12345678901", "12345678902", False),  # big integers compared exactly
+        ("x=3", "3", True),
+        ("\\frac{-12}{5}", "-\\frac{12}{5}", True),
+        ("\\lambda < 0", "\\lambda<0", True),
+    ],
+)
+def test_equivalences(gold, pred, want):
+    assert answers_equal(gold, pred) is want
+
+
+@pytest.mark.parametrize(
+    "completion,want",
+    [
+        ("<think>a</think><answer>\\boxed{5}</answer>", "5"),
+        ("<think>a</think><answer>so 5</answer>", "so 5"),  # no box: the block's text
+        ("<think>a</think><answer>\\boxed{4} then \\boxed{5}</answer>", "5"),  # last box
+        ("<think><answer>9</answer></think><answer>5</answer>", "5"),  # answers inside think ignored
+        ("<think><answer>9</answer></think>no answer block", None),
+        ("<think>a</think><answer>5</answer> </answer>", "5"),  # stray closing tag ignored
+        ("<think>a</think><answer>4</answer><answer>5</answer>", "5"),  # last complete block
+        ("<think>a</think><answer>5", None),  # unclosed
+        ("\\boxed{5}", None),  # a box with no answer block earns nothing
+    ],
+)
+def test_extract_answer(completion, want):
+    assert extract_answer(completion) == want
+
+
+def test_accuracy_uses_answer_column_and_skips_bad_gold():
+    comps = [OK.format("\\boxed{7}")] * 4
+    sols = ["work \\boxed{7}", "no box at all", "", "work \\boxed{8}"]
+    answers = ["", "", "", "7"]  # the answer column wins over the solution's box
+    assert accuracy_reward(comps, sols, answer=answers) == [1.0, None, None, 1.0]
+
+
+def test_unusable_gold_is_never_rewarded():
+    assert accuracy_reward([OK.format("\\boxed{}")], ["\\boxed{}"]) == [None]
+    assert accuracy_reward([OK.format("anything")], ["\\boxed{5"]) == [None]
+
+
+# ---------------------------------------------------------------- TRL's reward contract
+CONVERSATIONAL = [[{"role": "assistant", "content": OK.format("\\boxed{3}")}], [{"role": "assistant", "content": "junk"}]]
+
+
+@pytest.mark.parametrize("func", [format_reward, accuracy_reward])
+def test_contract(func):
+    out = func(CONVERSATIONAL, solution=["\\boxed{3}", "\\boxed{3}"], prompts=["p", "p"], trainer_state=None, log_extra=None, extra_column=[1, 2])
+    assert len(out) == 2
+    assert all(v is None or isinstance(v, float) for v in out)
+    assert out[1] == 0.0
+    assert pickle.loads(pickle.dumps(func)) is func
+
+
+def test_string_and_conversational_shapes_agree():
+    text = OK.format("\\boxed{3}")
+    assert accuracy_reward([text], ["\\boxed{3}"]) == accuracy_reward([[{"role": "assistant", "content": text}]], ["\\boxed{3}"]) == [1.0]
+
+
+def test_none_and_empty_completions():
+    assert format_reward([None, "", [{"role": "assistant", "content": None}]]) == [0.0, 0.0, 0.0]
+    assert accuracy_reward([None, ""], ["\\boxed{1}"] * 2) == [0.0, 0.0]
+
+
+def test_registry_and_guard():
+    funcs = reward.get_reward_funcs("format,accuracy")
+    assert [f.__name__ for f in funcs] == ["format_reward", "accuracy_reward"]
+    assert pickle.loads(pickle.dumps(funcs[0]))([OK.format("\\boxed{1}")]) == [1.0]
+    with pytest.raises(ValueError, match="Unknown reward 'acc'.*accuracy"):
+        reward.get_reward_funcs("format,acc")
+
+
+def _explodes_on_b(completions, **kwargs):
+    if any(c == "b" for c in completions):
+        raise RuntimeError("boom")
+    return [1.0] * len(completions)
+
+
+def test_guard_isolates_a_raising_sample():
+    guarded = reward.GuardedReward(_explodes_on_b)
+    assert guarded(["a", "b", "c"], solution=["x", "y", "z"]) == [1.0, None, 1.0]
+
+
+# ---------------------------------------------------------------- the hard time bound
+RUNAWAY = [
+    "9^{9^{9^9}}",
+    "\\dfrac{5^{(5^{(5^{(5^5)})}-4)}-5}{16}",
+    "100000!",
+    "9" * 10000,
+]
+
+
+@pytest.fixture()
+def short_bound():
+    old = reward._VERIFY_TIMEOUT_S
+    reward.set_verify_timeout(2.0)
+    yield 2.0
+    reward.set_verify_timeout(old)
+
+
+def _score_runaway(pred: str) -> tuple[float, float]:
+    reward.set_verify_timeout(2.0)
+    start = time.time()
+    got = accuracy_reward([OK.format("\\boxed{" + pred + "}")], ["\\boxed{7^{7^{7}} + 1}"])[0]
+    return got, time.time() - start
+
+
+@pytest.mark.parametrize("pred", RUNAWAY)
+def test_runaway_is_bounded_in_main_thread(pred, short_bound):
+    got, took = _score_runaway(pred)
+    assert got == 0.0
+    assert took < short_bound + 3  # the bound plus a helper restart
+
+
+def test_runaway_is_bounded_in_a_thread(short_bound):
+    result = {}
+    t = threading.Thread(target=lambda: result.update(zip(("got", "took"), _score_runaway(RUNAWAY[1]))))
+    t.start()
+    t.join(60)
+    assert result["got"] == 0.0 and result["took"] < short_bound + 3
+
+
+def test_runaway_is_bounded_in_a_process_pool_worker():
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:
+        got, took = pool.submit(_score_runaway, RUNAWAY[0]).result(timeout=120)
+    assert got == 0.0 and took < 2.0 + 10  # includes the worker's first helper start
+
+
+def test_helper_recovers_after_a_kill(short_bound):
+    _score_runaway(RUNAWAY[0])
+    assert accuracy_reward([OK.format("\\boxed{\\frac{1}{2}}")], ["\\boxed{0.5}"]) == [1.0]
+
+
+def test_megabyte_completion_scores_zero_fast():
+    huge = "<think>" + "x" * 1_000_000 + "</think><answer>" + "1+" * 300_000 + "1</answer>"
+    start = time.time()
+    assert accuracy_reward([huge], ["\\boxed{2}"]) == [0.0]
+    assert format_reward([huge]) == [0.5]
+    assert time.time() - start < 5
+
+
+# ---------------------------------------------------------------- real model output
+# Labels decided by reading each record (prompt prefix stripped): does the answer block hold
+# the gold answer, and does the completion follow the strict contract?
+SEED_CORRECT = {1, 2, 3, 4, 5, 9, 12, 16, 18, 24, 25, 28, 29, 32, 34, 37, 42, 47}
+# 1/22/23/30/45: a stray second </answer>; 3/18/25/28/34: no think pair; others: truncated or untagged
+SEED_FORMAT_HALF = {2, 4, 5, 9, 10, 12, 16, 24, 29, 32, 37, 38, 42, 44, 47, 49}
+
+
+def _seed_records():
+    with open(SEED_DATA) as f:
+        records = json.load(f)
+    for r in records:
+        c = r["completion"]
+        r["completion"] = c[len(r["prompt"]) :] if c.startswith(r["prompt"]) else c
+    return records
+
+
+@pytest.mark.skipif(not os.path.exists(SEED_DATA), reason="../shared/data is not beside this checkout")
+def test_real_model_output_matches_hand_labels():
+    records = _seed_records()
+    acc = accuracy_reward([r["completion"] for r in records], [r["solution"] for r in records])
+    fmt = format_reward([r["completion"] for r in records])
+    assert {i for i, a in enumerate(acc) if a == 1.0} == SEED_CORRECT
+    assert None not in acc  # every NuminaMath gold here has a box
+    assert {i for i, f in enumerate(fmt) if f == 0.5} == SEED_FORMAT_HALF
+    assert not any(f == 1.0 for f in fmt)  # no record boxed its answer inside <answer>
