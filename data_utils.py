@@ -365,6 +365,8 @@ def load_and_process_data(
     splits = _load_all_splits(dataset_id)
     available = dict(splits)
     if "test" in wanted and wanted["test"][0] not in available and "train" in available and wanted["test"][0] == "test":
+        if len(available["train"]) < 2:
+            raise DataError(f"Dataset {dataset_id!r} has no test split and too few rows ({len(available['train'])}) to carve one.")
         carved = available["train"].train_test_split(test_size=test_fraction, seed=seed, shuffle=True)
         logger.info("Dataset %s has no test split: carved a disjoint %.0f%% of train (seed %d).", dataset_id, 100 * test_fraction, seed)
         available["train"], available["test"] = carved["train"], carved["test"]

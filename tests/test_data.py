@@ -1,0 +1,244 @@
+"""data_utils.py: the built-in dataset, every local layout, split logic, length filter, errors."""
+
+import json
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+import data_utils
+from data_utils import DataError, load_and_process_data
+from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, accuracy_reward
+
+NUMINA_ROWS = [
+    {"problem": f"What is {i} + 1?", "solution": f"Add one: {i} + 1 = {i + 1}. So \\(\\boxed{{{i + 1}}}\\).", "messages": []}
+    for i in range(20)
+]
+GSM8K_ROWS = [{"question": f"Tom has {i} apples and gets 1,000 more. How many?", "answer": f"{i} + 1000 = {i + 1000}\n#### {i + 1000:,}"} for i in range(10)]
+DEEPMATH_ROWS = [{"question": f"Compute {i}^2.", "final_answer": str(i * i), "r1_solution_1": "..."} for i in range(10)]
+
+
+# ---------------------------------------------------------------- built-in dataset
+def test_builtin_sizes_levels_and_determinism():
+    a = data_utils.builtin_records()
+    b = data_utils.builtin_records()
+    assert a == b  # same seed, same data, every run
+    n_levels = len(data_utils.BUILTIN_LEVELS)
+    assert len(a["train"]) == n_levels * data_utils.BUILTIN_TRAIN_PER_LEVEL
+    assert len(a["test"]) == n_levels * data_utils.BUILTIN_TEST_PER_LEVEL
+    assert {r["level"] for r in a["test"]} == set(data_utils.BUILTIN_LEVELS)
+    assert data_utils.builtin_records([1], seed=1) != data_utils.builtin_records([1])
+
+
+def test_builtin_splits_never_overlap():
+    d = data_utils.builtin_records()
+    assert not {r["problem"] for r in d["train"]} & {r["problem"] for r in d["test"]}
+    assert len({r["problem"] for r in d["train"]}) == len(d["train"])  # no duplicates either
+
+
+def test_builtin_schema_matches_numinamath():
+    row = data_utils.builtin_records([3])["test"][0]
+    assert set(row) >= {"problem", "solution", "messages"}
+    assert row["messages"][0] == {"role": "user", "content": row["problem"]}
+    assert row["solution"].rstrip(".").endswith(f"{BOXED}{{{row['answer']}}}")
+
+
+def test_every_builtin_gold_scores_one():
+    d = data_utils.builtin_records()
+    rows = d["train"] + d["test"]
+    completions = [f"{THINK_START}w{THINK_END}{ANSWER_START}{BOXED}{{{r['answer']}}}{ANSWER_END}" for r in rows]
+    # through the solution's box (answer column absent) and through the answer column
+    assert accuracy_reward(completions, [r["solution"] for r in rows]) == [1.0] * len(rows)
+    assert accuracy_reward(completions, [r["solution"] for r in rows], answer=[r["answer"] for r in rows]) == [1.0] * len(rows)
+
+
+@pytest.mark.parametrize(
+    "dataset_id,levels",
+    [("builtin", [1, 2, 3, 4]), ("builtin:2", [2]), ("builtin:1-3", [1, 2, 3]), ("builtin:1,4", [1, 4])],
+)
+def test_builtin_level_ids(dataset_id, levels):
+    assert data_utils.parse_builtin_levels(dataset_id) == levels
+
+
+@pytest.mark.parametrize("bad", ["builtin:9", "builtin:a", "builtin:0-1", "builtin:,"])
+def test_bad_builtin_ids(bad):
+    with pytest.raises(ValueError, match="builtin:1-2"):
+        data_utils.parse_builtin_levels(bad)
+
+
+def test_default_load_works_offline_with_the_schema():
+    train, test = load_and_process_data()
+    assert sorted(train.column_names) == ["answer", "prompt", "solution"]
+    prompt = test[0]["prompt"]
+    assert [m["role"] for m in prompt] == ["system", "user"]
+    assert prompt[0]["content"] == data_utils.PROMPT_TEMPLATES[data_utils.DEFAULT_PROMPT_TEMPLATE]
+
+
+# ---------------------------------------------------------------- prompts
+def test_system_prompt_is_built_from_the_reward_tags():
+    for text in data_utils.PROMPT_TEMPLATES.values():
+        for tag in (THINK_START, THINK_END, ANSWER_START, ANSWER_END, BOXED):
+            assert tag in text
+    assert "\\{" not in data_utils.SYSTEM_PROMPT  # the original's stray escapes are gone
+
+
+def test_make_conversation_as_the_original():
+    conv = data_utils.make_conversation({"problem": "P"})
+    assert conv == {"prompt": [{"role": "system", "content": data_utils.SYSTEM_PROMPT}, {"role": "user", "content": "P"}]}
+
+
+class FakeTokenizer:
+    """Chat template = concatenated contents; one token per whitespace-separated word."""
+
+    def apply_chat_template(self, conversation, tokenize=False, add_generation_prompt=True):
+        return " ".join(m["content"] for m in conversation) + (" ASSISTANT:" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+
+def test_render_prompt_prefills_think():
+    conv = [{"role": "user", "content": "hi"}]
+    assert data_utils.render_prompt(FakeTokenizer(), conv, True).endswith(f"ASSISTANT:{THINK_START}")
+    assert data_utils.render_prompt(FakeTokenizer(), conv, False).endswith("ASSISTANT:")
+
+
+# ---------------------------------------------------------------- local layouts
+def _numina_folder(root, fmt):
+    folder = root / "NuminaMath-TIR"
+    (folder / "data").mkdir(parents=True)
+    for split, rows in (("train", NUMINA_ROWS[:16]), ("test", NUMINA_ROWS[16:])):
+        ds = Dataset.from_list(rows)
+        path = folder / "data" / f"{split}-00000-of-00001.{fmt}"
+        {"parquet": ds.to_parquet, "jsonl": ds.to_json, "csv": ds.to_csv}[fmt](str(path))
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_numinamath_shaped_folder_with_the_originals_splits(tmp_path, fmt):
+    folder = _numina_folder(tmp_path, fmt)
+    train, test = load_and_process_data(str(folder), "train[:50%]", "test[:50%]")
+    assert (len(train), len(test)) == (8, 2)
+    assert train[0]["answer"] == "1"
+    assert test[0]["prompt"][1]["content"] == "What is 16 + 1?"
+
+
+def test_save_to_disk_folder(tmp_path):
+    DatasetDict({"train": Dataset.from_list(NUMINA_ROWS[:10]), "test": Dataset.from_list(NUMINA_ROWS[10:])}).save_to_disk(str(tmp_path / "dd"))
+    train, test = load_and_process_data(str(tmp_path / "dd"))
+    assert (len(train), len(test)) == (10, 10)
+
+
+def test_single_dataset_save_to_disk_carves_a_test_split(tmp_path):
+    Dataset.from_list(NUMINA_ROWS).save_to_disk(str(tmp_path / "one"))
+    train, test = load_and_process_data(str(tmp_path / "one"), test_fraction=0.25)
+    assert (len(train), len(test)) == (15, 5)
+    assert not set(train["solution"]) & set(test["solution"])  # disjoint
+    again_train, again_test = load_and_process_data(str(tmp_path / "one"), test_fraction=0.25)
+    assert again_test["solution"] == test["solution"]  # deterministic for a seed
+
+
+def test_gsm8k_jsonl_file(tmp_path):
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in GSM8K_ROWS))
+    train, test = load_and_process_data(str(path), "train", "test", test_fraction=0.2)
+    row = (train.to_list() + test.to_list())[0]
+    assert row["answer"].isdigit() and int(row["answer"]) >= 1000  # "#### 1,000" -> "1000"
+    assert "####" not in row["solution"] and row["solution"].endswith(f"{BOXED}{{{row['answer']}}}")
+    completion = f"{THINK_START}w{THINK_END}{ANSWER_START}{BOXED}{{{row['answer']}}}{ANSWER_END}"
+    assert accuracy_reward([completion], [row["solution"]], answer=[row["answer"]]) == [1.0]
+
+
+def test_deepmath_csv_file(tmp_path):
+    path = tmp_path / "deepmath.csv"
+    Dataset.from_list(DEEPMATH_ROWS).to_csv(str(path))
+    train, _ = load_and_process_data(str(path), "train", None)
+    assert train[3]["answer"] == "9" and train[3]["solution"].endswith(f"{BOXED}{{9}}")
+
+
+def test_column_flags_override_detection(tmp_path):
+    rows = [{"q": "1+1?", "gold": "2", "problem": "decoy"}]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "c"))
+    train, _ = load_and_process_data(str(tmp_path / "c"), "train", None, problem_column="q", answer_column="gold")
+    assert train[0]["prompt"][1]["content"] == "1+1?" and train[0]["answer"] == "2"
+
+
+# ---------------------------------------------------------------- split expressions
+@pytest.mark.parametrize(
+    "expr,n",
+    [("train", 20), ("train[:5]", 5), ("train[:25%]", 5), ("train[10:]", 10), ("train[-4:]", 4), ("train[5:7]", 2)],
+)
+def test_split_expressions(tmp_path, expr, n):
+    Dataset.from_list(NUMINA_ROWS).save_to_disk(str(tmp_path / "s"))
+    train, _ = load_and_process_data(str(tmp_path / "s"), expr, None)
+    assert len(train) == n
+
+
+# ---------------------------------------------------------------- length filter
+def test_length_filter_drops_and_counts(caplog):
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": " ".join(["w"] * n)}]} for n in (2, 5, 50)])
+    kept = data_utils.filter_by_prompt_length(ds, FakeTokenizer(), 10)
+    assert len(kept) == 2
+    assert "Dropped 1 of 3 prompts" in caplog.text
+    assert len(data_utils.filter_by_prompt_length(ds, FakeTokenizer(), 0)) == 3  # 0 keeps all
+
+
+def test_length_filter_fails_when_nothing_remains():
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": "a b c d e f"}]}])
+    with pytest.raises(DataError, match="Raise --max_prompt_length"):
+        data_utils.filter_by_prompt_length(ds, FakeTokenizer(), 3)
+
+
+# ---------------------------------------------------------------- bad input
+def test_missing_column_names_the_columns_and_the_flag(tmp_path):
+    Dataset.from_list([{"text": "x", "label": 1}] * 5).save_to_disk(str(tmp_path / "m"))
+    with pytest.raises(DataError, match=r"columns are \['text', 'label'\].*--problem_column"):
+        load_and_process_data(str(tmp_path / "m"))
+
+
+def test_wrong_column_flag(tmp_path):
+    Dataset.from_list(NUMINA_ROWS).save_to_disk(str(tmp_path / "w"))
+    with pytest.raises(DataError, match="'question' given by --problem_column"):
+        load_and_process_data(str(tmp_path / "w"), problem_column="question")
+
+
+@pytest.mark.parametrize("expr", ["train[:5%", "train[abc]", "", "train[1:2:3]"])
+def test_bad_split_expression(expr):
+    with pytest.raises(DataError, match="split expression"):
+        load_and_process_data("builtin:1", expr, None)
+
+
+def test_split_the_dataset_lacks():
+    with pytest.raises(DataError, match=r"Split 'validation'.*splits are \['test', 'train'\]"):
+        load_and_process_data("builtin:1", "train", "validation")
+
+
+def test_empty_selection():
+    with pytest.raises(DataError, match="empty"):
+        load_and_process_data("builtin:1", "train[5:5]", None)
+
+
+@pytest.mark.parametrize("path", ["./no/such/folder", "/no/such/file.parquet"])
+def test_path_that_does_not_exist(path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_and_process_data(path)
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="holds no dataset"):
+        load_and_process_data(str(tmp_path))
+
+
+def test_hub_id_without_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(DataError, match="--dataset_id builtin"):
+        load_and_process_data("AI-MO/NuminaMath-TIR", "train[:5%]", "test[:5%]")
+
+
+def test_dataset_text_is_never_executed(tmp_path):
+    rows = [{"problem": "__import__('os').system('touch PWNED')", "solution": "```python\nopen('PWNED2','w')\n```\\boxed{1}"}]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "x"))
+    train, _ = load_and_process_data(str(tmp_path / "x"), "train", None)
+    assert train[0]["answer"] == "1"
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "PWNED2").exists()
