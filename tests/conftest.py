@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny Llama with the embedded model's real tokenizer, and one tiny trained run."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# Flags for a seconds-long run of the tiny model: 2 steps, 2 prompts x 2 completions of 8 tokens.
+TINY_TRAIN_FLAGS = [
+    "--dataset_id", "builtin:1", "--train_split", "train[:16]", "--max_steps", "2",
+    "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "8",
+    "--report_to", "none", "--save_steps", "1", "--learning_rate", "1e-2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer, 32-wide Llama (random weights) saved with SmolLM2's tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    import model_utils
+
+    folder, name = os.path.split(model_utils._embedded_gguf_path())
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    """A finished 2-step training run of the tiny model, through main.py's own argument parsing."""
+    import main
+
+    out = str(tmp_path_factory.mktemp("runs") / "tiny-run")
+    assert main.main(["--model_id", tiny_model_dir, "--output_dir", out, *TINY_TRAIN_FLAGS]) == 0
+    return out
