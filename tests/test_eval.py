@@ -1,0 +1,151 @@
+"""eval.py + eval.sh: records, scores identical to reward.py, summary arithmetic, guards, launcher."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import eval as evaluate_mod
+import reward
+from conftest import ROOT
+
+
+def _run_eval(*argv):
+    return evaluate_mod.main(list(argv))
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(tiny_run, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("eval") / "tiny.json")
+    assert _run_eval("--model_dir", tiny_run, "--limit", "5", "--max_completion_length", "8", "--output_file", out) == 0
+    with open(out) as f:
+        records = json.load(f)
+    with open(evaluate_mod.summary_path(out)) as f:
+        summary = json.load(f)
+    return out, records, summary
+
+
+def test_records_have_the_fields(tiny_eval):
+    _, records, _ = tiny_eval
+    assert len(records) == 5
+    for r in records:
+        for key in ("prompt", "completion", "solution", "reward", "format_reward", "extracted_answer", "gold_answer", "completions", "rewards"):
+            assert key in r, key
+        assert r["prompt"] not in r["completion"] and not r["completion"].startswith("<|im_start|>")
+
+
+def test_eval_uses_the_runs_training_prompt(tiny_eval, tiny_run):
+    _, records, summary = tiny_eval
+    assert records[0]["prompt"].endswith("<|im_start|>assistant\n<think>")  # prefilled, as trained
+    assert summary["settings"]["prompt_template"] == "worked_example"
+    assert summary["dataset_id"] == "builtin:1"
+
+
+def test_scores_equal_reward_py(tiny_eval):
+    _, records, _ = tiny_eval
+    for r in records:
+        assert r["reward"] == reward.accuracy_reward([r["completion"]], [r["solution"]])[0]
+        assert r["format_reward"] == reward.format_reward([r["completion"]], prompts=[r["prompt"]])[0]
+
+
+def test_summary_counts_add_up(tiny_eval):
+    out, records, summary = tiny_eval
+    assert summary["n"] + summary["skipped_unparseable_gold"] == summary["n_records"] == len(records)
+    assert sum(summary["format_distribution"].values()) == len(records) * summary["num_samples"]
+    assert summary["accuracy"] == pytest.approx(sum(r["reward"] for r in records) / len(records), abs=1e-4)
+    lo, hi = summary["accuracy_ci95"]
+    assert 0 <= lo <= summary["accuracy"] <= hi <= 1
+    assert summary["results_file"] == out and summary["generated_tokens"] > 0
+
+
+def test_sampling_k_gives_pass_and_maj(tiny_run, tmp_path):
+    out = str(tmp_path / "k.json")
+    _run_eval("--model_dir", tiny_run, "--limit", "2", "--max_completion_length", "4", "--num_samples", "4", "--temperature", "1.0", "--output_file", out)
+    with open(out) as f:
+        records = json.load(f)
+    with open(evaluate_mod.summary_path(out)) as f:
+        summary = json.load(f)
+    assert all(len(r["completions"]) == 4 for r in records)
+    assert {"pass@1", "pass@2", "pass@4", "maj@4"} <= set(summary)
+
+
+@pytest.mark.parametrize("n,c,k,want", [(5, 0, 1, 0.0), (5, 5, 3, 1.0), (5, 2, 1, 0.4), (5, 2, 2, 0.7), (10, 1, 5, 0.5)])
+def test_pass_at_k_hand_cases(n, c, k, want):
+    assert evaluate_mod.pass_at_k(n, c, k) == pytest.approx(want)
+
+
+def test_majority_vote():
+    # "7" twice (correct) beats "8" once; text answers are normalised before voting
+    assert evaluate_mod.majority_correct(["7", "8", "7"], [1.0, 0.0, 1.0]) == 1.0
+    assert evaluate_mod.majority_correct(["8", "\\text{8}", "7"], [0.0, 0.0, 1.0]) == 0.0
+    assert evaluate_mod.majority_correct([None, None], [0.0, 0.0]) == 0.0
+
+
+def test_existing_results_are_never_clobbered(tiny_eval, tiny_run):
+    out, records, _ = tiny_eval
+    before = open(out).read()
+    with pytest.raises(SystemExit, match="already exists.*--overwrite"):
+        _run_eval("--model_dir", tiny_run, "--limit", "1", "--output_file", out)
+    assert open(out).read() == before
+
+
+def test_output_folder_is_created(tiny_run, tmp_path):
+    out = tmp_path / "new" / "deeper" / "r.json"
+    _run_eval("--model_dir", tiny_run, "--limit", "1", "--max_completion_length", "2", "--output_file", str(out))
+    assert out.is_file() and (tmp_path / "new" / "deeper" / "r.summary.json").is_file()
+
+
+def test_compare_with_a_results_file(tiny_eval, tiny_run, tmp_path, capsys):
+    out, _, _ = tiny_eval
+    _run_eval("--model_dir", tiny_run, "--limit", "2", "--max_completion_length", "2", "--output_file", str(tmp_path / "c.json"), "--compare", out)
+    printed = capsys.readouterr().out
+    assert "Accuracy: " in printed and "(compare)" in printed and "format_reward_mean" in printed
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model_dir", "/no/such/run"], "does not exist"),
+        (["--num_samples", "3"], "--temperature 1.0"),
+        (["--limit", "0"], "--limit 0"),
+    ],
+)
+def test_bad_input(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        _run_eval(*argv)
+
+
+def test_folder_with_neither_model_nor_adapter(tmp_path):
+    (tmp_path / "junk.txt").write_text("x")
+    with pytest.raises(SystemExit, match="neither a model"):
+        _run_eval("--model_dir", str(tmp_path))
+
+
+def test_adapter_whose_base_is_missing(tiny_run, tmp_path):
+    adapter = tmp_path / "orphan"
+    adapter.mkdir()
+    cfg = json.load(open(os.path.join(tiny_run, "adapter_config.json")))
+    cfg["base_model_name_or_path"] = str(tmp_path / "gone")
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit, match="base model .* cannot be found.*--base_model"):
+        _run_eval("--model_dir", str(adapter))
+
+
+def test_split_the_dataset_lacks(tiny_run):
+    with pytest.raises(SystemExit, match="Split 'validation'"):
+        _run_eval("--model_dir", tiny_run, "--split", "validation")
+
+
+def test_eval_sh_runs_the_newest_run_against_its_base(tiny_run, tmp_path):
+    env = dict(os.environ, CKPTS=os.path.dirname(tiny_run), LIMIT="2", MAX_COMPLETION_LENGTH="2", OUTPUT_FILE=str(tmp_path / "sh.json"))
+    done = subprocess.run(["bash", "eval.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Accuracy: " in done.stdout and "(compare)" in done.stdout
+    assert (tmp_path / "sh.json").is_file() and (tmp_path / "sh.compare.json").is_file()
+
+
+def test_eval_sh_without_runs_says_what_to_do(tmp_path):
+    env = dict(os.environ, CKPTS=str(tmp_path))
+    done = subprocess.run(["bash", "eval.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "make train" in done.stderr
