@@ -1,0 +1,133 @@
+"""Accuracy-reward throughput: reward.accuracy_reward vs TRL's trl.rewards.accuracy_reward.
+
+    python bench/reward_speed.py            # or: make bench
+    python bench/reward_speed.py --n 2000 --repeats 5
+
+Scores the same N realistic completions with both, in one process, after a warm-up, and prints
+medians of several repeats. Our answer cache is emptied before every repeat, so repeats measure
+a cold start; within one repeat, repeated (gold, answer) pairs hit the cache exactly as GRPO's
+groups of near-identical answers do (the count of distinct pairs is printed).
+
+Completions come from ../shared/data (50 real Qwen2.5-3B outputs on NuminaMath-TIR, prompt
+prefix stripped) when it is beside the checkout, else from the built-in test split; each
+problem yields the model's own completion plus right, wrong, unboxed, unpaired and malformed
+variants. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import reward  # noqa: E402
+
+SEED_DATA = os.path.join(ROOT, "..", "shared", "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
+
+
+def source_rows() -> tuple[list[tuple[str, str]], str]:
+    """(completion, solution) pairs of real model output, or of the built-in data as a fallback."""
+    if os.path.isfile(SEED_DATA):
+        with open(SEED_DATA) as f:
+            records = json.load(f)
+        rows = []
+        for r in records:
+            c = r["completion"]
+            rows.append((c[len(r["prompt"]) :] if c.startswith(r["prompt"]) else c, r["solution"]))
+        return rows, "shared/data seed_eval_qwen2.5-3b_numinamath_test50.json"
+    import data_utils
+
+    test = data_utils.builtin_records()["test"][:50]
+    return [(f"<think>{r['solution']}</think><answer>{r['answer']}</answer>", r["solution"]) for r in test], "built-in test split"
+
+
+def build_completions(n: int) -> tuple[list[str], list[str], str]:
+    """N completions mixing right, wrong and malformed, cycling over the source problems."""
+    rows, source = source_rows()
+    variants = []
+    for i, (completion, solution) in enumerate(rows):
+        gold = reward.gold_answer(solution) or "0"
+        wrong = f"{gold}+{i % 7 + 1}"
+        variants += [
+            (completion, solution),  # the model's own output, as it was
+            (f"<think>work</think><answer>\\boxed{{{gold}}}</answer>", solution),  # right
+            (f"<think>work</think><answer>\\boxed{{{wrong}}}</answer>", solution),  # wrong
+            (f"<think>work</think><answer>{gold}</answer>", solution),  # right, no box
+            (f"I think the answer is \\boxed{{{gold}}}", solution),  # no tags at all
+            (f"<think>work</think><answer>\\boxed{{{gold}", solution),  # cut off mid-answer
+        ]
+    picked = [variants[(i * 7) % len(variants)] for i in range(n)]
+    return [c for c, _ in picked], [s for _, s in picked], source
+
+
+def time_it(fn, repeats: int, before=None) -> tuple[float, list]:
+    times, out = [], None
+    for _ in range(repeats):
+        if before:
+            before()
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1000, help="completions to score")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+    args = p.parse_args()
+    logging.disable(logging.WARNING)
+    from trl.rewards import accuracy_reward as trl_accuracy_reward
+
+    completions, solutions, source = build_completions(args.n)
+    conversational = [[{"role": "assistant", "content": c}] for c in completions]
+    # warm-up: imports, our helper process, sympy caches on both sides
+    trl_accuracy_reward(conversational[:30], solutions[:30])
+    reward.accuracy_reward(conversational[:30], solutions[:30])
+
+    trl_s, trl_scores = time_it(lambda: trl_accuracy_reward(conversational, solutions), args.repeats)
+    ours_s, our_scores = time_it(lambda: reward.accuracy_reward(conversational, solutions), args.repeats, before=reward._CACHE.clear)
+    def without_cache():
+        saved = reward._CACHE_SIZE
+        reward._CACHE_SIZE = 0  # every item goes to the helper process (or the integer fast path)
+        try:
+            return reward.accuracy_reward(conversational, solutions)
+        finally:
+            reward._CACHE_SIZE = saved
+
+    nocache_s, nocache_scores = time_it(without_cache, args.repeats, before=reward._CACHE.clear)
+    assert nocache_scores == our_scores
+    agree = sum(a == b for a, b in zip(trl_scores, our_scores, strict=True))
+    pairs = {(reward.gold_answer(s), reward.extract_answer(c)) for c, s in zip(completions, solutions, strict=True)}
+    print(f"source: {source}; {args.n} completions, {len(pairs)} distinct (gold, answer) pairs; median of {args.repeats}")
+    print(f"TRL accuracy_reward : {trl_s:8.3f} s  {args.n / trl_s:9.1f} items/s  (no hard time bound)")
+    print(f"ours accuracy_reward: {ours_s:8.3f} s  {args.n / ours_s:9.1f} items/s  (hard bound {reward._VERIFY_TIMEOUT_S:.0f} s per item)")
+    print(f"ours, cache off     : {nocache_s:8.3f} s  {args.n / nocache_s:9.1f} items/s")
+    print(f"agreement: {agree}/{args.n} (TRL credits a box anywhere, ours only in the answer block; TRL scores 1.0 where ours says None for unusable gold)")
+    result = {
+        "trl_items_per_s": round(args.n / trl_s, 1),
+        "ours_items_per_s": round(args.n / ours_s, 1),
+        "ratio": round(trl_s / ours_s, 2),
+        "ours_nocache_items_per_s": round(args.n / nocache_s, 1),
+        "ratio_nocache": round(trl_s / nocache_s, 2),
+        "agree": agree,
+        "n": args.n,
+        "distinct_pairs": len(pairs),
+        "ours_none": sum(s is None for s in our_scores),
+        "ours_correct": sum(s == 1.0 for s in our_scores),
+        "trl_correct": sum(s == 1.0 for s in trl_scores),
+        "source": source,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
