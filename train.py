@@ -238,8 +238,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     if not os.path.isdir(resolved["base"]):
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
     device = model_utils.pick_device()
-    dtype = model_utils.pick_dtype(device, args.bf16)
-    use_bf16 = dtype == torch.bfloat16
+    use_bf16, dtype = model_utils.pick_precision(device, args.bf16)
     tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
     train_ds, eval_ds = prepare_datasets(args, tokenizer)
     model = model_utils.load_model(resolved, dtype, trust_remote_code=args.trust_remote_code)
@@ -267,6 +266,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         "model_path": resolved["base"],
         "device": device,
         "dtype": str(dtype),
+        "bf16": use_bf16,
         "num_processes": state.num_processes,
         "train_rows": len(train_ds),
         "eval_rows": len(eval_ds) if eval_ds is not None else 0,

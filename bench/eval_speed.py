@@ -1,0 +1,144 @@
+"""Evaluation decode speed: the original project's eval loop vs eval.py's generation path.
+
+    python bench/eval_speed.py                  # or: make bench
+    python bench/eval_speed.py --n 128 --repeats 3 --max_completion_length 64
+
+Both paths run in this process on the same model (the embedded SmolLM2-135M-Instruct, fp32),
+the same N problems of the built-in test split (spread over its levels), the same rendered
+prompts and the same max_completion_length, greedy, after a warm-up; medians of repeats.
+
+  baseline  the original loop: dataset order, batch 16, padded to the longest prompt (left
+            padding, kinder than the original's right padding, which corrupts batched
+            decoding), HF generate, decode prompt + completion, strip the prompt to score.
+  ours      eval.generate: prompts sorted by length, bigger batches, left padding, generated
+            tokens only.
+
+It also measures this machine's fp32 matmul FLOP/s (2048^3) and reports decode speed as a
+fraction of the compute limit (FLOP/s / FLOPs per generated token, 2 x parameters). Scores of
+both paths are compared item by item. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import data_utils  # noqa: E402
+import eval as eval_mod  # noqa: E402
+import model_utils  # noqa: E402
+import reward  # noqa: E402
+
+
+def matmul_flops(size: int = 2048, repeats: int = 5) -> float:
+    """Median fp32 matmul throughput of this machine, FLOP/s."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def baseline_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> tuple[list[str], int]:
+    """The original eval loop, as faithfully as left padding allows."""
+    import torch
+
+    outputs, tokens = [], 0
+    tokenizer.padding_side = "left"
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+        full = tokenizer.batch_decode(out, skip_special_tokens=True)
+        prompt_texts = tokenizer.batch_decode(enc["input_ids"], skip_special_tokens=True)
+        outputs += [f[len(p) :] if f.startswith(p) else f for f, p in zip(full, prompt_texts, strict=True)]
+        new = out[:, enc["input_ids"].shape[1] :]
+        tokens += int(((new != tokenizer.pad_token_id) | (new == tokenizer.eos_token_id)).sum())
+    return outputs, tokens
+
+
+def score(completions: list[str], prompts: list[str], rows) -> list[tuple]:
+    fmt = reward.format_reward(completions, prompts=prompts)
+    acc = reward.accuracy_reward(completions, rows["solution"], answer=rows["answer"])
+    return list(zip(fmt, acc, strict=True))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=128, help="problems (>= 64)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per path (median reported)")
+    p.add_argument("--max_completion_length", type=int, default=64, help="max new tokens, both paths")
+    p.add_argument("--batch_size", type=int, default=eval_mod.build_parser().get_default("batch_size"), help="eval.py's batch size")
+    args = p.parse_args()
+    logging.disable(logging.WARNING)
+    import torch
+
+    _, test = data_utils.load_and_process_data("builtin", None, "test")
+    rows = test.select(range(0, len(test), max(1, len(test) // args.n)))[: args.n]
+    resolved = model_utils.resolve_model("embedded")
+    tokenizer = model_utils.load_tokenizer(resolved["base"])
+    model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
+    prompts = [data_utils.render_prompt(tokenizer, conv, True) for conv in rows["prompt"]]
+    flops = matmul_flops()
+    flops_per_token = 2 * model.num_parameters()
+    limit_tokens_per_s = flops / flops_per_token
+
+    ours_args = SimpleNamespace(max_completion_length=args.max_completion_length, num_samples=1, temperature=0.0, batch_size=args.batch_size, seed=0)
+    baseline_generate(model, tokenizer, prompts[:4], 4)  # warm-up both paths
+    eval_mod.generate(model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
+
+    runs = {"baseline": [], "ours": []}
+    for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
+        start = time.perf_counter()
+        base_out, base_tokens = baseline_generate(model, tokenizer, prompts, args.max_completion_length)
+        runs["baseline"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        texts, lengths = eval_mod.generate(model, tokenizer, prompts, ours_args, "cpu")
+        runs["ours"].append(time.perf_counter() - start)
+    ours_out = [t[0] for t in texts]
+    ours_tokens = sum(x[0] for x in lengths)
+    base_s, ours_s = statistics.median(runs["baseline"]), statistics.median(runs["ours"])
+    base_scores, ours_scores = score(base_out, prompts, rows), score(ours_out, prompts, rows)
+    same_text = sum(a.strip() == b.strip() for a, b in zip(base_out, ours_out, strict=True))
+    n = len(prompts)
+    ours_tps = ours_tokens / ours_s
+    print(f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads; median of {args.repeats}")
+    print(f"machine: {flops / 1e9:.0f} GFLOP/s fp32 matmul; {flops_per_token / 1e6:.0f} MFLOP per generated token -> limit {limit_tokens_per_s:.0f} tokens/s")
+    print(f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  {base_tokens / base_s:6.1f} tokens/s")
+    print(f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s  ({ours_tps / limit_tokens_per_s:.0%} of limit)")
+    print(f"identical completions: {same_text}/{n}; identical scores: {sum(a == b for a, b in zip(base_scores, ours_scores))}/{n}")
+    result = {
+        "baseline_per_s": round(n / base_s, 3),
+        "ours_per_s": round(n / ours_s, 3),
+        "ratio": round(base_s / ours_s, 2),
+        "baseline_tokens_per_s": round(base_tokens / base_s, 1),
+        "ours_tokens_per_s": round(ours_tps, 1),
+        "limit_tokens_per_s": round(limit_tokens_per_s, 1),
+        "fraction_of_limit": round(ours_tps / limit_tokens_per_s, 3),
+        "scores_identical": base_scores == ours_scores,
+        "identical_scores": sum(a == b for a, b in zip(base_scores, ours_scores)),
+        "identical_completions": same_text,
+        "n": n,
+        "ours_batch_size": args.batch_size,
+        "matmul_gflops": round(flops / 1e9, 1),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
