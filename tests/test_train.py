@@ -160,3 +160,22 @@ def test_embedded_model_converts_to_a_plain_checkpoint():
     assert model_utils.resolve_model("embedded")["base"] == path
     model = model_utils.load_model({"base": path}, torch.float32)
     assert model.num_parameters() == 134_515_008
+
+
+def test_default_output_dir_stays_inside_ckpts():
+    args = main.build_parser().parse_args(["--model_id", "../../etc/passwd", "--dataset_id", "../x"])
+    out = train.default_output_dir(args)
+    assert out.startswith("ckpts" + os.sep) and ".." not in out and out.count(os.sep) == 1
+    args = main.build_parser().parse_args(["--model_id", "Qwen/Qwen2.5-0.5B-Instruct"])
+    assert os.path.basename(train.default_output_dir(args)).startswith("Qwen2.5-0.5B-Instruct-builtin-1-")
+
+
+@pytest.mark.slow
+def test_merged_model_matches_the_adapter(tiny_model_dir, tmp_path):
+    out = str(tmp_path / "merged-run")
+    assert main.main(["--model_id", tiny_model_dir, "--output_dir", out, *TINY_TRAIN_FLAGS, "--save_merged", "--max_steps", "1"]) == 0
+    merged = model_utils.load_model(model_utils.resolve_model(os.path.join(out, "merged")), torch.float32)
+    adapter = model_utils.load_model(model_utils.resolve_model(out), torch.float32, merge=False)
+    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 1, 520, 9531, 198]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, adapter(ids).logits, atol=1e-4)
