@@ -210,21 +210,57 @@ def validate(args) -> None:
 
 
 # ---------------------------------------------------------------- generation
+def common_prefix_len(seqs: list[list[int]]) -> int:
+    """Length of the token prefix that every sequence shares (the chat-templated system prompt).
+
+    >>> common_prefix_len([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    2
+    """
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+def _prefix_cache(model, prefix: list[int], device: str):
+    """KV cache of the shared prefix, computed once at batch 1."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+    return cache
+
+
 def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[list[list[str]], list[list[int]]]:
     """Completions (k per prompt) and their token counts, in prompt order.
 
-    Prompts are tokenized exactly as TRL tokenizes text prompts, batched longest-first with left
-    padding so little compute goes to padding, and decoded from the generated tokens only.
+    Prompts are tokenized exactly as TRL tokenizes text prompts. The token prefix all prompts
+    share (system prompt and chat template) is run through the model once and its KV cache
+    reused by every batch; each batch then holds [prefix][left padding][own tokens], with the
+    padding masked out, so positions and outputs match an unpadded run. Batches go longest
+    first and only generated tokens are decoded.
     """
+    import copy
+
     import torch
     from tqdm import tqdm
 
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    # Keep at least one own token per prompt: generation needs a last position to extend.
+    shared = max(0, min(common_prefix_len(encoded), min(len(e) for e in encoded) - 1)) if args.batch_size > 1 else 0
+    prefix = encoded[0][:shared]
+    prefix_cache = _prefix_cache(model, prefix, device) if shared else None
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     texts: list[list[str]] = [[] for _ in prompts]
     lengths: list[list[int]] = [[] for _ in prompts]
     k = args.num_samples
-    eos_ids = {tokenizer.eos_token_id, *(([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int) else model.generation_config.eos_token_id) or [])} - {None}
+    eos = model.generation_config.eos_token_id
+    eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
     gen_kwargs = {
         "max_new_tokens": args.max_completion_length,
         "pad_token_id": tokenizer.pad_token_id,
@@ -239,15 +275,26 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     torch.manual_seed(args.seed)
     for start in tqdm(range(0, len(order), args.batch_size), desc="Generating", unit="batch"):
         idx = order[start : start + args.batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
+        own = [encoded[i][shared:] for i in idx]
+        width = max(len(o) for o in own)
+        ids = torch.full((len(idx), shared + width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), shared + width), dtype=torch.long)
+        ids[:, :shared] = torch.tensor(prefix, dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, tokens in enumerate(own):
+            ids[row, shared + width - len(tokens) :] = torch.tensor(tokens)
+            mask[row, shared + width - len(tokens) :] = 1
+        extra = {}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(idx) * k)
+            extra["past_key_values"] = cache
+            if k > 1:  # generate expands inputs by k; the cache is already expanded
+                ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+                extra["num_return_sequences"] = 1
         with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
-        new = out[:, width:].cpu()
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **{**gen_kwargs, **extra})
+        new = out[:, shared + width :].cpu()
         for row in range(new.shape[0]):
             tokens = new[row].tolist()
             n_tok = len(tokens)
