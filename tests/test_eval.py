@@ -149,3 +149,25 @@ def test_eval_sh_without_runs_says_what_to_do(tmp_path):
     env = dict(os.environ, CKPTS=str(tmp_path))
     done = subprocess.run(["bash", "eval.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "make train" in done.stderr
+
+
+def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
+    """Batched generation on a cached shared prefix matches one-by-one generation without it."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import data_utils
+    import model_utils
+
+    resolved = model_utils.resolve_model(tiny_run)
+    tokenizer = model_utils.load_tokenizer(tiny_run)
+    model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
+    _, test = data_utils.load_and_process_data("builtin", None, "test")
+    rows = test.select(range(0, 800, 100))  # every level: prompts of different lengths
+    prompts = [data_utils.render_prompt(tokenizer, p, True) for p in rows["prompt"]]
+    base = dict(max_completion_length=6, num_samples=1, temperature=0.0, seed=0)
+    batched, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
+    single, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=1, **base), "cpu")
+    assert evaluate_mod.common_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
+    assert batched == single
