@@ -27,6 +27,7 @@ from collections import Counter
 import data_utils
 import model_utils
 import reward
+from run_files import safe_name, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -131,25 +132,9 @@ def summarize(records: list[dict], k: int) -> dict:
 
 
 # ---------------------------------------------------------------- files
-def _slug(text: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(os.path.normpath(text)) or text).strip("-.") or "x"
-
-
 def summary_path(output_file: str) -> str:
     stem = output_file[:-5] if output_file.endswith(".json") else output_file
     return f"{stem}.summary.json"
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """Write JSON via a temp file and rename, so a crash never leaves a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False, allow_nan=False)
-    os.replace(tmp, path)
 
 
 def plan_output(args, label: str) -> str:
@@ -157,7 +142,7 @@ def plan_output(args, label: str) -> str:
     path = args.output_file
     if path is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = os.path.join("results", f"{_slug(label)}-{_slug(args.dataset_id)}-{_slug(args.split)}-{stamp}.json")
+        path = os.path.join("results", f"{safe_name(label)}-{safe_name(args.dataset_id)}-{safe_name(args.split)}-{stamp}.json")
     for p in (path, summary_path(path)):
         if os.path.exists(p) and not args.overwrite:
             raise SystemExit(f"error: {p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was changed.")

