@@ -128,6 +128,11 @@ def validate(args: argparse.Namespace) -> None:
         problems.append(f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder. Pass a checkpoint-N folder or 'last'.")
     if args.resume_from_checkpoint == "last" and not args.output_dir:
         problems.append("--resume_from_checkpoint last needs --output_dir: the run folder to resume.")
+    if args.report_to == "wandb":
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            problems.append("--report_to wandb needs wandb: pip install wandb (then wandb login), or use --report_to tensorboard.")
     if args.use_vllm:
         import importlib.util
 

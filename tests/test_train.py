@@ -70,6 +70,7 @@ def test_lora_changes_and_base_does_not(tiny_model_dir, tmp_path, monkeypatch):
         (["--resume_from_checkpoint", "last"], "needs --output_dir"),
         (["--resume_from_checkpoint", "/no/such/ckpt"], "is not a folder"),
         (["--max_steps", "0"], "Nothing to train"),
+        (["--report_to", "wandb"], "pip install wandb"),
     ],
 )
 def test_flag_validation_fails_before_loading(flags, message, capsys):
@@ -179,3 +180,28 @@ def test_merged_model_matches_the_adapter(tiny_model_dir, tmp_path):
     ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 1, 520, 9531, 198]])
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, adapter(ids).logits, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_originals_command_line_on_local_copies(tiny_model_dir, tmp_path):
+    """The original README's flags, hub ids replaced by a local model and a NuminaMath-shaped folder."""
+    from datasets import Dataset
+
+    folder = tmp_path / "NuminaMath-TIR" / "data"
+    folder.mkdir(parents=True)
+    rows = [{"problem": f"What is {i} + 2?", "solution": f"{i} + 2 = {i + 2}, so \\(\\boxed{{{i + 2}}}\\).", "messages": []} for i in range(12)]
+    Dataset.from_list(rows[:8]).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    Dataset.from_list(rows[8:]).to_parquet(str(folder / "test-00000-of-00001.parquet"))
+    out = str(tmp_path / "original")
+    argv = [
+        "--model_id", tiny_model_dir, "--dataset_id", str(folder.parent), "--output_dir", out,
+        "--learning_rate", "1e-5", "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
+        "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--max_prompt_length", "512",
+        "--num_generations", "2", "--warmup_ratio", "0.1", "--logging_steps", "1", "--save_steps", "2",
+        "--save_strategy", "steps", "--train_split", "train[:100%]", "--max_steps", "-1",
+        "--prompt_template", "original", "--report_to", "none",
+    ]
+    assert main.main(argv) == 0
+    with open(os.path.join(out, "run_config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["train_rows"] == 8 and cfg["steps"] == 4  # one epoch: 8 prompts, 2 per step
