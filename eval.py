@@ -195,32 +195,6 @@ def validate(args) -> None:
 
 
 # ---------------------------------------------------------------- generation
-def common_prefix_len(seqs: list[list[int]]) -> int:
-    """Length of the token prefix that every sequence shares (the chat-templated system prompt).
-
-    >>> common_prefix_len([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
-    2
-    """
-    first, n = seqs[0], min(len(s) for s in seqs)
-    for s in seqs[1:]:
-        i = 0
-        while i < n and s[i] == first[i]:
-            i += 1
-        n = i
-    return n
-
-
-def _prefix_cache(model, prefix: list[int], device: str):
-    """KV cache of the shared prefix, computed once at batch 1."""
-    import torch
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    with torch.inference_mode():
-        model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
-    return cache
-
-
 def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[list[list[str]], list[list[int]]]:
     """Completions (k per prompt) and their token counts, in prompt order.
 
@@ -230,16 +204,12 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     padding masked out, so positions and outputs match an unpadded run. Batches go longest
     first and only generated tokens are decoded.
     """
-    import copy
-
     import torch
     from tqdm import tqdm
 
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    # Keep at least one own token per prompt: generation needs a last position to extend.
-    shared = max(0, min(common_prefix_len(encoded), min(len(e) for e in encoded) - 1)) if args.batch_size > 1 else 0
-    prefix = encoded[0][:shared]
-    prefix_cache = _prefix_cache(model, prefix, device) if shared else None
+    shared = model_utils.shared_prefix_len(encoded) if args.batch_size > 1 else 0
+    prefix_cache = model_utils.prefix_cache(model, encoded[0][:shared], device) if shared else None
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     texts: list[list[str]] = [[] for _ in prompts]
     lengths: list[list[int]] = [[] for _ in prompts]
@@ -248,9 +218,7 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
     gen_kwargs = {
         "max_new_tokens": args.max_completion_length,
-        "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": sorted(eos_ids),
-        "num_return_sequences": k,
         "do_sample": args.temperature > 0,
     }
     if args.temperature > 0:
@@ -260,26 +228,12 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     torch.manual_seed(args.seed)
     for start in tqdm(range(0, len(order), args.batch_size), desc="Generating", unit="batch"):
         idx = order[start : start + args.batch_size]
-        own = [encoded[i][shared:] for i in idx]
-        width = max(len(o) for o in own)
-        ids = torch.full((len(idx), shared + width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), shared + width), dtype=torch.long)
-        ids[:, :shared] = torch.tensor(prefix, dtype=torch.long)
-        mask[:, :shared] = 1
-        for row, tokens in enumerate(own):
-            ids[row, shared + width - len(tokens) :] = torch.tensor(tokens)
-            mask[row, shared + width - len(tokens) :] = 1
-        extra = {}
-        if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(len(idx) * k)
-            extra["past_key_values"] = cache
-            if k > 1:  # generate expands inputs by k; the cache is already expanded
-                ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
-                extra["num_return_sequences"] = 1
         with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **{**gen_kwargs, **extra})
-        new = out[:, shared + width :].cpu()
+            out, width = model_utils.generate_shared_prefix(
+                model, [encoded[i] for i in idx], tokenizer.pad_token_id, device, shared=shared,
+                cache=prefix_cache, num_return_sequences=k, **gen_kwargs,
+            )
+        new = out[:, width:].cpu()
         for row in range(new.shape[0]):
             tokens = new[row].tolist()
             n_tok = len(tokens)

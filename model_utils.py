@@ -230,6 +230,95 @@ def load_model(resolved: dict, dtype, device: str | None = None, trust_remote_co
     return model
 
 
+# ---------------------------------------------------------------- generation on a shared prefix
+def shared_prefix_len(rows: list[list[int]]) -> int:
+    """Tokens every row starts with (the chat-templated system prompt), keeping >= 1 own token per row.
+
+    >>> shared_prefix_len([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    2
+    >>> shared_prefix_len([[1, 2], [1, 2]])
+    1
+    """
+    first, n = rows[0], min(len(r) for r in rows) - 1  # generation needs a last own position
+    for r in rows[1:]:
+        i = 0
+        while i < n and r[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+def prefix_cache(model, prefix: list[int], device):
+    """KV cache of ``prefix``, computed once at batch 1."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+    return cache
+
+
+def generate_shared_prefix(model, rows, pad_id, device, *, shared=None, cache=None, width=None, num_return_sequences=1, generate=None, **gen_kwargs):
+    """``model.generate`` on token rows that share a prefix, running that prefix only once.
+
+    Each row is laid out as [prefix][padding][own tokens]: the padding is masked and positions
+    come from the mask, so outputs match an unpadded run, while the prefix's KV cache (computed
+    once, or passed in as ``cache``) is shared by every row. Returns ``(output, prompt_width)``;
+    new tokens are ``output[:, prompt_width:]``. ``width`` forces a wider prompt block (TRL's
+    padding multiple); ``generate`` replaces ``model.generate`` (for a wrapped method).
+    """
+    import copy
+
+    import torch
+
+    generate = generate or model.generate
+    if shared is None:
+        shared = shared_prefix_len(rows) if len(rows) > 1 else 0
+    own = [r[shared:] for r in rows]
+    total = max(width or 0, shared + max(len(o) for o in own))
+    ids = torch.full((len(rows), total), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), total), dtype=torch.long)
+    if shared:
+        ids[:, :shared] = torch.tensor(rows[0][:shared], dtype=torch.long)
+        mask[:, :shared] = 1
+    for i, tokens in enumerate(own):
+        ids[i, total - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+        mask[i, total - len(tokens) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    if not shared:
+        out = generate(input_ids=ids, attention_mask=mask, pad_token_id=pad_id, num_return_sequences=num_return_sequences, **gen_kwargs)
+        return out, total
+    cache = copy.deepcopy(cache) if cache is not None else prefix_cache(model, rows[0][:shared], device)
+    cache.batch_repeat_interleave(len(rows) * num_return_sequences)
+    if num_return_sequences > 1:  # the cache is expanded already, so expand the rows too
+        ids, mask = ids.repeat_interleave(num_return_sequences, 0), mask.repeat_interleave(num_return_sequences, 0)
+    out = generate(input_ids=ids, attention_mask=mask, past_key_values=cache, pad_token_id=pad_id, **gen_kwargs)
+    return out, total
+
+
+class SharedPrefixGenerate:
+    """Drop-in for a model's ``generate`` that runs the prompt prefix shared by a batch only once.
+
+    TRL's GRPOTrainer generates a whole group batch whose prompts all start with the same system
+    prompt; installed on the trainer's model, this removes that repeated prefill. Rows come in
+    left-padded and go out with the same prompt width, so TRL's slicing of completions holds.
+    Calls it cannot help (one row, a cache already given) go straight through.
+    """
+
+    def __init__(self, model, pad_id: int):
+        self.model, self.inner, self.pad_id = model, model.generate, pad_id
+
+    def __call__(self, input_ids=None, attention_mask=None, **kwargs):
+        if input_ids is None or attention_mask is None or input_ids.shape[0] < 2 or "past_key_values" in kwargs:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
+        kwargs.pop("pad_token_id", None)
+        k = kwargs.pop("num_return_sequences", 1)
+        out, _ = generate_shared_prefix(self.model, rows, self.pad_id, input_ids.device, width=input_ids.shape[1], num_return_sequences=k, generate=self.inner, **kwargs)
+        return out
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     print(ensure_embedded_model())

@@ -238,6 +238,9 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         peft_config=lora_config,
         callbacks=[marker, stopper],
     )
+    if not args.use_vllm:
+        # Every prompt of a generation batch starts with the same system prompt: run it once.
+        trainer.model.generate = model_utils.SharedPrefixGenerate(trainer.model, tokenizer.pad_token_id)
     run_config = {
         "args": vars(args),
         "output_dir": output_dir,

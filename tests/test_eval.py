@@ -169,5 +169,5 @@ def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
     base = dict(max_completion_length=6, num_samples=1, temperature=0.0, seed=0)
     batched, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
     single, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=1, **base), "cpu")
-    assert evaluate_mod.common_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
+    assert model_utils.shared_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
     assert batched == single

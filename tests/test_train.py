@@ -205,3 +205,18 @@ def test_the_originals_command_line_on_local_copies(tiny_model_dir, tmp_path):
     with open(os.path.join(out, "run_config.json")) as f:
         cfg = json.load(f)
     assert cfg["train_rows"] == 8 and cfg["steps"] == 4  # one epoch: 8 prompts, 2 per step
+
+
+def test_shared_prefix_generate_matches_plain_generate(tiny_model_dir):
+    """The hook train.py installs for TRL's generation gives the same greedy tokens, same layout."""
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[2] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=2)
+    plain = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    hooked = model_utils.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, **kwargs)
+    assert hooked.shape == plain.shape
+    assert torch.equal(hooked[:, width:], plain[:, width:])
