@@ -255,7 +255,7 @@ def prefix_cache(model, prefix: list[int], device):
 
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([prefix], device=device), cache=cache, use_cache=True)
     return cache
 
 
@@ -293,7 +293,7 @@ def generate_shared_prefix(model, rows, pad_id, device, *, shared=None, cache=No
     cache.batch_repeat_interleave(len(rows) * num_return_sequences)
     if num_return_sequences > 1:  # the cache is expanded already, so expand the rows too
         ids, mask = ids.repeat_interleave(num_return_sequences, 0), mask.repeat_interleave(num_return_sequences, 0)
-    out = generate(input_ids=ids, attention_mask=mask, past_key_values=cache, pad_token_id=pad_id, **gen_kwargs)
+    out = generate(input_ids=ids, attention_mask=mask, cache=cache, pad_token_id=pad_id, **gen_kwargs)
     return out, total
 
 
@@ -310,7 +310,7 @@ class SharedPrefixGenerate:
         self.model, self.inner, self.pad_id = model, model.generate, pad_id
 
     def __call__(self, input_ids=None, attention_mask=None, **kwargs):
-        if input_ids is None or attention_mask is None or input_ids.shape[0] < 2 or "past_key_values" in kwargs:
+        if input_ids is None or attention_mask is None or input_ids.shape[0] < 2 or {"cache", "past_key_values"} & set(kwargs):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
         kwargs.pop("pad_token_id", None)
