@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill_think", action=argparse.BooleanOptionalAction, default=None, help="start the assistant turn with <think> (default: as the run was trained, else on)")
     p.add_argument("--max_prompt_length", type=int, default=512, help="skip prompts longer than this many tokens; 0 keeps all")
     # ---- generation
-    p.add_argument("--batch_size", type=int, default=32, help="prompts per generation batch")
+    p.add_argument("--batch_size", type=int, default=64, help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little)")
     p.add_argument("--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)")
     p.add_argument("--num_samples", type=int, default=1, help="completions per problem (k for pass@k and maj@k; needs --temperature > 0 when > 1)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
@@ -202,7 +202,8 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     share (system prompt and chat template) is run through the model once and its KV cache
     reused by every batch; each batch then holds [prefix][left padding][own tokens], with the
     padding masked out, so positions and outputs match an unpadded run. Batches go longest
-    first and only generated tokens are decoded.
+    first; a row leaves its batch as soon as it ends (``model_utils.decode_compacting``), and
+    only generated tokens are decoded.
     """
     import torch
     from tqdm import tqdm
@@ -216,34 +217,18 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     k = args.num_samples
     eos = model.generation_config.eos_token_id
     eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
-    gen_kwargs = {
-        "max_new_tokens": args.max_completion_length,
-        "eos_token_id": sorted(eos_ids),
-        "do_sample": args.temperature > 0,
-    }
-    if args.temperature > 0:
-        gen_kwargs.update(temperature=args.temperature, top_p=1.0, top_k=0)
-    else:
-        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     torch.manual_seed(args.seed)
     for start in tqdm(range(0, len(order), args.batch_size), desc="Generating", unit="batch"):
         idx = order[start : start + args.batch_size]
+        ids, mask, _ = model_utils.shared_prefix_layout([encoded[i] for i in idx], tokenizer.pad_token_id, shared)
+        ids, mask = ids.repeat_interleave(k, 0).to(device), mask.repeat_interleave(k, 0).to(device)
+        cache = model_utils.expanded_prefix_cache(model, encoded[0][:shared], device, len(idx) * k, prefix_cache) if shared else None
         with torch.inference_mode():
-            out, width = model_utils.generate_shared_prefix(
-                model, [encoded[i] for i in idx], tokenizer.pad_token_id, device, shared=shared,
-                cache=prefix_cache, num_return_sequences=k, **gen_kwargs,
-            )
-        new = out[:, width:].cpu()
-        for row in range(new.shape[0]):
-            tokens = new[row].tolist()
-            n_tok = len(tokens)
-            for j, t in enumerate(tokens):
-                if t in eos_ids:
-                    n_tok = j + 1
-                    break
+            new = model_utils.decode_compacting(model, ids, mask, cache, args.max_completion_length, eos_ids, args.temperature)
+        for row, tokens in enumerate(new):
             i = idx[row // k]
-            texts[i].append(tokenizer.decode(tokens[:n_tok], skip_special_tokens=True))
-            lengths[i].append(n_tok)
+            texts[i].append(tokenizer.decode(tokens, skip_special_tokens=True))
+            lengths[i].append(len(tokens))
     return texts, lengths
 
 

@@ -3,7 +3,7 @@
 #
 #   bash eval.sh                          # newest run folder in ckpts/ vs its base model
 #   MODEL_DIR=ckpts/RUN LIMIT=50 bash eval.sh
-#   CUDA_VISIBLE_DEVICES=1 BATCH_SIZE=64 bash eval.sh
+#   CUDA_VISIBLE_DEVICES=1 BATCH_SIZE=128 bash eval.sh
 #
 # Every setting can be overridden from the environment; unset ones take eval.py's defaults,
 # which follow the run's own training settings (prompt template, dataset, lengths).
@@ -23,7 +23,7 @@ if [ -z "${MODEL_DIR:-}" ]; then
 fi
 COMPARE=${COMPARE:-base}   # 'base', a results .json, another model, or 'none'
 
-args=(--model_dir "$MODEL_DIR" --split "${SPLIT:-test}" --batch_size "${BATCH_SIZE:-32}"
+args=(--model_dir "$MODEL_DIR" --split "${SPLIT:-test}" --batch_size "${BATCH_SIZE:-64}"
       --num_samples "${NUM_SAMPLES:-1}" --temperature "${TEMPERATURE:-0}" --seed "${SEED:-42}")
 [ -n "${DATASET_ID:-}" ] && args+=(--dataset_id "$DATASET_ID")
 [ -n "${LIMIT:-}" ] && args+=(--limit "$LIMIT")

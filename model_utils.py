@@ -259,22 +259,10 @@ def prefix_cache(model, prefix: list[int], device):
     return cache
 
 
-def generate_shared_prefix(model, rows, pad_id, device, *, shared=None, cache=None, width=None, num_return_sequences=1, generate=None, **gen_kwargs):
-    """``model.generate`` on token rows that share a prefix, running that prefix only once.
-
-    Each row is laid out as [prefix][padding][own tokens]: the padding is masked and positions
-    come from the mask, so outputs match an unpadded run, while the prefix's KV cache (computed
-    once, or passed in as ``cache``) is shared by every row. Returns ``(output, prompt_width)``;
-    new tokens are ``output[:, prompt_width:]``. ``width`` forces a wider prompt block (TRL's
-    padding multiple); ``generate`` replaces ``model.generate`` (for a wrapped method).
-    """
-    import copy
-
+def shared_prefix_layout(rows, pad_id: int, shared: int, width: int | None = None):
+    """(ids, mask, prompt_width): rows laid out as [prefix][padding][own tokens], padding masked."""
     import torch
 
-    generate = generate or model.generate
-    if shared is None:
-        shared = shared_prefix_len(rows) if len(rows) > 1 else 0
     own = [r[shared:] for r in rows]
     total = max(width or 0, shared + max(len(o) for o in own))
     ids = torch.full((len(rows), total), pad_id, dtype=torch.long)
@@ -285,16 +273,83 @@ def generate_shared_prefix(model, rows, pad_id, device, *, shared=None, cache=No
     for i, tokens in enumerate(own):
         ids[i, total - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
         mask[i, total - len(tokens) :] = 1
+    return ids, mask, total
+
+
+def expanded_prefix_cache(model, prefix: list[int], device, batch: int, cache=None):
+    """A prefix KV cache (a copy of ``cache``, or computed now) repeated for ``batch`` rows."""
+    import copy
+
+    cache = copy.deepcopy(cache) if cache is not None else prefix_cache(model, prefix, device)
+    cache.batch_repeat_interleave(batch)
+    return cache
+
+
+def generate_shared_prefix(model, rows, pad_id, device, *, shared=None, cache=None, width=None, num_return_sequences=1, generate=None, **gen_kwargs):
+    """``model.generate`` on token rows that share a prefix, running that prefix only once.
+
+    Each row is laid out as [prefix][padding][own tokens]: the padding is masked and positions
+    come from the mask, so outputs match an unpadded run, while the prefix's KV cache (computed
+    once, or passed in as ``cache``) is shared by every row. Returns ``(output, prompt_width)``;
+    new tokens are ``output[:, prompt_width:]``. ``width`` forces a wider prompt block (TRL's
+    padding multiple); ``generate`` replaces ``model.generate`` (for a wrapped method).
+    """
+    generate = generate or model.generate
+    if shared is None:
+        shared = shared_prefix_len(rows) if len(rows) > 1 else 0
+    ids, mask, total = shared_prefix_layout(rows, pad_id, shared, width)
     ids, mask = ids.to(device), mask.to(device)
     if not shared:
         out = generate(input_ids=ids, attention_mask=mask, pad_token_id=pad_id, num_return_sequences=num_return_sequences, **gen_kwargs)
         return out, total
-    cache = copy.deepcopy(cache) if cache is not None else prefix_cache(model, rows[0][:shared], device)
-    cache.batch_repeat_interleave(len(rows) * num_return_sequences)
+    cache = expanded_prefix_cache(model, rows[0][:shared], device, len(rows) * num_return_sequences, cache)
     if num_return_sequences > 1:  # the cache is expanded already, so expand the rows too
         ids, mask = ids.repeat_interleave(num_return_sequences, 0), mask.repeat_interleave(num_return_sequences, 0)
     out = generate(input_ids=ids, attention_mask=mask, cache=cache, pad_token_id=pad_id, **gen_kwargs)
     return out, total
+
+
+def decode_compacting(model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0):
+    """Greedy (or sampled) decoding that drops each row from the batch as soon as it ends.
+
+    ``model.generate`` keeps computing finished rows until the longest one stops; on a CPU,
+    where a decode step costs about the same per row whatever the batch, that waste is a large
+    share of evaluation time. Same model calls as ``generate`` (the cache holds the shared
+    prefix, ``ids``/``mask`` the full padded rows, positions come from the mask). Returns one
+    list of new token ids per row, each ending at its first end-of-sequence token.
+    """
+    import torch
+
+    from transformers import DynamicCache
+
+    cache = cache if cache is not None else DynamicCache(config=model.config)
+    done_at = cache.get_seq_length()
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    eos = torch.tensor(sorted(eos_ids), device=ids.device)
+    active = torch.arange(ids.shape[0], device=ids.device)
+    outputs: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    step_ids, step_pos = ids[:, done_at:], positions[:, done_at:]
+    last_pos = positions[:, -1]
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+        if temperature > 0:
+            nxt = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1).squeeze(1)
+        else:
+            nxt = logits.argmax(-1)
+        finished = torch.isin(nxt, eos)
+        for row, token in zip(active.tolist(), nxt.tolist(), strict=True):
+            outputs[row].append(token)
+        keep = (~finished).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            break
+        if keep.numel() < active.numel():
+            for layer in cache.layers:
+                layer.batch_select_indices(keep)
+            active, nxt, mask, last_pos = active[keep], nxt[keep], mask[keep], last_pos[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        last_pos = last_pos + 1
+        step_ids, step_pos = nxt[:, None], last_pos[:, None]
+    return outputs
 
 
 class SharedPrefixGenerate:
