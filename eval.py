@@ -237,7 +237,9 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     import torch
 
     resolved = model_utils.resolve_model(model_dir, args.base_model)
-    train_ds, test_ds = data_utils.load_and_process_data(
+    if not os.path.isdir(resolved["base"]):
+        model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
+    _, test_ds = data_utils.load_and_process_data(
         args.dataset_id, None, args.split, args.problem_column, args.solution_column, args.answer_column, args.prompt_template, seed=args.seed
     )
     if args.limit:
@@ -247,8 +249,6 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
     test_ds = data_utils.filter_by_prompt_length(test_ds, tokenizer, args.max_prompt_length, args.prefill_think)
     prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
-    if resolved["base"] != model_dir and not resolved["adapter"] and not os.path.isdir(resolved["base"]):
-        model_utils.check_hub_model(resolved["base"])
     model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code)
     model.eval()
     logger.info("Evaluating %s on %s %s: %d problems x %d samples, %s %s", resolved["source"], args.dataset_id, args.split, len(prompts), args.num_samples, device, dtype)
@@ -357,13 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     validate(args)
     reward.set_verify_timeout(args.verify_timeout)
     try:
-        model_utils.resolve_model(args.model_dir, args.base_model)  # fail on a bad folder before any work
+        resolved = model_utils.resolve_model(args.model_dir, args.base_model)  # fail on a bad folder before any work
         output_file = plan_output(args, args.model_dir)
         compare_model = None
         if args.compare and not args.compare.endswith(".json"):
             compare_model = args.compare
             if compare_model == "base":
-                resolved = model_utils.resolve_model(args.model_dir, args.base_model)
                 if not resolved["adapter"]:
                     raise SystemExit(f"error: --compare base needs --model_dir to be an adapter folder; {args.model_dir!r} is not one.")
                 compare_model = args.base_model or resolved["base"]

@@ -151,7 +151,7 @@ def check_hub_model(model_id: str) -> None:
         raise ModelError(
             f"Model {model_id!r} is not a local folder and could not be fetched from the hub or its cache "
             f"({type(exc).__name__}). Download it where a hub is reachable and pass the folder, or use "
-            "--model_id embedded."
+            "the built-in model: --model_id embedded (main.py) or --model_dir embedded (eval.py)."
         ) from None
 
 

@@ -171,3 +171,11 @@ def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
     single, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=1, **base), "cpu")
     assert model_utils.shared_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
     assert batched == single
+
+
+def test_unreachable_hub_model_fails_clearly(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(SystemExit, match="--model_dir embedded"):
+        _run_eval("--model_dir", "no-such-org/no-such-model", "--output_file", str(tmp_path / "r.json"))
+    assert not (tmp_path / "r.json").exists()
