@@ -8,10 +8,11 @@ the built-in data, at equal work: the same prompts per step (16 completions = 4 
 group size, max completion length, prompt template and seed. Only the engineering differs:
 
   baseline  the original's configuration: LoRA r=8 on q_proj,v_proj, TRL's defaults including
-            gradient checkpointing, fp32 on CPU.
+            gradient checkpointing, TRL's own generation and log-prob paths, transformers'
+            default attention; bf16 autocast like ours (TRL's bf16 default runs as CPU autocast).
   ours      main.py's defaults (LoRA on all linear layers, no gradient checkpointing, bf16
-            autocast on CPUs with native bf16, the shared system prompt prefilled once per
-            generation batch).
+            autocast on CPUs with native bf16, attention in fp32, sampling from merged bf16
+            weights with the shared system prompt prefilled once, log-probs on the shared prefix).
 
 Each runs in its own subprocess so its peak memory (max RSS) is its own. Reported: median
 seconds per step, completions/s, generated tokens/s, peak MB, mean completion length (the
@@ -48,6 +49,7 @@ def worker(name: str, steps: int) -> None:
     from transformers import TrainerCallback
 
     import main
+    import model_utils
     import train
 
     logging.disable(logging.WARNING)
@@ -65,10 +67,13 @@ def worker(name: str, steps: int) -> None:
             if logs and "completions/mean_length" in logs:
                 lengths.append(logs["completions/mean_length"])
 
+    if name == "baseline":  # the original loaded the model with transformers' default attention
+        model_utils.pick_attention = lambda device, bf16: None
     with tempfile.TemporaryDirectory() as out:
         trainer, _, _ = train.build_trainer(args, out)
-        if name == "baseline":  # the original ran TRL's plain generate, without our shared-prefix hook
+        if name == "baseline":  # the original ran TRL's own generate and log-prob paths
             del trainer.model.generate
+            trainer.shared_prefix = False
         trainer.add_callback(Timer())
         trainer.train()
     timed, timed_lengths = times[1:], lengths[1:]  # step 1 is the warm-up

@@ -220,3 +220,110 @@ def test_shared_prefix_generate_matches_plain_generate(tiny_model_dir):
     hooked = model_utils.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, **kwargs)
     assert hooked.shape == plain.shape
     assert torch.equal(hooked[:, width:], plain[:, width:])
+
+
+# ---------------------------------------------------------------- fast paths: same numbers as the plain ones
+def _tiny_trainer(tiny_model_dir, tmp_path, *extra):
+    args = main.build_parser().parse_args(["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--save_strategy", "no", *extra])
+    trainer, _, _ = train.build_trainer(args, str(tmp_path / "run"))
+    torch.manual_seed(3)
+    with torch.no_grad():  # LoRA B starts at zero, which would hide a wrong adapter path
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return trainer
+
+
+def _rows_with_shared_prefix():
+    """4 prompts (a shared 9-token prefix, own parts of 1-4 tokens, left-padded) + completions
+    right-padded to 6 (lengths 6, 4, 1, 3)."""
+    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    own = [[69, 70, 71], [72], [73, 74, 75, 76], [77, 78]]
+    completions = [[80, 81, 82, 83, 84, 85], [86, 87, 88, 2], [2], [89, 90, 2]]
+    width = len(prefix) + max(map(len, own))
+    ids, mask = [], []
+    for o, c in zip(own, completions, strict=True):
+        p = prefix + o
+        ids.append([2] * (width - len(p)) + p + c + [2] * (6 - len(c)))
+        mask.append([0] * (width - len(p)) + [1] * len(p) + [1] * len(c) + [0] * (6 - len(c)))
+    return torch.tensor(ids), torch.tensor(mask), 6
+
+
+def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path):
+    """Log-probs, entropies and LoRA gradients equal TRL's full-row computation (fp32)."""
+    from trl import GRPOTrainer
+
+    trainer = _tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16")  # fp32: the two orders of work agree to rounding
+    ids, mask, keep = _rows_with_shared_prefix()
+    assert trainer._fast_logps_ok(trainer.model, False, {})
+    results = []
+    for fn in (lambda: GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, mask, keep, compute_entropy=True), lambda: trainer._fast_logps(trainer.model, ids, mask, keep, None, True)):
+        trainer.model.zero_grad()
+        logps, entropy, _ = fn()
+        (logps * torch.arange(1, 25).view(4, 6)).sum().backward()  # position-dependent weights catch misalignment
+        grads = [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+        results.append((logps.detach(), entropy.detach(), grads))
+    (lp_a, ent_a, g_a), (lp_b, ent_b, g_b) = results
+    valid = mask[:, -keep:].bool()
+    assert torch.allclose(lp_a, lp_b, atol=1e-5) and torch.equal(lp_b[~valid], torch.zeros_like(lp_b[~valid]))
+    assert torch.allclose(ent_a[valid], ent_b[valid], atol=1e-5)
+    assert all((a - b).norm() <= 1e-5 * a.norm() + 1e-6 for a, b in zip(g_a, g_b, strict=True))  # fp32 summation order only
+    assert any(a.abs().sum() > 0 for a in g_a)
+
+
+def test_shared_prefix_logps_used_only_where_exact(tiny_model_dir, tmp_path):
+    """Gradient checkpointing and --no-shared_prefix use TRL's path."""
+    trainer = _tiny_trainer(tiny_model_dir, tmp_path / "a", "--gradient_checkpointing")
+    assert not trainer._fast_logps_ok(trainer.model, False, {})
+    trainer = _tiny_trainer(tiny_model_dir, tmp_path / "b", "--no-shared_prefix")
+    assert not trainer._fast_logps_ok(trainer.model, False, {})
+    trainer = _tiny_trainer(tiny_model_dir, tmp_path / "c")
+    assert not trainer._fast_logps_ok(trainer.model, False, {"pixel_values": torch.zeros(1)})
+
+
+def test_shared_prefix_logps_turn_off_after_a_failed_check(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    from trl import GRPOTrainer
+
+    trainer = _tiny_trainer(tiny_model_dir, tmp_path)
+    ids, mask, keep = _rows_with_shared_prefix()
+    monkeypatch.setattr(model_utils, "shared_prefix_logps", lambda *a, **k: (torch.zeros(len(a[2]), keep), None))  # a broken fast path
+    with torch.no_grad():
+        got, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)
+        want, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, mask, keep)
+    assert torch.equal(got, want) and trainer.shared_prefix is False
+    assert "using TRL's path" in caplog.text
+
+
+def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
+    """Inside: logits equal the unmerged adapter's (fp32); after: the very same base tensors, bit for bit."""
+    trainer = _tiny_trainer(tiny_model_dir, tmp_path)
+    model = trainer.model.eval()
+    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with model_utils.generation_weights(model):
+            merged = model(input_ids=ids).logits
+        with model_utils.generation_weights(model, torch.bfloat16):
+            linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+            assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = model(input_ids=ids).logits.float()
+    assert torch.allclose(plain, merged, atol=1e-5)
+    assert (plain - low).abs().max() < 0.1 * plain.abs().max()
+    for name, p in model.named_parameters():
+        assert p is before[name][0] and torch.equal(p, before[name][1]), name
+    assert not any(getattr(m, "_disable_adapters", False) for m in model.modules())
+
+
+def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
+    name = model_utils.pick_attention("cpu", True)
+    assert name and model_utils.pick_attention("cpu", False) is None and model_utils.pick_attention("cuda", True) is None
+    plain = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    upcast = model_utils.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name).eval()
+    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids).logits, upcast(input_ids=ids).logits, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            a, b = plain(input_ids=ids).logits.float(), upcast(input_ids=ids).logits.float()
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
