@@ -344,6 +344,52 @@ def generate_shared_prefix(model, rows, pad_id, device, *, shared=None, cache=No
     return out, total
 
 
+def sample_rows(logits, temperature: float):
+    """One token per row from softmax(logits / temperature), by inverse CDF.
+
+    The same distribution as ``torch.multinomial`` (what HF ``generate`` uses), for one uniform
+    draw per row instead of an exponential per vocabulary entry: 15 ms -> ~2 ms per decode step
+    at batch 16 x 49,152 here.
+    """
+    import torch
+
+    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum_(-1)
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+
+
+# Generation settings the plain decode loop reproduces, with their neutral values; anything
+# else set in a GenerationConfig sends the call to HF ``generate``.
+_NEUTRAL_GENERATION = {
+    "top_k": (None, 0), "top_p": (None, 1.0), "min_p": (None, 0.0), "typical_p": (None, 1.0), "top_h": (None,),
+    "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0), "min_new_tokens": (None, 0), "min_length": (None, 0),
+    "num_beams": (None, 1), "num_return_sequences": (None, 1), "use_cache": (None, True),
+}
+_IGNORED_GENERATION = {"max_new_tokens", "max_length", "do_sample", "temperature", "pad_token_id", "bos_token_id", "eos_token_id", "disable_compile", "transformers_version", "_from_model_config"}
+
+
+def plain_decoding(generation_config) -> dict | None:
+    """``{max_new_tokens, temperature, eos_ids}`` when ``generation_config`` asks for nothing but
+    plain sampling (or greedy decoding) up to ``max_new_tokens``; None otherwise.
+
+    >>> from transformers import GenerationConfig
+    >>> plain_decoding(GenerationConfig(do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, eos_token_id=[2]))
+    {'max_new_tokens': 8, 'temperature': 0.7, 'eos_ids': [2]}
+    >>> plain_decoding(GenerationConfig(do_sample=True, top_p=0.9, max_new_tokens=8)) is None
+    True
+    """
+    if generation_config is None or not generation_config.max_new_tokens:
+        return None
+    for key, value in generation_config.to_diff_dict().items():
+        if key not in _IGNORED_GENERATION and value not in _NEUTRAL_GENERATION.get(key, (None,)):
+            return None
+    eos = generation_config.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    temperature = (generation_config.temperature or 1.0) if generation_config.do_sample else 0.0
+    return {"max_new_tokens": generation_config.max_new_tokens, "temperature": temperature, "eos_ids": eos}
+
+
 def decode_compacting(model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0):
     """Greedy (or sampled) decoding that drops each row from the batch as soon as it ends.
 
@@ -368,7 +414,7 @@ def decode_compacting(model, ids, mask, cache, max_new_tokens: int, eos_ids, tem
     for _ in range(max_new_tokens):
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
         if temperature > 0:
-            nxt = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1).squeeze(1)
+            nxt = sample_rows(logits, temperature)
         else:
             nxt = logits.argmax(-1)
         finished = torch.isin(nxt, eos)
@@ -508,14 +554,36 @@ class SharedPrefixGenerate:
 
         device_type = input_ids.device.type if input_ids is not None else "cpu"
         autocast = torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
-        with generation_weights(self.model, self.autocast_dtype), autocast:
-            if not self.shared or input_ids is None or attention_mask is None or input_ids.shape[0] < 2 or {"cache", "past_key_values"} & set(kwargs):
+        with generation_weights(self.model, self.autocast_dtype), autocast, torch.no_grad():
+            if input_ids is None or attention_mask is None or {"cache", "past_key_values"} & set(kwargs):
                 return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
+            shared = shared_prefix_len(rows) if self.shared and len(rows) > 1 else 0
+            plan = plain_decoding(kwargs.get("generation_config")) if set(kwargs) <= {"generation_config", "pad_token_id"} else None
+            if plan is not None:
+                return self._decode(input_ids, rows, shared, **plan)
+            if not shared:
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             kwargs.pop("pad_token_id", None)
             k = kwargs.pop("num_return_sequences", 1)
-            out, _ = generate_shared_prefix(self.model, rows, self.pad_id, input_ids.device, width=input_ids.shape[1], num_return_sequences=k, generate=self.inner, **kwargs)
+            out, _ = generate_shared_prefix(self.model, rows, self.pad_id, input_ids.device, shared=shared, width=input_ids.shape[1], num_return_sequences=k, generate=self.inner, **kwargs)
             return out
+
+    def _decode(self, input_ids, rows, shared: int, max_new_tokens: int, temperature: float, eos_ids):
+        """``decode_compacting`` (rows leave the batch at their end), laid out like ``generate``'s
+        output: the prompts as given, then new tokens, padded after each row's end."""
+        import torch
+
+        width = input_ids.shape[1]
+        ids, mask, _ = shared_prefix_layout(rows, self.pad_id, shared, width)
+        ids, mask = ids.to(input_ids.device), mask.to(input_ids.device)
+        cache = expanded_prefix_cache(self.model, rows[0][:shared], input_ids.device, len(rows)) if shared else None
+        new = decode_compacting(self.model, ids, mask, cache, max_new_tokens, eos_ids, temperature)
+        out = torch.full((len(rows), width + max(map(len, new))), self.pad_id, dtype=input_ids.dtype, device=input_ids.device)
+        out[:, :width] = input_ids
+        for i, tokens in enumerate(new):
+            out[i, width : width + len(tokens)] = torch.tensor(tokens, dtype=input_ids.dtype)
+        return out
 
 
 if __name__ == "__main__":

@@ -327,3 +327,52 @@ def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             a, b = plain(input_ids=ids).logits.float(), upcast(input_ids=ids).logits.float()
     assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+def _prompt_batch():
+    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[2] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask, width
+
+
+def test_trl_style_greedy_generation_matches_generate(tiny_model_dir):
+    """TRL passes a GenerationConfig: the decode loop gives generate's tokens up to each row's end."""
+    from transformers import GenerationConfig
+
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    ids, mask, width = _prompt_batch()
+    plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=2)
+    hook = model_utils.SharedPrefixGenerate(model, pad_id=2)
+    for eos in ([2], [int(plain[0, width + 3])]):  # the real EOS, and a token the first row emits early
+        config = GenerationConfig(do_sample=False, max_new_tokens=12, eos_token_id=eos, pad_token_id=2)
+        got = hook(input_ids=ids, attention_mask=mask, generation_config=config)
+        want = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        assert torch.equal(got[:, :width], ids)
+        for g, w in zip(got[:, width:].tolist(), want[:, width:].tolist(), strict=True):
+            end = next((i + 1 for i, t in enumerate(w) if t in eos), len(w))  # TRL keeps tokens up to the first EOS
+            assert g[:end] == w[:end]
+
+
+def test_unsupported_generation_settings_go_to_generate(tiny_model_dir):
+    from transformers import GenerationConfig
+
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    ids, mask, width = _prompt_batch()
+    config = GenerationConfig(do_sample=False, max_new_tokens=6, repetition_penalty=1.5, pad_token_id=2, eos_token_id=[2])
+    assert model_utils.plain_decoding(config) is None
+    got = model_utils.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, generation_config=config)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    assert got.shape == want.shape and torch.equal(got[:, width:], want[:, width:])  # the prompt block is laid out differently
+
+
+def test_sample_rows_draws_from_the_softmax():
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(20000, 1)
+    for temperature in (1.0, 0.5):
+        draws = model_utils.sample_rows(logits, temperature)
+        freq = torch.bincount(draws, minlength=5).float() / len(draws)
+        assert (freq - torch.softmax(logits[0] / temperature, -1)).abs().max() < 0.015
+        assert freq[4] == 0
