@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill_think", action=argparse.BooleanOptionalAction, default=None, help="start the assistant turn with <think> (default: as the run was trained, else on)")
     p.add_argument("--max_prompt_length", type=int, default=512, help="skip prompts longer than this many tokens; 0 keeps all")
     # ---- generation
-    p.add_argument("--batch_size", type=int, default=64, help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little)")
+    p.add_argument("--batch_size", type=int, default=128, help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little); lowered to what fits a quarter of free memory")
     p.add_argument("--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)")
     p.add_argument("--num_samples", type=int, default=1, help="completions per problem (k for pass@k and maj@k; needs --temperature > 0 when > 1)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
@@ -215,11 +215,16 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     texts: list[list[str]] = [[] for _ in prompts]
     lengths: list[list[int]] = [[] for _ in prompts]
     k = args.num_samples
+    batch = args.batch_size
+    fit = model_utils.rows_that_fit(model, device, max(map(len, encoded)) + args.max_completion_length)
+    if fit is not None and batch * k > fit:
+        batch = max(1, fit // k)
+        logger.info("Batch of %d prompts x %d samples lowered to %d prompts: its KV cache must fit a quarter of free memory", args.batch_size, k, batch)
     eos = model.generation_config.eos_token_id
     eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
     torch.manual_seed(args.seed)
-    for start in tqdm(range(0, len(order), args.batch_size), desc="Generating", unit="batch"):
-        idx = order[start : start + args.batch_size]
+    for start in tqdm(range(0, len(order), batch), desc="Generating", unit="batch"):
+        idx = order[start : start + batch]
         ids, mask, _ = model_utils.shared_prefix_layout([encoded[i] for i in idx], tokenizer.pad_token_id, shared)
         ids, mask = ids.repeat_interleave(k, 0).to(device), mask.repeat_interleave(k, 0).to(device)
         cache = model_utils.expanded_prefix_cache(model, encoded[0][:shared], device, len(idx) * k, prefix_cache) if shared else None
@@ -249,7 +254,8 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
     test_ds = data_utils.filter_by_prompt_length(test_ds, tokenizer, args.max_prompt_length, args.prefill_think)
     prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
-    model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code)
+    attention = model_utils.pick_attention(device, dtype == torch.bfloat16)  # bf16 attention is slow on CPUs
+    model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
     model.eval()
     logger.info("Evaluating %s on %s %s: %d problems x %d samples, %s %s", resolved["source"], args.dataset_id, args.split, len(prompts), args.num_samples, device, dtype)
 

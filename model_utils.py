@@ -265,6 +265,37 @@ def load_model(resolved: dict, dtype, device: str | None = None, trust_remote_co
     return model
 
 
+# ---------------------------------------------------------------- memory
+def free_memory_bytes(device: str) -> int | None:
+    """Memory the process can still use on ``device`` (a GPU's free memory, or the host's
+    MemAvailable), or None when unknown."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def rows_that_fit(model, device: str, tokens_per_row: int, share: float = 0.25) -> int | None:
+    """How many sequences of ``tokens_per_row`` tokens fit their KV cache into ``share`` of the
+    free memory (the rest: activations, logits, the reserve for growth); None when unknown."""
+    free = free_memory_bytes(device)
+    if free is None:
+        return None
+    cfg = model.config.get_text_config()
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_row = 2 * cfg.num_hidden_layers * kv_heads * head_dim * tokens_per_row * model.dtype.itemsize
+    return max(1, int(free * share // per_row))
+
+
 # ---------------------------------------------------------------- generation on a shared prefix
 def shared_prefix_len(rows: list[list[int]]) -> int:
     """Tokens every row starts with (the chat-templated system prompt), keeping >= 1 own token per row.
@@ -390,6 +421,69 @@ def plain_decoding(generation_config) -> dict | None:
     return {"max_new_tokens": generation_config.max_new_tokens, "temperature": temperature, "eos_ids": eos}
 
 
+_RESERVED_LAYER = None
+
+
+def reserved_layer(room: int, like=None):
+    """A KV-cache layer for a ``DynamicCache`` that writes new keys and values into reserved room.
+
+    The stock layer concatenates on every update, copying the whole cache once per decode step
+    and layer (at batch 64 here ~2 s of a 23 s evaluation). This one allocates ``room`` spare
+    positions once and writes in place; rows leaving the batch are dropped with one copy.
+    ``like``: an initialized layer whose contents to take over.
+    """
+    global _RESERVED_LAYER
+    if _RESERVED_LAYER is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class ReservedLayer(DynamicLayer):
+            def __init__(self, room: int):
+                super().__init__()
+                self.room, self.length = room, 0
+
+            def _adopt(self, keys, values, room):
+                b, h, n, d = keys.shape
+                self.k_buf = keys.new_empty((b, h, n + room, d))
+                self.v_buf = values.new_empty((b, values.shape[1], n + room, values.shape[-1]))
+                self.k_buf[:, :, :n], self.v_buf[:, :, :n] = keys, values
+                self.length, self.device, self.is_initialized = n, keys.device, True
+                self._views()
+
+            def _views(self):
+                self.keys, self.values = self.k_buf[:, :, : self.length], self.v_buf[:, :, : self.length]
+
+            def update(self, key_states, value_states, *args, **kwargs):
+                if not self.is_initialized:
+                    self._adopt(key_states, value_states, self.room)
+                    return self.keys, self.values
+                end = self.length + key_states.shape[-2]
+                if end > self.k_buf.shape[-2]:  # out of room: take the current contents over with more
+                    self._adopt(self.keys, self.values, max(self.room, key_states.shape[-2]))
+                self.k_buf[:, :, self.length : end], self.v_buf[:, :, self.length : end] = key_states, value_states
+                self.length = end
+                self._views()
+                return self.keys, self.values
+
+            def get_seq_length(self) -> int:
+                return self.length
+
+            def batch_select_indices(self, indices):
+                if self.is_initialized:
+                    self.k_buf, self.v_buf = self.k_buf[indices], self.v_buf[indices]
+                    self._views()
+
+            def batch_repeat_interleave(self, repeats: int):
+                if self.is_initialized:
+                    self.k_buf, self.v_buf = self.k_buf.repeat_interleave(repeats, 0), self.v_buf.repeat_interleave(repeats, 0)
+                    self._views()
+
+        _RESERVED_LAYER = ReservedLayer
+    layer = _RESERVED_LAYER(room)
+    if like is not None and like.is_initialized and like.get_seq_length() > 0:
+        layer._adopt(like.keys, like.values, room)
+    return layer
+
+
 def decode_compacting(model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0):
     """Greedy (or sampled) decoding that drops each row from the batch as soon as it ends.
 
@@ -402,9 +496,13 @@ def decode_compacting(model, ids, mask, cache, max_new_tokens: int, eos_ids, tem
     import torch
 
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     cache = cache if cache is not None else DynamicCache(config=model.config)
     done_at = cache.get_seq_length()
+    room = ids.shape[1] - done_at + max_new_tokens
+    if all(type(layer) is DynamicLayer for layer in cache.layers):  # full-attention layers only
+        cache.layers = [reserved_layer(room, like=layer) for layer in cache.layers]
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     eos = torch.tensor(sorted(eos_ids), device=ids.device)
     active = torch.arange(ids.shape[0], device=ids.device)

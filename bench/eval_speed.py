@@ -14,8 +14,11 @@ prompts and the same max_completion_length, greedy, after a warm-up; medians of 
             tokens only.
 
 It also measures this machine's fp32 matmul FLOP/s (2048^3) and reports decode speed as a
-fraction of the compute limit (FLOP/s / FLOPs per generated token, 2 x parameters). Scores of
-both paths are compared item by item. The last line is one JSON object.
+fraction of the compute limit (FLOP/s / FLOPs per generated token, 2 x parameters), and the
+same counting the prompt tokens each path had to run too. Scores of both paths are compared
+item by item. On a CPU with native bf16 it also times ``eval.py --bf16`` (bf16 weights, fp32
+attention) against its own bf16 matmul limit, and counts how many scores bf16 changes. The
+last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ import model_utils  # noqa: E402
 import reward  # noqa: E402
 
 
-def matmul_flops(size: int = 2048, repeats: int = 5) -> float:
-    """Median fp32 matmul throughput of this machine, FLOP/s."""
+def matmul_flops(size: int = 2048, repeats: int = 5, dtype=None) -> float:
+    """Median matmul throughput of this machine (fp32 unless ``dtype``), FLOP/s."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     times = []
     for _ in range(repeats):
@@ -101,14 +104,24 @@ def main() -> int:
     baseline_generate(model, tokenizer, prompts[:4], 4)  # warm-up both paths
     eval_mod.generate(model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
 
-    runs = {"baseline": [], "ours": []}
-    for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
+    bf16_model = None
+    if model_utils.cpu_has_bf16():
+        attention = model_utils.pick_attention("cpu", True)
+        bf16_model = model_utils.load_model(resolved, torch.bfloat16, "cpu", attn_implementation=attention).eval()
+        eval_mod.generate(bf16_model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
+
+    runs = {"baseline": [], "ours": [], "ours_bf16": []}
+    for _ in range(args.repeats):  # interleaved, so machine noise hits all alike
         start = time.perf_counter()
         base_out, base_tokens = baseline_generate(model, tokenizer, prompts, args.max_completion_length)
         runs["baseline"].append(time.perf_counter() - start)
         start = time.perf_counter()
         texts, lengths = eval_mod.generate(model, tokenizer, prompts, ours_args, "cpu")
         runs["ours"].append(time.perf_counter() - start)
+        if bf16_model is not None:
+            start = time.perf_counter()
+            bf16_texts, bf16_lengths = eval_mod.generate(bf16_model, tokenizer, prompts, ours_args, "cpu")
+            runs["ours_bf16"].append(time.perf_counter() - start)
     ours_out = [t[0] for t in texts]
     ours_tokens = sum(x[0] for x in lengths)
     base_s, ours_s = statistics.median(runs["baseline"]), statistics.median(runs["ours"])
@@ -116,11 +129,35 @@ def main() -> int:
     same_text = sum(a.strip() == b.strip() for a, b in zip(base_out, ours_out, strict=True))
     n = len(prompts)
     ours_tps = ours_tokens / ours_s
+    # Prompt tokens each path runs besides generating: the baseline every padded prompt; ours
+    # the shared prefix once and each prompt's own tokens.
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    shared = model_utils.shared_prefix_len(encoded)
+    base_prompt_tokens = sum(16 * max(map(len, encoded[i : i + 16])) for i in range(0, n, 16))
+    ours_prompt_tokens = shared + sum(len(e) - shared for e in encoded)
     print(f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads; median of {args.repeats}")
     print(f"machine: {flops / 1e9:.0f} GFLOP/s fp32 matmul; {flops_per_token / 1e6:.0f} MFLOP per generated token -> limit {limit_tokens_per_s:.0f} tokens/s")
-    print(f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  {base_tokens / base_s:6.1f} tokens/s")
-    print(f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s  ({ours_tps / limit_tokens_per_s:.0%} of limit)")
+    print(f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  {base_tokens / base_s:6.1f} tokens/s  (+{base_prompt_tokens} prompt tokens)")
+    print(f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s  ({ours_tps / limit_tokens_per_s:.0%} of limit; {(ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s:.0%} counting its {ours_prompt_tokens} prompt tokens)")
     print(f"identical completions: {same_text}/{n}; identical scores: {sum(a == b for a, b in zip(base_scores, ours_scores))}/{n}")
+    bf16 = {}
+    if bf16_model is not None:
+        bf16_s = statistics.median(runs["ours_bf16"])
+        bf16_scores = score([t[0] for t in bf16_texts], prompts, rows)
+        bf16_tps = sum(x[0] for x in bf16_lengths) / bf16_s
+        bf16_limit = matmul_flops(dtype=torch.bfloat16) / flops_per_token
+        acc = {name: sum(a for _, a in sc if a is not None) / n for name, sc in (("fp32", ours_scores), ("bf16", bf16_scores))}
+        print(f"ours bf16: {bf16_s:6.1f} s  {n / bf16_s:6.2f} completions/s  {bf16_tps:6.1f} tokens/s  ({bf16_tps / bf16_limit:.0%} of the bf16 limit, {bf16_limit:.0f} tokens/s)")
+        print(f"bf16 vs fp32: {sum(a == b for a, b in zip(base_scores, bf16_scores))}/{n} identical scores; accuracy {acc['bf16']:.3f} vs {acc['fp32']:.3f}")
+        bf16 = {
+            "ours_bf16_per_s": round(n / bf16_s, 3),
+            "ratio_bf16": round(base_s / bf16_s, 2),
+            "bf16_limit_tokens_per_s": round(bf16_limit, 1),
+            "fraction_of_bf16_limit": round(bf16_tps / bf16_limit, 3),
+            "bf16_identical_scores": sum(a == b for a, b in zip(base_scores, bf16_scores)),
+            "bf16_accuracy": round(acc["bf16"], 4),
+            "fp32_accuracy": round(acc["fp32"], 4),
+        }
     result = {
         "baseline_per_s": round(n / base_s, 3),
         "ours_per_s": round(n / ours_s, 3),
@@ -129,12 +166,14 @@ def main() -> int:
         "ours_tokens_per_s": round(ours_tps, 1),
         "limit_tokens_per_s": round(limit_tokens_per_s, 1),
         "fraction_of_limit": round(ours_tps / limit_tokens_per_s, 3),
+        "fraction_of_limit_with_prompts": round((ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s, 3),
         "scores_identical": base_scores == ours_scores,
         "identical_scores": sum(a == b for a, b in zip(base_scores, ours_scores)),
         "identical_completions": same_text,
         "n": n,
         "ours_batch_size": args.batch_size,
         "matmul_gflops": round(flops / 1e9, 1),
+        **bf16,
     }
     print(json.dumps(result))
     return 0

@@ -151,8 +151,8 @@ def test_eval_sh_without_runs_says_what_to_do(tmp_path):
     assert done.returncode == 2 and "make train" in done.stderr
 
 
-def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
-    """Batched generation on a cached shared prefix matches one-by-one generation without it."""
+def _greedy_batch(tiny_run):
+    """The tiny trained model, 8 prompts of every level, and their one-by-one greedy outputs."""
     from types import SimpleNamespace
 
     import torch
@@ -167,10 +167,37 @@ def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
     rows = test.select(range(0, 800, 100))  # every level: prompts of different lengths
     prompts = [data_utils.render_prompt(tokenizer, p, True) for p in rows["prompt"]]
     base = dict(max_completion_length=6, num_samples=1, temperature=0.0, seed=0)
-    batched, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
     single, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=1, **base), "cpu")
+    return model, tokenizer, prompts, base, single
+
+
+def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
+    """Batched generation on a cached shared prefix matches one-by-one generation without it."""
+    from types import SimpleNamespace
+
+    import model_utils
+
+    model, tokenizer, prompts, base, single = _greedy_batch(tiny_run)
+    batched, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
     assert model_utils.shared_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
     assert batched == single
+
+
+def test_batch_is_lowered_to_fit_free_memory(tiny_run, monkeypatch, caplog):
+    """A batch whose KV cache would not fit a quarter of free memory is split; outputs stay the same."""
+    import logging
+    from types import SimpleNamespace
+
+    import model_utils
+
+    model, tokenizer, prompts, base, want = _greedy_batch(tiny_run)
+    tokens = max(len(tokenizer(p)["input_ids"]) for p in prompts) + base["max_completion_length"]
+    row_bytes = 2 * 2 * 1 * 16 * tokens * 4  # layers x (k, v) x kv heads x head dim x tokens x fp32
+    monkeypatch.setattr(model_utils, "free_memory_bytes", lambda device: 4 * 3 * row_bytes)  # a quarter: 3 rows
+    assert model_utils.rows_that_fit(model, "cpu", tokens) == 3
+    with caplog.at_level(logging.INFO):
+        got, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
+    assert got == want and "lowered to 3 prompts" in caplog.text
 
 
 def test_unreachable_hub_model_fails_clearly(monkeypatch, tmp_path):
@@ -179,3 +206,30 @@ def test_unreachable_hub_model_fails_clearly(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="--model_dir embedded"):
         _run_eval("--model_dir", "no-such-org/no-such-model", "--output_file", str(tmp_path / "r.json"))
     assert not (tmp_path / "r.json").exists()
+
+
+def test_reserved_cache_layer_behaves_like_the_dynamic_one():
+    """Writes in place, grows past its room, keeps the right rows: same contents as DynamicLayer."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    import model_utils
+
+    torch.manual_seed(0)
+    plain, reserved = DynamicLayer(), model_utils.reserved_layer(room=3)
+    steps = [("update", 4), ("update", 1), ("select", [0, 2, 3]), ("update", 1), ("update", 2), ("select", [1]), ("update", 1)]
+    batch = 4
+    for op, arg in steps:
+        if op == "update":
+            k, v = torch.randn(batch, 2, arg, 8), torch.randn(batch, 2, arg, 8)
+            got, want = reserved.update(k, v), plain.update(k, v)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+        else:
+            idx = torch.tensor(arg)
+            reserved.batch_select_indices(idx)
+            plain.batch_select_indices(idx)
+            batch = len(arg)
+        assert reserved.get_seq_length() == plain.get_seq_length()
+        assert torch.equal(reserved.keys, plain.keys) and torch.equal(reserved.values, plain.values)
+    taken = model_utils.reserved_layer(room=2, like=plain)
+    assert torch.equal(taken.keys, plain.keys) and taken.get_seq_length() == plain.get_seq_length()
