@@ -376,3 +376,12 @@ def test_sample_rows_draws_from_the_softmax():
         freq = torch.bincount(draws, minlength=5).float() / len(draws)
         assert (freq - torch.softmax(logits[0] / temperature, -1)).abs().max() < 0.015
         assert freq[4] == 0
+
+
+def test_kl_penalty_runs_on_the_fast_log_probs(tiny_model_dir, tmp_path):
+    """beta > 0: the reference log-probs (adapter switched off) go through the same fast path."""
+    trainer = _tiny_trainer(tiny_model_dir, tmp_path, "--beta", "0.1", "--no-bf16")
+    trainer.train()
+    kl = [e["kl"] for e in trainer.state.log_history if "kl" in e]
+    assert kl and all(k == k and k >= 0 for k in kl) and max(kl) > 0  # finite, and the reference really is the base model
+    assert trainer.shared_prefix and trainer._fast_checked
