@@ -352,6 +352,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         "model_path": resolved["base"],
         "device": device,
         "dtype": str(dtype),
+        "attn_implementation": attention or "model default",
         "bf16": use_bf16,
         "num_processes": state.num_processes,
         "train_rows": len(train_ds),
