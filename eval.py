@@ -203,8 +203,14 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     reused by every batch; each batch then holds [prefix][left padding][own tokens], with the
     padding masked out, so positions and outputs match an unpadded run. Batches go longest
     first; a row leaves its batch as soon as it ends (``model_utils.decode_compacting``), and
-    only generated tokens are decoded.
+    only generated tokens are decoded. Linear layers run from packed weights on CPU
+    (``model_utils.packed_linears``).
     """
+    with model_utils.packed_linears(model, device):
+        return _generate(model, tokenizer, prompts, args, device)
+
+
+def _generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[list[list[str]], list[list[int]]]:
     import torch
     from tqdm import tqdm
 

@@ -233,3 +233,24 @@ def test_reserved_cache_layer_behaves_like_the_dynamic_one():
         assert torch.equal(reserved.keys, plain.keys) and torch.equal(reserved.values, plain.values)
     taken = model_utils.reserved_layer(room=2, like=plain)
     assert torch.equal(taken.keys, plain.keys) and taken.get_seq_length() == plain.get_seq_length()
+
+
+def test_packed_linears_match_and_restore(tiny_run):
+    """oneDNN-packed linears give the same logits (fp32 rounding only) and leave no trace after."""
+    import torch
+
+    import model_utils
+
+    model = model_utils.load_model(model_utils.resolve_model(tiny_run), torch.float32, "cpu").eval()
+    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with model_utils.packed_linears(model, "cpu"):
+            patched = [m for m in model.modules() if "forward" in m.__dict__]
+            packed = model(input_ids=ids).logits
+        with model_utils.packed_linears(model, "cuda"):  # not a CPU: nothing to do
+            assert not any("forward" in m.__dict__ for m in model.modules())
+    if torch.backends.mkldnn.is_available():
+        assert patched and all(type(m) is torch.nn.Linear for m in patched)
+    assert torch.allclose(plain, packed, atol=1e-5, rtol=1e-5)
+    assert not any("forward" in m.__dict__ for m in model.modules())
