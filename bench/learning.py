@@ -1,6 +1,6 @@
 """Proof that training teaches: held-out accuracy and format before vs after the default recipe.
 
-    python bench/learning.py                 # or: make learn   (CPU: about 10 minutes)
+    python bench/learning.py                 # or: make learn   (CPU: about 6 minutes)
     python bench/learning.py --limit 100 -- --max_steps 10 --learning_rate 1e-4   # flags after -- go to main.py
 
 Steps, each through the user's own commands (eval.py and main.py in subprocesses):
