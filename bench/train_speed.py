@@ -82,7 +82,7 @@ def worker(name: str, steps: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=3, help="timed GRPO steps per configuration (after 1 warm-up)")
+    p.add_argument("--steps", type=int, default=4, help="timed GRPO steps per configuration (after 1 warm-up)")
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._worker:
