@@ -206,17 +206,11 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     only generated tokens are decoded. Linear layers run from packed weights on CPU
     (``model_utils.packed_linears``).
     """
-    with model_utils.packed_linears(model, device):
-        return _generate(model, tokenizer, prompts, args, device)
-
-
-def _generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[list[list[str]], list[list[int]]]:
     import torch
     from tqdm import tqdm
 
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     shared = model_utils.shared_prefix_len(encoded) if args.batch_size > 1 else 0
-    prefix_cache = model_utils.prefix_cache(model, encoded[0][:shared], device) if shared else None
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     texts: list[list[str]] = [[] for _ in prompts]
     lengths: list[list[int]] = [[] for _ in prompts]
@@ -229,17 +223,17 @@ def _generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[
     eos = model.generation_config.eos_token_id
     eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
     torch.manual_seed(args.seed)
-    for start in tqdm(range(0, len(order), batch), desc="Generating", unit="batch"):
-        idx = order[start : start + batch]
-        ids, mask, _ = model_utils.shared_prefix_layout([encoded[i] for i in idx], tokenizer.pad_token_id, shared)
-        ids, mask = ids.repeat_interleave(k, 0).to(device), mask.repeat_interleave(k, 0).to(device)
-        cache = model_utils.expanded_prefix_cache(model, encoded[0][:shared], device, len(idx) * k, prefix_cache) if shared else None
-        with torch.inference_mode():
-            new = model_utils.decode_compacting(model, ids, mask, cache, args.max_completion_length, eos_ids, args.temperature)
-        for row, tokens in enumerate(new):
-            i = idx[row // k]
-            texts[i].append(tokenizer.decode(tokens, skip_special_tokens=True))
-            lengths[i].append(len(tokens))
+    with model_utils.packed_linears(model, device), torch.inference_mode():
+        prefix_cache = model_utils.prefix_cache(model, encoded[0][:shared], device) if shared else None
+        for start in tqdm(range(0, len(order), batch), desc="Generating", unit="batch"):
+            idx = order[start : start + batch]
+            new = model_utils.decode_shared_prefix(
+                model, [encoded[i] for i in idx], tokenizer.pad_token_id, shared, device, args.max_completion_length, eos_ids, args.temperature, cache=prefix_cache, repeats=k
+            )
+            for row, tokens in enumerate(new):
+                i = idx[row // k]
+                texts[i].append(tokenizer.decode(tokens, skip_special_tokens=True))
+                lengths[i].append(len(tokens))
     return texts, lengths
 
 

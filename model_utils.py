@@ -531,6 +531,16 @@ def decode_compacting(model, ids, mask, cache, max_new_tokens: int, eos_ids, tem
     return outputs
 
 
+def decode_shared_prefix(model, rows, pad_id: int, shared: int, device, max_new_tokens: int, eos_ids, temperature: float = 0.0, *, cache=None, repeats: int = 1):
+    """New tokens for token ``rows`` (each repeated ``repeats`` times, in order) by
+    ``decode_compacting`` on the [prefix][padding][own tokens] layout, the ``shared``-token
+    prefix run once (or taken from ``cache``, its KV cache at batch 1)."""
+    ids, mask, _ = shared_prefix_layout(rows, pad_id, shared)
+    ids, mask = ids.repeat_interleave(repeats, 0).to(device), mask.repeat_interleave(repeats, 0).to(device)
+    cache = expanded_prefix_cache(model, rows[0][:shared], device, len(rows) * repeats, cache) if shared else None
+    return decode_compacting(model, ids, mask, cache, max_new_tokens, eos_ids, temperature)
+
+
 # ---------------------------------------------------------------- log-probs on a shared prefix
 def shared_prefix_logps(backbone, lm_head, input_ids, attention_mask, logits_to_keep: int, *, temperature: float = 1.0, compute_entropy: bool = False, pad_id: int = 0):
     """Log-probs (and entropies) of each row's last ``logits_to_keep`` tokens, with gradients.
@@ -618,8 +628,8 @@ def generation_weights(model, dtype=None):
                     swapped.append((layer.base_layer, weight, layer))
                     layer.base_layer.weight = torch.nn.Parameter(merged.to(dtype or weight.dtype), requires_grad=False)
                     layer._disable_adapters = True
-            if dtype is not None:
-                done = {id(m) for m, _, _ in swapped}
+            if dtype is not None:  # the rest; merged layers' own modules are done or switched off
+                done = {id(m) for layer in tuners for m in layer.modules()} if merge else set()
                 for module in model.modules():
                     if type(module) is torch.nn.Linear and id(module) not in done and module.weight.dtype != dtype:
                         swapped.append((module, module.weight, None))
@@ -711,10 +721,7 @@ class SharedPrefixGenerate:
         import torch
 
         width = input_ids.shape[1]
-        ids, mask, _ = shared_prefix_layout(rows, self.pad_id, shared, width)
-        ids, mask = ids.to(input_ids.device), mask.to(input_ids.device)
-        cache = expanded_prefix_cache(self.model, rows[0][:shared], input_ids.device, len(rows)) if shared else None
-        new = decode_compacting(self.model, ids, mask, cache, max_new_tokens, eos_ids, temperature)
+        new = decode_shared_prefix(self.model, rows, self.pad_id, shared, input_ids.device, max_new_tokens, eos_ids, temperature)
         out = torch.full((len(rows), width + max(map(len, new))), self.pad_id, dtype=input_ids.dtype, device=input_ids.device)
         out[:, :width] = input_ids
         for i, tokens in enumerate(new):

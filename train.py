@@ -160,11 +160,11 @@ def _trainer_class():
         def _fast_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             logps, entropies = [], []
-            for start in range(0, input_ids.size(0), batch_size or input_ids.size(0)):
-                end = start + (batch_size or input_ids.size(0))
+            step = batch_size or input_ids.size(0)
+            for start in range(0, input_ids.size(0), step):
                 with self.accelerator.autocast():
                     lp, ent = model_utils.shared_prefix_logps(
-                        base.get_decoder(), base.get_output_embeddings(), input_ids[start:end], attention_mask[start:end], logits_to_keep,
+                        base.get_decoder(), base.get_output_embeddings(), input_ids[start : start + step], attention_mask[start : start + step], logits_to_keep,
                         temperature=self.temperature, compute_entropy=compute_entropy, pad_id=self.processing_class.pad_token_id or 0,
                     )
                 logps.append(lp)

@@ -305,8 +305,8 @@ def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
         with model_utils.generation_weights(model):
             merged = model(input_ids=ids).logits
         with model_utils.generation_weights(model, torch.bfloat16):
-            linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
-            assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+            running = [m for name, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in name]  # LoRA A/B are merged in, switched off
+            assert running and all(m.weight.dtype == torch.bfloat16 for m in running)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 low = model(input_ids=ids).logits.float()
     assert torch.allclose(plain, merged, atol=1e-5)
