@@ -4,6 +4,7 @@
 #   make eval    evaluate the base model and the newest run in ckpts/
 #   make learn   before/after learning report (results/learning/)
 #   make bench   speed benchmarks (bench/)
+#   make gpu-bundle  wheels + model spec for a GPU machine in .gpu/, and the command to run there
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 # Extra flags for the targets, e.g. make train ARGS="--max_steps 5"
 ARGS ?=
 
-.PHONY: setup train test eval learn bench clean-venv
+.PHONY: setup train test eval learn bench gpu-bundle clean-venv
 
 setup: $(STAMP)
 
@@ -40,6 +41,9 @@ bench: $(STAMP)
 	$(PY) bench/reward_speed.py
 	$(PY) bench/eval_speed.py
 	$(PY) bench/train_speed.py
+
+gpu-bundle: $(STAMP)
+	$(PY) bench/gpu_check.py --bundle .gpu
 
 clean-venv:
 	rm -rf $(VENV)

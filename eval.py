@@ -15,6 +15,7 @@ beside it, then prints ``Accuracy: 0.xxxx`` and a summary table. Prompts are ren
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)")
     p.add_argument("--num_samples", type=int, default=1, help="completions per problem (k for pass@k and maj@k; needs --temperature > 0 when > 1)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
+    p.add_argument("--fast_paths", default="auto", choices=list(model_utils.FAST_PATHS_CHOICES), help="speed paths (shared-prefix KV cache, rows leaving at their end, packed weights, fp32 CPU attention): 'on', 'off' (transformers' generate only), or 'auto' (on where measured faster: CPU; off on CUDA)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 weights (default: on for CUDA, off on CPU)")
     p.add_argument("--seed", type=int, default=42, help="sampling seed")
@@ -195,25 +197,27 @@ def validate(args) -> None:
 
 
 # ---------------------------------------------------------------- generation
-def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[list[list[str]], list[list[int]]]:
-    """Completions (k per prompt) and their token counts, in prompt order.
+def generate(model, tokenizer, prompts: list[str], args, device: str, fast: bool = True) -> tuple[list[list[str]], list[list[list[int]]]]:
+    """Completions (k per prompt) and their token ids (each up to and including its end-of-sequence
+    token), in prompt order.
 
-    Prompts are tokenized exactly as TRL tokenizes text prompts. The token prefix all prompts
-    share (system prompt and chat template) is run through the model once and its KV cache
-    reused by every batch; each batch then holds [prefix][left padding][own tokens], with the
-    padding masked out, so positions and outputs match an unpadded run. Batches go longest
-    first; a row leaves its batch as soon as it ends (``model_utils.decode_compacting``), and
-    only generated tokens are decoded. Linear layers run from packed weights on CPU
-    (``model_utils.packed_linears``).
+    Prompts are tokenized exactly as TRL tokenizes text prompts. With ``fast`` (the default), the
+    token prefix all prompts share (system prompt and chat template) is run through the model
+    once and its KV cache reused by every batch; each batch then holds [prefix][left padding][own
+    tokens], with the padding masked out, so positions and outputs match an unpadded run.
+    Batches go longest first; a row leaves its batch as soon as it ends
+    (``model_utils.decode_compacting``), and linear layers run from packed weights on CPU
+    (``model_utils.packed_linears``). Without ``fast``: transformers' ``generate`` on
+    left-padded batches, nothing else. Only generated tokens are decoded.
     """
     import torch
     from tqdm import tqdm
 
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = model_utils.shared_prefix_len(encoded) if args.batch_size > 1 else 0
+    shared = model_utils.shared_prefix_len(encoded) if fast and args.batch_size > 1 else 0
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     texts: list[list[str]] = [[] for _ in prompts]
-    lengths: list[list[int]] = [[] for _ in prompts]
+    token_ids: list[list[list[int]]] = [[] for _ in prompts]
     k = args.num_samples
     batch = args.batch_size
     fit = model_utils.rows_that_fit(model, device, max(map(len, encoded)) + args.max_completion_length)
@@ -223,18 +227,42 @@ def generate(model, tokenizer, prompts: list[str], args, device: str) -> tuple[l
     eos = model.generation_config.eos_token_id
     eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
     torch.manual_seed(args.seed)
-    with model_utils.packed_linears(model, device), torch.inference_mode():
+    packed = model_utils.packed_linears(model, device) if fast else contextlib.nullcontext()
+    with packed, torch.inference_mode():
         prefix_cache = model_utils.prefix_cache(model, encoded[0][:shared], device) if shared else None
         for start in tqdm(range(0, len(order), batch), desc="Generating", unit="batch"):
             idx = order[start : start + batch]
-            new = model_utils.decode_shared_prefix(
-                model, [encoded[i] for i in idx], tokenizer.pad_token_id, shared, device, args.max_completion_length, eos_ids, args.temperature, cache=prefix_cache, repeats=k
-            )
+            rows = [encoded[i] for i in idx]
+            if fast:
+                new = model_utils.decode_shared_prefix(model, rows, tokenizer.pad_token_id, shared, device, args.max_completion_length, eos_ids, args.temperature, cache=prefix_cache, repeats=k)
+            else:
+                new = _generate_stock(model, rows, tokenizer.pad_token_id, device, args, eos_ids)
             for row, tokens in enumerate(new):
                 i = idx[row // k]
                 texts[i].append(tokenizer.decode(tokens, skip_special_tokens=True))
-                lengths[i].append(len(tokens))
-    return texts, lengths
+                token_ids[i].append(tokens)
+    return texts, token_ids
+
+
+def _generate_stock(model, rows: list[list[int]], pad_id: int, device: str, args, eos_ids: set[int]) -> list[list[int]]:
+    """transformers' ``generate`` on left-padded rows (k samples each, in order); each row's new
+    tokens up to and including its first end-of-sequence token."""
+    import torch
+
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    from transformers import GenerationConfig
+
+    sample = args.temperature > 0
+    plain = {"temperature": args.temperature, "top_k": 0, "top_p": 1.0} if sample else {}  # no model defaults such as top_k=50
+    config = GenerationConfig(max_new_tokens=args.max_completion_length, do_sample=sample, num_return_sequences=args.num_samples, pad_token_id=pad_id, eos_token_id=sorted(eos_ids), **plain)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    new = []
+    for tokens in out[:, width:].tolist():
+        end = next((j + 1 for j, t in enumerate(tokens) if t in eos_ids), len(tokens))
+        new.append(tokens[:end])
+    return new
 
 
 def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
@@ -254,13 +282,15 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
     test_ds = data_utils.filter_by_prompt_length(test_ds, tokenizer, args.max_prompt_length, args.prefill_think)
     prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
-    attention = model_utils.pick_attention(device, dtype == torch.bfloat16)  # bf16 attention is slow on CPUs
+    fast = model_utils.fast_paths_enabled(args.fast_paths, device, "eval")
+    attention = model_utils.pick_attention(device, dtype == torch.bfloat16) if fast else None  # bf16 attention is slow on CPUs
     model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
     model.eval()
     logger.info("Evaluating %s on %s %s: %d problems x %d samples, %s %s", resolved["source"], args.dataset_id, args.split, len(prompts), args.num_samples, device, dtype)
 
     start = time.time()
-    completions, lengths = generate(model, tokenizer, prompts, args, device)
+    completions, token_ids = generate(model, tokenizer, prompts, args, device, fast)
+    lengths = [[len(t) for t in sample] for sample in token_ids]
     gen_wall = time.time() - start
 
     records = []
@@ -304,6 +334,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
             "settings": {k: getattr(args, k) for k in ("prompt_template", "prefill_think", "max_completion_length", "temperature", "num_samples", "batch_size", "seed", "limit", "max_prompt_length")},
             "device": device,
             "dtype": str(dtype),
+            "fast_paths": {"setting": args.fast_paths, "enabled": fast},
             "generation_wall_s": round(gen_wall, 2),
             "problems_per_s": round(len(records) / gen_wall, 3) if gen_wall else None,
             "tokens_per_s": round(tokens / gen_wall, 1) if gen_wall else None,

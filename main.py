@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (data order, sampling, LoRA init)")
     p.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute activations to save memory (slower; off suits small models)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: on where the GPU or CPU has native bf16)")
-    p.add_argument("--shared_prefix", action=argparse.BooleanOptionalAction, default=True, help="run the prompt prefix a batch shares (the system prompt) once, in generation and in the loss's log-probs; results match the plain path (checked on the first batch)")
+    p.add_argument("--fast_paths", default="auto", choices=["auto", "on", "off"], help="speed paths (shared-prefix sampling and log-probs, merged/packed weights, fp32 CPU attention): 'on', 'off' (TRL's and transformers' stock paths only), or 'auto' (on where measured faster: CPU and CUDA training)")
     p.add_argument("--use_vllm", action="store_true", help="generate with vLLM (GPU only; pip install vllm)")
     p.add_argument("--vllm_mode", default="colocate", choices=["colocate", "server"], help="vLLM in the training process, or a separate `trl vllm-serve`")
     # ---- LoRA

@@ -145,6 +145,7 @@ def _trainer_class():
     class Trainer(GRPOTrainer):
         shared_prefix = True
         _fast_checked = False
+        fast_logps_check = None  # the first-batch comparison with TRL's path, once made
 
         def _fast_logps_ok(self, model, compute_aux_loss, extra) -> bool:
             if not self.shared_prefix or compute_aux_loss or any(v is not None for v in extra.values()):
@@ -196,6 +197,7 @@ def _trainer_class():
                     fast, _, _ = self._fast_logps(*args, None, False)
                     plain, _, _ = super()._get_per_token_logps_and_entropies(*args)
             except Exception as err:  # noqa: BLE001 - any failure means: use TRL's path
+                self.fast_logps_check = {"error": f"{type(err).__name__}: {err}", "passed": False}
                 logger.warning("shared-prefix log-probs failed on this model (%s: %s); using TRL's path", type(err).__name__, err)
                 return False
             finally:
@@ -207,6 +209,7 @@ def _trainer_class():
                 return None
             tol = 1e-3 if exact else 0.1
             diff = (fast - plain).abs()[mask].mean().item()
+            self.fast_logps_check = {"mean_abs_diff": diff, "tokens": int(mask.sum()), "tolerance": tol, "passed": diff <= tol}
             if diff > tol:
                 logger.warning("shared-prefix log-probs differ from TRL's by %.3g nats per token on average (> %g); using TRL's path", diff, tol)
                 return False
@@ -319,7 +322,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     use_bf16, dtype = model_utils.pick_precision(device, args.bf16)
     tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
     train_ds, eval_ds = prepare_datasets(args, tokenizer)
-    attention = model_utils.pick_attention(device, use_bf16)
+    fast = model_utils.fast_paths_enabled(args.fast_paths, device, "train")
+    attention = model_utils.pick_attention(device, use_bf16) if fast else None
     model = model_utils.load_model(resolved, dtype, trust_remote_code=args.trust_remote_code, attn_implementation=attention)
     logger.info("Model: %s | device %s | dtype %s | processes %d", resolved["source"], device, dtype, state.num_processes)
 
@@ -337,13 +341,13 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         peft_config=lora_config,
         callbacks=[marker, stopper],
     )
-    trainer.shared_prefix = args.shared_prefix
-    if not args.use_vllm:
+    trainer.shared_prefix = fast
+    if fast and not args.use_vllm:
         # Sample with the adapter merged; every prompt of a generation batch starts with the same
         # system prompt, so run that once.
         # On a CPU that trains under bf16 autocast (fp32 weights), sample under it too.
         autocast_dtype = torch.bfloat16 if use_bf16 and dtype == torch.float32 else None
-        trainer.model.generate = model_utils.SharedPrefixGenerate(trainer.model, tokenizer.pad_token_id, shared=args.shared_prefix, autocast_dtype=autocast_dtype)
+        trainer.model.generate = model_utils.SharedPrefixGenerate(trainer.model, tokenizer.pad_token_id, autocast_dtype=autocast_dtype)
     run_config = {
         "args": vars(args),
         "output_dir": output_dir,
@@ -353,6 +357,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         "device": device,
         "dtype": str(dtype),
         "attn_implementation": attention or "model default",
+        "fast_paths": {"setting": args.fast_paths, "enabled": fast},
         "bf16": use_bf16,
         "num_processes": state.num_processes,
         "train_rows": len(train_ds),
@@ -366,8 +371,22 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     return trainer, stopper, run_config
 
 
-def train(args) -> int:
-    """Run GRPO training as ``args`` (from main.py) says. Returns a process exit code."""
+def fast_paths_report(trainer, run_config: dict) -> dict:
+    """Which speed paths actually ran (a path that failed its check or raised fell back)."""
+    report = dict(run_config["fast_paths"])
+    if report["enabled"]:
+        hook = trainer.model.__dict__.get("generate")
+        report["generate_hook"] = "not installed" if hook is None else f"fell back: {hook.failed}" if hook.failed else "used"
+        report["fast_logps"] = "used" if trainer.shared_prefix and trainer._fast_checked else "not used" if trainer.shared_prefix else "fell back"
+        report["fast_logps_check"] = trainer.fast_logps_check
+    return report
+
+
+def train(args, callbacks=()) -> int:
+    """Run GRPO training as ``args`` (from main.py) says. Returns a process exit code.
+
+    ``callbacks``: extra ``TrainerCallback`` objects (benchmarks time steps with one).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     output_dir, resume_ckpt = prepare_output_dir(args)
     try:
@@ -378,6 +397,8 @@ def train(args) -> int:
 
     state = PartialState()
     tokenizer = trainer.processing_class
+    for callback in callbacks:
+        trainer.add_callback(callback)
     if state.is_main_process:
         os.makedirs(output_dir, exist_ok=True)
         write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
@@ -398,7 +419,7 @@ def train(args) -> int:
         write_json_atomic(os.path.join(output_dir, "log_history.json"), history)
         title = f"{os.path.basename(os.path.normpath(output_dir))}: {steps} steps, {wall / 60:.1f} min"
         plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
-        run_config.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "train_wall_s": round(wall, 1), "steps": steps, "interrupted": stopper.stop_requested})
+        run_config.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "train_wall_s": round(wall, 1), "steps": steps, "interrupted": stopper.stop_requested, "fast_paths": fast_paths_report(trainer, run_config)})
         write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
     if stopper.stop_requested:
         logger.warning("Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last", steps, output_dir)

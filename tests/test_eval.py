@@ -254,3 +254,20 @@ def test_packed_linears_match_and_restore(tiny_run):
         assert patched and all(type(m) is torch.nn.Linear for m in patched)
     assert torch.allclose(plain, packed, atol=1e-5, rtol=1e-5)
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_fast_paths_off_gives_the_same_greedy_outputs(tiny_run):
+    """--fast_paths off (transformers' generate on left-padded batches) equals the fast path in fp32."""
+    from types import SimpleNamespace
+
+    model, tokenizer, prompts, base, _ = _greedy_batch(tiny_run)
+    args = SimpleNamespace(batch_size=8, **base)
+    fast_texts, fast_ids = evaluate_mod.generate(model, tokenizer, prompts, args, "cpu", fast=True)
+    stock_texts, stock_ids = evaluate_mod.generate(model, tokenizer, prompts, args, "cpu", fast=False)
+    assert fast_ids == stock_ids and fast_texts == stock_texts
+    assert all(len(t[0]) <= base["max_completion_length"] for t in stock_ids)
+
+
+def test_summary_records_the_fast_paths(tiny_eval):
+    _, _, summary = tiny_eval
+    assert summary["fast_paths"] == {"setting": "auto", "enabled": True}  # auto on CPU

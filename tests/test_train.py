@@ -272,11 +272,12 @@ def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path):
 
 
 def test_shared_prefix_logps_used_only_where_exact(tiny_model_dir, tmp_path):
-    """Gradient checkpointing and --no-shared_prefix use TRL's path."""
+    """Gradient checkpointing and --fast_paths off use TRL's path."""
     trainer = _tiny_trainer(tiny_model_dir, tmp_path / "a", "--gradient_checkpointing")
     assert not trainer._fast_logps_ok(trainer.model, False, {})
-    trainer = _tiny_trainer(tiny_model_dir, tmp_path / "b", "--no-shared_prefix")
+    trainer = _tiny_trainer(tiny_model_dir, tmp_path / "b", "--fast_paths", "off")
     assert not trainer._fast_logps_ok(trainer.model, False, {})
+    assert "generate" not in trainer.model.__dict__  # transformers' own generate, no hook
     trainer = _tiny_trainer(tiny_model_dir, tmp_path / "c")
     assert not trainer._fast_logps_ok(trainer.model, False, {"pixel_values": torch.zeros(1)})
 
@@ -385,3 +386,25 @@ def test_kl_penalty_runs_on_the_fast_log_probs(tiny_model_dir, tmp_path):
     kl = [e["kl"] for e in trainer.state.log_history if "kl" in e]
     assert kl and all(k == k and k >= 0 for k in kl) and max(kl) > 0  # finite, and the reference really is the base model
     assert trainer.shared_prefix and trainer._fast_checked
+
+
+def test_generate_hook_falls_back_to_generate_on_error(tiny_model_dir, monkeypatch, caplog):
+    from transformers import GenerationConfig
+
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    ids, mask, width = _prompt_batch()
+    hook = model_utils.SharedPrefixGenerate(model, pad_id=2)
+    monkeypatch.setattr(model_utils, "decode_shared_prefix", lambda *a, **k: 1 / 0)  # a broken decode loop
+    config = GenerationConfig(do_sample=False, max_new_tokens=5, eos_token_id=[2], pad_token_id=2)
+    for _ in range(2):
+        got = hook(input_ids=ids, attention_mask=mask, generation_config=config)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    assert torch.equal(got, want) and hook.failed.startswith("ZeroDivisionError")
+    assert caplog.text.count("fast generation failed") == 1
+
+
+def test_run_records_which_fast_paths_ran(tiny_run):
+    with open(os.path.join(tiny_run, "run_config.json")) as f:
+        report = json.load(f)["fast_paths"]
+    assert report["setting"] == "auto" and report["enabled"] and report["generate_hook"] == "used"
+    assert report["fast_logps"] == "used" and report["fast_logps_check"]["passed"]
