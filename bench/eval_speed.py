@@ -116,14 +116,14 @@ def main() -> int:
         base_out, base_tokens = baseline_generate(model, tokenizer, prompts, args.max_completion_length)
         runs["baseline"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        texts, lengths = eval_mod.generate(model, tokenizer, prompts, ours_args, "cpu")
+        texts, token_ids = eval_mod.generate(model, tokenizer, prompts, ours_args, "cpu")
         runs["ours"].append(time.perf_counter() - start)
         if bf16_model is not None:
             start = time.perf_counter()
-            bf16_texts, bf16_lengths = eval_mod.generate(bf16_model, tokenizer, prompts, ours_args, "cpu")
+            bf16_texts, bf16_ids = eval_mod.generate(bf16_model, tokenizer, prompts, ours_args, "cpu")
             runs["ours_bf16"].append(time.perf_counter() - start)
     ours_out = [t[0] for t in texts]
-    ours_tokens = sum(x[0] for x in lengths)
+    ours_tokens = sum(len(x[0]) for x in token_ids)
     base_s, ours_s = statistics.median(runs["baseline"]), statistics.median(runs["ours"])
     base_scores, ours_scores = score(base_out, prompts, rows), score(ours_out, prompts, rows)
     same_text = sum(a.strip() == b.strip() for a, b in zip(base_out, ours_out, strict=True))
@@ -144,7 +144,7 @@ def main() -> int:
     if bf16_model is not None:
         bf16_s = statistics.median(runs["ours_bf16"])
         bf16_scores = score([t[0] for t in bf16_texts], prompts, rows)
-        bf16_tps = sum(x[0] for x in bf16_lengths) / bf16_s
+        bf16_tps = sum(len(x[0]) for x in bf16_ids) / bf16_s
         bf16_limit = matmul_flops(dtype=torch.bfloat16) / flops_per_token
         acc = {name: sum(a for _, a in sc if a is not None) / n for name, sc in (("fp32", ours_scores), ("bf16", bf16_scores))}
         print(f"ours bf16: {bf16_s:6.1f} s  {n / bf16_s:6.2f} completions/s  {bf16_tps:6.1f} tokens/s  ({bf16_tps / bf16_limit:.0%} of the bf16 limit, {bf16_limit:.0f} tokens/s)")

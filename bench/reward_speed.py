@@ -8,7 +8,7 @@ medians of several repeats. Our answer cache is emptied before every repeat, so 
 a cold start; within one repeat, repeated (gold, answer) pairs hit the cache exactly as GRPO's
 groups of near-identical answers do (the count of distinct pairs is printed).
 
-Completions come from ../shared/data (50 real Qwen2.5-3B outputs on NuminaMath-TIR, prompt
+Completions come from tests/data (copied from ../shared/data: 50 real Qwen2.5-3B outputs on NuminaMath-TIR, prompt
 prefix stripped) when it is beside the checkout, else from the built-in test split; each
 problem yields the model's own completion plus right, wrong, unboxed, unpaired and malformed
 variants. The last line is one JSON object.
@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 
 import reward  # noqa: E402
 
-SEED_DATA = os.path.join(ROOT, "..", "shared", "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
+SEED_DATA = os.path.join(ROOT, "tests", "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
 
 
 def source_rows() -> tuple[list[tuple[str, str]], str]:

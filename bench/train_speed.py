@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 # Equal work for both: what one step generates and learns from.
 WORK = ["--per_device_train_batch_size", "16", "--num_generations", "4", "--max_completion_length", "48", "--seed", "0", "--report_to", "none", "--save_strategy", "no"]
 CONFIGS = {
-    "baseline": ["--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.05", "--lora_target_modules", "q_proj,v_proj", "--gradient_checkpointing", "--learning_rate", "1e-5"],
+    "baseline": ["--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.05", "--lora_target_modules", "q_proj,v_proj", "--gradient_checkpointing", "--learning_rate", "1e-5", "--fast_paths", "off"],
     "ours": [],
 }
 
@@ -49,7 +49,6 @@ def worker(name: str, steps: int) -> None:
     from transformers import TrainerCallback
 
     import main
-    import model_utils
     import train
 
     logging.disable(logging.WARNING)
@@ -67,13 +66,8 @@ def worker(name: str, steps: int) -> None:
             if logs and "completions/mean_length" in logs:
                 lengths.append(logs["completions/mean_length"])
 
-    if name == "baseline":  # the original loaded the model with transformers' default attention
-        model_utils.pick_attention = lambda device, bf16: None
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out:  # the baseline's --fast_paths off: TRL's and transformers' own paths
         trainer, _, _ = train.build_trainer(args, out)
-        if name == "baseline":  # the original ran TRL's own generate and log-prob paths
-            del trainer.model.generate
-            trainer.shared_prefix = False
         trainer.add_callback(Timer())
         trainer.train()
     timed, timed_lengths = times[1:], lengths[1:]  # step 1 is the warm-up

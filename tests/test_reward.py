@@ -12,7 +12,8 @@ import pytest
 import reward
 from reward import accuracy_reward, answers_equal, extract_answer, extract_boxed, format_reward
 
-SEED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
+# 50 real Qwen2.5-3B completions of the original project (copied from ../shared/data, so a clean clone has them)
+SEED_DATA = os.path.join(os.path.dirname(__file__), "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
 OK = "<think>reasoning</think><answer>{}</answer>"
 
 
@@ -267,7 +268,6 @@ def _seed_records():
     return records
 
 
-@pytest.mark.skipif(not os.path.exists(SEED_DATA), reason="../shared/data is not beside this checkout")
 def test_real_model_output_matches_hand_labels():
     records = _seed_records()
     acc = accuracy_reward([r["completion"] for r in records], [r["solution"] for r in records])
