@@ -156,7 +156,7 @@ def parse_builtin_levels(dataset_id: str) -> list[int]:
     except ValueError:
         levels = {0}
     if not levels or not levels <= set(BUILTIN_LEVELS):
-        raise ValueError(
+        raise DataError(
             f"Bad built-in dataset id {dataset_id!r}. Use 'builtin' for all levels, or name levels from "
             f"{sorted(BUILTIN_LEVELS)} like 'builtin:1', 'builtin:1-2' or 'builtin:1,3' ({BUILTIN_LEVELS})."
         )
@@ -389,13 +389,14 @@ def load_and_process_data(
 
 
 def filter_by_prompt_length(ds, tokenizer, max_prompt_length: int | None, prefill_think: bool = False):
-    """Drop rows whose chat-templated prompt exceeds ``max_prompt_length`` tokens (never truncate).
+    """``(rows, dropped)``: rows whose chat-templated prompt fits ``max_prompt_length`` tokens, and
+    how many were dropped (never truncated).
 
     TRL 1.x has no ``max_prompt_length``; truncating a math problem would corrupt it, so long
-    prompts are dropped and counted instead.
+    prompts are dropped, and the count goes into the run's and the evaluation's records.
     """
     if not max_prompt_length:
-        return ds
+        return ds, 0
     lengths = [len(tokenizer(render_prompt(tokenizer, p, prefill_think), add_special_tokens=False)["input_ids"]) for p in ds["prompt"]]
     keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
     dropped = len(ds) - len(keep)
@@ -406,7 +407,7 @@ def filter_by_prompt_length(ds, tokenizer, max_prompt_length: int | None, prefil
             f"All {len(ds)} prompts exceed --max_prompt_length {max_prompt_length} tokens (shortest is {min(lengths)}). "
             "Raise --max_prompt_length."
         )
-    return ds.select(keep) if dropped else ds
+    return (ds.select(keep) if dropped else ds), dropped
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from collections import Counter
 import data_utils
 import model_utils
 import reward
-from run_files import safe_name, write_json_atomic
+from run_files import UsageError, claim, finite, read_json, release, safe_name, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify_timeout", type=float, default=5.0, help="hard bound in seconds for one answer check")
     # ---- output
     p.add_argument("--output_file", default=None, help="results JSON (default: results/<model>-<dataset>-<split>-<time>.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output_file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output_file (and discard an interrupted one's partial results)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted evaluation of --output_file from its partial results (same settings)")
     p.add_argument("--compare", default=None, help="a results JSON to print side by side, or a model to evaluate with the same settings ('base' = the adapter's base)")
     return p
 
@@ -139,28 +141,57 @@ def summary_path(output_file: str) -> str:
     return f"{stem}.summary.json"
 
 
-def plan_output(args, label: str) -> str:
-    """The results path for this evaluation; refuses to clobber without --overwrite."""
-    path = args.output_file
+def partial_path(output_file: str) -> str:
+    """Records written as they are scored, one JSON line each; renamed away on success."""
+    stem = output_file[:-5] if output_file.endswith(".json") else output_file
+    return f"{stem}.partial.jsonl"
+
+
+def lock_path(output_file: str) -> str:
+    folder, name = os.path.split(os.path.abspath(output_file))
+    return os.path.join(folder, f".{name}.lock")
+
+
+def plan_output(args, label: str, path: str | None = None) -> str:
+    """The results path for this evaluation, claimed for this process. Without --overwrite it
+    refuses an existing result, and an interrupted one's partial records unless --resume."""
+    if path is None:
+        path = args.output_file
     if path is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = os.path.join("results", f"{safe_name(label)}-{safe_name(args.dataset_id)}-{safe_name(args.split)}-{stamp}.json")
     for p in (path, summary_path(path)):
-        if os.path.exists(p) and not args.overwrite:
-            raise SystemExit(f"error: {p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was changed.")
         if os.path.isdir(p):
-            raise SystemExit(f"error: --output_file {p} is a folder; give a file path such as results/eval.json.")
+            raise UsageError(f"--output_file {p} is a folder; give a file path such as results/eval.json.")
+    claim(lock_path(path), f"results file {path!r}")  # before the checks below: two evaluations cannot both pass them
+    if args.overwrite or args.resume:
+        return path
+    if os.path.exists(partial_path(path)):
+        raise UsageError(f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume to continue it, or --overwrite to start over.")
+    for p in (path, summary_path(path)):
+        if os.path.exists(p):
+            raise UsageError(f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was changed.")
     return path
+
+
+def finished_summary(path: str) -> dict | None:
+    """The summary of a complete evaluation at ``path`` (what --resume keeps), else None."""
+    if os.path.exists(partial_path(path)) or not (os.path.isfile(path) and os.path.isfile(summary_path(path))):
+        return None
+    summary = read_json(summary_path(path), "evaluation summary")
+    return summary if summary.get("complete", True) else None
 
 
 # ---------------------------------------------------------------- settings from the run
 def run_settings(model_dir: str) -> dict:
-    """The training flags recorded in a run folder's run_config.json ({} when there is none)."""
-    path = os.path.join(os.path.expanduser(model_dir), "run_config.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f).get("args", {})
+    """The training flags recorded in a run folder's run_config.json, or in its parent's for a
+    ``checkpoint-N`` folder ({} when there is none)."""
+    folder = os.path.normpath(os.path.expanduser(model_dir))
+    for candidate in (folder, os.path.dirname(folder) if re.match(r"^checkpoint-\d+$", os.path.basename(folder)) else None):
+        if candidate and os.path.isfile(os.path.join(candidate, "run_config.json")):
+            recorded = read_json(os.path.join(candidate, "run_config.json"), "run record")
+            return recorded.get("args", {}) if isinstance(recorded, dict) else {}
+    return {}
 
 
 def fill_defaults(args) -> None:
@@ -186,18 +217,27 @@ def validate(args) -> None:
         problems.append(f"--num_samples {args.num_samples}: must be 1 or more.")
     if args.num_samples > 1 and args.temperature <= 0:
         problems.append(f"--num_samples {args.num_samples} needs sampling: add --temperature 1.0 (greedy gives k identical samples).")
-    if args.temperature < 0:
-        problems.append(f"--temperature {args.temperature}: must be >= 0 (0 = greedy).")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        problems.append(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy).")
+    if not (math.isfinite(args.verify_timeout) and args.verify_timeout > 0):
+        problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds.")
+    if args.resume and args.overwrite:
+        problems.append("--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards them.")
+    if args.dataset_id.split(":")[0] == "builtin":
+        try:
+            data_utils.parse_builtin_levels(args.dataset_id)
+        except data_utils.DataError as exc:
+            problems.append(str(exc))
     if args.batch_size < 1 or args.max_completion_length < 1:
         problems.append("--batch_size and --max_completion_length must be positive.")
     if args.limit is not None and args.limit < 1:
         problems.append(f"--limit {args.limit}: must be 1 or more.")
     if problems:
-        raise SystemExit("error: " + "\nerror: ".join(problems))
+        raise UsageError("\n".join(problems))
 
 
 # ---------------------------------------------------------------- generation
-def generate(model, tokenizer, prompts: list[str], args, device: str, fast: bool = True) -> tuple[list[list[str]], list[list[list[int]]]]:
+def generate(model, tokenizer, prompts: list[str], args, device: str, fast: bool = True, on_batch=None) -> tuple[list[list[str]], list[list[list[int]]]]:
     """Completions (k per prompt) and their token ids (each up to and including its end-of-sequence
     token), in prompt order.
 
@@ -208,7 +248,8 @@ def generate(model, tokenizer, prompts: list[str], args, device: str, fast: bool
     Batches go longest first; a row leaves its batch as soon as it ends
     (``model_utils.decode_compacting``), and linear layers run from packed weights on CPU
     (``model_utils.packed_linears``). Without ``fast``: transformers' ``generate`` on
-    left-padded batches, nothing else. Only generated tokens are decoded.
+    left-padded batches, nothing else. Only generated tokens are decoded. ``on_batch(indices,
+    texts, token_ids)`` is called after each batch with that batch's prompts' results.
     """
     import torch
     from tqdm import tqdm
@@ -241,6 +282,8 @@ def generate(model, tokenizer, prompts: list[str], args, device: str, fast: bool
                 i = idx[row // k]
                 texts[i].append(tokenizer.decode(tokens, skip_special_tokens=True))
                 token_ids[i].append(tokens)
+            if on_batch is not None:
+                on_batch(idx, [texts[i] for i in idx], [token_ids[i] for i in idx])
     return texts, token_ids
 
 
@@ -265,95 +308,152 @@ def _generate_stock(model, rows: list[list[int]], pad_id: int, device: str, args
     return new
 
 
+def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]]) -> dict:
+    """One problem's record: its k completions scored with the training rewards."""
+    k = len(outs)
+    fmt = reward.format_reward(outs, prompts=[prompt] * k)
+    acc = reward.accuracy_reward(outs, [row["solution"]] * k, answer=[row["answer"]] * k)
+    gold = reward.gold_answer(row["solution"], row["answer"])
+    extracted = [reward.extract_answer(c) for c in outs]
+    lenient_answers = [reward.extract_final_answer_lenient(c) for c in outs]
+    lenient = [float(a is not None and reward.answers_equal(gold, a)) for a in lenient_answers] if gold else [None] * k
+    return {
+        "prompt": prompt,
+        "completion": outs[0],
+        "solution": row["solution"],
+        "reward": acc[0] if k == 1 else (None if gold is None else sum(acc) / k),
+        "format_reward": fmt[0] if k == 1 else sum(fmt) / k,
+        "extracted_answer": extracted[0],
+        "gold_answer": gold,
+        "lenient_reward": lenient[0],
+        "completion_tokens": len(token_ids[0]),
+        "completions": outs,
+        "rewards": acc,
+        "format_rewards": fmt,
+        "lenient_rewards": lenient,
+        "extracted_answers": extracted,
+    }
+
+
+class PartialResults:
+    """Records appended to ``<stem>.partial.jsonl`` as they are scored (a header line holds the
+    settings), so an interruption keeps them and ``--resume`` continues where it stopped."""
+
+    def __init__(self, output_file: str, settings: dict, resume: bool):
+        self.path, self.settings, self.records = partial_path(output_file), settings, {}
+        if resume:
+            self._load()
+        else:
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"settings": settings}) + "\n")
+
+    def _load(self) -> None:
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        try:
+            header = json.loads(lines[0])["settings"]
+        except (IndexError, ValueError, KeyError, TypeError):
+            raise UsageError(f"{self.path} is not a partial result of eval.py (no settings line). Use --overwrite to start over.") from None
+        differ = [f"{k}: {header.get(k)!r} then, {v!r} now" for k, v in self.settings.items() if header.get(k) != v]
+        if differ:
+            raise UsageError(f"--resume with other settings than the interrupted evaluation ({'; '.join(differ)}). Use the same flags, or --overwrite to start over.")
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break  # a line cut short by the interruption: that problem is generated again
+            self.records[record.pop("index")] = record
+        logger.info("Resuming: %d problems already scored in %s", len(self.records), self.path)
+
+    def add(self, index: int, record: dict) -> None:
+        self.records[index] = record
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(finite({"index": index, **record}), ensure_ascii=False) + "\n")
+
+
 def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
-    """Generate, score with reward.py, write records and summary; returns the summary."""
+    """Prompts -> model -> generate -> score (written as it goes) -> summary. Returns the summary.
+
+    An interruption (Ctrl-C, a crash) leaves the scored records in the partial file and a summary
+    marked ``"complete": false``; ``--resume`` generates only what is missing.
+    """
     import torch
 
     resolved = model_utils.resolve_model(model_dir, args.base_model)
     if not os.path.isdir(resolved["base"]):
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
+    tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
     _, test_ds = data_utils.load_and_process_data(
         args.dataset_id, None, args.split, args.problem_column, args.solution_column, args.answer_column, args.prompt_template, seed=args.seed
     )
     if args.limit:
         test_ds = test_ds.select(range(min(args.limit, len(test_ds))))
+    test_ds, too_long = data_utils.filter_by_prompt_length(test_ds, tokenizer, args.max_prompt_length, args.prefill_think)
+    prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
+    rows = list(test_ds)
     device = model_utils.pick_device(args.device)
     dtype = model_utils.pick_dtype(device, args.bf16)
-    tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
-    test_ds = data_utils.filter_by_prompt_length(test_ds, tokenizer, args.max_prompt_length, args.prefill_think)
-    prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "eval")
-    attention = model_utils.pick_attention(device, dtype == torch.bfloat16) if fast else None  # bf16 attention is slow on CPUs
-    model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
-    model.eval()
-    logger.info("Evaluating %s on %s %s: %d problems x %d samples, %s %s", resolved["source"], args.dataset_id, args.split, len(prompts), args.num_samples, device, dtype)
+    settings = {"model": label, "dataset_id": args.dataset_id, "split": args.split, **{k: getattr(args, k) for k in _SETTINGS}}
+    partial = PartialResults(output_file, settings, args.resume and os.path.exists(partial_path(output_file)))
+    todo = [i for i in range(len(prompts)) if i not in partial.records]
+    logger.info("Evaluating %s on %s %s: %d problems (%d to generate) x %d samples, %s %s", resolved["source"], args.dataset_id, args.split, len(prompts), len(todo), args.num_samples, device, dtype)
+
+    generated = [0]  # tokens generated by this attempt
+
+    def on_batch(idx, texts, token_ids):
+        for j, outs, ids in zip(idx, texts, token_ids, strict=True):
+            partial.add(todo[j], score(prompts[todo[j]], rows[todo[j]], outs, ids))
+            generated[0] += sum(map(len, ids))
 
     start = time.time()
-    completions, token_ids = generate(model, tokenizer, prompts, args, device, fast)
-    lengths = [[len(t) for t in sample] for sample in token_ids]
+    meta = {"model": label, "model_source": resolved["source"], "dataset_id": args.dataset_id, "split": args.split, "settings": {**settings, "batch_size": args.batch_size}, "device": device, "dtype": str(dtype), "fast_paths": {"setting": args.fast_paths, "enabled": fast}, "results_file": output_file}
+    try:
+        if todo:
+            attention = model_utils.pick_attention(device, dtype == torch.bfloat16) if fast else None  # bf16 attention is slow on CPUs
+            model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
+            model.eval()
+            generate(model, tokenizer, [prompts[i] for i in todo], args, device, fast, on_batch)
+            del model
+    except BaseException:
+        missing = len(prompts) - len(partial.records)
+        summary = {**summarize([partial.records[i] for i in sorted(partial.records)], args.num_samples), **meta, "complete": False, "missing": missing, "partial_results": partial.path, "dropped": {"prompt_too_long": too_long}}
+        write_json_atomic(summary_path(output_file), summary)
+        logger.error("Evaluation stopped with %d of %d problems scored (kept in %s). Continue with the same command plus --resume.", len(partial.records), len(prompts), partial.path)
+        raise
     gen_wall = time.time() - start
-
-    records = []
-    for i, row in enumerate(test_ds):
-        outs = completions[i]
-        k = len(outs)
-        fmt = reward.format_reward(outs, prompts=[prompts[i]] * k)
-        acc = reward.accuracy_reward(outs, [row["solution"]] * k, answer=[row["answer"]] * k)
-        gold = reward.gold_answer(row["solution"], row["answer"])
-        extracted = [reward.extract_answer(c) for c in outs]
-        lenient_answers = [reward.extract_final_answer_lenient(c) for c in outs]
-        lenient = [float(a is not None and reward.answers_equal(gold, a)) for a in lenient_answers] if gold else [None] * k
-        records.append(
-            {
-                "prompt": prompts[i],
-                "completion": outs[0],
-                "solution": row["solution"],
-                "reward": acc[0] if k == 1 else (None if gold is None else sum(acc) / k),
-                "format_reward": fmt[0] if k == 1 else sum(fmt) / k,
-                "extracted_answer": extracted[0],
-                "gold_answer": gold,
-                "lenient_reward": lenient[0],
-                "completion_tokens": lengths[i][0],
-                "completions": outs,
-                "rewards": acc,
-                "format_rewards": fmt,
-                "lenient_rewards": lenient,
-                "extracted_answers": extracted,
-            }
-        )
+    records = [partial.records[i] for i in range(len(prompts))]
     summary = summarize(records, args.num_samples)
-    tokens = sum(sum(x) for x in lengths)
+    tokens = generated[0]
     import importlib.metadata as md
 
     summary.update(
         {
-            "model": label,
-            "model_source": resolved["source"],
-            "dataset_id": args.dataset_id,
-            "split": args.split,
-            "settings": {k: getattr(args, k) for k in ("prompt_template", "prefill_think", "max_completion_length", "temperature", "num_samples", "batch_size", "seed", "limit", "max_prompt_length")},
-            "device": device,
-            "dtype": str(dtype),
-            "fast_paths": {"setting": args.fast_paths, "enabled": fast},
+            **meta,
+            "complete": True,
+            "dropped": {"prompt_too_long": too_long, "unparseable_gold": summary["skipped_unparseable_gold"]},
             "generation_wall_s": round(gen_wall, 2),
-            "problems_per_s": round(len(records) / gen_wall, 3) if gen_wall else None,
-            "tokens_per_s": round(tokens / gen_wall, 1) if gen_wall else None,
+            "problems_per_s": round(len(todo) / gen_wall, 3) if gen_wall and todo else None,
+            "tokens_per_s": round(tokens / gen_wall, 1) if gen_wall and tokens else None,
             "generated_tokens": tokens,
-            "results_file": output_file,
             "versions": {p: md.version(p) for p in ("torch", "transformers", "peft", "math-verify")},
             "finished": _dt.datetime.now().isoformat(timespec="seconds"),
         }
     )
     write_json_atomic(output_file, records)
     write_json_atomic(summary_path(output_file), summary)
-    del model
+    os.remove(partial.path)
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return summary
 
 
+# Settings that decide the results: a resumed evaluation must use the same ones.
+_SETTINGS = ("prompt_template", "prefill_think", "max_completion_length", "temperature", "num_samples", "seed", "limit", "max_prompt_length", "problem_column", "solution_column", "answer_column", "base_model")
+
+
 # ---------------------------------------------------------------- printing
-_ROWS = ["n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "skipped_unparseable_gold", "problems_per_s", "tokens_per_s"]
+_ROWS = ["n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "dropped", "complete", "problems_per_s", "tokens_per_s"]
 
 
 def _fmt(v) -> str:
@@ -382,9 +482,8 @@ def load_summary(path: str) -> dict:
     """A summary from a summary JSON, or from the summary beside a results JSON."""
     candidate = path if path.endswith(".summary.json") else summary_path(path)
     if not os.path.isfile(candidate):
-        raise SystemExit(f"error: --compare {path}: no summary file {candidate}. Pass a results file written by eval.py, or a model.")
-    with open(candidate) as f:
-        return json.load(f)
+        raise UsageError(f"--compare {path}: no summary file {candidate}. Pass a results file written by eval.py, or a model.")
+    return read_json(candidate, "evaluation summary")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,36 +492,49 @@ def main(argv: list[str] | None = None) -> int:
     fill_defaults(args)
     validate(args)
     reward.set_verify_timeout(args.verify_timeout)
+    columns: dict[str, dict] = {}
+    jobs = []  # (model, column label, results file, base model): every output claimed and checked before any work
     try:
         resolved = model_utils.resolve_model(args.model_dir, args.base_model)  # fail on a bad folder before any work
         output_file = plan_output(args, args.model_dir)
-        compare_model = None
-        if args.compare and not args.compare.endswith(".json"):
+        if args.compare and args.compare.endswith(".json"):
+            columns[f"{args.compare} (compare)"] = load_summary(args.compare)
+        elif args.compare:
             compare_model = args.compare
             if compare_model == "base":
                 if not resolved["adapter"]:
-                    raise SystemExit(f"error: --compare base needs --model_dir to be an adapter folder; {args.model_dir!r} is not one.")
+                    raise UsageError(f"--compare base needs --model_dir to be an adapter folder; {args.model_dir!r} is not one.")
                 compare_model = args.base_model or resolved["base"]
             compare_file = summary_path(output_file)[: -len(".summary.json")] + ".compare.json"
-            for p in (compare_file, summary_path(compare_file)):
-                if os.path.exists(p) and not args.overwrite:
-                    raise SystemExit(f"error: {p} already exists. Pass --overwrite or another --output_file.")
-        summary = evaluate(args, args.model_dir, args.model_dir, output_file)
+            jobs.append((compare_model, f"{compare_model} (compare)", plan_output(args, compare_model, compare_file), None))
+        jobs.append((args.model_dir, args.model_dir, output_file, args.base_model))
+        for model, label, path, base in jobs:
+            done = finished_summary(path) if args.resume else None
+            if done is not None:
+                logger.info("%s is complete already; kept as it is.", path)
+            args.base_model = base
+            columns[label] = done or evaluate(args, model, model, path)
     except (model_utils.ModelError, data_utils.DataError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    columns = {args.model_dir: summary}
-    if args.compare:
-        if compare_model:
-            saved, args.base_model = args.base_model, None
-            columns = {f"{compare_model} (compare)": evaluate(args, compare_model, compare_model, compare_file), **columns}
-            args.base_model = saved
-        else:
-            columns = {f"{args.compare} (compare)": load_summary(args.compare), **columns}
-    print(f"Accuracy: {summary['accuracy']:.4f}")
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"Interrupted. Finished records are kept; continue with the same command plus --resume (results: {output_file}).", file=sys.stderr)
+        return 130
+    finally:
+        for _, _, path, _ in jobs:
+            release(lock_path(path))
+    summary = columns[args.model_dir]
+    print(f"Accuracy: {summary['accuracy']:.4f} (n = {summary['n']} problems{_dropped_note(summary)})")
     print_table(columns)
     print(f"Results: {output_file}\nSummary: {summary_path(output_file)}")
     return 0
 
 
+def _dropped_note(summary: dict) -> str:
+    dropped = {k: v for k, v in summary.get("dropped", {}).items() if v}
+    return "; not scored: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()) if dropped else ""
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from run_files import cli
+
+    sys.exit(cli(main))

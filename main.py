@@ -12,6 +12,7 @@ Flag names follow TRL's GRPOConfig and PEFT's LoraConfig so they map one to one.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -79,9 +80,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Flags that may change when a run is resumed: they do not change what is learned.
+RESUME_SAFE = {
+    "output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs", "logging_steps", "save_strategy", "save_steps",
+    "save_total_limit", "eval_steps", "test_split", "logging_dir", "report_to", "log_completions", "save_merged", "fast_paths",
+    "verify_timeout", "trust_remote_code",
+}
+# Loss types of TRL 1.x known without importing it; any other value is checked against the installed TRL.
+_KNOWN_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")
+
+
+def given_flags(argv: list[str] | None) -> set[str]:
+    """The flags (as ``dest`` names) written on the command line, defaults left out."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def restore_for_resume(args: argparse.Namespace, given: set[str]) -> None:
+    """On resume, take every setting from the run's run_config.json; refuse a given flag that
+    would change what is learned (each named with its old and new value). Flags in
+    ``RESUME_SAFE`` may change; the changes are kept in ``args._changed_on_resume``."""
+    from run_files import UsageError, read_json
+
+    resume = args.resume_from_checkpoint
+    run_dir = args.output_dir or (os.path.dirname(os.path.abspath(resume)) if resume and resume != "last" else None)
+    path = os.path.join(run_dir or "", "run_config.json")
+    if not run_dir or not os.path.isfile(path):
+        return  # nothing recorded (a run of an older version): the flags as given
+    recorded = read_json(path, "run record").get("args", {})
+    changed, refused = {}, []
+    for name, old in recorded.items():
+        if not hasattr(args, name) or name in ("output_dir", "resume_from_checkpoint"):
+            continue
+        new = getattr(args, name)
+        if name not in given:
+            setattr(args, name, old)
+        elif new != old and name in RESUME_SAFE:
+            changed[name] = [old, new]
+        elif new != old:
+            refused.append(f"--{name}: the run was started with {old!r}, not {new!r}")
+    if refused:
+        raise UsageError(
+            "resuming would change what this run learns; drop these flags (every setting is restored from "
+            f"{path}) or start a new run in a new --output_dir:\n" + "\n".join(refused)
+        )
+    args._changed_on_resume = changed
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
 def validate(args: argparse.Namespace) -> None:
-    """Check flags against each other before anything heavy loads. Raises SystemExit with the fix."""
+    """Check every flag, alone and against the others, before anything heavy loads.
+
+    Raises ``UsageError`` (one line per problem, exit code 2) with the value and the fix."""
     import reward
+    from run_files import UsageError
 
     problems = []
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -98,16 +155,37 @@ def validate(args: argparse.Namespace) -> None:
     for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "lora_r", "lora_alpha", "logging_steps", "save_steps"):
         if getattr(args, name) <= 0:
             problems.append(f"--{name} {getattr(args, name)}: must be a positive integer.")
-    if args.learning_rate <= 0:
-        problems.append(f"--learning_rate {args.learning_rate}: must be positive (2e-4 suits LoRA).")
-    if args.temperature <= 0:
-        problems.append(f"--temperature {args.temperature}: must be positive; GRPO needs sampled, varied completions.")
-    if args.max_steps == 0 or (args.max_steps < 0 and args.num_train_epochs <= 0):
+    if not (_finite(args.learning_rate) and args.learning_rate > 0):
+        problems.append(f"--learning_rate {args.learning_rate}: must be a positive number (2e-4 suits LoRA).")
+    if not (_finite(args.temperature) and args.temperature > 0):
+        problems.append(f"--temperature {args.temperature}: must be a positive number (1.0 is the recipe's); GRPO needs sampled, varied completions.")
+    if not (_finite(args.beta) and args.beta >= 0):
+        problems.append(f"--beta {args.beta}: must be a number >= 0 (0: no KL penalty).")
+    if not _finite(args.num_train_epochs):
+        problems.append(f"--num_train_epochs {args.num_train_epochs}: must be a finite number.")
+    elif args.max_steps == 0 or (args.max_steps < 0 and args.num_train_epochs <= 0):
         problems.append("Nothing to train: set --max_steps > 0, or --max_steps -1 with --num_train_epochs > 0.")
     if not 0 <= args.warmup_ratio < 1:
         problems.append(f"--warmup_ratio {args.warmup_ratio}: must be in [0, 1).")
-    if args.verify_timeout <= 0:
-        problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive number of seconds.")
+    if not 0 <= args.lora_dropout < 1:
+        problems.append(f"--lora_dropout {args.lora_dropout}: must be in [0, 1) (0.0 or 0.05 are usual).")
+    if not (_finite(args.verify_timeout) and args.verify_timeout > 0):
+        problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds (5 is the default).")
+    if args.max_prompt_length < 0 or args.save_total_limit < 0:
+        problems.append("--max_prompt_length and --save_total_limit must be >= 0.")
+    if args.loss_type not in _KNOWN_LOSSES:
+        accepted = trl_loss_types()
+        if accepted and args.loss_type not in accepted:
+            problems.append(f"--loss_type {args.loss_type!r}: the installed TRL accepts {accepted}.")
+    if args.dataset_id.split(":")[0] == "builtin":
+        import data_utils
+
+        try:
+            data_utils.parse_builtin_levels(args.dataset_id)
+        except data_utils.DataError as exc:
+            problems.append(str(exc))
+    if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        problems.append(f"--output_dir {args.output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run.")
     try:
         reward.get_reward_funcs(args.reward_funcs)
     except ValueError as exc:
@@ -121,6 +199,8 @@ def validate(args: argparse.Namespace) -> None:
             problems.append(f"--reward_weights {args.reward_weights!r}: expected comma-separated numbers like 1.0,1.0.")
         if weights is not None and len(weights) != len(names):
             problems.append(f"--reward_weights has {len(weights)} values but --reward_funcs names {len(names)} rewards ({names}).")
+        elif weights is not None and not all(map(_finite, weights)):
+            problems.append(f"--reward_weights {args.reward_weights!r}: every weight must be a finite number (TRL would silently drop a NaN reward).")
     from data_utils import PROMPT_TEMPLATES
 
     if args.prompt_template not in PROMPT_TEMPLATES:
@@ -140,11 +220,25 @@ def validate(args: argparse.Namespace) -> None:
         if importlib.util.find_spec("vllm") is None:
             problems.append("--use_vllm needs vLLM: pip install vllm (CUDA GPUs only). Or drop --use_vllm.")
     if problems:
-        raise SystemExit("error: " + "\nerror: ".join(problems))
+        raise UsageError("\n".join(problems))
+
+
+def trl_loss_types() -> list[str] | None:
+    """The loss types the installed TRL documents on ``GRPOConfig.loss_type`` (None if unreadable)."""
+    import dataclasses
+    import re
+
+    from trl.trainer.grpo_config import GRPOConfig
+
+    field = {f.name: f for f in dataclasses.fields(GRPOConfig)}.get("loss_type")
+    found = re.search(r"Supported values are (.*?)\.\s", field.metadata.get("help", "")) if field else None
+    return re.findall(r"'(\w+)'", found.group(1)) if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.resume_from_checkpoint:
+        restore_for_resume(args, given_flags(argv))
     validate(args)
     import train
 
@@ -152,4 +246,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run_files import cli
+
+    sys.exit(cli(main))

@@ -1,17 +1,108 @@
-"""Names and atomic writes for run folders (ckpts/) and result files (results/).
+"""Names, claims, reads and atomic writes for run folders (ckpts/) and result files (results/).
 
     python -c "import run_files; print(run_files.safe_name('Qwen/Qwen2.5-0.5B-Instruct'))"
 
-Shared by train.py and eval.py so both name outputs the same safe way and never leave a
-half-written JSON file behind.
+Shared by main.py, train.py and eval.py so all of them name outputs the same safe way, hold an
+output exclusively while writing it, read the JSON they wrote with errors that name the file,
+never leave a half-written JSON file behind, and report a bad flag or input as one line with
+exit code 2.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import os
 import re
+import socket
+import sys
+
+
+class UsageError(SystemExit):
+    """A bad flag, input file or output place: the message says what and how to fix it.
+
+    Raised before heavy work where possible; ``cli`` prints it as one ``error: ...`` line per
+    problem and exits with code 2 (no traceback). Code calling ``main()`` directly, such as tests,
+    sees the message as ``str(err)``.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def cli(main) -> int:
+    """Run an entry point's ``main()``; a ``UsageError`` becomes ``error: ...`` lines and exit code 2."""
+    try:
+        return main()
+    except UsageError as err:
+        print("\n".join(f"error: {line}" for line in err.message.splitlines()), file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------- exclusive claims
+_HELD: dict[str, int] = {}  # lock path -> open descriptor, kept for the claim's lifetime
+
+
+def claim(lock_path: str, what: str) -> str:
+    """Hold ``lock_path`` exclusively until ``release`` or the end of the process.
+
+    An OS lock (``flock``) on a small file that names its holder: the OS drops it when the
+    process ends, however it ends (kill -9 included), so a crashed holder never blocks anyone,
+    while two live processes can never both hold it. The file itself stays (deleting it could let
+    two processes lock two different files of one name). Raises ``UsageError`` naming the
+    holder's pid and start time, or the folder that cannot be written.
+    """
+    import fcntl
+
+    folder = os.path.dirname(os.path.abspath(lock_path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot write {what} in {folder!r} ({exc.strerror}). Choose a writable place.") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise UsageError(
+            f"{what} is being written by another process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+            f"started {holder.get('started', '?')}: {holder.get('command', '?')}). Wait for it to finish, or choose another output."
+        ) from None
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": _dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)[:300]}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    _HELD[os.path.abspath(lock_path)] = fd
+    return lock_path
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def release(lock_path: str) -> None:
+    """Give up a claim made by this process (a no-op when it holds none)."""
+    fd = _HELD.pop(os.path.abspath(lock_path), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
+# ---------------------------------------------------------------- reading what we wrote
+def read_json(path: str, what: str):
+    """A JSON file this project wrote, or ``UsageError`` naming the file when it is unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{what} {path!r} cannot be read ({type(exc).__name__}: {exc}). Restore it from a copy, or remove the folder it belongs to.") from None
 
 
 def safe_name(text: str) -> str:

@@ -4,7 +4,10 @@
 
 A run folder (``--output_dir``, default ``ckpts/<model>-<dataset>-<time>``) ends up holding:
     adapter_model.safetensors, adapter_config.json, tokenizer files   the trained LoRA adapter
-    run_config.json     every resolved setting, versions, device, data sizes, wall time
+    run_config.json     how the run started (never rewritten): every resolved setting, versions,
+                        device, data sizes and dropped rows
+    run_state.json      what happened since: each attempt (start, resume, flags changed on
+                        resume, steps, wall time, which fast paths ran), and whether it finished
     log_history.json    the trainer's logged metrics per step
     reward_curves.png   format / accuracy / total reward means over steps
     checkpoint-N/       resumable checkpoints (COMPLETE marks a fully written one)
@@ -19,6 +22,7 @@ import datetime as _dt
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -27,12 +31,16 @@ import data_utils
 import model_utils
 import plots
 import reward
-from run_files import safe_name, write_json_atomic
+from run_files import UsageError, claim, read_json, release, safe_name, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "COMPLETE"
+RUN_LOCK = ".run.lock"  # held (flock) by the process writing the folder
+RUN_STATE = "run_state.json"  # what happened after the start: attempts, steps, wall time, fast paths
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_EARLY_FILES = {"run_config.json", RUN_STATE, "log_history.json", "reward_curves.png", "runs"}
+_PREVIOUS_PREFIX = "previous-attempt-"
 
 
 # ---------------------------------------------------------------- run folder
@@ -54,27 +62,84 @@ def find_last_checkpoint(output_dir: str) -> str | None:
     return max(done)[1] if done else None
 
 
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _left_early(output_dir: str, names: set[str]) -> bool:
+    """Whether a folder's contents are what a run writes before its first complete checkpoint
+    (its records, logs, a half-written checkpoint): nothing trained that a new run could lose."""
+    def early(name):
+        m = _CHECKPOINT_RE.match(name)
+        if m:
+            return not os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER))
+        return name in _EARLY_FILES or name.startswith(_PREVIOUS_PREFIX)
+
+    return all(early(n) for n in names)
+
+
+def _refuse_if_taken(output_dir: str) -> set[str]:
+    """The folder's entries (the lock aside); ``UsageError`` if they hold more than an early stop's."""
+    names = set(os.listdir(output_dir)) - {RUN_LOCK} if os.path.isdir(output_dir) else set()
+    if names and not _left_early(output_dir, names):
+        raise UsageError(
+            f"output folder {output_dir!r} already holds files. Pick a new --output_dir, or continue that run "
+            f"with --output_dir {output_dir} --resume_from_checkpoint last. Nothing was changed."
+        )
+    return names
+
+
 def prepare_output_dir(args) -> tuple[str, str | None]:
-    """(output_dir, checkpoint to resume or None). Refuses to reuse a non-empty folder unless resuming."""
+    """(output_dir, checkpoint to resume or None), the folder claimed for this process.
+
+    Refuses a folder another live run holds, and a non-empty one unless resuming it. A folder
+    left by a run that stopped before its first complete checkpoint is reused: its files move
+    into ``previous-attempt-<time>/`` inside it (nothing is deleted).
+    """
     resume = args.resume_from_checkpoint
-    output_dir = args.output_dir
     if resume and resume != "last":
-        output_dir = output_dir or os.path.dirname(os.path.abspath(resume))
+        output_dir = args.output_dir or os.path.dirname(os.path.abspath(resume))
+    else:
+        output_dir = args.output_dir or default_output_dir(args)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"--output_dir {output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run.")
+    if not resume:
+        _refuse_if_taken(output_dir)  # before the claim, so a refusal adds nothing to the folder
+    if _is_rank_zero():  # one claim per run; the other processes of a multi-process run follow rank 0
+        args._created_output_dir = not os.path.isdir(output_dir)
+        claim(os.path.join(output_dir, RUN_LOCK), f"run folder {output_dir!r}")
+    try:
+        return output_dir, _checkpoint_to_resume(args, output_dir)
+    except BaseException:
+        release(os.path.join(output_dir, RUN_LOCK))
+        raise
+
+
+def _checkpoint_to_resume(args, output_dir: str) -> str | None:
+    """The checkpoint to resume (None for a new run), once the folder is claimed."""
+    resume = args.resume_from_checkpoint
+    if resume and resume != "last":
         if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
-            raise SystemExit(f"error: {resume!r} is not a complete checkpoint (no trainer_state.json). Use 'last' to pick the newest complete one.")
-        return output_dir, resume
+            raise UsageError(f"{resume!r} is not a complete checkpoint (no trainer_state.json). Use 'last' to pick the newest complete one.")
+        return resume
     if resume == "last":
         ckpt = find_last_checkpoint(output_dir)
         if ckpt is None:
-            raise SystemExit(f"error: no complete checkpoint in {output_dir!r} to resume. Start a new run, or pass a checkpoint folder.")
-        return output_dir, ckpt
-    output_dir = output_dir or default_output_dir(args)
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
-        raise SystemExit(
-            f"error: output folder {output_dir!r} already holds files. Pick a new --output_dir, or continue that run "
-            f"with --output_dir {output_dir} --resume_from_checkpoint last. Nothing was changed."
-        )
-    return output_dir, None
+            if os.path.isfile(os.path.join(output_dir, "run_config.json")):
+                raise UsageError(
+                    f"the run in {output_dir!r} stopped before its first complete checkpoint, so there is nothing to resume. "
+                    "Start it again: the same command without --resume_from_checkpoint reuses the folder."
+                )
+            raise UsageError(f"no complete checkpoint in {output_dir!r} to resume. Start a new run, or pass a checkpoint folder.")
+        return ckpt
+    names = _refuse_if_taken(output_dir)  # again, now that the folder is ours
+    if names and _is_rank_zero():
+        aside = os.path.join(output_dir, _PREVIOUS_PREFIX + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+        os.makedirs(aside)
+        for name in names - {n for n in names if n.startswith(_PREVIOUS_PREFIX)}:
+            os.rename(os.path.join(output_dir, name), os.path.join(aside, name))
+        logger.warning("%s held only an attempt that stopped before its first checkpoint; reusing it (its files are in %s).", output_dir, aside)
+    return None
 
 
 # ---------------------------------------------------------------- configs from flags (the one place)
@@ -278,7 +343,8 @@ def _versions() -> dict:
 
 
 def prepare_datasets(args, tokenizer):
-    """Training (and optional eval) rows: the shared schema, prompts rendered exactly as eval renders them."""
+    """Training (and optional eval) rows, prompts rendered exactly as eval renders them, and the
+    rows dropped by reason."""
     train_ds, test_ds = data_utils.load_and_process_data(
         args.dataset_id,
         args.train_split,
@@ -289,18 +355,18 @@ def prepare_datasets(args, tokenizer):
         args.prompt_template,
         seed=args.seed,
     )
-    out = []
-    for ds in (train_ds, test_ds):
+    out, dropped = [], {}
+    for role, ds in (("train", train_ds), ("eval", test_ds)):
         if ds is None:
             out.append(None)
             continue
-        ds = data_utils.filter_by_prompt_length(ds, tokenizer, args.max_prompt_length, args.prefill_think)
+        ds, dropped[role] = data_utils.filter_by_prompt_length(ds, tokenizer, args.max_prompt_length, args.prefill_think)
         if args.prefill_think:
             # TRL applies the chat template to conversational prompts and cannot continue an
             # assistant turn, so prefilled prompts are rendered to text here.
             ds = ds.map(lambda ex: {"prompt": data_utils.render_prompt(tokenizer, ex["prompt"], True)}, desc="Rendering prompts")
         out.append(ds)
-    return out[0], out[1]
+    return out[0], out[1], {"prompt_too_long": dropped}
 
 
 def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
@@ -315,13 +381,13 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     with state.main_process_first():  # convert the embedded model once, not once per process
         resolved = model_utils.resolve_model(args.model_id)
     if resolved["adapter"]:
-        raise SystemExit(f"error: --model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes adapters).")
+        raise UsageError(f"--model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes adapters).")
     if not os.path.isdir(resolved["base"]):
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
     device = model_utils.pick_device()
     use_bf16, dtype = model_utils.pick_precision(device, args.bf16)
     tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
-    train_ds, eval_ds = prepare_datasets(args, tokenizer)
+    train_ds, eval_ds, dropped = prepare_datasets(args, tokenizer)
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "train")
     attention = model_utils.pick_attention(device, use_bf16) if fast else None
     model = model_utils.load_model(resolved, dtype, trust_remote_code=args.trust_remote_code, attn_implementation=attention)
@@ -349,7 +415,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         autocast_dtype = torch.bfloat16 if use_bf16 and dtype == torch.float32 else None
         trainer.model.generate = model_utils.SharedPrefixGenerate(trainer.model, tokenizer.pad_token_id, autocast_dtype=autocast_dtype)
     run_config = {
-        "args": vars(args),
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "output_dir": output_dir,
         "resumed_from": resume_ckpt,
         "model_source": resolved["source"],
@@ -362,6 +428,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         "num_processes": state.num_processes,
         "train_rows": len(train_ds),
         "eval_rows": len(eval_ds) if eval_ds is not None else 0,
+        "dropped": dropped,
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "versions": _versions(),
         "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
@@ -389,20 +456,45 @@ def train(args, callbacks=()) -> int:
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     output_dir, resume_ckpt = prepare_output_dir(args)
+    lock = os.path.join(output_dir, RUN_LOCK)
+    try:
+        return _run(args, output_dir, resume_ckpt, callbacks)
+    finally:
+        release(lock)
+        if getattr(args, "_created_output_dir", False) and os.listdir(output_dir) == [RUN_LOCK]:
+            shutil.rmtree(output_dir, ignore_errors=True)  # failed before writing anything: leave no empty folder
+
+
+def _record_attempt(output_dir: str, attempt: dict) -> None:
+    """Add or update this attempt (the last one) in run_state.json; run_config.json is never rewritten."""
+    path = os.path.join(output_dir, RUN_STATE)
+    state = read_json(path, "run state") if os.path.isfile(path) else {"attempts": []}
+    attempts = state.setdefault("attempts", [])
+    if attempts and attempts[-1].get("started") == attempt["started"]:
+        attempts[-1] = attempt
+    else:
+        attempts.append(attempt)
+    state.update({k: attempt[k] for k in ("steps", "finished", "complete") if k in attempt})
+    write_json_atomic(path, state)
+
+
+def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
     try:
         trainer, stopper, run_config = build_trainer(args, output_dir, resume_ckpt)
     except (model_utils.ModelError, data_utils.DataError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise UsageError(str(exc)) from None
     from accelerate import PartialState
 
     state = PartialState()
     tokenizer = trainer.processing_class
     for callback in callbacks:
         trainer.add_callback(callback)
+    attempt = {"started": run_config["started"], "resumed_from": resume_ckpt, "changed_flags": getattr(args, "_changed_on_resume", {}), "complete": False}
     if state.is_main_process:
-        os.makedirs(output_dir, exist_ok=True)
-        write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
-        logger.info("Resolved configuration written to %s/run_config.json", output_dir)
+        if resume_ckpt is None:  # the run's identity: written once, at its start
+            write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
+            logger.info("Resolved configuration written to %s/run_config.json", output_dir)
+        _record_attempt(output_dir, attempt)
 
     previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.time()
@@ -415,12 +507,12 @@ def train(args, callbacks=()) -> int:
 
     steps = trainer.state.global_step
     history = trainer.state.log_history
+    attempt.update({"train_wall_s": round(wall, 1), "steps": steps, "interrupted": stopper.stop_requested, "fast_paths": fast_paths_report(trainer, run_config)})
     if state.is_main_process:
         write_json_atomic(os.path.join(output_dir, "log_history.json"), history)
         title = f"{os.path.basename(os.path.normpath(output_dir))}: {steps} steps, {wall / 60:.1f} min"
         plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
-        run_config.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "train_wall_s": round(wall, 1), "steps": steps, "interrupted": stopper.stop_requested, "fast_paths": fast_paths_report(trainer, run_config)})
-        write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
+        _record_attempt(output_dir, attempt)
     if stopper.stop_requested:
         logger.warning("Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last", steps, output_dir)
         return 130
@@ -431,6 +523,8 @@ def train(args, callbacks=()) -> int:
             merged = trainer.model.merge_and_unload()
             merged.save_pretrained(os.path.join(output_dir, "merged"), safe_serialization=True)
             tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
-        logger.info("Done: %d steps in %.1f min. Adapter, run_config.json, log_history.json and reward_curves.png in %s", steps, wall / 60, output_dir)
+        attempt.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True})
+        _record_attempt(output_dir, attempt)
+        logger.info("Done: %d steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and reward_curves.png in %s", steps, wall / 60, output_dir)
         print(f"Run folder: {output_dir}")
     return 0

@@ -236,6 +236,8 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
             code = train.train(args, callbacks=[step_timer(device, times)])
         with open(os.path.join(out, "run_config.json")) as f:
             config = json.load(f)
+        with open(os.path.join(out, "run_state.json")) as f:
+            config.update(json.load(f)["attempts"][-1])  # steps, fast paths that ran
         moved = lora_moved(os.path.join(out, "adapter_model.safetensors"))
         ok = code == 0 and config["steps"] == opts.steps + 1 and moved
         check.set(f"train_{fast}", ok, **{f"train_{fast}": {"exit_code": code, "steps": config["steps"], "lora_B_moved": moved, "fast_paths": config["fast_paths"], "dtype": config["dtype"]}})

@@ -72,6 +72,8 @@ def main() -> int:
 
     with open(os.path.join(run_dir, "run_config.json")) as f:
         run_config = json.load(f)
+    with open(os.path.join(run_dir, "run_state.json")) as f:
+        run_config.update(json.load(f)["attempts"][-1])  # steps and wall time of the training
     with open(os.path.join(run_dir, "log_history.json")) as f:
         history = json.load(f)
     pick = lambda s: {k: s[k] for k in KEYS}  # noqa: E731

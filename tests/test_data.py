@@ -176,10 +176,10 @@ def test_split_expressions(tmp_path, expr, n):
 # ---------------------------------------------------------------- length filter
 def test_length_filter_drops_and_counts(caplog):
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": " ".join(["w"] * n)}]} for n in (2, 5, 50)])
-    kept = data_utils.filter_by_prompt_length(ds, FakeTokenizer(), 10)
-    assert len(kept) == 2
+    kept, dropped = data_utils.filter_by_prompt_length(ds, FakeTokenizer(), 10)
+    assert len(kept) == 2 and dropped == 1
     assert "Dropped 1 of 3 prompts" in caplog.text
-    assert len(data_utils.filter_by_prompt_length(ds, FakeTokenizer(), 0)) == 3  # 0 keeps all
+    assert len(data_utils.filter_by_prompt_length(ds, FakeTokenizer(), 0)[0]) == 3  # 0 keeps all
 
 
 def test_length_filter_fails_when_nothing_remains():

@@ -2,7 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -271,3 +274,96 @@ def test_fast_paths_off_gives_the_same_greedy_outputs(tiny_run):
 def test_summary_records_the_fast_paths(tiny_eval):
     _, _, summary = tiny_eval
     assert summary["fast_paths"] == {"setting": "auto", "enabled": True}  # auto on CPU
+
+
+# ---------------------------------------------------------------- reliability: claims, partial results, checkpoints
+def _eval_cmd(*argv):
+    return [sys.executable, "eval.py", *argv]
+
+
+@pytest.mark.slow
+def test_of_two_evaluations_into_one_file_exactly_one_writes(tiny_run, tmp_path):
+    out = str(tmp_path / "same.json")
+    argv = ["--model_dir", tiny_run, "--limit", "40", "--batch_size", "1", "--max_completion_length", "8", "--output_file", out]
+    first = subprocess.Popen(_eval_cmd(*argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(evaluate_mod.partial_path(out)) and time.time() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run(_eval_cmd(*argv), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 2
+    assert f"pid {first.pid}" in second.stderr and "Generating" not in second.stderr
+    with open(out) as f:
+        assert len(json.load(f)) == 40
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_records_and_resume_completes_them(tiny_run, tmp_path):
+    out = str(tmp_path / "interrupted.json")
+    argv = ["--model_dir", tiny_run, "--limit", "60", "--batch_size", "1", "--max_completion_length", "8", "--output_file", out]
+    proc = subprocess.Popen(_eval_cmd(*argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    partial = evaluate_mod.partial_path(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not os.path.exists(partial) or sum(1 for _ in open(partial)) < 4):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    printed, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, printed[-2000:]
+    with open(evaluate_mod.summary_path(out)) as f:
+        summary = json.load(f)
+    kept = sum(1 for _ in open(partial)) - 1  # the settings line
+    assert summary["complete"] is False and 3 <= kept < 60 and summary["missing"] == 60 - summary["n"]
+    assert not os.path.exists(out)  # the final file appears only when everything is scored
+    refused = subprocess.run(_eval_cmd(*argv), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    assert evaluate_mod.main([*argv, "--resume"]) == 0
+    whole = str(tmp_path / "whole.json")
+    assert evaluate_mod.main([*argv[:-1], whole]) == 0
+    with open(out) as f, open(whole) as g:
+        resumed, uninterrupted = json.load(f), json.load(g)
+    assert resumed == uninterrupted and not os.path.exists(partial)  # greedy fp32: the same records, in dataset order
+
+
+def test_resume_with_other_settings_is_refused(tiny_run, tmp_path):
+    out = tmp_path / "r.json"
+    evaluate_mod.PartialResults(str(out), {"model": tiny_run, "temperature": 0.0}, resume=False)
+    with pytest.raises(SystemExit, match="other settings"):
+        _run_eval("--model_dir", tiny_run, "--limit", "2", "--max_completion_length", "4", "--output_file", str(out), "--resume")
+
+
+def test_a_checkpoint_folder_is_evaluated_with_its_runs_settings(tiny_run, tmp_path, monkeypatch):
+    """An interrupted run has only checkpoints: eval.py reads the run's run_config.json from the parent."""
+    import shutil
+
+    run = tmp_path / "csv-run"
+    shutil.copytree(os.path.join(tiny_run, "checkpoint-2"), run / "checkpoint-2")
+    with open(os.path.join(tiny_run, "run_config.json")) as f:
+        cfg = json.load(f)
+    cfg["args"].update(dataset_id="builtin:2", prompt_template="original", max_completion_length=5)
+    (run / "run_config.json").write_text(json.dumps(cfg))
+    args = evaluate_mod.build_parser().parse_args(["--model_dir", str(run / "checkpoint-2")])
+    evaluate_mod.fill_defaults(args)
+    assert (args.dataset_id, args.prompt_template, args.max_completion_length) == ("builtin:2", "original", 5)
+
+
+def test_an_unwritable_output_fails_before_any_work(tiny_run, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(evaluate_mod, "evaluate", lambda *a, **k: pytest.fail("evaluated although the output cannot be written"))
+    with pytest.raises(SystemExit, match="cannot write"):
+        _run_eval("--model_dir", tiny_run, "--output_file", str(tmp_path / "afile" / "out.json"))
+    with pytest.raises(SystemExit, match="no summary file"):
+        _run_eval("--model_dir", tiny_run, "--compare", str(tmp_path / "missing.json"), "--output_file", str(tmp_path / "o.json"))
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--temperature", "inf"], "--temperature inf"),
+        (["--verify_timeout", "nan"], "--verify_timeout nan"),
+        (["--dataset_id", "builtin:9"], "Bad built-in dataset id"),
+        (["--resume", "--overwrite"], "contradict"),
+    ],
+)
+def test_meaningless_eval_flags_are_refused(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        _run_eval(*argv)

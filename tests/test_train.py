@@ -22,7 +22,10 @@ def test_run_folder_has_everything(tiny_run):
         assert os.path.isfile(os.path.join(tiny_run, name)), name
     with open(os.path.join(tiny_run, "run_config.json")) as f:
         cfg = json.load(f)
-    assert cfg["steps"] == 2 and cfg["device"] == "cpu" and cfg["dtype"] == "torch.float32"
+    with open(os.path.join(tiny_run, train.RUN_STATE)) as f:
+        state = json.load(f)
+    assert state["steps"] == 2 and state["complete"] and len(state["attempts"]) == 1
+    assert cfg["device"] == "cpu" and cfg["dtype"] == "torch.float32" and cfg["dropped"] == {"prompt_too_long": {"train": 0}}
     assert cfg["versions"]["trl"] and cfg["grpo_config"]["num_generations"] == 2
     assert cfg["args"]["lora_target_modules"] == "all-linear"
     with open(os.path.join(tiny_run, "log_history.json")) as f:
@@ -134,9 +137,12 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_model_dir, tmp_pat
     assert step < 500
     done = subprocess.run(_main_cmd(tiny_model_dir, out, "--max_steps", str(step + 1), "--resume_from_checkpoint", "last"), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    with open(os.path.join(out, "run_config.json")) as f:
-        cfg = json.load(f)
-    assert cfg["steps"] == step + 1 and cfg["resumed_from"] == last
+    with open(os.path.join(out, train.RUN_STATE)) as f:
+        state = json.load(f)
+    first, second = state["attempts"]
+    assert first["interrupted"] and not first["complete"] and first["steps"] == step
+    assert second["resumed_from"] == last and second["complete"] and state["steps"] == step + 1
+    assert second["changed_flags"] == {"max_steps": [500, step + 1]}  # --save_strategy no: restored, not given
     assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
 
 
@@ -148,7 +154,9 @@ def test_two_process_cpu_training(tiny_model_dir, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(os.path.join(out, "run_config.json")) as f:
         cfg = json.load(f)
-    assert cfg["num_processes"] == 2 and cfg["steps"] == 1
+    with open(os.path.join(out, train.RUN_STATE)) as f:
+        assert json.load(f)["steps"] == 1
+    assert cfg["num_processes"] == 2
     assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
 
 
@@ -204,7 +212,9 @@ def test_the_originals_command_line_on_local_copies(tiny_model_dir, tmp_path):
     assert main.main(argv) == 0
     with open(os.path.join(out, "run_config.json")) as f:
         cfg = json.load(f)
-    assert cfg["train_rows"] == 8 and cfg["steps"] == 4  # one epoch: 8 prompts, 2 per step
+    with open(os.path.join(out, train.RUN_STATE)) as f:
+        assert json.load(f)["steps"] == 4  # one epoch: 8 prompts, 2 per step
+    assert cfg["train_rows"] == 8
 
 
 def test_shared_prefix_generate_matches_plain_generate(tiny_model_dir):
@@ -404,7 +414,95 @@ def test_generate_hook_falls_back_to_generate_on_error(tiny_model_dir, monkeypat
 
 
 def test_run_records_which_fast_paths_ran(tiny_run):
-    with open(os.path.join(tiny_run, "run_config.json")) as f:
-        report = json.load(f)["fast_paths"]
+    with open(os.path.join(tiny_run, train.RUN_STATE)) as f:
+        report = json.load(f)["attempts"][-1]["fast_paths"]
     assert report["setting"] == "auto" and report["enabled"] and report["generate_hook"] == "used"
     assert report["fast_logps"] == "used" and report["fast_logps_check"]["passed"]
+
+
+# ---------------------------------------------------------------- reliability: claims, resume, dead ends, validation
+@pytest.mark.slow
+def test_a_second_run_into_a_held_folder_is_refused_at_once(tiny_model_dir, tmp_path):
+    out = str(tmp_path / "shared")
+    first = subprocess.Popen(_main_cmd(tiny_model_dir, out, "--max_steps", "500", "--save_strategy", "no"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not os.path.isfile(os.path.join(out, "run_config.json")) and time.time() < deadline:
+            time.sleep(0.2)
+        start = time.time()
+        second = subprocess.run(_main_cmd(tiny_model_dir, out), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and time.time() - start < 60
+        assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.communicate()
+    # the holder died (kill -9): the OS dropped its lock, so the folder is not blocked for good
+    retry = subprocess.run(_main_cmd(tiny_model_dir, out, "--resume_from_checkpoint", "last"), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "being written by another process" not in retry.stderr and "stopped before its first complete checkpoint" in retry.stderr
+
+
+def test_resume_restores_the_runs_settings_and_refuses_drift(tiny_run, monkeypatch):
+    with open(os.path.join(tiny_run, "run_config.json"), "rb") as f:
+        before = f.read()
+    args = main.build_parser().parse_args(["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"])
+    main.restore_for_resume(args, main.given_flags(["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"]))
+    recorded = json.loads(before)["args"]
+    assert args.model_id == recorded["model_id"] and args.train_split == "train[:16]" and args.learning_rate == 1e-2  # restored, not main.py's defaults
+    assert args._changed_on_resume == {"max_steps": [2, 3], "logging_steps": [1, 2]}
+    argv = ["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--learning_rate", "0.5", "--dataset_id", "builtin:2", "--prompt_template", "original"]
+    with pytest.raises(SystemExit) as err:
+        main.main(argv)
+    for text in ("--learning_rate: the run was started with 0.01, not 0.5", "--dataset_id: the run was started with 'builtin:1', not 'builtin:2'", "--prompt_template"):
+        assert text in str(err.value)
+    with open(os.path.join(tiny_run, "run_config.json"), "rb") as f:
+        assert f.read() == before  # the run's record of how it started is never rewritten
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_is_no_dead_end(tiny_model_dir, tmp_path):
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / "run_config.json").write_text('{"args": {}}')
+    (out / "checkpoint-1").mkdir()  # half written: no COMPLETE marker
+    with pytest.raises(SystemExit, match="stopped before its first complete checkpoint.*without --resume_from_checkpoint"):
+        main.main(["--output_dir", str(out), "--resume_from_checkpoint", "last"])
+    assert main.main(["--model_id", tiny_model_dir, "--output_dir", str(out), *TINY_TRAIN_FLAGS, "--max_steps", "1"]) == 0
+    aside = [n for n in os.listdir(out) if n.startswith("previous-attempt-")]
+    assert len(aside) == 1 and sorted(os.listdir(out / aside[0])) == ["checkpoint-1", "run_config.json"]  # kept, not deleted
+    assert os.path.isfile(out / "adapter_model.safetensors")
+
+
+def test_a_refused_run_adds_nothing_and_a_failed_one_leaves_no_empty_folder(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit, match="cannot be found|does not exist"):
+        main.main(["--model_id", str(tmp_path / "no-model"), "--output_dir", str(out), *TINY_TRAIN_FLAGS])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--temperature", "inf"], "--temperature inf: must be a positive number"),
+        (["--learning_rate", "nan"], "--learning_rate nan"),
+        (["--reward_weights", "1,nan"], "every weight must be a finite number"),
+        (["--verify_timeout", "inf"], "positive, finite number of seconds"),
+        (["--lora_dropout", "2"], "--lora_dropout 2.0: must be in [0, 1)"),
+        (["--loss_type", "bogus"], "--loss_type 'bogus': the installed TRL accepts ['grpo', 'dr_grpo', 'dapo'"),
+        (["--dataset_id", "builtin:9"], "Bad built-in dataset id 'builtin:9'"),
+        (["--beta", "-1"], "--beta -1.0"),
+    ],
+)
+def test_meaningless_values_are_refused_before_loading(flags, message):
+    with pytest.raises(SystemExit) as err:
+        main.main(flags)
+    assert message in str(err.value)
+
+
+@pytest.mark.slow
+def test_bad_flags_exit_2_with_one_line_each_and_no_traceback(tmp_path):
+    (tmp_path / "file").write_text("x")
+    start = time.time()
+    done = subprocess.run([sys.executable, "main.py", "--loss_type", "bogus", "--temperature", "inf", "--output_dir", str(tmp_path / "file")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and time.time() - start < 30
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), done.stderr
+    assert "is a file, not a folder" in done.stderr
