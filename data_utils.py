@@ -21,6 +21,7 @@ needs a tokenizer receives it as an argument.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -256,12 +257,13 @@ def _load_all_splits(dataset_id: str):
                 f"Dataset folder {path!r} holds no dataset: expected a folder written by Dataset.save_to_disk, "
                 f"or data files ({', '.join(sorted(_DATA_EXTS))}) named by split, e.g. data/train-00000.parquet."
             )
-        return load_dataset(path)
+        files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if os.path.splitext(f)[1] in _DATA_EXTS]
+        return _loaded(lambda: load_dataset(path), files, path)
     if os.path.isfile(path):
         ext = os.path.splitext(path)[1].lower()
         if ext not in _DATA_EXTS:
             raise DataError(f"Unsupported dataset file {path!r}. Expected one of {sorted(_DATA_EXTS)}.")
-        return load_dataset(_DATA_EXTS[ext], data_files={"train": path})
+        return _loaded(lambda: load_dataset(_DATA_EXTS[ext], data_files={"train": path}), [path], path)
     if os.sep in dataset_id.strip("/") and dataset_id.count("/") != 1 or dataset_id.startswith((".", "/", "~")):
         raise DataError(f"Dataset path {dataset_id!r} does not exist. Check the path, or use 'builtin'.")
     try:
@@ -273,6 +275,53 @@ def _load_all_splits(dataset_id: str):
             "(save_to_disk or the repo's data files) as --dataset_id, or use the built-in dataset: "
             "--dataset_id builtin."
         ) from None
+
+
+def _loaded(load, files: list[str], source: str):
+    """``load()``'s splits, or a ``DataError`` that names the bad file (and line) and the fix."""
+    for f in files:
+        if os.path.getsize(f) == 0:
+            raise DataError(f"Dataset file {f!r} is empty. Give a file with one problem per row.")
+    try:
+        splits = load()
+    except Exception as exc:  # noqa: BLE001 - datasets wraps parse errors in many types; find the cause below
+        for f in files:
+            _diagnose(f)
+        if "corresponds to no data" in str(exc):  # datasets' words for a file with a header and no rows
+            raise DataError(f"Dataset {source!r} has no rows. Give a file with one problem per row.") from None
+        raise DataError(f"Could not read dataset {source!r} ({type(exc).__name__}: {str(exc)[:200]}). Check its files' format.") from None
+    if not any(len(split) for split in splits.values()):
+        raise DataError(f"Dataset {source!r} has no rows. Give a file with one problem per row.")
+    return splits
+
+
+def _diagnose(path: str) -> None:
+    """Raise a ``DataError`` naming what is wrong in a text data file (encoding, bad JSON line)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".json", ".jsonl", ".csv"):
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"Dataset file {path!r} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}). Re-save it as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {path} > fixed{ext}"
+        ) from None
+    if ext == ".jsonl" or (ext == ".json" and not text.lstrip().startswith(("[", "{\n"))):
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except ValueError as exc:
+                    raise DataError(f"Dataset file {path!r}, line {n}: not valid JSON ({exc.msg}). Fix or remove that line.") from None
+    elif ext == ".json":
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise DataError(f"Dataset file {path!r}, line {exc.lineno}: not valid JSON ({exc.msg}).") from None
 
 
 def _pick(columns: list[str], flag_value: str | None, candidates: tuple[str, ...], what: str, flag: str, required: bool):

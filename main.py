@@ -184,6 +184,13 @@ def validate(args: argparse.Namespace) -> None:
             data_utils.parse_builtin_levels(args.dataset_id)
         except data_utils.DataError as exc:
             problems.append(str(exc))
+    if args.model_id != "embedded":  # a bad local folder or file fails here, before any load
+        import model_utils
+
+        try:
+            model_utils.resolve_model(args.model_id)
+        except model_utils.ModelError as exc:
+            problems.append(str(exc))
     if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         problems.append(f"--output_dir {args.output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run.")
     try:

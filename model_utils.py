@@ -97,6 +97,46 @@ def ensure_embedded_model() -> str:
     return final
 
 
+def check_safetensors(path: str) -> None:
+    """``ModelError`` naming ``path`` unless it is a whole safetensors file (header and data present)."""
+    import struct
+
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n)) if 8 + n <= size else None
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0) if isinstance(header, dict) else None
+    except (struct.error, ValueError, KeyError, TypeError, IndexError):
+        end = None
+    if end is None or 8 + n + end > size:
+        raise ModelError(
+            f"{path} is truncated or not a safetensors file ({size} bytes): its save was cut short. Use a complete "
+            "checkpoint-N folder of the run instead, or train again."
+        )
+
+
+def _read_config(path: str, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc}). Restore it, or use another folder.") from None
+
+
+def _check_model_dir(path: str) -> None:
+    """A local model folder has a readable config, safetensors weights and a tokenizer."""
+    _read_config(os.path.join(path, "config.json"), "Model config")
+    shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not shards:
+        extra = " (it has .bin weights: load and re-save them with save_pretrained(safe_serialization=True))" if any(f.endswith(".bin") for f in os.listdir(path)) else ""
+        raise ModelError(f"Model folder {path!r} has config.json but no .safetensors weights{extra}. Pass a complete model folder.")
+    for shard in shards:
+        check_safetensors(os.path.join(path, shard))
+    if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):
+        raise ModelError(f"Model folder {path!r} has no tokenizer files (tokenizer.json or tokenizer.model). Save the tokenizer into it with tokenizer.save_pretrained.")
+
+
 def is_adapter_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "adapter_config.json"))
 
@@ -116,8 +156,14 @@ def resolve_model(model_id: str, base_model: str | None = None) -> dict:
     path = os.path.expanduser(model_id)
     if os.path.isdir(path):
         if is_adapter_dir(path):
-            with open(os.path.join(path, "adapter_config.json")) as f:
-                recorded = json.load(f).get("base_model_name_or_path")
+            recorded = _read_config(os.path.join(path, "adapter_config.json"), "Adapter config").get("base_model_name_or_path")
+            weights = os.path.join(path, "adapter_model.safetensors")
+            if not os.path.isfile(weights):
+                raise ModelError(
+                    f"Adapter folder {path!r} has adapter_config.json but no adapter_model.safetensors: its run did not finish "
+                    "saving. Evaluate one of its complete checkpoint-N folders, or resume the run."
+                )
+            check_safetensors(weights)
             base = base_model or recorded
             if not base:
                 raise ModelError(f"Adapter {path!r} does not name its base model; pass --base_model.")
@@ -130,6 +176,7 @@ def resolve_model(model_id: str, base_model: str | None = None) -> dict:
                 ) from None
             return {"base": inner["base"], "adapter": path, "source": f"adapter {path} on {inner['source']}"}
         if is_model_dir(path):
+            _check_model_dir(path)
             return {"base": path, "adapter": None, "source": f"local folder {path}"}
         raise ModelError(
             f"Folder {path!r} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json). "

@@ -242,3 +242,22 @@ def test_dataset_text_is_never_executed(tmp_path):
     train, _ = load_and_process_data(str(tmp_path / "x"), "train", None)
     assert train[0]["answer"] == "1"
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "PWNED2").exists()
+
+
+# ---------------------------------------------------------------- bad files: named, with the fix
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("empty.jsonl", b"", "is empty"),
+        ("header-only.csv", b"problem,solution\n", "has no rows"),
+        ("empty-list.json", b"[]", "has no rows"),
+        ("bad-line.jsonl", b'{"problem": "1+1", "answer": "2"}\n{"problem": oops}\n', "line 2: not valid JSON"),
+        ("latin1.csv", "problem,answer\ncafé 1+1,2\n".encode("latin-1"), "is not UTF-8 (byte 0xe9 on line 2)"),
+    ],
+)
+def test_bad_dataset_files_name_the_file_and_the_fix(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_and_process_data(str(path), "train", "test")
+    assert message in str(err.value) and str(path) in str(err.value)

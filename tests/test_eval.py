@@ -131,6 +131,7 @@ def test_adapter_whose_base_is_missing(tiny_run, tmp_path):
     cfg = json.load(open(os.path.join(tiny_run, "adapter_config.json")))
     cfg["base_model_name_or_path"] = str(tmp_path / "gone")
     (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    (adapter / "adapter_model.safetensors").write_bytes(open(os.path.join(tiny_run, "adapter_model.safetensors"), "rb").read())
     with pytest.raises(SystemExit, match="base model .* cannot be found.*--base_model"):
         _run_eval("--model_dir", str(adapter))
 
@@ -367,3 +368,47 @@ def test_an_unwritable_output_fails_before_any_work(tiny_run, tmp_path, monkeypa
 def test_meaningless_eval_flags_are_refused(argv, message):
     with pytest.raises(SystemExit, match=message):
         _run_eval(*argv)
+
+
+def _broken_copy(tiny_run, tmp_path, name, edit):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("checkpoint-*", ".*.lock", ".run.lock"))
+    edit(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    "name,edit,message",
+    [
+        ("truncated", lambda f: (f / "adapter_model.safetensors").write_bytes((f / "adapter_model.safetensors").read_bytes()[:100]), "is truncated or not a safetensors file (100 bytes)"),
+        ("empty", lambda f: (f / "adapter_model.safetensors").write_bytes(b""), "(0 bytes)"),
+        ("no-weights", lambda f: (f / "adapter_model.safetensors").unlink(), "has adapter_config.json but no adapter_model.safetensors"),
+        ("bad-adapter-config", lambda f: (f / "adapter_config.json").write_text("{oops"), "adapter_config.json cannot be read"),
+        ("bad-run-config", lambda f: (f / "run_config.json").write_text("{oops"), "run_config.json' cannot be read"),
+    ],
+)
+def test_bad_run_folders_are_named_with_the_fix(tiny_run, tmp_path, capsys, name, edit, message):
+    folder = _broken_copy(tiny_run, tmp_path, name, edit)
+    with pytest.raises(SystemExit) as err:
+        _run_eval("--model_dir", folder, "--output_file", str(tmp_path / "o.json"))
+    assert message in str(err.value) and folder in str(err.value)
+
+
+def test_a_model_folder_without_weights_or_tokenizer(tiny_model_dir, tmp_path):
+    import shutil
+
+    only_config = tmp_path / "only-config"
+    only_config.mkdir()
+    shutil.copy(os.path.join(tiny_model_dir, "config.json"), only_config)
+    with pytest.raises(SystemExit, match="has config.json but no .safetensors weights"):
+        _run_eval("--model_dir", str(only_config), "--output_file", str(tmp_path / "o.json"))
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(tiny_model_dir, f), no_tokenizer)
+    import main
+
+    with pytest.raises(SystemExit, match="has no tokenizer files"):
+        main.main(["--model_id", str(no_tokenizer)])
