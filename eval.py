@@ -406,6 +406,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
             partial.add(todo[j], score(prompts[todo[j]], rows[todo[j]], outs, ids))
             generated[0] += sum(map(len, ids))
 
+    checks_before = dict(reward.COUNTS)
     start = time.time()
     meta = {"model": label, "model_source": resolved["source"], "dataset_id": args.dataset_id, "split": args.split, "settings": {**settings, "batch_size": args.batch_size}, "device": device, "dtype": str(dtype), "fast_paths": {"setting": args.fast_paths, "enabled": fast}, "results_file": output_file}
     try:
@@ -432,6 +433,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
             **meta,
             "complete": True,
             "dropped": {"prompt_too_long": too_long, "unparseable_gold": summary["skipped_unparseable_gold"]},
+            "checks_without_verdict": {k: v - checks_before.get(k, 0) for k, v in reward.COUNTS.items() if v > checks_before.get(k, 0)},
             "generation_wall_s": round(gen_wall, 2),
             "problems_per_s": round(len(todo) / gen_wall, 3) if gen_wall and todo else None,
             "tokens_per_s": round(tokens / gen_wall, 1) if gen_wall and tokens else None,

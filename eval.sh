@@ -5,13 +5,25 @@
 #   MODEL_DIR=ckpts/RUN LIMIT=50 bash eval.sh
 #   CUDA_VISIBLE_DEVICES=1 BATCH_SIZE=128 bash eval.sh
 #
-# Every setting can be overridden from the environment; unset ones take eval.py's defaults,
-# which follow the run's own training settings (prompt template, dataset, lengths).
+# Environment (each optional): MODEL_DIR (default: the newest run in $CKPTS holding an adapter),
+# CKPTS (default: the repo's ckpts/), COMPARE ('base' by default, a results .json, another model,
+# or 'none'), DATASET_ID, SPLIT, LIMIT, BATCH_SIZE, MAX_COMPLETION_LENGTH, NUM_SAMPLES,
+# TEMPERATURE, SEED, BASE_MODEL, OUTPUT_FILE, DEVICE, FAST_PATHS, PYTHON (default: the repo's
+# .venv). Only what is set is passed on: everything else takes eval.py's defaults, which
+# follow the run's own training settings. Relative paths are read from where you run this.
+# Extra arguments go to eval.py as they are.
 set -euo pipefail
-cd "$(dirname "$0")"
+HERE=$(cd "$(dirname "$0")" && pwd)
 
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-CKPTS=${CKPTS:-ckpts}
+# A relative path the caller gave, made absolute against the caller's folder (hub ids stay).
+abs_if_local() { if [ -n "$1" ] && [ "${1#/}" = "$1" ] && [ -e "$1" ]; then echo "$PWD/$1"; else echo "$1"; fi; }
+
+PYTHON=${PYTHON:-$HERE/.venv/bin/python}
+if ! [ -x "$PYTHON" ] && ! command -v "$PYTHON" >/dev/null; then
+  echo "eval.sh: no Python environment at $PYTHON. Run 'make setup' in $HERE first (or set PYTHON)." >&2
+  exit 2
+fi
+CKPTS=$(abs_if_local "${CKPTS:-$HERE/ckpts}")
 if [ -z "${MODEL_DIR:-}" ]; then
   # newest folder in ckpts/ that holds a finished adapter
   MODEL_DIR=$(ls -1dt "$CKPTS"/*/ 2>/dev/null | while read -r d; do
@@ -21,17 +33,23 @@ if [ -z "${MODEL_DIR:-}" ]; then
     exit 2
   fi
 fi
-COMPARE=${COMPARE:-base}   # 'base', a results .json, another model, or 'none'
+MODEL_DIR=$(abs_if_local "$MODEL_DIR")
+COMPARE=${COMPARE:-base}
 
-args=(--model_dir "$MODEL_DIR" --split "${SPLIT:-test}" --batch_size "${BATCH_SIZE:-64}"
-      --num_samples "${NUM_SAMPLES:-1}" --temperature "${TEMPERATURE:-0}" --seed "${SEED:-42}")
-[ -n "${DATASET_ID:-}" ] && args+=(--dataset_id "$DATASET_ID")
-[ -n "${LIMIT:-}" ] && args+=(--limit "$LIMIT")
-[ -n "${MAX_COMPLETION_LENGTH:-}" ] && args+=(--max_completion_length "$MAX_COMPLETION_LENGTH")
-[ -n "${BASE_MODEL:-}" ] && args+=(--base_model "$BASE_MODEL")
-[ -n "${OUTPUT_FILE:-}" ] && args+=(--output_file "$OUTPUT_FILE")
-[ -n "${DEVICE:-}" ] && args+=(--device "$DEVICE")
-[ "$COMPARE" != "none" ] && args+=(--compare "$COMPARE")
+args=(--model_dir "$MODEL_DIR")
+[ "$COMPARE" != "none" ] && args+=(--compare "$(abs_if_local "$COMPARE")")
+[ -n "${DATASET_ID:-}" ] && args+=(--dataset_id "$(abs_if_local "$DATASET_ID")")
+[ -n "${BASE_MODEL:-}" ] && args+=(--base_model "$(abs_if_local "$BASE_MODEL")")
+if [ -n "${OUTPUT_FILE:-}" ]; then
+  [ "${OUTPUT_FILE#/}" = "$OUTPUT_FILE" ] && OUTPUT_FILE="$PWD/$OUTPUT_FILE"
+  args+=(--output_file "$OUTPUT_FILE")
+fi
+for pair in SPLIT:split LIMIT:limit BATCH_SIZE:batch_size MAX_COMPLETION_LENGTH:max_completion_length \
+            NUM_SAMPLES:num_samples TEMPERATURE:temperature SEED:seed DEVICE:device FAST_PATHS:fast_paths; do
+  var=${pair%%:*}
+  [ -n "${!var:-}" ] && args+=("--${pair#*:}" "${!var}")
+done
 
 echo "eval.sh: evaluating $MODEL_DIR (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset})"
+cd "$HERE"
 exec "$PYTHON" eval.py "${args[@]}" "$@"

@@ -45,7 +45,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from fractions import Fraction
 
 logger = logging.getLogger(__name__)
@@ -159,14 +159,14 @@ def extract_answer(text: str) -> str | None:
         return None
     cut = text.rfind(THINK_END)
     region = text[cut + len(THINK_END) :] if cut >= 0 else text
-    start = region.rfind(ANSWER_START)
-    while start >= 0:  # the last <answer> that is closed; a stray extra </answer> is ignored
-        end = region.find(ANSWER_END, start)
-        if end >= 0:
-            break
-        start = region.rfind(ANSWER_START, 0, start)
+    # The last <answer> that is closed is the last one before the last </answer> (a stray extra
+    # </answer> is ignored). Three scans, so linear in the text: a megabyte of unclosed tags costs
+    # milliseconds, not the minutes a search from every <answer> would.
+    last_end = region.rfind(ANSWER_END)
+    start = region.rfind(ANSWER_START, 0, last_end) if last_end >= 0 else -1
     if start < 0:
         return None
+    end = region.find(ANSWER_END, start)
     block = region[start + len(ANSWER_START) : end]
     boxed = extract_boxed(block)
     answer = boxed if boxed is not None else block
@@ -183,14 +183,37 @@ def extract_final_answer_lenient(text: str) -> str | None:
     return answer
 
 
+# Gold "answers" that are not answers: a model that copies one must not earn 1.0.
+_PLACEHOLDERS = {"", "n/a", "na", "none", "null", "nil", "nan", "-", "--", "?", "...", "tbd", "unknown", "no answer", "not applicable", "see above", "see solution", "see solution above", "see below", "see explanation", "see the solution", "answer", "solution"}
+_PROSE = re.compile(r"(?:[A-Za-z]+[\s,.;:]+){5,}[A-Za-z]*[.!]?")  # six or more plain words
+
+
+def usable_gold(gold: str | None) -> str | None:
+    """``gold`` unless it is a placeholder (``N/A``, ``none``, ``see solution above``) or plain prose
+    of six or more words with no number or math in it; short text answers stay usable.
+
+    >>> usable_gold("N/A"), usable_gold(r"\\text{odd}"), usable_gold("See the worked solution above for details")
+    (None, '\\\\text{odd}', None)
+    """
+    if gold is None:
+        return None
+    plain = _plain_text(gold).strip(" .")
+    if plain in _PLACEHOLDERS:
+        return None
+    if _PROSE.fullmatch(gold.strip()) and not re.search(r"[\d\\=^_+*/<>]", gold):
+        return None
+    return gold
+
+
 def gold_answer(solution: str | None, answer: str | None = None) -> str | None:
-    """The gold final answer: the ``answer`` column when given, else the last box of ``solution``."""
+    """The gold final answer: the ``answer`` column when given, else the last box of ``solution``;
+    None when there is none or it is a placeholder (``usable_gold``)."""
     if answer is not None and str(answer).strip():
         answer = str(answer)
         boxed = extract_boxed(answer)
-        return (boxed if boxed is not None else answer).strip() or None
+        return usable_gold((boxed if boxed is not None else answer).strip() or None)
     boxed = extract_boxed(solution or "")
-    return boxed.strip() if boxed and boxed.strip() else None
+    return usable_gold(boxed.strip() if boxed and boxed.strip() else None)
 
 
 # ---------------------------------------------------------------- equivalence
@@ -269,10 +292,12 @@ class _Checker:
         self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
         self.conn = None
+        self.ready = False
         self.pid = os.getpid()
         self.restarts = 0
 
     def _start(self) -> None:
+        """Start a helper (its imports take a second or two: it gets ready while we do other work)."""
         from multiprocessing.connection import Connection
 
         parent_sock, child_sock = socket.socketpair()
@@ -286,9 +311,15 @@ class _Checker:
         )
         child_sock.close()
         self.conn = Connection(parent_sock.detach())
+        self.ready = False
+
+    def _wait_ready(self) -> None:
+        if self.ready:
+            return
         if not self.conn.poll(120) or self.conn.recv() != "ready":
             self._kill()
             raise RuntimeError("reward: the math-verify helper process did not start; is math-verify installed?")
+        self.ready = True
 
     def _kill(self) -> None:
         if self.proc is not None:
@@ -298,12 +329,14 @@ class _Checker:
             self.conn.close()
         self.proc, self.conn = None, None
 
-    def check(self, gold: str, pred: str, timeout_s: float) -> bool:
+    def check(self, gold: str, pred: str, timeout_s: float) -> bool | None:
+        """True/False: the verdict; None: no verdict (timed out, or the helper died)."""
         with self.lock:
             if self.pid != os.getpid():  # forked: the helper belongs to the parent
                 self.proc, self.conn, self.pid = None, None, os.getpid()
             if self.proc is None or self.proc.poll() is not None:
                 self._start()
+            self._wait_ready()
             try:
                 self.conn.send((gold, pred))
                 if self.conn.poll(timeout_s):
@@ -311,13 +344,16 @@ class _Checker:
                 else:
                     logger.warning("answer check exceeded %.1fs (gold=%.60r pred=%.60r): scored 0.0", timeout_s, gold, pred)
                     self._kill()
+                    self._start()  # the replacement imports while the caller goes on
                     self.restarts += 1
-                    return False
+                    COUNTS["timed_out"] += 1
+                    return None
             except (EOFError, OSError, BrokenPipeError) as exc:
                 logger.warning("answer-check helper died (%s): restarting, item scored 0.0", exc)
                 self._kill()
                 self.restarts += 1
-                return False
+                COUNTS["helper_died"] += 1
+                return None
         if isinstance(result, str):
             logger.debug("math-verify failed on gold=%.60r pred=%.60r: %s", gold, pred, result)
             return False
@@ -329,11 +365,47 @@ class _Checker:
                 self._kill()
 
 
-_CHECKER = _Checker()
-atexit.register(_CHECKER.close)
+# Up to this many helper processes check one reward call's items side by side, so a batch of
+# runaway items costs about one time bound, not one per item (each is started on first need).
+POOL_SIZE = 4
+_CHECKERS: list[_Checker] = []
+_IDLE: list[_Checker] = []
+_POOL_LOCK = threading.Condition()
+
+
+def _borrow() -> _Checker:
+    with _POOL_LOCK:
+        while not _IDLE and len(_CHECKERS) >= POOL_SIZE:
+            _POOL_LOCK.wait()
+        if _IDLE:
+            return _IDLE.pop()
+        checker = _Checker()
+        _CHECKERS.append(checker)
+        return checker
+
+
+def _give_back(checker: _Checker) -> None:
+    with _POOL_LOCK:
+        _IDLE.append(checker)
+        _POOL_LOCK.notify()
+
+
+@atexit.register
+def _close_helpers() -> None:
+    for checker in list(_CHECKERS):
+        checker.close()
+
+
+# Checks that gave no verdict, by reason (logged as they happen; eval.py reports them).
+COUNTS: Counter = Counter()
 _CACHE: OrderedDict[tuple[str, str], bool] = OrderedDict()
 _CACHE_SIZE = 65536
+# Hard wall-clock bound for one check; TRL_GRPO_VERIFY_TIMEOUT sets it for processes that
+# main.py/eval.py do not start (--verify_timeout sets it for those that they do).
 _VERIFY_TIMEOUT_S = float(os.environ.get("TRL_GRPO_VERIFY_TIMEOUT", "5"))
+# A reward call never waits on checks longer than this many bounds: items not checked by then
+# score 0.0 and are counted as "past_call_deadline".
+CALL_BOUNDS = 2
 
 
 def set_verify_timeout(seconds: float) -> None:
@@ -350,6 +422,14 @@ def answers_equal(gold: str, pred: str, timeout_s: float | None = None) -> bool:
     >>> answers_equal("0.5", "\\\\frac{1}{2}")
     True
     """
+    known = _known_verdict(gold, pred)
+    if known is not None:
+        return known
+    return bool(_check(strip_unit(gold), strip_unit(pred), timeout_s or _VERIFY_TIMEOUT_S))
+
+
+def _known_verdict(gold: str, pred: str) -> bool | None:
+    """The verdict when it needs no helper (empty, too long, plain integers, cached), else None."""
     if not gold or not pred or len(pred) > MAX_ANSWER_CHARS:
         return False
     gold, pred = strip_unit(gold), strip_unit(pred)
@@ -360,11 +440,61 @@ def answers_equal(gold: str, pred: str, timeout_s: float | None = None) -> bool:
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    result = _CHECKER.check(gold, pred, timeout_s or _VERIFY_TIMEOUT_S)
-    _CACHE[key] = result
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    return None
+
+
+def _check(gold: str, pred: str, timeout_s: float) -> bool | None:
+    """One helper check; verdicts are cached, a timeout is not (a higher bound may decide it)."""
+    checker = _borrow()
+    try:
+        result = checker.check(gold, pred, timeout_s)
+    finally:
+        _give_back(checker)
+    if result is not None:
+        _CACHE[(gold, pred)] = result
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return result
+
+
+def answers_equal_many(pairs: list[tuple[str, str]], timeout_s: float | None = None) -> list[bool]:
+    """``answers_equal`` for many (gold, pred) pairs: items needing math-verify run on up to
+    ``POOL_SIZE`` helpers at once, each within the per-item bound, and the whole call within
+    ``CALL_BOUNDS`` bounds (what is left then scores False and is counted)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    bound = timeout_s or _VERIFY_TIMEOUT_S
+    deadline = time.monotonic() + CALL_BOUNDS * bound
+    out = [_known_verdict(g, p) for g, p in pairs]
+    first = {}  # each distinct pair is checked once per call
+    for i, v in enumerate(out):
+        if v is None:
+            first.setdefault(pairs[i], i)
+    todo = list(first.values())
+    late: list[int] = []
+
+    def one(i: int) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            late.append(i)
+            return False
+        gold, pred = pairs[i]
+        return bool(_check(strip_unit(gold), strip_unit(pred), min(bound, left)))
+
+    if len(todo) == 1:
+        out[todo[0]] = one(todo[0])
+    elif todo:
+        with ThreadPoolExecutor(min(POOL_SIZE, len(todo))) as pool:
+            for i, verdict in zip(todo, pool.map(one, todo), strict=True):
+                out[i] = verdict
+    for i, v in enumerate(out):
+        if v is None:
+            out[i] = out[first[pairs[i]]]
+    if late:
+        COUNTS["past_call_deadline"] += len(late)
+        logger.warning("reward call reached its %.0fs bound: %d unchecked items scored 0.0", CALL_BOUNDS * bound, len(late))
+    return out
 
 
 # ---------------------------------------------------------------- batched rewards (TRL's shape)
@@ -413,15 +543,13 @@ def accuracy_reward(completions, solution, answer=None, **kwargs) -> list[float 
     [1.0, None]
     """
     answers = answer if answer is not None else [None] * len(completions)
-    rewards: list[float | None] = []
-    for completion, sol, ans in zip(completions, solution, answers, strict=True):
-        gold = gold_answer(sol, ans)
-        if gold is None:
-            rewards.append(None)
-            continue
-        pred = extract_answer(completion_text(completion))
-        rewards.append(1.0 if pred is not None and answers_equal(gold, pred) else 0.0)
-    return rewards
+    golds = [gold_answer(sol, ans) for sol, ans in zip(solution, answers, strict=True)]
+    preds = [extract_answer(completion_text(c)) for c in completions]
+    if len(preds) != len(golds):
+        raise ValueError(f"{len(completions)} completions but {len(golds)} solutions.")
+    scored = [i for i, (g, p) in enumerate(zip(golds, preds, strict=True)) if g is not None and p is not None]
+    verdicts = dict(zip(scored, answers_equal_many([(golds[i], preds[i]) for i in scored]), strict=True))
+    return [None if g is None else float(verdicts.get(i, False)) for i, g in enumerate(golds)]
 
 
 class GuardedReward:
@@ -437,6 +565,9 @@ class GuardedReward:
         try:
             return self.func(completions, **kwargs)
         except Exception:  # noqa: BLE001 - isolate the failing item below
+            if not isinstance(completions, (list, tuple)):
+                logger.error("%s got completions of type %s, not a list: nothing scored", self.__name__, type(completions).__name__)
+                return []
             logger.exception("%s failed on a batch of %d; rescoring item by item", self.__name__, len(completions))
         out = []
         for i in range(len(completions)):

@@ -412,3 +412,19 @@ def test_a_model_folder_without_weights_or_tokenizer(tiny_model_dir, tmp_path):
 
     with pytest.raises(SystemExit, match="has no tokenizer files"):
         main.main(["--model_id", str(no_tokenizer)])
+
+
+def test_eval_sh_reads_relative_paths_from_the_callers_folder(tiny_run, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_run, tmp_path / "myrun", ignore=shutil.ignore_patterns(".*.lock", ".run.lock"))
+    env = dict(os.environ, MODEL_DIR="myrun", LIMIT="2", MAX_COMPLETION_LENGTH="2", OUTPUT_FILE="out/x.json", COMPARE="none")
+    done = subprocess.run(["bash", os.path.join(ROOT, "eval.sh")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "x.json").is_file() and (tmp_path / "out" / "x.summary.json").is_file()
+
+
+def test_eval_sh_without_a_venv_says_make_setup(tmp_path):
+    env = dict(os.environ, PYTHON=str(tmp_path / "no-venv" / "python"))
+    done = subprocess.run(["bash", "eval.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "make setup" in done.stderr

@@ -251,6 +251,52 @@ def test_megabyte_completion_scores_zero_fast():
     assert time.time() - start < 5
 
 
+def test_a_batch_of_runaway_items_costs_about_one_call_bound(short_bound):
+    """Checks run on parallel helpers and the call stops waiting after CALL_BOUNDS bounds:
+    8 runaway items once took 8 x (bound + restart), ~19 s at a 2 s bound."""
+    comps = [OK.format("\\boxed{9^{9^{9^{" + str(9 + i) + "}}}}") for i in range(8)]
+    start = time.time()
+    assert accuracy_reward(comps, ["\\boxed{\\frac{3}{7}}"] * 8) == [0.0] * 8
+    assert time.time() - start < reward.CALL_BOUNDS * short_bound + 6  # plus helper start-ups
+
+
+def test_a_timed_out_check_is_not_cached_as_a_verdict():
+    pair = ("\\frac{3}{7}", "\\frac{6}{14}")
+    reward._CACHE.pop(pair, None)
+    assert reward.answers_equal(*pair, timeout_s=1e-4) is False  # no verdict in time: 0.0 now
+    assert pair not in reward._CACHE
+    assert reward.answers_equal(*pair) is True  # the default bound decides it
+
+
+def test_unclosed_answer_tags_are_linear():
+    huge = "<think>x</think>" + "<answer>1" * 120_000  # ~1 MB, no </answer>: was quadratic (22-32 s)
+    start = time.time()
+    assert reward.extract_answer(huge) is None and accuracy_reward([huge], ["\\boxed{1}"]) == [0.0]
+    assert reward.extract_answer("<answer>1</answer>" + "<answer>2" * 100_000) == "1"
+    assert time.time() - start < 5
+
+
+@pytest.mark.parametrize(
+    "gold",
+    ["N/A", "none", "\\boxed{N/A}", "\\boxed{ none }", "See solution above.", "\\text{see the solution}", "", "The answer is given in the worked solution"],
+)
+def test_placeholder_golds_are_skipped_even_when_copied(gold):
+    copied = OK.format("\\boxed{" + (reward.extract_boxed(gold) or gold) + "}")
+    assert accuracy_reward([copied], [gold]) == [None]
+    assert accuracy_reward([copied], [""], answer=[gold]) == [None]
+
+
+@pytest.mark.parametrize("gold,pred", [("\\text{odd}", "odd"), ("red", "\\text{Red}"), ("E", "E"), ("\\text{No solution}", "\\text{no solution}")])
+def test_short_text_golds_still_compare(gold, pred):
+    assert accuracy_reward([OK.format("\\boxed{" + pred + "}")], ["\\boxed{" + gold + "}"]) == [1.0]
+
+
+@pytest.mark.parametrize("completions", [None, 5, "not a list"])
+def test_the_guarded_reward_never_raises(completions):
+    for func in reward.get_reward_funcs("format,accuracy"):
+        assert isinstance(func(completions, solution=None, prompts=None), list)
+
+
 # ---------------------------------------------------------------- real model output
 # Labels decided by reading each record (prompt prefix stripped): does the answer block hold
 # the gold answer, and does the completion follow the strict contract?
