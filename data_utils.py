@@ -27,7 +27,7 @@ import os
 import random
 import re
 
-from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, extract_boxed
+from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, extract_boxed, gold_answer
 
 logger = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def standardize(ds, problem_column=None, solution_column=None, answer_column=Non
         if answer and extract_boxed(solution) is None:
             solution = f"{solution}\n{BOXED}{{{answer}}}".strip()
         return {
-            "prompt": [{"role": "system", "content": sysmsg}, {"role": "user", "content": str(example[pcol])}],
+            "prompt": [{"role": "system", "content": sysmsg}, {"role": "user", "content": "" if example[pcol] is None else str(example[pcol]).strip()}],
             "solution": solution,
             "answer": answer,
         }
@@ -435,6 +435,22 @@ def load_and_process_data(
             raise DataError(f"Split {name}{slice_} of {dataset_id!r} is empty. Widen the slice or check the data.")
         out.append(standardize(ds, problem_column, solution_column, answer_column, prompt_template))
     return out[0], out[1]
+
+
+def drop_unusable_rows(ds):
+    """``(rows, counts)``: rows without a problem text dropped; ``counts`` says how many, and how
+    many kept rows have no usable gold answer (the accuracy reward skips those: None)."""
+    empty = [i for i, p in enumerate(ds["prompt"]) if not p[-1]["content"]]
+    if empty:
+        logger.warning("Dropped %d of %d rows with an empty problem.", len(empty), len(ds))
+        gone = set(empty)
+        ds = ds.select([i for i in range(len(ds)) if i not in gone])
+    if len(ds) == 0:
+        raise DataError("Every row has an empty problem text. Check the problem column (--problem_column).")
+    no_gold = sum(gold_answer(s, a) is None for s, a in zip(ds["solution"], ds["answer"], strict=True))
+    if no_gold:
+        logger.warning("%d of %d rows have no usable gold answer: the accuracy reward skips them.", no_gold, len(ds))
+    return ds, {"empty_problem": len(empty), "unusable_gold": no_gold}
 
 
 def filter_by_prompt_length(ds, tokenizer, max_prompt_length: int | None, prefill_think: bool = False):

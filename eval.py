@@ -221,6 +221,8 @@ def validate(args) -> None:
         problems.append(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy).")
     if not (math.isfinite(args.verify_timeout) and args.verify_timeout > 0):
         problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds.")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        problems.append(f"--device {args.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     if args.resume and args.overwrite:
         problems.append("--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards them.")
     if args.dataset_id.split(":")[0] == "builtin":
@@ -388,6 +390,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     )
     if args.limit:
         test_ds = test_ds.select(range(min(args.limit, len(test_ds))))
+    test_ds, unusable = data_utils.drop_unusable_rows(test_ds)
     test_ds, too_long = data_utils.filter_by_prompt_length(test_ds, tokenizer, args.max_prompt_length, args.prefill_think)
     prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
     rows = list(test_ds)
@@ -418,7 +421,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
             del model
     except BaseException:
         missing = len(prompts) - len(partial.records)
-        summary = {**summarize([partial.records[i] for i in sorted(partial.records)], args.num_samples), **meta, "complete": False, "missing": missing, "partial_results": partial.path, "dropped": {"prompt_too_long": too_long}}
+        summary = {**summarize([partial.records[i] for i in sorted(partial.records)], args.num_samples), **meta, "complete": False, "missing": missing, "partial_results": partial.path, "dropped": {"prompt_too_long": too_long, "empty_problem": unusable["empty_problem"]}}
         write_json_atomic(summary_path(output_file), summary)
         logger.error("Evaluation stopped with %d of %d problems scored (kept in %s). Continue with the same command plus --resume.", len(partial.records), len(prompts), partial.path)
         raise
@@ -432,7 +435,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
         {
             **meta,
             "complete": True,
-            "dropped": {"prompt_too_long": too_long, "unparseable_gold": summary["skipped_unparseable_gold"]},
+            "dropped": {"prompt_too_long": too_long, "empty_problem": unusable["empty_problem"], "unparseable_gold": summary["skipped_unparseable_gold"]},
             "checks_without_verdict": {k: v - checks_before.get(k, 0) for k, v in reward.COUNTS.items() if v > checks_before.get(k, 0)},
             "generation_wall_s": round(gen_wall, 2),
             "problems_per_s": round(len(todo) / gen_wall, 3) if gen_wall and todo else None,

@@ -360,13 +360,15 @@ def prepare_datasets(args, tokenizer):
         if ds is None:
             out.append(None)
             continue
-        ds, dropped[role] = data_utils.filter_by_prompt_length(ds, tokenizer, args.max_prompt_length, args.prefill_think)
+        ds, counts = data_utils.drop_unusable_rows(ds)
+        ds, counts["prompt_too_long"] = data_utils.filter_by_prompt_length(ds, tokenizer, args.max_prompt_length, args.prefill_think)
+        dropped[role] = counts
         if args.prefill_think:
             # TRL applies the chat template to conversational prompts and cannot continue an
             # assistant turn, so prefilled prompts are rendered to text here.
             ds = ds.map(lambda ex: {"prompt": data_utils.render_prompt(tokenizer, ex["prompt"], True)}, desc="Rendering prompts")
         out.append(ds)
-    return out[0], out[1], {"prompt_too_long": dropped}
+    return out[0], out[1], dropped
 
 
 def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):

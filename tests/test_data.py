@@ -261,3 +261,12 @@ def test_bad_dataset_files_name_the_file_and_the_fix(tmp_path, name, content, me
     with pytest.raises(DataError) as err:
         load_and_process_data(str(path), "train", "test")
     assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_rows_without_a_problem_are_dropped_and_unusable_golds_counted(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"problem": "1+1?", "answer": "2"}, {"problem": None, "answer": "3"}, {"problem": "  ", "answer": "4"}, {"problem": "2+2?", "answer": "N/A"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    train, _ = load_and_process_data(str(path), "train", None)
+    kept, counts = data_utils.drop_unusable_rows(train)
+    assert len(kept) == 2 and counts == {"empty_problem": 2, "unusable_gold": 1}

@@ -363,6 +363,7 @@ def test_an_unwritable_output_fails_before_any_work(tiny_run, tmp_path, monkeypa
         (["--verify_timeout", "nan"], "--verify_timeout nan"),
         (["--dataset_id", "builtin:9"], "Bad built-in dataset id"),
         (["--resume", "--overwrite"], "contradict"),
+        (["--device", "gpu"], "--device 'gpu': expected"),
     ],
 )
 def test_meaningless_eval_flags_are_refused(argv, message):

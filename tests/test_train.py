@@ -25,7 +25,7 @@ def test_run_folder_has_everything(tiny_run):
     with open(os.path.join(tiny_run, train.RUN_STATE)) as f:
         state = json.load(f)
     assert state["steps"] == 2 and state["complete"] and len(state["attempts"]) == 1
-    assert cfg["device"] == "cpu" and cfg["dtype"] == "torch.float32" and cfg["dropped"] == {"prompt_too_long": {"train": 0}}
+    assert cfg["device"] == "cpu" and cfg["dtype"] == "torch.float32" and cfg["dropped"] == {"train": {"empty_problem": 0, "unusable_gold": 0, "prompt_too_long": 0}}
     assert cfg["versions"]["trl"] and cfg["grpo_config"]["num_generations"] == 2
     assert cfg["args"]["lora_target_modules"] == "all-linear"
     with open(os.path.join(tiny_run, "log_history.json")) as f:
