@@ -506,3 +506,10 @@ def test_bad_flags_exit_2_with_one_line_each_and_no_traceback(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), done.stderr
     assert "is a file, not a folder" in done.stderr
+
+
+def test_an_unwritable_output_folder_fails_before_any_load(tiny_model_dir, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(train, "build_trainer", lambda *a, **k: pytest.fail("loaded although the folder cannot be written"))
+    with pytest.raises(SystemExit, match="cannot write run folder"):
+        main.main(["--model_id", tiny_model_dir, "--output_dir", str(tmp_path / "afile" / "run"), *TINY_TRAIN_FLAGS])
