@@ -15,7 +15,6 @@ beside it, then prints ``Accuracy: 0.xxxx`` and a summary table. Prompts are ren
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import logging
@@ -239,77 +238,6 @@ def validate(args) -> None:
 
 
 # ---------------------------------------------------------------- generation
-def generate(model, tokenizer, prompts: list[str], args, device: str, fast: bool = True, on_batch=None) -> tuple[list[list[str]], list[list[list[int]]]]:
-    """Completions (k per prompt) and their token ids (each up to and including its end-of-sequence
-    token), in prompt order.
-
-    Prompts are tokenized exactly as TRL tokenizes text prompts. With ``fast`` (the default), the
-    token prefix all prompts share (system prompt and chat template) is run through the model
-    once and its KV cache reused by every batch; each batch then holds [prefix][left padding][own
-    tokens], with the padding masked out, so positions and outputs match an unpadded run.
-    Batches go longest first; a row leaves its batch as soon as it ends
-    (``model_utils.decode_compacting``), and linear layers run from packed weights on CPU
-    (``model_utils.packed_linears``). Without ``fast``: transformers' ``generate`` on
-    left-padded batches, nothing else. Only generated tokens are decoded. ``on_batch(indices,
-    texts, token_ids)`` is called after each batch with that batch's prompts' results.
-    """
-    import torch
-    from tqdm import tqdm
-
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = model_utils.shared_prefix_len(encoded) if fast and args.batch_size > 1 else 0
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    texts: list[list[str]] = [[] for _ in prompts]
-    token_ids: list[list[list[int]]] = [[] for _ in prompts]
-    k = args.num_samples
-    batch = args.batch_size
-    fit = model_utils.rows_that_fit(model, device, max(map(len, encoded)) + args.max_completion_length)
-    if fit is not None and batch * k > fit:
-        batch = max(1, fit // k)
-        logger.info("Batch of %d prompts x %d samples lowered to %d prompts: its KV cache must fit a quarter of free memory", args.batch_size, k, batch)
-    eos = model.generation_config.eos_token_id
-    eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
-    torch.manual_seed(args.seed)
-    packed = model_utils.packed_linears(model, device) if fast else contextlib.nullcontext()
-    with packed, torch.inference_mode():
-        prefix_cache = model_utils.prefix_cache(model, encoded[0][:shared], device) if shared else None
-        for start in tqdm(range(0, len(order), batch), desc="Generating", unit="batch"):
-            idx = order[start : start + batch]
-            rows = [encoded[i] for i in idx]
-            if fast:
-                new = model_utils.decode_shared_prefix(model, rows, tokenizer.pad_token_id, shared, device, args.max_completion_length, eos_ids, args.temperature, cache=prefix_cache, repeats=k)
-            else:
-                new = _generate_stock(model, rows, tokenizer.pad_token_id, device, args, eos_ids)
-            for row, tokens in enumerate(new):
-                i = idx[row // k]
-                texts[i].append(tokenizer.decode(tokens, skip_special_tokens=True))
-                token_ids[i].append(tokens)
-            if on_batch is not None:
-                on_batch(idx, [texts[i] for i in idx], [token_ids[i] for i in idx])
-    return texts, token_ids
-
-
-def _generate_stock(model, rows: list[list[int]], pad_id: int, device: str, args, eos_ids: set[int]) -> list[list[int]]:
-    """transformers' ``generate`` on left-padded rows (k samples each, in order); each row's new
-    tokens up to and including its first end-of-sequence token."""
-    import torch
-
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    from transformers import GenerationConfig
-
-    sample = args.temperature > 0
-    plain = {"temperature": args.temperature, "top_k": 0, "top_p": 1.0} if sample else {}  # no model defaults such as top_k=50
-    config = GenerationConfig(max_new_tokens=args.max_completion_length, do_sample=sample, num_return_sequences=args.num_samples, pad_token_id=pad_id, eos_token_id=sorted(eos_ids), **plain)
-    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-    new = []
-    for tokens in out[:, width:].tolist():
-        end = next((j + 1 for j, t in enumerate(tokens) if t in eos_ids), len(tokens))
-        new.append(tokens[:end])
-    return new
-
-
 def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]]) -> dict:
     """One problem's record: its k completions scored with the training rewards."""
     k = len(outs)
@@ -395,7 +323,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
     rows = list(test_ds)
     device = model_utils.pick_device(args.device)
-    dtype = model_utils.pick_dtype(device, args.bf16)
+    dtype = model_utils.eval_dtype(device, args.bf16)
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "eval")
     settings = {"model": label, "dataset_id": args.dataset_id, "split": args.split, **{k: getattr(args, k) for k in _SETTINGS}}
     partial = PartialResults(output_file, settings, args.resume and os.path.exists(partial_path(output_file)))
@@ -417,7 +345,9 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
             attention = model_utils.pick_attention(device, dtype == torch.bfloat16) if fast else None  # bf16 attention is slow on CPUs
             model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
             model.eval()
-            generate(model, tokenizer, [prompts[i] for i in todo], args, device, fast, on_batch)
+            import decoding  # torch and transformers: imported only when there is work
+
+            decoding.generate_batches(model, tokenizer, [prompts[i] for i in todo], args, device, fast, on_batch)
             del model
     except BaseException:
         missing = len(prompts) - len(partial.records)

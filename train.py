@@ -17,7 +17,6 @@ A run folder (``--output_dir``, default ``ckpts/<model>-<dataset>-<time>``) ends
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import logging
 import os
@@ -28,9 +27,11 @@ import sys
 import time
 
 import data_utils
+import decoding
 import model_utils
 import plots
 import reward
+from fast_logps import FastLogpsTrainer
 from run_files import UsageError, claim, read_json, release, safe_name, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -194,106 +195,6 @@ def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
     return grpo, lora
 
 
-# ---------------------------------------------------------------- the trainer
-def _trainer_class():
-    """TRL's GRPOTrainer, with the loss's log-probs computed on the shared prompt prefix once.
-
-    ``model_utils.shared_prefix_logps`` gives the numbers TRL's own path gives for about half
-    the work here. It is used only where that holds: one unwrapped process (no DDP, FSDP or
-    DeepSpeed wrapper around the model), text only, no gradient checkpointing, a plain LM head;
-    and the first call checks it against TRL's path on real rows, falling back for good on a
-    mismatch or an error.
-    """
-    import torch
-    from trl import GRPOTrainer
-
-    class Trainer(GRPOTrainer):
-        shared_prefix = True
-        _fast_checked = False
-        fast_logps_check = None  # the first-batch comparison with TRL's path, once made
-
-        def _fast_logps_ok(self, model, compute_aux_loss, extra) -> bool:
-            if not self.shared_prefix or compute_aux_loss or any(v is not None for v in extra.values()):
-                return False
-            if self.accelerator.unwrap_model(model) is not model or self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                return False
-            if self.args.gradient_checkpointing or self.args.cast_lm_head_to_fp32:
-                return False
-            text_config = model.config.get_text_config()
-            scaled = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
-            return all(getattr(text_config, k, None) is None for k in scaled)
-
-        def _fast_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy):
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            logps, entropies = [], []
-            step = batch_size or input_ids.size(0)
-            for start in range(0, input_ids.size(0), step):
-                with self.accelerator.autocast():
-                    lp, ent = model_utils.shared_prefix_logps(
-                        base.get_decoder(), base.get_output_embeddings(), input_ids[start : start + step], attention_mask[start : start + step], logits_to_keep,
-                        temperature=self.temperature, compute_entropy=compute_entropy, pad_id=self.processing_class.pad_token_id or 0,
-                    )
-                logps.append(lp)
-                entropies.append(ent)
-            return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
-
-        def _check_fast_logps(self, model, input_ids, attention_mask, logits_to_keep):
-            """Compare both paths on up to 4 rows spread over the batch (different prompts), without
-            gradients. True/False: use the fast path from now on or never; None: no tokens yet.
-
-            With fp32 weights both run in fp32 (autocast off, including the autocast accelerate
-            wraps around the model's forward), where they agree to ~1e-6 nats per token, so even a
-            small layout mistake shows. With bf16/fp16 weights they run as in training, where
-            rounding the two orders of work differs by ~0.02 nats on average; a layout mistake is
-            off by nats.
-            """
-            from accelerate.utils import AutocastKwargs
-
-            rows = torch.linspace(0, input_ids.size(0) - 1, min(4, input_ids.size(0))).long().unique()
-            args = (model, input_ids[rows], attention_mask[rows], logits_to_keep)
-            exact = model.dtype == torch.float32
-            saved = self.accelerator.autocast_handler, model.__dict__.get("forward")
-            try:
-                if exact:
-                    self.accelerator.autocast_handler = AutocastKwargs(enabled=False)
-                    if saved[1] is not None and hasattr(model, "_original_forward"):
-                        model.forward = model._original_forward
-                with torch.no_grad(), torch.autocast(input_ids.device.type, enabled=False) if exact else contextlib.nullcontext():
-                    fast, _, _ = self._fast_logps(*args, None, False)
-                    plain, _, _ = super()._get_per_token_logps_and_entropies(*args)
-            except Exception as err:  # noqa: BLE001 - any failure means: use TRL's path
-                self.fast_logps_check = {"error": f"{type(err).__name__}: {err}", "passed": False}
-                logger.warning("shared-prefix log-probs failed on this model (%s: %s); using TRL's path", type(err).__name__, err)
-                return False
-            finally:
-                self.accelerator.autocast_handler = saved[0]
-                if saved[1] is not None:
-                    model.forward = saved[1]
-            mask = attention_mask[rows, -logits_to_keep:].bool()
-            if not mask.any():
-                return None
-            tol = 1e-3 if exact else 0.1
-            diff = (fast - plain).abs()[mask].mean().item()
-            self.fast_logps_check = {"mean_abs_diff": diff, "tokens": int(mask.sum()), "tolerance": tol, "passed": diff <= tol}
-            if diff > tol:
-                logger.warning("shared-prefix log-probs differ from TRL's by %.3g nats per token on average (> %g); using TRL's path", diff, tol)
-                return False
-            logger.info("shared-prefix log-probs match TRL's path (mean |difference| %.2g nats over %d tokens)", diff, int(mask.sum()))
-            return True
-
-        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, compute_aux_loss=False, **extra):
-            if self._fast_logps_ok(model, compute_aux_loss, extra):
-                if not self._fast_checked:
-                    verdict = self._check_fast_logps(model, input_ids, attention_mask, logits_to_keep)
-                    self._fast_checked = verdict is not None
-                    self.shared_prefix = verdict is not False
-                if self.shared_prefix:
-                    return self._fast_logps(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy)
-            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **extra)
-
-    return Trainer
-
-
 # ---------------------------------------------------------------- callbacks
 def _callbacks():
     from transformers import TrainerCallback
@@ -387,7 +288,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     if not os.path.isdir(resolved["base"]):
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
     device = model_utils.pick_device()
-    use_bf16, dtype = model_utils.pick_precision(device, args.bf16)
+    use_bf16, dtype = model_utils.training_precision(device, args.bf16)
     tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
     train_ds, eval_ds, dropped = prepare_datasets(args, tokenizer)
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "train")
@@ -399,7 +300,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     if args.logging_dir or args.report_to == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir or os.path.join(output_dir, "runs"))
     marker, stopper = _callbacks()
-    trainer = _trainer_class()(
+    trainer = FastLogpsTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=grpo_config,
@@ -415,7 +316,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         # system prompt, so run that once.
         # On a CPU that trains under bf16 autocast (fp32 weights), sample under it too.
         autocast_dtype = torch.bfloat16 if use_bf16 and dtype == torch.float32 else None
-        trainer.model.generate = model_utils.SharedPrefixGenerate(trainer.model, tokenizer.pad_token_id, autocast_dtype=autocast_dtype)
+        trainer.model.generate = decoding.SharedPrefixGenerate(trainer.model, tokenizer.pad_token_id, autocast_dtype=autocast_dtype)
     run_config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "output_dir": output_dir,

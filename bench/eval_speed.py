@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 
 import data_utils  # noqa: E402
 import eval as eval_mod  # noqa: E402
+import decoding  # noqa: E402
 import model_utils  # noqa: E402
 import reward  # noqa: E402
 
@@ -102,13 +103,13 @@ def main() -> int:
 
     ours_args = SimpleNamespace(max_completion_length=args.max_completion_length, num_samples=1, temperature=0.0, batch_size=args.batch_size, seed=0)
     baseline_generate(model, tokenizer, prompts[:4], 4)  # warm-up both paths
-    eval_mod.generate(model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
+    decoding.generate_batches(model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
 
     bf16_model = None
     if model_utils.cpu_has_bf16():
         attention = model_utils.pick_attention("cpu", True)
         bf16_model = model_utils.load_model(resolved, torch.bfloat16, "cpu", attn_implementation=attention).eval()
-        eval_mod.generate(bf16_model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
+        decoding.generate_batches(bf16_model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
 
     runs = {"baseline": [], "ours": [], "ours_bf16": []}
     for _ in range(args.repeats):  # interleaved, so machine noise hits all alike
@@ -116,11 +117,11 @@ def main() -> int:
         base_out, base_tokens = baseline_generate(model, tokenizer, prompts, args.max_completion_length)
         runs["baseline"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        texts, token_ids = eval_mod.generate(model, tokenizer, prompts, ours_args, "cpu")
+        texts, token_ids = decoding.generate_batches(model, tokenizer, prompts, ours_args, "cpu")
         runs["ours"].append(time.perf_counter() - start)
         if bf16_model is not None:
             start = time.perf_counter()
-            bf16_texts, bf16_ids = eval_mod.generate(bf16_model, tokenizer, prompts, ours_args, "cpu")
+            bf16_texts, bf16_ids = decoding.generate_batches(bf16_model, tokenizer, prompts, ours_args, "cpu")
             runs["ours_bf16"].append(time.perf_counter() - start)
     ours_out = [t[0] for t in texts]
     ours_tokens = sum(len(x[0]) for x in token_ids)
@@ -132,7 +133,7 @@ def main() -> int:
     # Prompt tokens each path runs besides generating: the baseline every padded prompt; ours
     # the shared prefix once and each prompt's own tokens.
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = model_utils.shared_prefix_len(encoded)
+    shared = decoding.shared_prefix_len(encoded)
     base_prompt_tokens = sum(16 * max(map(len, encoded[i : i + 16])) for i in range(0, n, 16))
     ours_prompt_tokens = shared + sum(len(e) - shared for e in encoded)
     print(f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads; median of {args.repeats}")

@@ -264,13 +264,13 @@ def lora_moved(path: str) -> bool:
     return bool(b) and any(t.abs().sum() > 0 for t in b)
 
 
-def training_precision(device: str):
+def precision_as_trained(device: str):
     """(weight dtype, autocast context factory) as train.py trains with --bf16 on this device."""
     import torch
 
     import model_utils
 
-    use_bf16, dtype = model_utils.pick_precision(device, True)
+    use_bf16, dtype = model_utils.training_precision(device, True)
     if use_bf16 and dtype == torch.float32:  # CPU: fp32 weights under bf16 autocast
         return dtype, lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     return dtype, contextlib.nullcontext
@@ -287,9 +287,10 @@ def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
     import torch
     from transformers import GenerationConfig
 
+    import decoding
     import model_utils
 
-    dtype, autocast = training_precision(device)
+    dtype, autocast = precision_as_trained(device)
     resolved = model_utils.resolve_model(run_dir)
     tokenizer = model_utils.load_tokenizer(run_dir)
     prompts = sample_prompts(tokenizer, 8)
@@ -312,7 +313,7 @@ def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
         eos = [tokenizer.eos_token_id]
         config = GenerationConfig(do_sample=False, max_new_tokens=opts.max_completion_length, eos_token_id=eos, pad_token_id=pad)
         autocast_dtype = torch.bfloat16 if autocast is not contextlib.nullcontext else None
-        hook = model_utils.SharedPrefixGenerate(unmerged, pad, autocast_dtype=autocast_dtype)
+        hook = decoding.SharedPrefixGenerate(unmerged, pad, autocast_dtype=autocast_dtype)
         with torch.no_grad():
             got = hook(input_ids=ids, attention_mask=mask, generation_config=config)
             with autocast():
@@ -341,6 +342,7 @@ def fast_logps_exact(check: Check, run_dir: str, device: str) -> None:
     included on CUDA), with a control that must fail: the same rows with shifted completions."""
     import torch
 
+    import fast_logps
     import model_utils
 
     with check.run("fast_logps_exact_fp32"):
@@ -360,10 +362,10 @@ def fast_logps_exact(check: Check, run_dir: str, device: str) -> None:
         base = model.get_base_model()
         with torch.no_grad():
             want = reference_logps(model, ids, mask, keep)
-            got, _ = model_utils.shared_prefix_logps(base.get_decoder(), base.get_output_embeddings(), ids, mask, keep, pad_id=pad)
+            got, _ = fast_logps.shared_prefix_logps(base.get_decoder(), base.get_output_embeddings(), ids, mask, keep, pad_id=pad)
             shifted = ids.clone()
             shifted[:, -keep:] = ids[:, -keep:].roll(1, dims=1)
-            control, _ = model_utils.shared_prefix_logps(base.get_decoder(), base.get_output_embeddings(), shifted, mask, keep, pad_id=pad)
+            control, _ = fast_logps.shared_prefix_logps(base.get_decoder(), base.get_output_embeddings(), shifted, mask, keep, pad_id=pad)
         valid = mask[:, -keep:].bool()
         diff = (got - want).abs()[valid].max().item()
         control_diff = (control - want).abs()[valid].mean().item()
@@ -377,31 +379,32 @@ def decode_profile(check: Check, run_dir: str, device: str, opts) -> None:
     import torch
     from transformers import GenerationConfig
 
+    import decoding
     import model_utils
 
     with check.measure("decode_profile"):
-        model = model_utils.load_model(model_utils.resolve_model(run_dir), model_utils.pick_dtype(device, None), device).eval()
+        model = model_utils.load_model(model_utils.resolve_model(run_dir), model_utils.eval_dtype(device, None), device).eval()
         tokenizer = model_utils.load_tokenizer(run_dir)
         prompts = sample_prompts(tokenizer, opts.eval_limit)
         steps, pad = opts.max_completion_length, tokenizer.pad_token_id
         never = [-1]  # no end-of-sequence token: every variant runs all steps, the same work
-        shared = model_utils.shared_prefix_len(prompts)
+        shared = decoding.shared_prefix_len(prompts)
         width = max(map(len, prompts))
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         config = GenerationConfig(do_sample=False, max_new_tokens=steps, min_new_tokens=steps, pad_token_id=pad, eos_token_id=None)
-        original = model_utils.reserved_layer
+        original = decoding.reserved_layer
         variants = {
             "generate": lambda: model.generate(input_ids=ids, attention_mask=mask, generation_config=config),
-            "loop": lambda: model_utils.decode_shared_prefix(model, prompts, pad, shared, device, steps, never),
-            "loop_no_prefix_cache": lambda: model_utils.decode_shared_prefix(model, prompts, pad, 0, device, steps, never),
-            "loop_dynamic_cache": lambda: model_utils.decode_shared_prefix(model, prompts, pad, shared, device, steps, never),
+            "loop": lambda: decoding.decode_shared_prefix(model, prompts, pad, shared, device, steps, never),
+            "loop_no_prefix_cache": lambda: decoding.decode_shared_prefix(model, prompts, pad, 0, device, steps, never),
+            "loop_dynamic_cache": lambda: decoding.decode_shared_prefix(model, prompts, pad, shared, device, steps, never),
         }
         ms = {}
         with torch.inference_mode():
             for name, fn in variants.items():
                 if name == "loop_dynamic_cache":  # the stock layer: concatenates every step
-                    model_utils.reserved_layer = lambda room, like=None: like
+                    decoding.reserved_layer = lambda room, like=None: like
                 try:
                     best = None
                     for _ in range(2):
@@ -415,7 +418,7 @@ def decode_profile(check: Check, run_dir: str, device: str, opts) -> None:
                         best = took if best is None else min(best, took)
                     ms[name] = round(best, 2)
                 finally:
-                    model_utils.reserved_layer = original
+                    decoding.reserved_layer = original
         check.timings["decode_ms_per_step"] = {"batch": len(prompts), **ms}
         del model
 
@@ -423,6 +426,7 @@ def decode_profile(check: Check, run_dir: str, device: str, opts) -> None:
 def eval_runs(check: Check, run_dir: str, work: str, device: str, opts) -> None:
     import torch
 
+    import decoding
     import eval as eval_mod
     import model_utils
 
@@ -454,14 +458,14 @@ def eval_runs(check: Check, run_dir: str, work: str, device: str, opts) -> None:
         if text_diffs:  # token level: the same generation eval.py ran, and why each pair parts
             resolved = model_utils.resolve_model(run_dir)
             tokenizer = model_utils.load_tokenizer(run_dir)
-            dtype = model_utils.pick_dtype(device, None)
+            dtype = model_utils.eval_dtype(device, None)
             model = model_utils.load_model(resolved, dtype, device).eval()
             prompts = [r["prompt"] for r in on]
             ns = argparse.Namespace(batch_size=128, max_completion_length=opts.max_completion_length, num_samples=1, temperature=0.0, seed=42)
             texts = {}
             tokens = {}
             for fast in (False, True):
-                texts[fast], tokens[fast] = eval_mod.generate(model, tokenizer, prompts, ns, device, fast)
+                texts[fast], tokens[fast] = decoding.generate_batches(model, tokenizer, prompts, ns, device, fast)
             reproduced = [t[0] for t in texts[True]] == [r["completion"] for r in on] and [t[0] for t in texts[False]] == [r["completion"] for r in off]
             reference = model_utils.load_model(resolved, torch.float32, device).eval()
             encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]

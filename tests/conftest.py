@@ -47,3 +47,20 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("runs") / "tiny-run")
     assert main.main(["--model_id", tiny_model_dir, "--output_dir", out, *TINY_TRAIN_FLAGS]) == 0
     return out
+
+
+def tiny_trainer(tiny_model_dir, tmp_path, *extra):
+    """A GRPO trainer of the tiny model (fast paths on by default), LoRA B randomized."""
+    import torch
+
+    import main
+    import train
+
+    args = main.build_parser().parse_args(["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--save_strategy", "no", *extra])
+    trainer, _, _ = train.build_trainer(args, str(tmp_path / "run"))
+    torch.manual_seed(3)
+    with torch.no_grad():  # LoRA B starts at zero, which would hide a wrong adapter path
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return trainer

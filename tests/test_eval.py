@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import decoding
 import eval as evaluate_mod
 import reward
 from conftest import ROOT
@@ -155,121 +156,12 @@ def test_eval_sh_without_runs_says_what_to_do(tmp_path):
     assert done.returncode == 2 and "make train" in done.stderr
 
 
-def _greedy_batch(tiny_run):
-    """The tiny trained model, 8 prompts of every level, and their one-by-one greedy outputs."""
-    from types import SimpleNamespace
-
-    import torch
-
-    import data_utils
-    import model_utils
-
-    resolved = model_utils.resolve_model(tiny_run)
-    tokenizer = model_utils.load_tokenizer(tiny_run)
-    model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
-    _, test = data_utils.load_and_process_data("builtin", None, "test")
-    rows = test.select(range(0, 800, 100))  # every level: prompts of different lengths
-    prompts = [data_utils.render_prompt(tokenizer, p, True) for p in rows["prompt"]]
-    base = dict(max_completion_length=6, num_samples=1, temperature=0.0, seed=0)
-    single, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=1, **base), "cpu")
-    return model, tokenizer, prompts, base, single
-
-
-def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
-    """Batched generation on a cached shared prefix matches one-by-one generation without it."""
-    from types import SimpleNamespace
-
-    import model_utils
-
-    model, tokenizer, prompts, base, single = _greedy_batch(tiny_run)
-    batched, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
-    assert model_utils.shared_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
-    assert batched == single
-
-
-def test_batch_is_lowered_to_fit_free_memory(tiny_run, monkeypatch, caplog):
-    """A batch whose KV cache would not fit a quarter of free memory is split; outputs stay the same."""
-    import logging
-    from types import SimpleNamespace
-
-    import model_utils
-
-    model, tokenizer, prompts, base, want = _greedy_batch(tiny_run)
-    tokens = max(len(tokenizer(p)["input_ids"]) for p in prompts) + base["max_completion_length"]
-    row_bytes = 2 * 2 * 1 * 16 * tokens * 4  # layers x (k, v) x kv heads x head dim x tokens x fp32
-    monkeypatch.setattr(model_utils, "free_memory_bytes", lambda device: 4 * 3 * row_bytes)  # a quarter: 3 rows
-    assert model_utils.rows_that_fit(model, "cpu", tokens) == 3
-    with caplog.at_level(logging.INFO):
-        got, _ = evaluate_mod.generate(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
-    assert got == want and "lowered to 3 prompts" in caplog.text
-
-
 def test_unreachable_hub_model_fails_clearly(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(SystemExit, match="--model_dir embedded"):
         _run_eval("--model_dir", "no-such-org/no-such-model", "--output_file", str(tmp_path / "r.json"))
     assert not (tmp_path / "r.json").exists()
-
-
-def test_reserved_cache_layer_behaves_like_the_dynamic_one():
-    """Writes in place, grows past its room, keeps the right rows: same contents as DynamicLayer."""
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    import model_utils
-
-    torch.manual_seed(0)
-    plain, reserved = DynamicLayer(), model_utils.reserved_layer(room=3)
-    steps = [("update", 4), ("update", 1), ("select", [0, 2, 3]), ("update", 1), ("update", 2), ("select", [1]), ("update", 1)]
-    batch = 4
-    for op, arg in steps:
-        if op == "update":
-            k, v = torch.randn(batch, 2, arg, 8), torch.randn(batch, 2, arg, 8)
-            got, want = reserved.update(k, v), plain.update(k, v)
-            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
-        else:
-            idx = torch.tensor(arg)
-            reserved.batch_select_indices(idx)
-            plain.batch_select_indices(idx)
-            batch = len(arg)
-        assert reserved.get_seq_length() == plain.get_seq_length()
-        assert torch.equal(reserved.keys, plain.keys) and torch.equal(reserved.values, plain.values)
-    taken = model_utils.reserved_layer(room=2, like=plain)
-    assert torch.equal(taken.keys, plain.keys) and taken.get_seq_length() == plain.get_seq_length()
-
-
-def test_packed_linears_match_and_restore(tiny_run):
-    """oneDNN-packed linears give the same logits (fp32 rounding only) and leave no trace after."""
-    import torch
-
-    import model_utils
-
-    model = model_utils.load_model(model_utils.resolve_model(tiny_run), torch.float32, "cpu").eval()
-    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
-    with torch.no_grad():
-        plain = model(input_ids=ids).logits
-        with model_utils.packed_linears(model, "cpu"):
-            patched = [m for m in model.modules() if "forward" in m.__dict__]
-            packed = model(input_ids=ids).logits
-        with model_utils.packed_linears(model, "cuda"):  # not a CPU: nothing to do
-            assert not any("forward" in m.__dict__ for m in model.modules())
-    if torch.backends.mkldnn.is_available():
-        assert patched and all(type(m) is torch.nn.Linear for m in patched)
-    assert torch.allclose(plain, packed, atol=1e-5, rtol=1e-5)
-    assert not any("forward" in m.__dict__ for m in model.modules())
-
-
-def test_fast_paths_off_gives_the_same_greedy_outputs(tiny_run):
-    """--fast_paths off (transformers' generate on left-padded batches) equals the fast path in fp32."""
-    from types import SimpleNamespace
-
-    model, tokenizer, prompts, base, _ = _greedy_batch(tiny_run)
-    args = SimpleNamespace(batch_size=8, **base)
-    fast_texts, fast_ids = evaluate_mod.generate(model, tokenizer, prompts, args, "cpu", fast=True)
-    stock_texts, stock_ids = evaluate_mod.generate(model, tokenizer, prompts, args, "cpu", fast=False)
-    assert fast_ids == stock_ids and fast_texts == stock_texts
-    assert all(len(t[0]) <= base["max_completion_length"] for t in stock_ids)
 
 
 def test_summary_records_the_fast_paths(tiny_eval):

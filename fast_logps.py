@@ -1,0 +1,160 @@
+"""Speed path for the loss: log-probs on the prompt prefix a batch shares, and the GRPOTrainer
+subclass that uses them where they equal TRL's own (checked on the first batch, with fallback).
+
+    python main.py --fast_paths on ...      # train.py builds its trainer from FastLogpsTrainer
+
+``--fast_paths off`` keeps TRL's path only. Exactness (fp32 log-probs, entropies and LoRA
+gradients equal TRL's function) is tested in tests/test_fast_logps.py; gains in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from accelerate.utils import AutocastKwargs
+from transformers import DynamicCache
+from trl import GRPOTrainer
+from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+from decoding import shared_prefix_layout, shared_prefix_len
+
+logger = logging.getLogger(__name__)
+
+
+def shared_prefix_logps(backbone, lm_head, input_ids, attention_mask, logits_to_keep: int, *, temperature: float = 1.0, compute_entropy: bool = False, pad_id: int = 0):
+    """Log-probs (and entropies) of each row's last ``logits_to_keep`` tokens, with gradients.
+
+    The same numbers as running every full row through the model and taking the completion
+    positions (TRL's ``_get_per_token_logps_and_entropies``), for less work: the prompt prefix
+    every row shares (the chat-templated system prompt, most of each prompt here) runs once,
+    its keys and values shared by all rows (gradients flow back through them), and the
+    vocabulary projection covers only the real completion tokens, not every position.
+
+    Args:
+        backbone: the decoder stack (``model.get_decoder()``; LoRA layers inside it count).
+        lm_head: the output projection (``model.get_output_embeddings()``).
+        input_ids, attention_mask: (B, P + C) prompts (any padding) then completions.
+        logits_to_keep: C, the completion width.
+    Returns:
+        (log-probs, entropies or None), each (B, C), 0 where the completion mask is 0.
+    """
+    prompt_ids, prompt_mask = input_ids[:, :-logits_to_keep], attention_mask[:, :-logits_to_keep]
+    completion_ids, completion_mask = input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:]
+    rows = [ids[m.bool()].tolist() for ids, m in zip(prompt_ids, prompt_mask, strict=True)]
+    shared = shared_prefix_len(rows) if len(rows) > 1 else 0
+    laid, laid_mask, total = shared_prefix_layout(rows, pad_id, shared)
+    width = total - shared  # each row's own prompt tokens, left-padded to the longest
+    ids = torch.cat([laid[:, shared:].to(input_ids.device), completion_ids], dim=1)
+    mask = torch.cat([laid_mask[:, shared:].to(attention_mask.device), completion_mask.long()], dim=1)
+    positions = shared + (mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = None
+    if shared:
+        cache = DynamicCache(config=backbone.config)
+        backbone(input_ids=input_ids.new_tensor([rows[0][:shared]]), cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(rows))
+        mask = torch.cat([mask.new_ones((len(rows), shared)), mask], dim=1)
+    hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None).last_hidden_state
+    # The hidden state before each completion token predicts it: columns width-1 .. width+C-2.
+    hidden = hidden[:, width - 1 : width - 1 + logits_to_keep]
+    valid = completion_mask.bool()
+    weight, bias = lm_head.weight, lm_head.bias
+    outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
+    logps, entropy, *_ = ChunkedLogProbFunction.apply(hidden[valid], weight, bias, completion_ids[valid], temperature, 32768, None, 1.0, outputs)
+    # masked_scatter keeps an all-padding batch connected to the graph (a zero gradient, not an error)
+    logps = logps.new_zeros(valid.shape).masked_scatter(valid, logps)
+    entropy = entropy.new_zeros(valid.shape).masked_scatter(valid, entropy) if compute_entropy else None
+    return logps, entropy
+
+
+class FastLogpsTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer, with the loss's log-probs computed on the shared prompt prefix once.
+
+    ``shared_prefix_logps`` gives the numbers TRL's own path gives for about half the work here.
+    It is used only where that holds: one unwrapped process (no DDP, FSDP or DeepSpeed wrapper
+    around the model), text only, no gradient checkpointing, a plain LM head; and the first call
+    checks it against TRL's path on real rows, falling back for good on a mismatch or an error.
+    ``shared_prefix = False`` (``--fast_paths off``) runs TRL's path only.
+    """
+
+    shared_prefix = True
+    _fast_checked = False
+    fast_logps_check = None  # the first-batch comparison with TRL's path, once made
+
+    def _fast_logps_ok(self, model, compute_aux_loss, extra) -> bool:
+        if not self.shared_prefix or compute_aux_loss or any(v is not None for v in extra.values()):
+            return False
+        if self.accelerator.unwrap_model(model) is not model or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return False
+        if self.args.gradient_checkpointing or self.args.cast_lm_head_to_fp32:
+            return False
+        text_config = model.config.get_text_config()
+        scaled = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+        return all(getattr(text_config, k, None) is None for k in scaled)
+
+    def _fast_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        logps, entropies = [], []
+        step = batch_size or input_ids.size(0)
+        for start in range(0, input_ids.size(0), step):
+            with self.accelerator.autocast():
+                lp, ent = shared_prefix_logps(
+                    base.get_decoder(), base.get_output_embeddings(), input_ids[start : start + step], attention_mask[start : start + step], logits_to_keep,
+                    temperature=self.temperature, compute_entropy=compute_entropy, pad_id=self.processing_class.pad_token_id or 0,
+                )
+            logps.append(lp)
+            entropies.append(ent)
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+    def _check_fast_logps(self, model, input_ids, attention_mask, logits_to_keep):
+        """Compare both paths on up to 4 rows spread over the batch (different prompts), without
+        gradients. True/False: use the fast path from now on or never; None: no tokens yet.
+
+        With fp32 weights both run in fp32 (autocast off, including the autocast accelerate
+        wraps around the model's forward), where they agree to ~1e-6 nats per token, so even a
+        small layout mistake shows. With bf16/fp16 weights they run as in training, where
+        rounding the two orders of work differs by ~0.02 nats on average; a layout mistake is
+        off by nats.
+        """
+        rows = torch.linspace(0, input_ids.size(0) - 1, min(4, input_ids.size(0))).long().unique()
+        args = (model, input_ids[rows], attention_mask[rows], logits_to_keep)
+        exact = model.dtype == torch.float32
+        saved = self.accelerator.autocast_handler, model.__dict__.get("forward")
+        try:
+            if exact:
+                self.accelerator.autocast_handler = AutocastKwargs(enabled=False)
+                if saved[1] is not None and hasattr(model, "_original_forward"):
+                    model.forward = model._original_forward
+            with torch.no_grad(), torch.autocast(input_ids.device.type, enabled=False) if exact else contextlib.nullcontext():
+                fast, _, _ = self._fast_logps(*args, None, False)
+                plain, _, _ = super()._get_per_token_logps_and_entropies(*args)
+        except Exception as err:  # noqa: BLE001 - any failure means: use TRL's path
+            self.fast_logps_check = {"error": f"{type(err).__name__}: {err}", "passed": False}
+            logger.warning("shared-prefix log-probs failed on this model (%s: %s); using TRL's path", type(err).__name__, err)
+            return False
+        finally:
+            self.accelerator.autocast_handler = saved[0]
+            if saved[1] is not None:
+                model.forward = saved[1]
+        mask = attention_mask[rows, -logits_to_keep:].bool()
+        if not mask.any():
+            return None
+        tol = 1e-3 if exact else 0.1
+        diff = (fast - plain).abs()[mask].mean().item()
+        self.fast_logps_check = {"mean_abs_diff": diff, "tokens": int(mask.sum()), "tolerance": tol, "passed": diff <= tol}
+        if diff > tol:
+            logger.warning("shared-prefix log-probs differ from TRL's by %.3g nats per token on average (> %g); using TRL's path", diff, tol)
+            return False
+        logger.info("shared-prefix log-probs match TRL's path (mean |difference| %.2g nats over %d tokens)", diff, int(mask.sum()))
+        return True
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, compute_aux_loss=False, **extra):
+        if self._fast_logps_ok(model, compute_aux_loss, extra):
+            if not self._fast_checked:
+                verdict = self._check_fast_logps(model, input_ids, attention_mask, logits_to_keep)
+                self._fast_checked = verdict is not None
+                self.shared_prefix = verdict is not False
+            if self.shared_prefix:
+                return self._fast_logps(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy)
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **extra)

@@ -1,0 +1,231 @@
+"""decoding.py: every generation speed path gives what transformers' stock path gives."""
+
+import pytest
+import torch
+
+import decoding
+import model_utils
+from conftest import tiny_trainer
+
+
+def test_shared_prefix_generate_matches_plain_generate(tiny_model_dir):
+    """The hook train.py installs for TRL's generation gives the same greedy tokens, same layout."""
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[2] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=2)
+    plain = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    hooked = decoding.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, **kwargs)
+    assert hooked.shape == plain.shape
+    assert torch.equal(hooked[:, width:], plain[:, width:])
+
+
+def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
+    """Inside: logits equal the unmerged adapter's (fp32); after: the very same base tensors, bit for bit."""
+    trainer = tiny_trainer(tiny_model_dir, tmp_path)
+    model = trainer.model.eval()
+    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with decoding.generation_weights(model):
+            merged = model(input_ids=ids).logits
+        with decoding.generation_weights(model, torch.bfloat16):
+            running = [m for name, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in name]  # LoRA A/B are merged in, switched off
+            assert running and all(m.weight.dtype == torch.bfloat16 for m in running)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = model(input_ids=ids).logits.float()
+    assert torch.allclose(plain, merged, atol=1e-5)
+    assert (plain - low).abs().max() < 0.1 * plain.abs().max()
+    for name, p in model.named_parameters():
+        assert p is before[name][0] and torch.equal(p, before[name][1]), name
+    assert not any(getattr(m, "_disable_adapters", False) for m in model.modules())
+
+
+def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
+    name = model_utils.pick_attention("cpu", True)
+    assert name and model_utils.pick_attention("cpu", False) is None and model_utils.pick_attention("cuda", True) is None
+    plain = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    upcast = model_utils.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name).eval()
+    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids).logits, upcast(input_ids=ids).logits, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            a, b = plain(input_ids=ids).logits.float(), upcast(input_ids=ids).logits.float()
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+def _prompt_batch():
+    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[2] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask, width
+
+
+def test_trl_style_greedy_generation_matches_generate(tiny_model_dir):
+    """TRL passes a GenerationConfig: the decode loop gives generate's tokens up to each row's end."""
+    from transformers import GenerationConfig
+
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    ids, mask, width = _prompt_batch()
+    plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=2)
+    hook = decoding.SharedPrefixGenerate(model, pad_id=2)
+    for eos in ([2], [int(plain[0, width + 3])]):  # the real EOS, and a token the first row emits early
+        config = GenerationConfig(do_sample=False, max_new_tokens=12, eos_token_id=eos, pad_token_id=2)
+        got = hook(input_ids=ids, attention_mask=mask, generation_config=config)
+        want = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        assert torch.equal(got[:, :width], ids)
+        for g, w in zip(got[:, width:].tolist(), want[:, width:].tolist(), strict=True):
+            end = next((i + 1 for i, t in enumerate(w) if t in eos), len(w))  # TRL keeps tokens up to the first EOS
+            assert g[:end] == w[:end]
+
+
+def test_unsupported_generation_settings_go_to_generate(tiny_model_dir):
+    from transformers import GenerationConfig
+
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    ids, mask, width = _prompt_batch()
+    config = GenerationConfig(do_sample=False, max_new_tokens=6, repetition_penalty=1.5, pad_token_id=2, eos_token_id=[2])
+    assert decoding.plain_sampling_settings(config) is None
+    got = decoding.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, generation_config=config)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    assert got.shape == want.shape and torch.equal(got[:, width:], want[:, width:])  # the prompt block is laid out differently
+
+
+def test_sample_rows_draws_from_the_softmax():
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(20000, 1)
+    for temperature in (1.0, 0.5):
+        draws = decoding.sample_rows(logits, temperature)
+        freq = torch.bincount(draws, minlength=5).float() / len(draws)
+        assert (freq - torch.softmax(logits[0] / temperature, -1)).abs().max() < 0.015
+        assert freq[4] == 0
+
+
+def test_generate_hook_falls_back_to_generate_on_error(tiny_model_dir, monkeypatch, caplog):
+    from transformers import GenerationConfig
+
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    ids, mask, width = _prompt_batch()
+    hook = decoding.SharedPrefixGenerate(model, pad_id=2)
+    monkeypatch.setattr(decoding, "decode_shared_prefix", lambda *a, **k: 1 / 0)  # a broken decode loop
+    config = GenerationConfig(do_sample=False, max_new_tokens=5, eos_token_id=[2], pad_token_id=2)
+    for _ in range(2):
+        got = hook(input_ids=ids, attention_mask=mask, generation_config=config)
+    want = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    assert torch.equal(got, want) and hook.failed.startswith("ZeroDivisionError")
+    assert caplog.text.count("fast generation failed") == 1
+
+
+def _greedy_batch(tiny_run):
+    """The tiny trained model, 8 prompts of every level, and their one-by-one greedy outputs."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import data_utils
+    import model_utils
+
+    resolved = model_utils.resolve_model(tiny_run)
+    tokenizer = model_utils.load_tokenizer(tiny_run)
+    model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
+    _, test = data_utils.load_and_process_data("builtin", None, "test")
+    rows = test.select(range(0, 800, 100))  # every level: prompts of different lengths
+    prompts = [data_utils.render_prompt(tokenizer, p, True) for p in rows["prompt"]]
+    base = dict(max_completion_length=6, num_samples=1, temperature=0.0, seed=0)
+    single, _ = decoding.generate_batches(model, tokenizer, prompts, SimpleNamespace(batch_size=1, **base), "cpu")
+    return model, tokenizer, prompts, base, single
+
+
+def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
+    """Batched generation on a cached shared prefix matches one-by-one generation without it."""
+    from types import SimpleNamespace
+
+    import model_utils
+
+    model, tokenizer, prompts, base, single = _greedy_batch(tiny_run)
+    batched, _ = decoding.generate_batches(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
+    assert decoding.shared_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
+    assert batched == single
+
+
+def test_batch_is_lowered_to_fit_free_memory(tiny_run, monkeypatch, caplog):
+    """A batch whose KV cache would not fit a quarter of free memory is split; outputs stay the same."""
+    import logging
+    from types import SimpleNamespace
+
+    import model_utils
+
+    model, tokenizer, prompts, base, want = _greedy_batch(tiny_run)
+    tokens = max(len(tokenizer(p)["input_ids"]) for p in prompts) + base["max_completion_length"]
+    row_bytes = 2 * 2 * 1 * 16 * tokens * 4  # layers x (k, v) x kv heads x head dim x tokens x fp32
+    monkeypatch.setattr(model_utils, "free_memory_bytes", lambda device: 4 * 3 * row_bytes)  # a quarter: 3 rows
+    assert model_utils.rows_that_fit(model, "cpu", tokens) == 3
+    with caplog.at_level(logging.INFO):
+        got, _ = decoding.generate_batches(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
+    assert got == want and "lowered to 3 prompts" in caplog.text
+
+
+def test_reserved_cache_layer_behaves_like_the_dynamic_one():
+    """Writes in place, grows past its room, keeps the right rows: same contents as DynamicLayer."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    import model_utils
+
+    torch.manual_seed(0)
+    plain, reserved = DynamicLayer(), decoding.reserved_layer(room=3)
+    steps = [("update", 4), ("update", 1), ("select", [0, 2, 3]), ("update", 1), ("update", 2), ("select", [1]), ("update", 1)]
+    batch = 4
+    for op, arg in steps:
+        if op == "update":
+            k, v = torch.randn(batch, 2, arg, 8), torch.randn(batch, 2, arg, 8)
+            got, want = reserved.update(k, v), plain.update(k, v)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+        else:
+            idx = torch.tensor(arg)
+            reserved.batch_select_indices(idx)
+            plain.batch_select_indices(idx)
+            batch = len(arg)
+        assert reserved.get_seq_length() == plain.get_seq_length()
+        assert torch.equal(reserved.keys, plain.keys) and torch.equal(reserved.values, plain.values)
+    taken = decoding.reserved_layer(room=2, like=plain)
+    assert torch.equal(taken.keys, plain.keys) and taken.get_seq_length() == plain.get_seq_length()
+
+
+def test_packed_linears_match_and_restore(tiny_run):
+    """oneDNN-packed linears give the same logits (fp32 rounding only) and leave no trace after."""
+    import torch
+
+    import model_utils
+
+    model = model_utils.load_model(model_utils.resolve_model(tiny_run), torch.float32, "cpu").eval()
+    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with decoding.packed_linears(model, "cpu"):
+            patched = [m for m in model.modules() if "forward" in m.__dict__]
+            packed = model(input_ids=ids).logits
+        with decoding.packed_linears(model, "cuda"):  # not a CPU: nothing to do
+            assert not any("forward" in m.__dict__ for m in model.modules())
+    if torch.backends.mkldnn.is_available():
+        assert patched and all(type(m) is torch.nn.Linear for m in patched)
+    assert torch.allclose(plain, packed, atol=1e-5, rtol=1e-5)
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_fast_paths_off_gives_the_same_greedy_outputs(tiny_run):
+    """--fast_paths off (transformers' generate on left-padded batches) equals the fast path in fp32."""
+    from types import SimpleNamespace
+
+    model, tokenizer, prompts, base, _ = _greedy_batch(tiny_run)
+    args = SimpleNamespace(batch_size=8, **base)
+    fast_texts, fast_ids = decoding.generate_batches(model, tokenizer, prompts, args, "cpu", fast=True)
+    stock_texts, stock_ids = decoding.generate_batches(model, tokenizer, prompts, args, "cpu", fast=False)
+    assert fast_ids == stock_ids and fast_texts == stock_texts
+    assert all(len(t[0]) <= base["max_completion_length"] for t in stock_ids)

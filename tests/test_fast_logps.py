@@ -1,0 +1,78 @@
+"""fast_logps.py: shared-prefix log-probs equal TRL's own, are used only where exact, and fall back."""
+
+import torch
+
+import fast_logps
+import model_utils
+from conftest import tiny_trainer
+
+
+# ---------------------------------------------------------------- fast paths: same numbers as the plain ones
+def _rows_with_shared_prefix():
+    """4 prompts (a shared 9-token prefix, own parts of 1-4 tokens, left-padded) + completions
+    right-padded to 6 (lengths 6, 4, 1, 3)."""
+    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    own = [[69, 70, 71], [72], [73, 74, 75, 76], [77, 78]]
+    completions = [[80, 81, 82, 83, 84, 85], [86, 87, 88, 2], [2], [89, 90, 2]]
+    width = len(prefix) + max(map(len, own))
+    ids, mask = [], []
+    for o, c in zip(own, completions, strict=True):
+        p = prefix + o
+        ids.append([2] * (width - len(p)) + p + c + [2] * (6 - len(c)))
+        mask.append([0] * (width - len(p)) + [1] * len(p) + [1] * len(c) + [0] * (6 - len(c)))
+    return torch.tensor(ids), torch.tensor(mask), 6
+
+
+def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path):
+    """Log-probs, entropies and LoRA gradients equal TRL's full-row computation (fp32)."""
+    from trl import GRPOTrainer
+
+    trainer = tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16")  # fp32: the two orders of work agree to rounding
+    ids, mask, keep = _rows_with_shared_prefix()
+    assert trainer._fast_logps_ok(trainer.model, False, {})
+    results = []
+    for fn in (lambda: GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, mask, keep, compute_entropy=True), lambda: trainer._fast_logps(trainer.model, ids, mask, keep, None, True)):
+        trainer.model.zero_grad()
+        logps, entropy, _ = fn()
+        (logps * torch.arange(1, 25).view(4, 6)).sum().backward()  # position-dependent weights catch misalignment
+        grads = [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+        results.append((logps.detach(), entropy.detach(), grads))
+    (lp_a, ent_a, g_a), (lp_b, ent_b, g_b) = results
+    valid = mask[:, -keep:].bool()
+    assert torch.allclose(lp_a, lp_b, atol=1e-5) and torch.equal(lp_b[~valid], torch.zeros_like(lp_b[~valid]))
+    assert torch.allclose(ent_a[valid], ent_b[valid], atol=1e-5)
+    assert all((a - b).norm() <= 1e-5 * a.norm() + 1e-6 for a, b in zip(g_a, g_b, strict=True))  # fp32 summation order only
+    assert any(a.abs().sum() > 0 for a in g_a)
+
+
+def test_shared_prefix_logps_used_only_where_exact(tiny_model_dir, tmp_path):
+    """Gradient checkpointing and --fast_paths off use TRL's path."""
+    trainer = tiny_trainer(tiny_model_dir, tmp_path / "a", "--gradient_checkpointing")
+    assert not trainer._fast_logps_ok(trainer.model, False, {})
+    trainer = tiny_trainer(tiny_model_dir, tmp_path / "b", "--fast_paths", "off")
+    assert not trainer._fast_logps_ok(trainer.model, False, {})
+    assert "generate" not in trainer.model.__dict__  # transformers' own generate, no hook
+    trainer = tiny_trainer(tiny_model_dir, tmp_path / "c")
+    assert not trainer._fast_logps_ok(trainer.model, False, {"pixel_values": torch.zeros(1)})
+
+
+def test_shared_prefix_logps_turn_off_after_a_failed_check(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    from trl import GRPOTrainer
+
+    trainer = tiny_trainer(tiny_model_dir, tmp_path)
+    ids, mask, keep = _rows_with_shared_prefix()
+    monkeypatch.setattr(fast_logps, "shared_prefix_logps", lambda *a, **k: (torch.zeros(len(a[2]), keep), None))  # a broken fast path
+    with torch.no_grad():
+        got, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)
+        want, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, mask, keep)
+    assert torch.equal(got, want) and trainer.shared_prefix is False
+    assert "using TRL's path" in caplog.text
+
+
+def test_kl_penalty_runs_on_the_fast_log_probs(tiny_model_dir, tmp_path):
+    """beta > 0: the reference log-probs (adapter switched off) go through the same fast path."""
+    trainer = tiny_trainer(tiny_model_dir, tmp_path, "--beta", "0.1", "--no-bf16")
+    trainer.train()
+    kl = [e["kl"] for e in trainer.state.log_history if "kl" in e]
+    assert kl and all(k == k and k >= 0 for k in kl) and max(kl) > 0  # finite, and the reference really is the base model
+    assert trainer.shared_prefix and trainer._fast_checked
