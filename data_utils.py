@@ -127,8 +127,14 @@ def _level3(rng: random.Random) -> tuple[str, str, int]:
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     a, b, c = rng.randint(3, 40), rng.randint(2, 9), rng.randint(2, 12)
     if rng.random() < 0.5:
-        problem = f"{name} has {a} {item} and buys {b} packs with {c} {item} in each. How many {item} does {name} have now?"
-        return problem, f"The packs hold {b} \\times {c} = {b * c} {item}, so {name} has {a} + {b * c} = {a + b * c}.", a + b * c
+        problem = (
+            f"{name} has {a} {item} and buys {b} packs with {c} {item} in each. How many {item} does {name} have now?"
+        )
+        return (
+            problem,
+            f"The packs hold {b} \\times {c} = {b * c} {item}, so {name} has {a} + {b * c} = {a + b * c}.",
+            a + b * c,
+        )
     total = a + b * c
     problem = f"{name} has {total} {item} and gives {b} friends {c} {item} each. How many {item} are left?"
     return problem, f"{name} gives away {b} \\times {c} = {b * c} {item}, leaving {total} - {b * c} = {a}.", a
@@ -289,7 +295,9 @@ def _loaded(load, files: list[str], source: str):
             _diagnose(f)
         if "corresponds to no data" in str(exc):  # datasets' words for a file with a header and no rows
             raise DataError(f"Dataset {source!r} has no rows. Give a file with one problem per row.") from None
-        raise DataError(f"Could not read dataset {source!r} ({type(exc).__name__}: {str(exc)[:200]}). Check its files' format.") from None
+        raise DataError(
+            f"Could not read dataset {source!r} ({type(exc).__name__}: {str(exc)[:200]}). Check its files' format."
+        ) from None
     if not any(len(split) for split in splits.values()):
         raise DataError(f"Dataset {source!r} has no rows. Give a file with one problem per row.")
     return splits
@@ -316,7 +324,9 @@ def _diagnose(path: str) -> None:
                 try:
                     json.loads(line)
                 except ValueError as exc:
-                    raise DataError(f"Dataset file {path!r}, line {n}: not valid JSON ({exc.msg}). Fix or remove that line.") from None
+                    raise DataError(
+                        f"Dataset file {path!r}, line {n}: not valid JSON ({exc.msg}). Fix or remove that line."
+                    ) from None
     elif ext == ".json":
         try:
             json.loads(text)
@@ -324,7 +334,9 @@ def _diagnose(path: str) -> None:
             raise DataError(f"Dataset file {path!r}, line {exc.lineno}: not valid JSON ({exc.msg}).") from None
 
 
-def _pick(columns: list[str], flag_value: str | None, candidates: tuple[str, ...], what: str, flag: str, required: bool):
+def _pick(
+    columns: list[str], flag_value: str | None, candidates: tuple[str, ...], what: str, flag: str, required: bool
+):
     if flag_value:
         if flag_value not in columns:
             raise DataError(f"Column {flag_value!r} given by {flag} is not in the dataset. Its columns are {columns}.")
@@ -371,7 +383,10 @@ def standardize(ds, problem_column=None, solution_column=None, answer_column=Non
         if answer and extract_boxed(solution) is None:
             solution = f"{solution}\n{BOXED}{{{answer}}}".strip()
         return {
-            "prompt": [{"role": "system", "content": sysmsg}, {"role": "user", "content": "" if example[pcol] is None else str(example[pcol]).strip()}],
+            "prompt": [
+                {"role": "system", "content": sysmsg},
+                {"role": "user", "content": "" if example[pcol] is None else str(example[pcol]).strip()},
+            ],
             "solution": solution,
             "answer": answer,
         }
@@ -415,9 +430,16 @@ def load_and_process_data(
     available = dict(splits)
     if "test" in wanted and wanted["test"][0] not in available and "train" in available and wanted["test"][0] == "test":
         if len(available["train"]) < 2:
-            raise DataError(f"Dataset {dataset_id!r} has no test split and too few rows ({len(available['train'])}) to carve one.")
+            raise DataError(
+                f"Dataset {dataset_id!r} has no test split and too few rows ({len(available['train'])}) to carve one."
+            )
         carved = available["train"].train_test_split(test_size=test_fraction, seed=seed, shuffle=True)
-        logger.info("Dataset %s has no test split: carved a disjoint %.0f%% of train (seed %d).", dataset_id, 100 * test_fraction, seed)
+        logger.info(
+            "Dataset %s has no test split: carved a disjoint %.0f%% of train (seed %d).",
+            dataset_id,
+            100 * test_fraction,
+            seed,
+        )
         available["train"], available["test"] = carved["train"], carved["test"]
     out = []
     for role in ("train", "test"):
@@ -462,11 +484,16 @@ def filter_by_prompt_length(ds, tokenizer, max_prompt_length: int | None, prefil
     """
     if not max_prompt_length:
         return ds, 0
-    lengths = [len(tokenizer(render_prompt(tokenizer, p, prefill_think), add_special_tokens=False)["input_ids"]) for p in ds["prompt"]]
+    lengths = [
+        len(tokenizer(render_prompt(tokenizer, p, prefill_think), add_special_tokens=False)["input_ids"])
+        for p in ds["prompt"]
+    ]
     keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
     dropped = len(ds) - len(keep)
     if dropped:
-        logger.warning("Dropped %d of %d prompts longer than --max_prompt_length %d tokens.", dropped, len(ds), max_prompt_length)
+        logger.warning(
+            "Dropped %d of %d prompts longer than --max_prompt_length %d tokens.", dropped, len(ds), max_prompt_length
+        )
     if not keep:
         raise DataError(
             f"All {len(ds)} prompts exceed --max_prompt_length {max_prompt_length} tokens (shortest is {min(lengths)}). "

@@ -86,12 +86,33 @@ def sample_rows(logits, temperature: float):
 # Generation settings the plain decode loop reproduces, with their neutral values; anything
 # else set in a GenerationConfig sends the call to HF ``generate``.
 _NEUTRAL_GENERATION = {
-    "top_k": (None, 0), "top_p": (None, 1.0), "min_p": (None, 0.0), "typical_p": (None, 1.0), "top_h": (None,),
-    "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "repetition_penalty": (None, 1.0),
-    "no_repeat_ngram_size": (None, 0), "min_new_tokens": (None, 0), "min_length": (None, 0),
-    "num_beams": (None, 1), "num_return_sequences": (None, 1), "use_cache": (None, True),
+    "top_k": (None, 0),
+    "top_p": (None, 1.0),
+    "min_p": (None, 0.0),
+    "typical_p": (None, 1.0),
+    "top_h": (None,),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+    "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "min_new_tokens": (None, 0),
+    "min_length": (None, 0),
+    "num_beams": (None, 1),
+    "num_return_sequences": (None, 1),
+    "use_cache": (None, True),
 }
-_IGNORED_GENERATION = {"max_new_tokens", "max_length", "do_sample", "temperature", "pad_token_id", "bos_token_id", "eos_token_id", "disable_compile", "transformers_version", "_from_model_config"}
+_IGNORED_GENERATION = {
+    "max_new_tokens",
+    "max_length",
+    "do_sample",
+    "temperature",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "disable_compile",
+    "transformers_version",
+    "_from_model_config",
+}
 
 
 def plain_sampling_settings(generation_config) -> dict | None:
@@ -196,7 +217,18 @@ def decode_compacting(model, ids, mask, cache, max_new_tokens: int, eos_ids, tem
     step_ids, step_pos = ids[:, done_at:], positions[:, done_at:]
     last_pos = positions[:, -1]
     for _ in range(max_new_tokens):
-        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+        logits = (
+            model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_pos,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            .logits[:, -1, :]
+            .float()
+        )
         if temperature > 0:
             nxt = sample_rows(logits, temperature)
         else:
@@ -217,7 +249,19 @@ def decode_compacting(model, ids, mask, cache, max_new_tokens: int, eos_ids, tem
     return outputs
 
 
-def decode_shared_prefix(model, rows, pad_id: int, shared: int, device, max_new_tokens: int, eos_ids, temperature: float = 0.0, *, cache=None, repeats: int = 1):
+def decode_shared_prefix(
+    model,
+    rows,
+    pad_id: int,
+    shared: int,
+    device,
+    max_new_tokens: int,
+    eos_ids,
+    temperature: float = 0.0,
+    *,
+    cache=None,
+    repeats: int = 1,
+):
     """New tokens for token ``rows`` (each repeated ``repeats`` times, in order) by
     ``decode_compacting`` on the [prefix][padding][own tokens] layout, the ``shared``-token
     prefix run once (or taken from ``cache``, its KV cache at batch 1)."""
@@ -248,7 +292,13 @@ def generation_weights(model, dtype=None):
     except ImportError:  # no PEFT: only casts
         LoraLinear = BaseTunerLayer = ()  # noqa: N806 - isinstance(x, ()) is False
     tuners = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    merge = all(type(m) is LoraLinear and not m.merged and not m.disable_adapters and not any(m.use_dora.get(a) for a in m.active_adapters) for m in tuners)
+    merge = all(
+        type(m) is LoraLinear
+        and not m.merged
+        and not m.disable_adapters
+        and not any(m.use_dora.get(a) for a in m.active_adapters)
+        for m in tuners
+    )
     swapped = []  # (module holding the weight, original weight, tuner layer whose adapter was switched off)
     try:
         with torch.no_grad():
@@ -288,8 +338,17 @@ def packed_linears(model, device: str = "cpu"):
     weights would take more than a quarter of free memory.
     """
     ops = torch.ops.mkldnn
-    usable = device == "cpu" and torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")
-    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype in (torch.float32, torch.bfloat16)] if usable else []
+    usable = (
+        device == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_reorder_linear_weight")
+        and hasattr(ops, "_linear_pointwise")
+    )
+    layers = (
+        [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype in (torch.float32, torch.bfloat16)]
+        if usable
+        else []
+    )
     free = free_memory_bytes(device) if layers else None
     if not layers or (free is not None and sum(m.weight.nbytes for m in layers) > free / 4):
         yield
@@ -325,7 +384,13 @@ class SharedPrefixGenerate:
     """
 
     def __init__(self, model, pad_id: int, shared: bool = True, autocast_dtype=None):
-        self.model, self.inner, self.pad_id, self.shared, self.autocast_dtype = model, model.generate, pad_id, shared, autocast_dtype
+        self.model, self.inner, self.pad_id, self.shared, self.autocast_dtype = (
+            model,
+            model.generate,
+            pad_id,
+            shared,
+            autocast_dtype,
+        )
         self.failed = None  # the error that switched this hook off, if any
 
     def __call__(self, input_ids=None, attention_mask=None, **kwargs):
@@ -340,12 +405,21 @@ class SharedPrefixGenerate:
     def _fast(self, input_ids=None, attention_mask=None, **kwargs):
         device_type = input_ids.device.type if input_ids is not None else "cpu"
         autocast = torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
-        with generation_weights(self.model, self.autocast_dtype), packed_linears(self.model, device_type), autocast, torch.no_grad():
+        with (
+            generation_weights(self.model, self.autocast_dtype),
+            packed_linears(self.model, device_type),
+            autocast,
+            torch.no_grad(),
+        ):
             if input_ids is None or attention_mask is None or {"cache", "past_key_values"} & set(kwargs):
                 return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
             shared = shared_prefix_len(rows) if self.shared and len(rows) > 1 else 0
-            settings = plain_sampling_settings(kwargs.get("generation_config")) if set(kwargs) <= {"generation_config", "pad_token_id"} else None
+            settings = (
+                plain_sampling_settings(kwargs.get("generation_config"))
+                if set(kwargs) <= {"generation_config", "pad_token_id"}
+                else None
+            )
             if settings is None:  # sampling the decode loop does not reproduce (top-p, penalties, ...)
                 return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return self._decode(input_ids, rows, shared, **settings)
@@ -354,8 +428,12 @@ class SharedPrefixGenerate:
         """``decode_compacting`` (rows leave the batch at their end), laid out like ``generate``'s
         output: the prompts as given, then new tokens, padded after each row's end."""
         width = input_ids.shape[1]
-        new = decode_shared_prefix(self.model, rows, self.pad_id, shared, input_ids.device, max_new_tokens, eos_ids, temperature)
-        out = torch.full((len(rows), width + max(map(len, new))), self.pad_id, dtype=input_ids.dtype, device=input_ids.device)
+        new = decode_shared_prefix(
+            self.model, rows, self.pad_id, shared, input_ids.device, max_new_tokens, eos_ids, temperature
+        )
+        out = torch.full(
+            (len(rows), width + max(map(len, new))), self.pad_id, dtype=input_ids.dtype, device=input_ids.device
+        )
         out[:, :width] = input_ids
         for i, tokens in enumerate(new):
             out[i, width : width + len(tokens)] = torch.tensor(tokens, dtype=input_ids.dtype)
@@ -363,7 +441,9 @@ class SharedPrefixGenerate:
 
 
 # ---------------------------------------------------------------- batches of prompts (evaluation)
-def generate_batches(model, tokenizer, prompts: list[str], args, device: str, fast: bool = True, on_batch=None) -> tuple[list[list[str]], list[list[list[int]]]]:
+def generate_batches(
+    model, tokenizer, prompts: list[str], args, device: str, fast: bool = True, on_batch=None
+) -> tuple[list[list[str]], list[list[list[int]]]]:
     """Completions (k per prompt) and their token ids (each up to and including its end-of-sequence
     token), in prompt order.
 
@@ -389,7 +469,12 @@ def generate_batches(model, tokenizer, prompts: list[str], args, device: str, fa
     fit = rows_that_fit(model, device, max(map(len, encoded)) + args.max_completion_length)
     if fit is not None and batch * k > fit:
         batch = max(1, fit // k)
-        logger.info("Batch of %d prompts x %d samples lowered to %d prompts: its KV cache must fit a quarter of free memory", args.batch_size, k, batch)
+        logger.info(
+            "Batch of %d prompts x %d samples lowered to %d prompts: its KV cache must fit a quarter of free memory",
+            args.batch_size,
+            k,
+            batch,
+        )
     eos = model.generation_config.eos_token_id
     eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
     torch.manual_seed(args.seed)
@@ -400,7 +485,18 @@ def generate_batches(model, tokenizer, prompts: list[str], args, device: str, fa
             idx = order[start : start + batch]
             rows = [encoded[i] for i in idx]
             if fast:
-                new = decode_shared_prefix(model, rows, tokenizer.pad_token_id, shared, device, args.max_completion_length, eos_ids, args.temperature, cache=cache, repeats=k)
+                new = decode_shared_prefix(
+                    model,
+                    rows,
+                    tokenizer.pad_token_id,
+                    shared,
+                    device,
+                    args.max_completion_length,
+                    eos_ids,
+                    args.temperature,
+                    cache=cache,
+                    repeats=k,
+                )
             else:
                 new = _generate_stock(model, rows, tokenizer.pad_token_id, device, args, eos_ids)
             for row, tokens in enumerate(new):
@@ -419,8 +515,17 @@ def _generate_stock(model, rows: list[list[int]], pad_id: int, device: str, args
     ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     sample = args.temperature > 0
-    plain = {"temperature": args.temperature, "top_k": 0, "top_p": 1.0} if sample else {}  # no model defaults such as top_k=50
-    config = GenerationConfig(max_new_tokens=args.max_completion_length, do_sample=sample, num_return_sequences=args.num_samples, pad_token_id=pad_id, eos_token_id=sorted(eos_ids), **plain)
+    plain = (
+        {"temperature": args.temperature, "top_k": 0, "top_p": 1.0} if sample else {}
+    )  # no model defaults such as top_k=50
+    config = GenerationConfig(
+        max_new_tokens=args.max_completion_length,
+        do_sample=sample,
+        num_return_sequences=args.num_samples,
+        pad_token_id=pad_id,
+        eos_token_id=sorted(eos_ids),
+        **plain,
+    )
     out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     new = []
     for tokens in out[:, width:].tolist():

@@ -34,36 +34,101 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     # ---- what to evaluate
-    p.add_argument("--model_dir", default=model_utils.EMBEDDED_MODEL_ID, help="a run/adapter folder from main.py, a merged model folder, a hub id, or 'embedded'")
-    p.add_argument("--base_model", default=None, help="base model for an adapter (default: the one recorded in adapter_config.json)")
+    p.add_argument(
+        "--model_dir",
+        default=model_utils.EMBEDDED_MODEL_ID,
+        help="a run/adapter folder from main.py, a merged model folder, a hub id, or 'embedded'",
+    )
+    p.add_argument(
+        "--base_model",
+        default=None,
+        help="base model for an adapter (default: the one recorded in adapter_config.json)",
+    )
     p.add_argument("--trust_remote_code", action="store_true", help="allow model repos to run their own code")
     # ---- data (defaults: the run's own settings from run_config.json, else the training defaults)
-    p.add_argument("--dataset_id", default=None, help=f"dataset (default: the run's, else {data_utils.DEFAULT_DATASET_ID})")
+    p.add_argument(
+        "--dataset_id", default=None, help=f"dataset (default: the run's, else {data_utils.DEFAULT_DATASET_ID})"
+    )
     p.add_argument("--split", default="test", help="split expression, e.g. 'test' or 'test[:5%%]'")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems of the split")
-    p.add_argument("--problem_column", default=None, help="column holding the problem (default: the run's, else detected)")
-    p.add_argument("--solution_column", default=None, help="column holding the solution (default: the run's, else detected)")
-    p.add_argument("--answer_column", default=None, help="column holding the final answer (default: the run's, else detected)")
-    p.add_argument("--prompt_template", default=None, help=f"system prompt name (default: the run's, else {data_utils.DEFAULT_PROMPT_TEMPLATE})")
-    p.add_argument("--prefill_think", action=argparse.BooleanOptionalAction, default=None, help="start the assistant turn with <think> (default: as the run was trained, else on)")
-    p.add_argument("--max_prompt_length", type=int, default=512, help="skip prompts longer than this many tokens; 0 keeps all")
+    p.add_argument(
+        "--problem_column", default=None, help="column holding the problem (default: the run's, else detected)"
+    )
+    p.add_argument(
+        "--solution_column", default=None, help="column holding the solution (default: the run's, else detected)"
+    )
+    p.add_argument(
+        "--answer_column", default=None, help="column holding the final answer (default: the run's, else detected)"
+    )
+    p.add_argument(
+        "--prompt_template",
+        default=None,
+        help=f"system prompt name (default: the run's, else {data_utils.DEFAULT_PROMPT_TEMPLATE})",
+    )
+    p.add_argument(
+        "--prefill_think",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start the assistant turn with <think> (default: as the run was trained, else on)",
+    )
+    p.add_argument(
+        "--max_prompt_length", type=int, default=512, help="skip prompts longer than this many tokens; 0 keeps all"
+    )
     # ---- generation
-    p.add_argument("--batch_size", type=int, default=128, help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little); lowered to what fits a quarter of free memory")
-    p.add_argument("--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)")
-    p.add_argument("--num_samples", type=int, default=1, help="completions per problem (k for pass@k and maj@k; needs --temperature > 0 when > 1)")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=128,
+        help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little); lowered to what fits a quarter of free memory",
+    )
+    p.add_argument(
+        "--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)"
+    )
+    p.add_argument(
+        "--num_samples",
+        type=int,
+        default=1,
+        help="completions per problem (k for pass@k and maj@k; needs --temperature > 0 when > 1)",
+    )
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
-    p.add_argument("--fast_paths", default="auto", choices=list(model_utils.FAST_PATHS_CHOICES), help="speed paths (shared-prefix KV cache, rows leaving at their end, packed weights, fp32 CPU attention): 'on', 'off' (transformers' generate only), or 'auto' (on where measured faster: CPU; off on CUDA)")
+    p.add_argument(
+        "--fast_paths",
+        default="auto",
+        choices=list(model_utils.FAST_PATHS_CHOICES),
+        help="speed paths (shared-prefix KV cache, rows leaving at their end, packed weights, fp32 CPU attention): 'on', 'off' (transformers' generate only), or 'auto' (on where measured faster: CPU; off on CUDA)",
+    )
     p.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 weights (default: on for CUDA, off on CPU)")
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 weights (default: on for CUDA, off on CPU)",
+    )
     p.add_argument("--seed", type=int, default=42, help="sampling seed")
     p.add_argument("--verify_timeout", type=float, default=5.0, help="hard bound in seconds for one answer check")
     # ---- output
-    p.add_argument("--output_file", default=None, help="results JSON (default: results/<model>-<dataset>-<split>-<time>.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output_file (and discard an interrupted one's partial results)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted evaluation of --output_file from its partial results (same settings)")
-    p.add_argument("--compare", default=None, help="a results JSON to print side by side, or a model to evaluate with the same settings ('base' = the adapter's base)")
+    p.add_argument(
+        "--output_file", default=None, help="results JSON (default: results/<model>-<dataset>-<split>-<time>.json)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output_file (and discard an interrupted one's partial results)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted evaluation of --output_file from its partial results (same settings)",
+    )
+    p.add_argument(
+        "--compare",
+        default=None,
+        help="a results JSON to print side by side, or a model to evaluate with the same settings ('base' = the adapter's base)",
+    )
     return p
 
 
@@ -130,7 +195,9 @@ def summarize(records: list[dict], k: int) -> dict:
         ks = sorted({2**i for i in range(int(math.log2(k)) + 1)} | {k})
         for kk in ks:
             out[f"pass@{kk}"] = round(sum(pass_at_k(k, int(sum(r["rewards"])), kk) for r in scored) / max(n, 1), 4)
-        out[f"maj@{k}"] = round(sum(majority_correct(r["extracted_answers"], r["rewards"]) for r in scored) / max(n, 1), 4)
+        out[f"maj@{k}"] = round(
+            sum(majority_correct(r["extracted_answers"], r["rewards"]) for r in scored) / max(n, 1), 4
+        )
     return out
 
 
@@ -158,7 +225,9 @@ def plan_output(args, label: str, path: str | None = None) -> str:
         path = args.output_file
     if path is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = os.path.join("results", f"{safe_name(label)}-{safe_name(args.dataset_id)}-{safe_name(args.split)}-{stamp}.json")
+        path = os.path.join(
+            "results", f"{safe_name(label)}-{safe_name(args.dataset_id)}-{safe_name(args.split)}-{stamp}.json"
+        )
     for p in (path, summary_path(path)):
         if os.path.isdir(p):
             raise UsageError(f"--output_file {p} is a folder; give a file path such as results/eval.json.")
@@ -166,10 +235,14 @@ def plan_output(args, label: str, path: str | None = None) -> str:
     if args.overwrite or args.resume:
         return path
     if os.path.exists(partial_path(path)):
-        raise UsageError(f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume to continue it, or --overwrite to start over.")
+        raise UsageError(
+            f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume to continue it, or --overwrite to start over."
+        )
     for p in (path, summary_path(path)):
         if os.path.exists(p):
-            raise UsageError(f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was changed.")
+            raise UsageError(
+                f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was changed."
+            )
     return path
 
 
@@ -186,7 +259,10 @@ def run_settings(model_dir: str) -> dict:
     """The training flags recorded in a run folder's run_config.json, or in its parent's for a
     ``checkpoint-N`` folder ({} when there is none)."""
     folder = os.path.normpath(os.path.expanduser(model_dir))
-    for candidate in (folder, os.path.dirname(folder) if re.match(r"^checkpoint-\d+$", os.path.basename(folder)) else None):
+    for candidate in (
+        folder,
+        os.path.dirname(folder) if re.match(r"^checkpoint-\d+$", os.path.basename(folder)) else None,
+    ):
         if candidate and os.path.isfile(os.path.join(candidate, "run_config.json")):
             recorded = read_json(os.path.join(candidate, "run_config.json"), "run record")
             return recorded.get("args", {}) if isinstance(recorded, dict) else {}
@@ -215,7 +291,9 @@ def validate(args) -> None:
     if args.num_samples < 1:
         problems.append(f"--num_samples {args.num_samples}: must be 1 or more.")
     if args.num_samples > 1 and args.temperature <= 0:
-        problems.append(f"--num_samples {args.num_samples} needs sampling: add --temperature 1.0 (greedy gives k identical samples).")
+        problems.append(
+            f"--num_samples {args.num_samples} needs sampling: add --temperature 1.0 (greedy gives k identical samples)."
+        )
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         problems.append(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy).")
     if not (math.isfinite(args.verify_timeout) and args.verify_timeout > 0):
@@ -223,7 +301,9 @@ def validate(args) -> None:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         problems.append(f"--device {args.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     if args.resume and args.overwrite:
-        problems.append("--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards them.")
+        problems.append(
+            "--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards them."
+        )
     if args.dataset_id.split(":")[0] == "builtin":
         try:
             data_utils.parse_builtin_levels(args.dataset_id)
@@ -283,10 +363,14 @@ class PartialResults:
         try:
             header = json.loads(lines[0])["settings"]
         except (IndexError, ValueError, KeyError, TypeError):
-            raise UsageError(f"{self.path} is not a partial result of eval.py (no settings line). Use --overwrite to start over.") from None
+            raise UsageError(
+                f"{self.path} is not a partial result of eval.py (no settings line). Use --overwrite to start over."
+            ) from None
         differ = [f"{k}: {header.get(k)!r} then, {v!r} now" for k, v in self.settings.items() if header.get(k) != v]
         if differ:
-            raise UsageError(f"--resume with other settings than the interrupted evaluation ({'; '.join(differ)}). Use the same flags, or --overwrite to start over.")
+            raise UsageError(
+                f"--resume with other settings than the interrupted evaluation ({'; '.join(differ)}). Use the same flags, or --overwrite to start over."
+            )
         for line in lines[1:]:
             try:
                 record = json.loads(line)
@@ -314,21 +398,45 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
     tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
     _, test_ds = data_utils.load_and_process_data(
-        args.dataset_id, None, args.split, args.problem_column, args.solution_column, args.answer_column, args.prompt_template, seed=args.seed
+        args.dataset_id,
+        None,
+        args.split,
+        args.problem_column,
+        args.solution_column,
+        args.answer_column,
+        args.prompt_template,
+        seed=args.seed,
     )
     if args.limit:
         test_ds = test_ds.select(range(min(args.limit, len(test_ds))))
     test_ds, unusable = data_utils.drop_unusable_rows(test_ds)
-    test_ds, too_long = data_utils.filter_by_prompt_length(test_ds, tokenizer, args.max_prompt_length, args.prefill_think)
+    test_ds, too_long = data_utils.filter_by_prompt_length(
+        test_ds, tokenizer, args.max_prompt_length, args.prefill_think
+    )
     prompts = [data_utils.render_prompt(tokenizer, p, args.prefill_think) for p in test_ds["prompt"]]
     rows = list(test_ds)
     device = model_utils.pick_device(args.device)
     dtype = model_utils.eval_dtype(device, args.bf16)
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "eval")
-    settings = {"model": label, "dataset_id": args.dataset_id, "split": args.split, **{k: getattr(args, k) for k in _SETTINGS}}
+    settings = {
+        "model": label,
+        "dataset_id": args.dataset_id,
+        "split": args.split,
+        **{k: getattr(args, k) for k in _SETTINGS},
+    }
     partial = PartialResults(output_file, settings, args.resume and os.path.exists(partial_path(output_file)))
     todo = [i for i in range(len(prompts)) if i not in partial.records]
-    logger.info("Evaluating %s on %s %s: %d problems (%d to generate) x %d samples, %s %s", resolved["source"], args.dataset_id, args.split, len(prompts), len(todo), args.num_samples, device, dtype)
+    logger.info(
+        "Evaluating %s on %s %s: %d problems (%d to generate) x %d samples, %s %s",
+        resolved["source"],
+        args.dataset_id,
+        args.split,
+        len(prompts),
+        len(todo),
+        args.num_samples,
+        device,
+        dtype,
+    )
 
     generated = [0]  # tokens generated by this attempt
 
@@ -339,11 +447,25 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
 
     checks_before = dict(reward.COUNTS)
     start = time.time()
-    meta = {"model": label, "model_source": resolved["source"], "dataset_id": args.dataset_id, "split": args.split, "settings": {**settings, "batch_size": args.batch_size}, "device": device, "dtype": str(dtype), "fast_paths": {"setting": args.fast_paths, "enabled": fast}, "results_file": output_file}
+    meta = {
+        "model": label,
+        "model_source": resolved["source"],
+        "dataset_id": args.dataset_id,
+        "split": args.split,
+        "settings": {**settings, "batch_size": args.batch_size},
+        "device": device,
+        "dtype": str(dtype),
+        "fast_paths": {"setting": args.fast_paths, "enabled": fast},
+        "results_file": output_file,
+    }
     try:
         if todo:
-            attention = model_utils.pick_attention(device, dtype == torch.bfloat16) if fast else None  # bf16 attention is slow on CPUs
-            model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
+            attention = (
+                model_utils.pick_attention(device, dtype == torch.bfloat16) if fast else None
+            )  # bf16 attention is slow on CPUs
+            model = model_utils.load_model(
+                resolved, dtype, device, args.trust_remote_code, attn_implementation=attention
+            )
             model.eval()
             import decoding  # torch and transformers: imported only when there is work
 
@@ -351,9 +473,21 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
             del model
     except BaseException:
         missing = len(prompts) - len(partial.records)
-        summary = {**summarize([partial.records[i] for i in sorted(partial.records)], args.num_samples), **meta, "complete": False, "missing": missing, "partial_results": partial.path, "dropped": {"prompt_too_long": too_long, "empty_problem": unusable["empty_problem"]}}
+        summary = {
+            **summarize([partial.records[i] for i in sorted(partial.records)], args.num_samples),
+            **meta,
+            "complete": False,
+            "missing": missing,
+            "partial_results": partial.path,
+            "dropped": {"prompt_too_long": too_long, "empty_problem": unusable["empty_problem"]},
+        }
         write_json_atomic(summary_path(output_file), summary)
-        logger.error("Evaluation stopped with %d of %d problems scored (kept in %s). Continue with the same command plus --resume.", len(partial.records), len(prompts), partial.path)
+        logger.error(
+            "Evaluation stopped with %d of %d problems scored (kept in %s). Continue with the same command plus --resume.",
+            len(partial.records),
+            len(prompts),
+            partial.path,
+        )
         raise
     gen_wall = time.time() - start
     records = [partial.records[i] for i in range(len(prompts))]
@@ -365,8 +499,14 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
         {
             **meta,
             "complete": True,
-            "dropped": {"prompt_too_long": too_long, "empty_problem": unusable["empty_problem"], "unparseable_gold": summary["skipped_unparseable_gold"]},
-            "checks_without_verdict": {k: v - checks_before.get(k, 0) for k, v in reward.COUNTS.items() if v > checks_before.get(k, 0)},
+            "dropped": {
+                "prompt_too_long": too_long,
+                "empty_problem": unusable["empty_problem"],
+                "unparseable_gold": summary["skipped_unparseable_gold"],
+            },
+            "checks_without_verdict": {
+                k: v - checks_before.get(k, 0) for k, v in reward.COUNTS.items() if v > checks_before.get(k, 0)
+            },
             "generation_wall_s": round(gen_wall, 2),
             "problems_per_s": round(len(todo) / gen_wall, 3) if gen_wall and todo else None,
             "tokens_per_s": round(tokens / gen_wall, 1) if gen_wall and tokens else None,
@@ -384,11 +524,35 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
 
 
 # Settings that decide the results: a resumed evaluation must use the same ones.
-_SETTINGS = ("prompt_template", "prefill_think", "max_completion_length", "temperature", "num_samples", "seed", "limit", "max_prompt_length", "problem_column", "solution_column", "answer_column", "base_model")
+_SETTINGS = (
+    "prompt_template",
+    "prefill_think",
+    "max_completion_length",
+    "temperature",
+    "num_samples",
+    "seed",
+    "limit",
+    "max_prompt_length",
+    "problem_column",
+    "solution_column",
+    "answer_column",
+    "base_model",
+)
 
 
 # ---------------------------------------------------------------- printing
-_ROWS = ["n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "dropped", "complete", "problems_per_s", "tokens_per_s"]
+_ROWS = [
+    "n",
+    "accuracy",
+    "accuracy_ci95",
+    "lenient_accuracy",
+    "format_reward_mean",
+    "format_distribution",
+    "dropped",
+    "complete",
+    "problems_per_s",
+    "tokens_per_s",
+]
 
 
 def _fmt(v) -> str:
@@ -417,13 +581,17 @@ def load_summary(path: str) -> dict:
     """A summary from a summary JSON, or from the summary beside a results JSON."""
     candidate = path if path.endswith(".summary.json") else summary_path(path)
     if not os.path.isfile(candidate):
-        raise UsageError(f"--compare {path}: no summary file {candidate}. Pass a results file written by eval.py, or a model.")
+        raise UsageError(
+            f"--compare {path}: no summary file {candidate}. Pass a results file written by eval.py, or a model."
+        )
     return read_json(candidate, "evaluation summary")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     fill_defaults(args)
     validate(args)
     reward.set_verify_timeout(args.verify_timeout)
@@ -438,10 +606,14 @@ def main(argv: list[str] | None = None) -> int:
             compare_model = args.compare
             if compare_model == "base":
                 if not resolved["adapter"]:
-                    raise UsageError(f"--compare base needs --model_dir to be an adapter folder; {args.model_dir!r} is not one.")
+                    raise UsageError(
+                        f"--compare base needs --model_dir to be an adapter folder; {args.model_dir!r} is not one."
+                    )
                 compare_model = args.base_model or resolved["base"]
             compare_file = summary_path(output_file)[: -len(".summary.json")] + ".compare.json"
-            jobs.append((compare_model, f"{compare_model} (compare)", plan_output(args, compare_model, compare_file), None))
+            jobs.append(
+                (compare_model, f"{compare_model} (compare)", plan_output(args, compare_model, compare_file), None)
+            )
         jobs.append((args.model_dir, args.model_dir, output_file, args.base_model))
         for model, label, path, base in jobs:
             done = finished_summary(path) if args.resume else None
@@ -452,7 +624,10 @@ def main(argv: list[str] | None = None) -> int:
     except (model_utils.ModelError, data_utils.DataError) as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
-        print(f"Interrupted. Finished records are kept; continue with the same command plus --resume (results: {output_file}).", file=sys.stderr)
+        print(
+            f"Interrupted. Finished records are kept; continue with the same command plus --resume (results: {output_file}).",
+            file=sys.stderr,
+        )
         return 130
     finally:
         for _, _, path, _ in jobs:

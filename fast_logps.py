@@ -23,7 +23,17 @@ from decoding import shared_prefix_layout, shared_prefix_len
 logger = logging.getLogger(__name__)
 
 
-def shared_prefix_logps(backbone, lm_head, input_ids, attention_mask, logits_to_keep: int, *, temperature: float = 1.0, compute_entropy: bool = False, pad_id: int = 0):
+def shared_prefix_logps(
+    backbone,
+    lm_head,
+    input_ids,
+    attention_mask,
+    logits_to_keep: int,
+    *,
+    temperature: float = 1.0,
+    compute_entropy: bool = False,
+    pad_id: int = 0,
+):
     """Log-probs (and entropies) of each row's last ``logits_to_keep`` tokens, with gradients.
 
     The same numbers as running every full row through the model and taking the completion
@@ -55,13 +65,17 @@ def shared_prefix_logps(backbone, lm_head, input_ids, attention_mask, logits_to_
         backbone(input_ids=input_ids.new_tensor([rows[0][:shared]]), cache=cache, use_cache=True)
         cache.batch_repeat_interleave(len(rows))
         mask = torch.cat([mask.new_ones((len(rows), shared)), mask], dim=1)
-    hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None).last_hidden_state
+    hidden = backbone(
+        input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None
+    ).last_hidden_state
     # The hidden state before each completion token predicts it: columns width-1 .. width+C-2.
     hidden = hidden[:, width - 1 : width - 1 + logits_to_keep]
     valid = completion_mask.bool()
     weight, bias = lm_head.weight, lm_head.bias
     outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
-    logps, entropy, *_ = ChunkedLogProbFunction.apply(hidden[valid], weight, bias, completion_ids[valid], temperature, 32768, None, 1.0, outputs)
+    logps, entropy, *_ = ChunkedLogProbFunction.apply(
+        hidden[valid], weight, bias, completion_ids[valid], temperature, 32768, None, 1.0, outputs
+    )
     # masked_scatter keeps an all-padding batch connected to the graph (a zero gradient, not an error)
     logps = logps.new_zeros(valid.shape).masked_scatter(valid, logps)
     entropy = entropy.new_zeros(valid.shape).masked_scatter(valid, entropy) if compute_entropy else None
@@ -100,8 +114,14 @@ class FastLogpsTrainer(GRPOTrainer):
         for start in range(0, input_ids.size(0), step):
             with self.accelerator.autocast():
                 lp, ent = shared_prefix_logps(
-                    base.get_decoder(), base.get_output_embeddings(), input_ids[start : start + step], attention_mask[start : start + step], logits_to_keep,
-                    temperature=self.temperature, compute_entropy=compute_entropy, pad_id=self.processing_class.pad_token_id or 0,
+                    base.get_decoder(),
+                    base.get_output_embeddings(),
+                    input_ids[start : start + step],
+                    attention_mask[start : start + step],
+                    logits_to_keep,
+                    temperature=self.temperature,
+                    compute_entropy=compute_entropy,
+                    pad_id=self.processing_class.pad_token_id or 0,
                 )
             logps.append(lp)
             entropies.append(ent)
@@ -126,12 +146,17 @@ class FastLogpsTrainer(GRPOTrainer):
                 self.accelerator.autocast_handler = AutocastKwargs(enabled=False)
                 if saved[1] is not None and hasattr(model, "_original_forward"):
                     model.forward = model._original_forward
-            with torch.no_grad(), torch.autocast(input_ids.device.type, enabled=False) if exact else contextlib.nullcontext():
+            with (
+                torch.no_grad(),
+                torch.autocast(input_ids.device.type, enabled=False) if exact else contextlib.nullcontext(),
+            ):
                 fast, _, _ = self._fast_logps(*args, None, False)
                 plain, _, _ = super()._get_per_token_logps_and_entropies(*args)
         except Exception as err:  # noqa: BLE001 - any failure means: use TRL's path
             self.fast_logps_check = {"error": f"{type(err).__name__}: {err}", "passed": False}
-            logger.warning("shared-prefix log-probs failed on this model (%s: %s); using TRL's path", type(err).__name__, err)
+            logger.warning(
+                "shared-prefix log-probs failed on this model (%s: %s); using TRL's path", type(err).__name__, err
+            )
             return False
         finally:
             self.accelerator.autocast_handler = saved[0]
@@ -142,14 +167,37 @@ class FastLogpsTrainer(GRPOTrainer):
             return None
         tol = 1e-3 if exact else 0.1
         diff = (fast - plain).abs()[mask].mean().item()
-        self.fast_logps_check = {"mean_abs_diff": diff, "tokens": int(mask.sum()), "tolerance": tol, "passed": diff <= tol}
+        self.fast_logps_check = {
+            "mean_abs_diff": diff,
+            "tokens": int(mask.sum()),
+            "tolerance": tol,
+            "passed": diff <= tol,
+        }
         if diff > tol:
-            logger.warning("shared-prefix log-probs differ from TRL's by %.3g nats per token on average (> %g); using TRL's path", diff, tol)
+            logger.warning(
+                "shared-prefix log-probs differ from TRL's by %.3g nats per token on average (> %g); using TRL's path",
+                diff,
+                tol,
+            )
             return False
-        logger.info("shared-prefix log-probs match TRL's path (mean |difference| %.2g nats over %d tokens)", diff, int(mask.sum()))
+        logger.info(
+            "shared-prefix log-probs match TRL's path (mean |difference| %.2g nats over %d tokens)",
+            diff,
+            int(mask.sum()),
+        )
         return True
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, compute_aux_loss=False, **extra):
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **extra,
+    ):
         if self._fast_logps_ok(model, compute_aux_loss, extra):
             if not self._fast_checked:
                 verdict = self._check_fast_logps(model, input_ids, attention_mask, logits_to_keep)
@@ -157,4 +205,6 @@ class FastLogpsTrainer(GRPOTrainer):
                 self.shared_prefix = verdict is not False
             if self.shared_prefix:
                 return self._fast_logps(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy)
-        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **extra)
+        return super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **extra
+        )

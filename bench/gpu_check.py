@@ -54,7 +54,19 @@ SPEC_FILE = "SPEC.json"
 LOGIT_SCALE = 8.0
 # The packages the GPU machine lacks or has at other versions than tested here (pure Python,
 # except regex: transformers checks its version at import). torch is the machine's own.
-BUNDLE_PACKAGES = ("transformers", "trl", "peft", "accelerate", "datasets", "math-verify", "latex2sympy2_extended", "antlr4-python3-runtime", "dill", "multiprocess", "regex")
+BUNDLE_PACKAGES = (
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "math-verify",
+    "latex2sympy2_extended",
+    "antlr4-python3-runtime",
+    "dill",
+    "multiprocess",
+    "regex",
+)
 BUNDLE_LIMIT_MB = 60
 
 
@@ -81,7 +93,9 @@ def write_spec(spec_dir: str, layers: int, seed: int = 0) -> str:
     config.save_pretrained(spec_dir)
     AutoTokenizer.from_pretrained(source).save_pretrained(spec_dir)
     with open(os.path.join(spec_dir, SPEC_FILE), "w") as f:
-        json.dump({"from": model_utils.EMBEDDED_NAME, "layers": layers, "seed": seed, "logit_scale": LOGIT_SCALE}, f, indent=1)
+        json.dump(
+            {"from": model_utils.EMBEDDED_NAME, "layers": layers, "seed": seed, "logit_scale": LOGIT_SCALE}, f, indent=1
+        )
     return spec_dir
 
 
@@ -170,13 +184,30 @@ def explain_divergence(model, reference, prompt: list[int], a: list[int], b: lis
     noise = (dev - ref).abs().max().item()
     gap = (ref[a[i]] - ref[b[i]]).abs().item()
     top = ref.max().item()
-    return {"position": i, "gap": round(gap, 4), "noise": round(noise, 4), "below_top": round(top - max(ref[a[i]].item(), ref[b[i]].item()), 4), "explained": gap <= noise}
+    return {
+        "position": i,
+        "gap": round(gap, 4),
+        "noise": round(noise, 4),
+        "below_top": round(top - max(ref[a[i]].item(), ref[b[i]].item()), 4),
+        "explained": gap <= noise,
+    }
 
 
-def compare_continuations(model, reference, prompts: list[list[int]], got: list[list[int]], want: list[list[int]], autocast) -> dict:
+def compare_continuations(
+    model, reference, prompts: list[list[int]], got: list[list[int]], want: list[list[int]], autocast
+) -> dict:
     """Equal rows counted; each differing one explained (or not) by ``explain_divergence``."""
-    diverged = [explain_divergence(model, reference, p, g, w, autocast) for p, g, w in zip(prompts, got, want, strict=True) if g != w]
-    return {"rows": len(prompts), "identical": len(prompts) - len(diverged), "diverged": diverged, "all_explained": all(d["explained"] for d in diverged)}
+    diverged = [
+        explain_divergence(model, reference, p, g, w, autocast)
+        for p, g, w in zip(prompts, got, want, strict=True)
+        if g != w
+    ]
+    return {
+        "rows": len(prompts),
+        "identical": len(prompts) - len(diverged),
+        "diverged": diverged,
+        "all_explained": all(d["explained"] for d in diverged),
+    }
 
 
 # ---------------------------------------------------------------- the checks
@@ -223,10 +254,33 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
     reward.REWARD_FUNCS.setdefault("chars", chars_reward)
     out = os.path.join(work, f"run-{fast}")
     argv = [
-        "--model_id", model_dir, "--output_dir", out, "--dataset_id", "builtin:1", "--train_split", "train[:256]",
-        "--max_steps", str(opts.steps + 1), "--per_device_train_batch_size", "16", "--num_generations", "4",
-        "--max_completion_length", str(opts.max_completion_length), "--reward_funcs", "format,accuracy,chars",
-        "--report_to", "none", "--save_steps", str(opts.steps + 1), "--seed", "0", "--fast_paths", fast, "--bf16",
+        "--model_id",
+        model_dir,
+        "--output_dir",
+        out,
+        "--dataset_id",
+        "builtin:1",
+        "--train_split",
+        "train[:256]",
+        "--max_steps",
+        str(opts.steps + 1),
+        "--per_device_train_batch_size",
+        "16",
+        "--num_generations",
+        "4",
+        "--max_completion_length",
+        str(opts.max_completion_length),
+        "--reward_funcs",
+        "format,accuracy,chars",
+        "--report_to",
+        "none",
+        "--save_steps",
+        str(opts.steps + 1),
+        "--seed",
+        "0",
+        "--fast_paths",
+        fast,
+        "--bf16",
     ]
     times: list[float] = []
     with check.run(f"train_{fast}"):
@@ -240,7 +294,19 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
             config.update(json.load(f)["attempts"][-1])  # steps, fast paths that ran
         moved = lora_moved(os.path.join(out, "adapter_model.safetensors"))
         ok = code == 0 and config["steps"] == opts.steps + 1 and moved
-        check.set(f"train_{fast}", ok, **{f"train_{fast}": {"exit_code": code, "steps": config["steps"], "lora_B_moved": moved, "fast_paths": config["fast_paths"], "dtype": config["dtype"]}})
+        check.set(
+            f"train_{fast}",
+            ok,
+            **{
+                f"train_{fast}": {
+                    "exit_code": code,
+                    "steps": config["steps"],
+                    "lora_B_moved": moved,
+                    "fast_paths": config["fast_paths"],
+                    "dtype": config["dtype"],
+                }
+            },
+        )
         timed = times[1:]  # the first step warms up (kernels, allocator, caches)
         check.timings[f"train_step_s_{fast}"] = round(statistics.median(timed), 3) if timed else None
         check.timings[f"train_steps_s_{fast}"] = [round(t, 3) for t in times]
@@ -280,7 +346,10 @@ def sample_prompts(tokenizer, n: int) -> list[list[int]]:
     import data_utils
 
     _, test = data_utils.load_and_process_data("builtin:1", None, f"test[:{n}]")
-    return [tokenizer(data_utils.render_prompt(tokenizer, p, True), add_special_tokens=False)["input_ids"] for p in test["prompt"]]
+    return [
+        tokenizer(data_utils.render_prompt(tokenizer, p, True), add_special_tokens=False)["input_ids"]
+        for p in test["prompt"]
+    ]
 
 
 def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
@@ -303,15 +372,27 @@ def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
         merged = model_utils.load_model(resolved, dtype, device, merge=True).eval()
         base = model_utils.load_model({"base": resolved["base"]}, dtype, device).eval()
         with torch.no_grad(), autocast():
-            a, b, c = (m(input_ids=ids, attention_mask=mask).logits.float()[mask.bool()] for m in (unmerged, merged, base))
+            a, b, c = (
+                m(input_ids=ids, attention_mask=mask).logits.float()[mask.bool()] for m in (unmerged, merged, base)
+            )
         scale = a.abs().max().item()
         merge_err, adapter_effect = (a - b).abs().max().item() / scale, (a - c).abs().max().item() / scale
         tol = 1e-4 if dtype == torch.float32 and autocast is contextlib.nullcontext else 5e-2
-        check.set("adapter_reloads", merge_err <= tol and adapter_effect > merge_err, adapter={"merge_rel_err": round(merge_err, 6), "adapter_rel_effect": round(adapter_effect, 6), "tolerance": tol})
+        check.set(
+            "adapter_reloads",
+            merge_err <= tol and adapter_effect > merge_err,
+            adapter={
+                "merge_rel_err": round(merge_err, 6),
+                "adapter_rel_effect": round(adapter_effect, 6),
+                "tolerance": tol,
+            },
+        )
         del merged, base
     with check.run("generate_hook_matches"):
         eos = [tokenizer.eos_token_id]
-        config = GenerationConfig(do_sample=False, max_new_tokens=opts.max_completion_length, eos_token_id=eos, pad_token_id=pad)
+        config = GenerationConfig(
+            do_sample=False, max_new_tokens=opts.max_completion_length, eos_token_id=eos, pad_token_id=pad
+        )
         autocast_dtype = torch.bfloat16 if autocast is not contextlib.nullcontext else None
         hook = decoding.SharedPrefixGenerate(unmerged, pad, autocast_dtype=autocast_dtype)
         with torch.no_grad():
@@ -322,7 +403,11 @@ def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
         got_rows, want_rows = [cut(r) for r in got[:, width:].tolist()], [cut(r) for r in want[:, width:].tolist()]
         reference = model_utils.load_model(resolved, torch.float32, device, merge=False).eval()
         result = compare_continuations(unmerged, reference, prompts, got_rows, want_rows, autocast)
-        check.set("generate_hook_matches", hook.failed is None and result["all_explained"], generate_hook={**result, "hook_failed": hook.failed})
+        check.set(
+            "generate_hook_matches",
+            hook.failed is None and result["all_explained"],
+            generate_hook={**result, "hook_failed": hook.failed},
+        )
         del reference
     del unmerged
 
@@ -362,14 +447,26 @@ def fast_logps_exact(check: Check, run_dir: str, device: str) -> None:
         base = model.get_base_model()
         with torch.no_grad():
             want = reference_logps(model, ids, mask, keep)
-            got, _ = fast_logps.shared_prefix_logps(base.get_decoder(), base.get_output_embeddings(), ids, mask, keep, pad_id=pad)
+            got, _ = fast_logps.shared_prefix_logps(
+                base.get_decoder(), base.get_output_embeddings(), ids, mask, keep, pad_id=pad
+            )
             shifted = ids.clone()
             shifted[:, -keep:] = ids[:, -keep:].roll(1, dims=1)
-            control, _ = fast_logps.shared_prefix_logps(base.get_decoder(), base.get_output_embeddings(), shifted, mask, keep, pad_id=pad)
+            control, _ = fast_logps.shared_prefix_logps(
+                base.get_decoder(), base.get_output_embeddings(), shifted, mask, keep, pad_id=pad
+            )
         valid = mask[:, -keep:].bool()
         diff = (got - want).abs()[valid].max().item()
         control_diff = (control - want).abs()[valid].mean().item()
-        check.set("fast_logps_exact_fp32", diff <= 1e-3 and control_diff > 0.1, fast_logps_fp32={"max_abs_diff": diff, "tokens": int(valid.sum()), "control_mean_abs_diff": round(control_diff, 3)})
+        check.set(
+            "fast_logps_exact_fp32",
+            diff <= 1e-3 and control_diff > 0.1,
+            fast_logps_fp32={
+                "max_abs_diff": diff,
+                "tokens": int(valid.sum()),
+                "control_mean_abs_diff": round(control_diff, 3),
+            },
+        )
         del model
 
 
@@ -383,7 +480,9 @@ def decode_profile(check: Check, run_dir: str, device: str, opts) -> None:
     import model_utils
 
     with check.measure("decode_profile"):
-        model = model_utils.load_model(model_utils.resolve_model(run_dir), model_utils.eval_dtype(device, None), device).eval()
+        model = model_utils.load_model(
+            model_utils.resolve_model(run_dir), model_utils.eval_dtype(device, None), device
+        ).eval()
         tokenizer = model_utils.load_tokenizer(run_dir)
         prompts = sample_prompts(tokenizer, opts.eval_limit)
         steps, pad = opts.max_completion_length, tokenizer.pad_token_id
@@ -392,13 +491,17 @@ def decode_profile(check: Check, run_dir: str, device: str, opts) -> None:
         width = max(map(len, prompts))
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        config = GenerationConfig(do_sample=False, max_new_tokens=steps, min_new_tokens=steps, pad_token_id=pad, eos_token_id=None)
+        config = GenerationConfig(
+            do_sample=False, max_new_tokens=steps, min_new_tokens=steps, pad_token_id=pad, eos_token_id=None
+        )
         original = decoding.reserved_layer
         variants = {
             "generate": lambda: model.generate(input_ids=ids, attention_mask=mask, generation_config=config),
             "loop": lambda: decoding.decode_shared_prefix(model, prompts, pad, shared, device, steps, never),
             "loop_no_prefix_cache": lambda: decoding.decode_shared_prefix(model, prompts, pad, 0, device, steps, never),
-            "loop_dynamic_cache": lambda: decoding.decode_shared_prefix(model, prompts, pad, shared, device, steps, never),
+            "loop_dynamic_cache": lambda: decoding.decode_shared_prefix(
+                model, prompts, pad, shared, device, steps, never
+            ),
         }
         ms = {}
         with torch.inference_mode():
@@ -420,7 +523,6 @@ def decode_profile(check: Check, run_dir: str, device: str, opts) -> None:
                 finally:
                     decoding.reserved_layer = original
         check.timings["decode_ms_per_step"] = {"batch": len(prompts), **ms}
-        del model
 
 
 def eval_runs(check: Check, run_dir: str, work: str, device: str, opts) -> None:
@@ -434,14 +536,30 @@ def eval_runs(check: Check, run_dir: str, work: str, device: str, opts) -> None:
     for fast in ("off", "on"):
         out = os.path.join(work, f"eval-{fast}.json")
         with check.run(f"eval_{fast}"):
-            argv = ["--model_dir", run_dir, "--limit", str(opts.eval_limit), "--max_completion_length", str(opts.max_completion_length), "--fast_paths", fast, "--device", device, "--output_file", out]
+            argv = [
+                "--model_dir",
+                run_dir,
+                "--limit",
+                str(opts.eval_limit),
+                "--max_completion_length",
+                str(opts.max_completion_length),
+                "--fast_paths",
+                fast,
+                "--device",
+                device,
+                "--output_file",
+                out,
+            ]
             with Peak(device) as peak:
                 code = eval_mod.main(argv)
             with open(out) as f:
                 records = json.load(f)
             with open(eval_mod.summary_path(out)) as f:
                 summary = json.load(f)
-            check.set(f"eval_{fast}", code == 0 and summary["fast_paths"]["enabled"] == (fast == "on") and len(records) == opts.eval_limit)
+            check.set(
+                f"eval_{fast}",
+                code == 0 and summary["fast_paths"]["enabled"] == (fast == "on") and len(records) == opts.eval_limit,
+            )
             check.timings[f"eval_s_{fast}"] = summary["generation_wall_s"]
             check.timings[f"eval_tokens_per_s_{fast}"] = summary["tokens_per_s"]
             if peak.mb is not None:
@@ -451,9 +569,17 @@ def eval_runs(check: Check, run_dir: str, work: str, device: str, opts) -> None:
         return
     with check.run("eval_matches"):
         (off, s_off), (on, s_on) = outputs["off"], outputs["on"]
-        score_diffs = sum(a["reward"] != b["reward"] or a["format_reward"] != b["format_reward"] for a, b in zip(off, on, strict=True))
+        score_diffs = sum(
+            a["reward"] != b["reward"] or a["format_reward"] != b["format_reward"] for a, b in zip(off, on, strict=True)
+        )
         text_diffs = sum(a["completion"] != b["completion"] for a, b in zip(off, on, strict=True))
-        details = {"problems": len(off), "different_completions": text_diffs, "different_scores": score_diffs, "accuracy": [s_off["accuracy"], s_on["accuracy"]], "dtype": s_on["dtype"]}
+        details = {
+            "problems": len(off),
+            "different_completions": text_diffs,
+            "different_scores": score_diffs,
+            "accuracy": [s_off["accuracy"], s_on["accuracy"]],
+            "dtype": s_on["dtype"],
+        }
         ok = text_diffs == 0
         if text_diffs:  # token level: the same generation eval.py ran, and why each pair parts
             resolved = model_utils.resolve_model(run_dir)
@@ -461,15 +587,30 @@ def eval_runs(check: Check, run_dir: str, work: str, device: str, opts) -> None:
             dtype = model_utils.eval_dtype(device, None)
             model = model_utils.load_model(resolved, dtype, device).eval()
             prompts = [r["prompt"] for r in on]
-            ns = argparse.Namespace(batch_size=128, max_completion_length=opts.max_completion_length, num_samples=1, temperature=0.0, seed=42)
+            ns = argparse.Namespace(
+                batch_size=128,
+                max_completion_length=opts.max_completion_length,
+                num_samples=1,
+                temperature=0.0,
+                seed=42,
+            )
             texts = {}
             tokens = {}
             for fast in (False, True):
                 texts[fast], tokens[fast] = decoding.generate_batches(model, tokenizer, prompts, ns, device, fast)
-            reproduced = [t[0] for t in texts[True]] == [r["completion"] for r in on] and [t[0] for t in texts[False]] == [r["completion"] for r in off]
+            reproduced = [t[0] for t in texts[True]] == [r["completion"] for r in on] and [
+                t[0] for t in texts[False]
+            ] == [r["completion"] for r in off]
             reference = model_utils.load_model(resolved, torch.float32, device).eval()
             encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-            result = compare_continuations(model, reference, encoded, [t[0] for t in tokens[True]], [t[0] for t in tokens[False]], contextlib.nullcontext)
+            result = compare_continuations(
+                model,
+                reference,
+                encoded,
+                [t[0] for t in tokens[True]],
+                [t[0] for t in tokens[False]],
+                contextlib.nullcontext,
+            )
             details.update(reproduced=reproduced, **{k: result[k] for k in ("identical", "diverged", "all_explained")})
             ok = reproduced and result["all_explained"]
         check.set("eval_matches", ok, eval=details)
@@ -499,8 +640,12 @@ def run_checks(opts) -> dict:
 
     params = sum(t.numel() for t in load_file(os.path.join(model_dir, "model.safetensors")).values())
     check.details["model"] = {"spec": spec, "layers": layers, "params_m": round(params / 1e6, 1)}
-    check.details["versions"] = {p: _version(p) for p in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify")}
-    check.details["fast_paths_auto"] = {job: model_utils.fast_paths_enabled("auto", device, job) for job in ("train", "eval")}
+    check.details["versions"] = {
+        p: _version(p) for p in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify")
+    }
+    check.details["fast_paths_auto"] = {
+        job: model_utils.fast_paths_enabled("auto", device, job) for job in ("train", "eval")
+    }
     runs = {fast: train_run(check, fast, model_dir, work, opts, device) for fast in ("off", "on")}
     if runs["on"]:
         adapter_and_hook(check, runs["on"], device, opts)
@@ -540,17 +685,39 @@ def make_bundle(folder: str, layers: int) -> int:
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(wheels)
     pins = [f"{p}=={md.version(p)}" for p in BUNDLE_PACKAGES]
-    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")]
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", wheels, *pins]
+    platforms = [
+        f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.12",
+        "--implementation",
+        "cp",
+        *platforms,
+        "-d",
+        wheels,
+        *pins,
+    ]
     subprocess.run(cmd, check=True)
     got = sorted(os.path.basename(w) for w in glob.glob(os.path.join(wheels, "*.whl")))
-    missing = [p for p in BUNDLE_PACKAGES if not any(w.lower().startswith(p.replace("-", "_").lower() + "-") for w in got)]
+    missing = [
+        p for p in BUNDLE_PACKAGES if not any(w.lower().startswith(p.replace("-", "_").lower() + "-") for w in got)
+    ]
     if missing:
         raise SystemExit(f"error: no wheel downloaded for {missing}; check the network or the versions in the venv.")
     write_spec(os.path.join(folder, "model-spec"), layers)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs) / 2**20
     if size > BUNDLE_LIMIT_MB:
-        raise SystemExit(f"error: {folder} holds {size:.1f} MiB, over the {BUNDLE_LIMIT_MB} MiB that may travel; drop a package from BUNDLE_PACKAGES.")
+        raise SystemExit(
+            f"error: {folder} holds {size:.1f} MiB, over the {BUNDLE_LIMIT_MB} MiB that may travel; drop a package from BUNDLE_PACKAGES."
+        )
     rel = os.path.relpath(folder, ROOT)
     print(f"{rel}: {len(got)} wheels ({', '.join(pins)}) and a {layers}-layer model spec, {size:.1f} MiB")
     print("Run on the GPU machine, from the repo root, carrying that folder:")
@@ -568,16 +735,29 @@ def device_command(folder: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'")
-    p.add_argument("--model_spec", default=None, help="folder written by --bundle (config, tokenizer, seed); default: made now from the embedded model")
+    p.add_argument(
+        "--model_spec",
+        default=None,
+        help="folder written by --bundle (config, tokenizer, seed); default: made now from the embedded model",
+    )
     p.add_argument("--layers", type=int, default=None, help="model depth (default: the spec's; 4 for a spec made now)")
     p.add_argument("--steps", type=int, default=3, help="timed GRPO steps per path (after one warm-up step)")
-    p.add_argument("--max_completion_length", type=int, default=32, help="new tokens per completion, in training and evaluation")
+    p.add_argument(
+        "--max_completion_length", type=int, default=32, help="new tokens per completion, in training and evaluation"
+    )
     p.add_argument("--eval_limit", type=int, default=64, help="problems evaluated per path")
     p.add_argument("--work_dir", default=None, help="keep runs and results here (default: a temporary folder, removed)")
     p.add_argument("--json_out", default=None, help="also write the result JSON to this file")
-    p.add_argument("--bundle", default=None, metavar="DIR", help="write the wheels and the model spec for a GPU machine to DIR, print the command to run there, and exit")
+    p.add_argument(
+        "--bundle",
+        default=None,
+        metavar="DIR",
+        help="write the wheels and the model spec for a GPU machine to DIR, print the command to run there, and exit",
+    )
     opts = p.parse_args(argv)
     if opts.bundle:
         return make_bundle(opts.bundle, opts.layers or 30)
@@ -585,7 +765,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # train.py picks CUDA whenever it sees one
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     start = time.time()
     result = run_checks(opts)
     result["timings"]["total_s"] = round(time.time() - start, 1)

@@ -29,7 +29,15 @@ sys.path.insert(0, ROOT)
 import plots  # noqa: E402
 from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE  # noqa: E402
 
-KEYS = ("n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "skipped_unparseable_gold")
+KEYS = (
+    "n",
+    "accuracy",
+    "accuracy_ci95",
+    "lenient_accuracy",
+    "format_reward_mean",
+    "format_distribution",
+    "skipped_unparseable_gold",
+)
 
 
 def run(cmd: list[str]) -> float:
@@ -41,7 +49,23 @@ def run(cmd: list[str]) -> float:
 
 
 def evaluate(model: str, out: str, args, extra: list[str]) -> dict:
-    run([sys.executable, "eval.py", "--model_dir", model, "--dataset_id", args.dataset_id, "--split", args.split, "--limit", str(args.limit), "--output_file", out, *extra])
+    run(
+        [
+            sys.executable,
+            "eval.py",
+            "--model_dir",
+            model,
+            "--dataset_id",
+            args.dataset_id,
+            "--split",
+            args.split,
+            "--limit",
+            str(args.limit),
+            "--output_file",
+            out,
+            *extra,
+        ]
+    )
     with open(out[: -len(".json")] + ".summary.json") as f:
         return json.load(f)
 
@@ -51,8 +75,14 @@ def main() -> int:
     train_extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=os.path.join("results", "learning"), help="report folder (an existing one is renamed, never overwritten)")
-    p.add_argument("--dataset_id", default=DEFAULT_DATASET_ID, help="dataset to train on and evaluate (its test split is held out)")
+    p.add_argument(
+        "--out",
+        default=os.path.join("results", "learning"),
+        help="report folder (an existing one is renamed, never overwritten)",
+    )
+    p.add_argument(
+        "--dataset_id", default=DEFAULT_DATASET_ID, help="dataset to train on and evaluate (its test split is held out)"
+    )
     p.add_argument("--split", default="test", help="held-out split expression")
     p.add_argument("--limit", type=int, default=200, help="held-out problems (>= 100 for a meaningful interval)")
     args = p.parse_args(argv)
@@ -67,7 +97,9 @@ def main() -> int:
 
     cold = evaluate("embedded", os.path.join(out, "base_original_prompt.json"), args, ["--prompt_template", "original"])
     base = evaluate("embedded", os.path.join(out, "base.json"), args, ["--prompt_template", DEFAULT_PROMPT_TEMPLATE])
-    train_wall = run([sys.executable, "main.py", "--dataset_id", args.dataset_id, "--output_dir", run_dir, *train_extra])
+    train_wall = run(
+        [sys.executable, "main.py", "--dataset_id", args.dataset_id, "--output_dir", run_dir, *train_extra]
+    )
     trained = evaluate(run_dir, os.path.join(out, "trained.json"), args, [])
 
     with open(os.path.join(run_dir, "run_config.json")) as f:
@@ -87,14 +119,34 @@ def main() -> int:
         "accuracy_intervals_overlap": not (trained["accuracy_ci95"][0] > base["accuracy_ci95"][1]),
         "dataset_id": args.dataset_id,
         "split": args.split,
-        "settings": {k: run_config["args"][k] for k in ("prompt_template", "prefill_think", "learning_rate", "max_steps", "per_device_train_batch_size", "num_generations", "max_completion_length", "temperature", "lora_r", "lora_alpha", "lora_target_modules", "beta", "loss_type", "seed")},
+        "settings": {
+            k: run_config["args"][k]
+            for k in (
+                "prompt_template",
+                "prefill_think",
+                "learning_rate",
+                "max_steps",
+                "per_device_train_batch_size",
+                "num_generations",
+                "max_completion_length",
+                "temperature",
+                "lora_r",
+                "lora_alpha",
+                "lora_target_modules",
+                "beta",
+                "loss_type",
+                "seed",
+            )
+        },
         "train_extra_flags": train_extra,
         "device": run_config.get("device"),
         "date": _dt.date.today().isoformat(),
     }
     with open(os.path.join(out, "learning_report.json"), "w") as f:
         json.dump(report, f, indent=2)
-    title = f"{args.dataset_id}: {report['steps']} GRPO steps, {report['train_wall_s'] / 60:.1f} min on {report['device']}"
+    title = (
+        f"{args.dataset_id}: {report['steps']} GRPO steps, {report['train_wall_s'] / 60:.1f} min on {report['device']}"
+    )
     plots.plot_learning(history, base, trained, os.path.join(out, "learning.png"), title)
     print(json.dumps(report))
     return 0

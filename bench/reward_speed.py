@@ -45,7 +45,9 @@ def source_rows() -> tuple[list[tuple[str, str]], str]:
     import data_utils
 
     test = data_utils.builtin_records()["test"][:50]
-    return [(f"<think>{r['solution']}</think><answer>{r['answer']}</answer>", r["solution"]) for r in test], "built-in test split"
+    return [
+        (f"<think>{r['solution']}</think><answer>{r['answer']}</answer>", r["solution"]) for r in test
+    ], "built-in test split"
 
 
 def build_completions(n: int) -> tuple[list[str], list[str], str]:
@@ -93,7 +95,10 @@ def main() -> int:
     reward.accuracy_reward(conversational[:30], solutions[:30])
 
     trl_s, trl_scores = time_it(lambda: trl_accuracy_reward(conversational, solutions), args.repeats)
-    ours_s, our_scores = time_it(lambda: reward.accuracy_reward(conversational, solutions), args.repeats, before=reward._CACHE.clear)
+    ours_s, our_scores = time_it(
+        lambda: reward.accuracy_reward(conversational, solutions), args.repeats, before=reward._CACHE.clear
+    )
+
     def without_cache():
         saved = reward._CACHE_SIZE
         reward._CACHE_SIZE = 0  # every item goes to the helper process (or the integer fast path)
@@ -106,11 +111,17 @@ def main() -> int:
     assert nocache_scores == our_scores
     agree = sum(a == b for a, b in zip(trl_scores, our_scores, strict=True))
     pairs = {(reward.gold_answer(s), reward.extract_answer(c)) for c, s in zip(completions, solutions, strict=True)}
-    print(f"source: {source}; {args.n} completions, {len(pairs)} distinct (gold, answer) pairs; median of {args.repeats}")
+    print(
+        f"source: {source}; {args.n} completions, {len(pairs)} distinct (gold, answer) pairs; median of {args.repeats}"
+    )
     print(f"TRL accuracy_reward : {trl_s:8.3f} s  {args.n / trl_s:9.1f} items/s  (no hard time bound)")
-    print(f"ours accuracy_reward: {ours_s:8.3f} s  {args.n / ours_s:9.1f} items/s  (hard bound {reward._VERIFY_TIMEOUT_S:.0f} s per item)")
+    print(
+        f"ours accuracy_reward: {ours_s:8.3f} s  {args.n / ours_s:9.1f} items/s  (hard bound {reward._VERIFY_TIMEOUT_S:.0f} s per item)"
+    )
     print(f"ours, cache off     : {nocache_s:8.3f} s  {args.n / nocache_s:9.1f} items/s")
-    print(f"agreement: {agree}/{args.n} (TRL credits a box anywhere, ours only in the answer block; TRL scores 1.0 where ours says None for unusable gold)")
+    print(
+        f"agreement: {agree}/{args.n} (TRL credits a box anywhere, ours only in the answer block; TRL scores 1.0 where ours says None for unusable gold)"
+    )
     result = {
         "trl_items_per_s": round(args.n / trl_s, 1),
         "ours_items_per_s": round(args.n / ours_s, 1),

@@ -35,9 +35,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # Equal work for both: what one step generates and learns from.
-WORK = ["--per_device_train_batch_size", "16", "--num_generations", "4", "--max_completion_length", "48", "--seed", "0", "--report_to", "none", "--save_strategy", "no"]
+WORK = [
+    "--per_device_train_batch_size",
+    "16",
+    "--num_generations",
+    "4",
+    "--max_completion_length",
+    "48",
+    "--seed",
+    "0",
+    "--report_to",
+    "none",
+    "--save_strategy",
+    "no",
+]
 CONFIGS = {
-    "baseline": ["--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.05", "--lora_target_modules", "q_proj,v_proj", "--gradient_checkpointing", "--learning_rate", "1e-5", "--fast_paths", "off"],
+    "baseline": [
+        "--lora_r",
+        "8",
+        "--lora_alpha",
+        "16",
+        "--lora_dropout",
+        "0.05",
+        "--lora_target_modules",
+        "q_proj,v_proj",
+        "--gradient_checkpointing",
+        "--learning_rate",
+        "1e-5",
+        "--fast_paths",
+        "off",
+    ],
     "ours": [],
 }
 
@@ -71,7 +98,16 @@ def worker(name: str, steps: int) -> None:
         trainer.add_callback(Timer())
         trainer.train()
     timed, timed_lengths = times[1:], lengths[1:]  # step 1 is the warm-up
-    print(json.dumps({"step_s": timed, "mean_length": statistics.mean(timed_lengths), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "completions_per_step": args.per_device_train_batch_size}))
+    print(
+        json.dumps(
+            {
+                "step_s": timed,
+                "mean_length": statistics.mean(timed_lengths),
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "completions_per_step": args.per_device_train_batch_size,
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -84,15 +120,26 @@ def main() -> int:
         return 0
     results = {}
     for name in ("baseline", "ours"):
-        done = subprocess.run([sys.executable, __file__, "--_worker", name, "--steps", str(args.steps)], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--_worker", name, "--steps", str(args.steps)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
             return done.returncode
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     for name, r in results.items():
         step = statistics.median(r["step_s"])
-        r.update(step_median_s=step, per_s=r["completions_per_step"] / step, tokens_per_s=r["completions_per_step"] * r["mean_length"] / step)
-        print(f"{name:8s}: {step:6.1f} s/step  {r['per_s']:.3f} completions/s  {r['tokens_per_s']:6.1f} tokens/s  peak {r['peak_mb']:.0f} MB  mean completion {r['mean_length']:.1f} tokens  ({' '.join(CONFIGS[name]) or 'main.py defaults'})")
+        r.update(
+            step_median_s=step,
+            per_s=r["completions_per_step"] / step,
+            tokens_per_s=r["completions_per_step"] * r["mean_length"] / step,
+        )
+        print(
+            f"{name:8s}: {step:6.1f} s/step  {r['per_s']:.3f} completions/s  {r['tokens_per_s']:6.1f} tokens/s  peak {r['peak_mb']:.0f} MB  mean completion {r['mean_length']:.1f} tokens  ({' '.join(CONFIGS[name]) or 'main.py defaults'})"
+        )
     b, o = results["baseline"], results["ours"]
     print(
         json.dumps(

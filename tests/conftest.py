@@ -10,9 +10,24 @@ sys.path.insert(0, ROOT)
 
 # Flags for a seconds-long run of the tiny model: 2 steps, 2 prompts x 2 completions of 8 tokens.
 TINY_TRAIN_FLAGS = [
-    "--dataset_id", "builtin:1", "--train_split", "train[:16]", "--max_steps", "2",
-    "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "8",
-    "--report_to", "none", "--save_steps", "1", "--learning_rate", "1e-2",
+    "--dataset_id",
+    "builtin:1",
+    "--train_split",
+    "train[:16]",
+    "--max_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "4",
+    "--num_generations",
+    "2",
+    "--max_completion_length",
+    "8",
+    "--report_to",
+    "none",
+    "--save_steps",
+    "1",
+    "--learning_rate",
+    "1e-2",
 ]
 
 
@@ -27,9 +42,17 @@ def tiny_model_dir(tmp_path_factory):
     folder, name = os.path.split(model_utils._embedded_gguf_path())
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
@@ -56,7 +79,9 @@ def tiny_trainer(tiny_model_dir, tmp_path, *extra):
     import main
     import train
 
-    args = main.build_parser().parse_args(["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--save_strategy", "no", *extra])
+    args = main.build_parser().parse_args(
+        ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--save_strategy", "no", *extra]
+    )
     trainer, _, _ = train.build_trainer(args, str(tmp_path / "run"))
     torch.manual_seed(3)
     with torch.no_grad():  # LoRA B starts at zero, which would hide a wrong adapter path

@@ -10,10 +10,20 @@ from data_utils import DataError, load_and_process_data
 from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, accuracy_reward
 
 NUMINA_ROWS = [
-    {"problem": f"What is {i} + 1?", "solution": f"Add one: {i} + 1 = {i + 1}. So \\(\\boxed{{{i + 1}}}\\).", "messages": []}
+    {
+        "problem": f"What is {i} + 1?",
+        "solution": f"Add one: {i} + 1 = {i + 1}. So \\(\\boxed{{{i + 1}}}\\).",
+        "messages": [],
+    }
     for i in range(20)
 ]
-GSM8K_ROWS = [{"question": f"Tom has {i} apples and gets 1,000 more. How many?", "answer": f"{i} + 1000 = {i + 1000}\n#### {i + 1000:,}"} for i in range(10)]
+GSM8K_ROWS = [
+    {
+        "question": f"Tom has {i} apples and gets 1,000 more. How many?",
+        "answer": f"{i} + 1000 = {i + 1000}\n#### {i + 1000:,}",
+    }
+    for i in range(10)
+]
 DEEPMATH_ROWS = [{"question": f"Compute {i}^2.", "final_answer": str(i * i), "r1_solution_1": "..."} for i in range(10)]
 
 
@@ -48,7 +58,9 @@ def test_every_builtin_gold_scores_one():
     completions = [f"{THINK_START}w{THINK_END}{ANSWER_START}{BOXED}{{{r['answer']}}}{ANSWER_END}" for r in rows]
     # through the solution's box (answer column absent) and through the answer column
     assert accuracy_reward(completions, [r["solution"] for r in rows]) == [1.0] * len(rows)
-    assert accuracy_reward(completions, [r["solution"] for r in rows], answer=[r["answer"] for r in rows]) == [1.0] * len(rows)
+    assert accuracy_reward(completions, [r["solution"] for r in rows], answer=[r["answer"] for r in rows]) == [
+        1.0
+    ] * len(rows)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +95,9 @@ def test_system_prompt_is_built_from_the_reward_tags():
 
 def test_make_conversation_as_the_original():
     conv = data_utils.make_conversation({"problem": "P"})
-    assert conv == {"prompt": [{"role": "system", "content": data_utils.SYSTEM_PROMPT}, {"role": "user", "content": "P"}]}
+    assert conv == {
+        "prompt": [{"role": "system", "content": data_utils.SYSTEM_PROMPT}, {"role": "user", "content": "P"}]
+    }
 
 
 class FakeTokenizer:
@@ -123,7 +137,9 @@ def test_numinamath_shaped_folder_with_the_originals_splits(tmp_path, fmt):
 
 
 def test_save_to_disk_folder(tmp_path):
-    DatasetDict({"train": Dataset.from_list(NUMINA_ROWS[:10]), "test": Dataset.from_list(NUMINA_ROWS[10:])}).save_to_disk(str(tmp_path / "dd"))
+    DatasetDict(
+        {"train": Dataset.from_list(NUMINA_ROWS[:10]), "test": Dataset.from_list(NUMINA_ROWS[10:])}
+    ).save_to_disk(str(tmp_path / "dd"))
     train, test = load_and_process_data(str(tmp_path / "dd"))
     assert (len(train), len(test)) == (10, 10)
 
@@ -237,7 +253,12 @@ def test_hub_id_without_hub(monkeypatch, tmp_path):
 
 
 def test_dataset_text_is_never_executed(tmp_path):
-    rows = [{"problem": "__import__('os').system('touch PWNED')", "solution": "```python\nopen('PWNED2','w')\n```\\boxed{1}"}]
+    rows = [
+        {
+            "problem": "__import__('os').system('touch PWNED')",
+            "solution": "```python\nopen('PWNED2','w')\n```\\boxed{1}",
+        }
+    ]
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "x"))
     train, _ = load_and_process_data(str(tmp_path / "x"), "train", None)
     assert train[0]["answer"] == "1"
@@ -265,7 +286,12 @@ def test_bad_dataset_files_name_the_file_and_the_fix(tmp_path, name, content, me
 
 def test_rows_without_a_problem_are_dropped_and_unusable_golds_counted(tmp_path):
     path = tmp_path / "rows.jsonl"
-    rows = [{"problem": "1+1?", "answer": "2"}, {"problem": None, "answer": "3"}, {"problem": "  ", "answer": "4"}, {"problem": "2+2?", "answer": "N/A"}]
+    rows = [
+        {"problem": "1+1?", "answer": "2"},
+        {"problem": None, "answer": "3"},
+        {"problem": "  ", "answer": "4"},
+        {"problem": "2+2?", "answer": "N/A"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     train, _ = load_and_process_data(str(path), "train", None)
     kept, counts = data_utils.drop_unusable_rows(train)

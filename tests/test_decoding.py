@@ -1,6 +1,5 @@
 """decoding.py: every generation speed path gives what transformers' stock path gives."""
 
-import pytest
 import torch
 
 import decoding
@@ -16,7 +15,7 @@ def test_shared_prefix_generate_matches_plain_generate(tiny_model_dir):
     width = max(map(len, rows))
     ids = torch.tensor([[2] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=2)
+    kwargs = {"max_new_tokens": 5, "min_new_tokens": 5, "do_sample": False, "pad_token_id": 2}
     plain = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
     hooked = decoding.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, **kwargs)
     assert hooked.shape == plain.shape
@@ -34,7 +33,9 @@ def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
         with decoding.generation_weights(model):
             merged = model(input_ids=ids).logits
         with decoding.generation_weights(model, torch.bfloat16):
-            running = [m for name, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in name]  # LoRA A/B are merged in, switched off
+            running = [
+                m for name, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in name
+            ]  # LoRA A/B are merged in, switched off
             assert running and all(m.weight.dtype == torch.bfloat16 for m in running)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 low = model(input_ids=ids).logits.float()
@@ -47,7 +48,9 @@ def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
 
 def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
     name = model_utils.pick_attention("cpu", True)
-    assert name and model_utils.pick_attention("cpu", False) is None and model_utils.pick_attention("cuda", True) is None
+    assert (
+        name and model_utils.pick_attention("cpu", False) is None and model_utils.pick_attention("cuda", True) is None
+    )
     plain = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
     upcast = model_utils.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name).eval()
     ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
@@ -90,11 +93,15 @@ def test_unsupported_generation_settings_go_to_generate(tiny_model_dir):
 
     model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
     ids, mask, width = _prompt_batch()
-    config = GenerationConfig(do_sample=False, max_new_tokens=6, repetition_penalty=1.5, pad_token_id=2, eos_token_id=[2])
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=6, repetition_penalty=1.5, pad_token_id=2, eos_token_id=[2]
+    )
     assert decoding.plain_sampling_settings(config) is None
     got = decoding.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, generation_config=config)
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-    assert got.shape == want.shape and torch.equal(got[:, width:], want[:, width:])  # the prompt block is laid out differently
+    assert got.shape == want.shape and torch.equal(
+        got[:, width:], want[:, width:]
+    )  # the prompt block is laid out differently
 
 
 def test_sample_rows_draws_from_the_softmax():
@@ -137,7 +144,7 @@ def _greedy_batch(tiny_run):
     _, test = data_utils.load_and_process_data("builtin", None, "test")
     rows = test.select(range(0, 800, 100))  # every level: prompts of different lengths
     prompts = [data_utils.render_prompt(tokenizer, p, True) for p in rows["prompt"]]
-    base = dict(max_completion_length=6, num_samples=1, temperature=0.0, seed=0)
+    base = {"max_completion_length": 6, "num_samples": 1, "temperature": 0.0, "seed": 0}
     single, _ = decoding.generate_batches(model, tokenizer, prompts, SimpleNamespace(batch_size=1, **base), "cpu")
     return model, tokenizer, prompts, base, single
 
@@ -145,8 +152,6 @@ def _greedy_batch(tiny_run):
 def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
     """Batched generation on a cached shared prefix matches one-by-one generation without it."""
     from types import SimpleNamespace
-
-    import model_utils
 
     model, tokenizer, prompts, base, single = _greedy_batch(tiny_run)
     batched, _ = decoding.generate_batches(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
@@ -176,11 +181,17 @@ def test_reserved_cache_layer_behaves_like_the_dynamic_one():
     import torch
     from transformers.cache_utils import DynamicLayer
 
-    import model_utils
-
     torch.manual_seed(0)
     plain, reserved = DynamicLayer(), decoding.reserved_layer(room=3)
-    steps = [("update", 4), ("update", 1), ("select", [0, 2, 3]), ("update", 1), ("update", 2), ("select", [1]), ("update", 1)]
+    steps = [
+        ("update", 4),
+        ("update", 1),
+        ("select", [0, 2, 3]),
+        ("update", 1),
+        ("update", 2),
+        ("select", [1]),
+        ("update", 1),
+    ]
     batch = 4
     for op, arg in steps:
         if op == "update":

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-import decoding
 import eval as evaluate_mod
 import reward
 from conftest import ROOT
@@ -34,7 +33,17 @@ def test_records_have_the_fields(tiny_eval):
     _, records, _ = tiny_eval
     assert len(records) == 5
     for r in records:
-        for key in ("prompt", "completion", "solution", "reward", "format_reward", "extracted_answer", "gold_answer", "completions", "rewards"):
+        for key in (
+            "prompt",
+            "completion",
+            "solution",
+            "reward",
+            "format_reward",
+            "extracted_answer",
+            "gold_answer",
+            "completions",
+            "rewards",
+        ):
             assert key in r, key
         assert r["prompt"] not in r["completion"] and not r["completion"].startswith("<|im_start|>")
 
@@ -65,7 +74,20 @@ def test_summary_counts_add_up(tiny_eval):
 
 def test_sampling_k_gives_pass_and_maj(tiny_run, tmp_path):
     out = str(tmp_path / "k.json")
-    _run_eval("--model_dir", tiny_run, "--limit", "2", "--max_completion_length", "4", "--num_samples", "4", "--temperature", "1.0", "--output_file", out)
+    _run_eval(
+        "--model_dir",
+        tiny_run,
+        "--limit",
+        "2",
+        "--max_completion_length",
+        "4",
+        "--num_samples",
+        "4",
+        "--temperature",
+        "1.0",
+        "--output_file",
+        out,
+    )
     with open(out) as f:
         records = json.load(f)
     with open(evaluate_mod.summary_path(out)) as f:
@@ -74,7 +96,9 @@ def test_sampling_k_gives_pass_and_maj(tiny_run, tmp_path):
     assert {"pass@1", "pass@2", "pass@4", "maj@4"} <= set(summary)
 
 
-@pytest.mark.parametrize("n,c,k,want", [(5, 0, 1, 0.0), (5, 5, 3, 1.0), (5, 2, 1, 0.4), (5, 2, 2, 0.7), (10, 1, 5, 0.5)])
+@pytest.mark.parametrize(
+    "n,c,k,want", [(5, 0, 1, 0.0), (5, 5, 3, 1.0), (5, 2, 1, 0.4), (5, 2, 2, 0.7), (10, 1, 5, 0.5)]
+)
 def test_pass_at_k_hand_cases(n, c, k, want):
     assert evaluate_mod.pass_at_k(n, c, k) == pytest.approx(want)
 
@@ -102,7 +126,18 @@ def test_output_folder_is_created(tiny_run, tmp_path):
 
 def test_compare_with_a_results_file(tiny_eval, tiny_run, tmp_path, capsys):
     out, _, _ = tiny_eval
-    _run_eval("--model_dir", tiny_run, "--limit", "2", "--max_completion_length", "2", "--output_file", str(tmp_path / "c.json"), "--compare", out)
+    _run_eval(
+        "--model_dir",
+        tiny_run,
+        "--limit",
+        "2",
+        "--max_completion_length",
+        "2",
+        "--output_file",
+        str(tmp_path / "c.json"),
+        "--compare",
+        out,
+    )
     printed = capsys.readouterr().out
     assert "Accuracy: " in printed and "(compare)" in printed and "format_reward_mean" in printed
 
@@ -132,7 +167,9 @@ def test_adapter_whose_base_is_missing(tiny_run, tmp_path):
     cfg = json.load(open(os.path.join(tiny_run, "adapter_config.json")))
     cfg["base_model_name_or_path"] = str(tmp_path / "gone")
     (adapter / "adapter_config.json").write_text(json.dumps(cfg))
-    (adapter / "adapter_model.safetensors").write_bytes(open(os.path.join(tiny_run, "adapter_model.safetensors"), "rb").read())
+    (adapter / "adapter_model.safetensors").write_bytes(
+        open(os.path.join(tiny_run, "adapter_model.safetensors"), "rb").read()
+    )
     with pytest.raises(SystemExit, match="base model .* cannot be found.*--base_model"):
         _run_eval("--model_dir", str(adapter))
 
@@ -143,7 +180,13 @@ def test_split_the_dataset_lacks(tiny_run):
 
 
 def test_eval_sh_runs_the_newest_run_against_its_base(tiny_run, tmp_path):
-    env = dict(os.environ, CKPTS=os.path.dirname(tiny_run), LIMIT="2", MAX_COMPLETION_LENGTH="2", OUTPUT_FILE=str(tmp_path / "sh.json"))
+    env = dict(
+        os.environ,
+        CKPTS=os.path.dirname(tiny_run),
+        LIMIT="2",
+        MAX_COMPLETION_LENGTH="2",
+        OUTPUT_FILE=str(tmp_path / "sh.json"),
+    )
     done = subprocess.run(["bash", "eval.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Accuracy: " in done.stdout and "(compare)" in done.stdout
@@ -177,7 +220,18 @@ def _eval_cmd(*argv):
 @pytest.mark.slow
 def test_of_two_evaluations_into_one_file_exactly_one_writes(tiny_run, tmp_path):
     out = str(tmp_path / "same.json")
-    argv = ["--model_dir", tiny_run, "--limit", "40", "--batch_size", "1", "--max_completion_length", "8", "--output_file", out]
+    argv = [
+        "--model_dir",
+        tiny_run,
+        "--limit",
+        "40",
+        "--batch_size",
+        "1",
+        "--max_completion_length",
+        "8",
+        "--output_file",
+        out,
+    ]
     first = subprocess.Popen(_eval_cmd(*argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not os.path.exists(evaluate_mod.partial_path(out)) and time.time() < deadline:
@@ -193,7 +247,18 @@ def test_of_two_evaluations_into_one_file_exactly_one_writes(tiny_run, tmp_path)
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_records_and_resume_completes_them(tiny_run, tmp_path):
     out = str(tmp_path / "interrupted.json")
-    argv = ["--model_dir", tiny_run, "--limit", "60", "--batch_size", "1", "--max_completion_length", "8", "--output_file", out]
+    argv = [
+        "--model_dir",
+        tiny_run,
+        "--limit",
+        "60",
+        "--batch_size",
+        "1",
+        "--max_completion_length",
+        "8",
+        "--output_file",
+        out,
+    ]
     proc = subprocess.Popen(_eval_cmd(*argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     partial = evaluate_mod.partial_path(out)
     deadline = time.time() + 120
@@ -221,7 +286,17 @@ def test_resume_with_other_settings_is_refused(tiny_run, tmp_path):
     out = tmp_path / "r.json"
     evaluate_mod.PartialResults(str(out), {"model": tiny_run, "temperature": 0.0}, resume=False)
     with pytest.raises(SystemExit, match="other settings"):
-        _run_eval("--model_dir", tiny_run, "--limit", "2", "--max_completion_length", "4", "--output_file", str(out), "--resume")
+        _run_eval(
+            "--model_dir",
+            tiny_run,
+            "--limit",
+            "2",
+            "--max_completion_length",
+            "4",
+            "--output_file",
+            str(out),
+            "--resume",
+        )
 
 
 def test_a_checkpoint_folder_is_evaluated_with_its_runs_settings(tiny_run, tmp_path, monkeypatch):
@@ -241,11 +316,20 @@ def test_a_checkpoint_folder_is_evaluated_with_its_runs_settings(tiny_run, tmp_p
 
 def test_an_unwritable_output_fails_before_any_work(tiny_run, tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("x")
-    monkeypatch.setattr(evaluate_mod, "evaluate", lambda *a, **k: pytest.fail("evaluated although the output cannot be written"))
+    monkeypatch.setattr(
+        evaluate_mod, "evaluate", lambda *a, **k: pytest.fail("evaluated although the output cannot be written")
+    )
     with pytest.raises(SystemExit, match="cannot write"):
         _run_eval("--model_dir", tiny_run, "--output_file", str(tmp_path / "afile" / "out.json"))
     with pytest.raises(SystemExit, match="no summary file"):
-        _run_eval("--model_dir", tiny_run, "--compare", str(tmp_path / "missing.json"), "--output_file", str(tmp_path / "o.json"))
+        _run_eval(
+            "--model_dir",
+            tiny_run,
+            "--compare",
+            str(tmp_path / "missing.json"),
+            "--output_file",
+            str(tmp_path / "o.json"),
+        )
 
 
 @pytest.mark.parametrize(
@@ -275,10 +359,24 @@ def _broken_copy(tiny_run, tmp_path, name, edit):
 @pytest.mark.parametrize(
     "name,edit,message",
     [
-        ("truncated", lambda f: (f / "adapter_model.safetensors").write_bytes((f / "adapter_model.safetensors").read_bytes()[:100]), "is truncated or not a safetensors file (100 bytes)"),
+        (
+            "truncated",
+            lambda f: (f / "adapter_model.safetensors").write_bytes(
+                (f / "adapter_model.safetensors").read_bytes()[:100]
+            ),
+            "is truncated or not a safetensors file (100 bytes)",
+        ),
         ("empty", lambda f: (f / "adapter_model.safetensors").write_bytes(b""), "(0 bytes)"),
-        ("no-weights", lambda f: (f / "adapter_model.safetensors").unlink(), "has adapter_config.json but no adapter_model.safetensors"),
-        ("bad-adapter-config", lambda f: (f / "adapter_config.json").write_text("{oops"), "adapter_config.json cannot be read"),
+        (
+            "no-weights",
+            lambda f: (f / "adapter_model.safetensors").unlink(),
+            "has adapter_config.json but no adapter_model.safetensors",
+        ),
+        (
+            "bad-adapter-config",
+            lambda f: (f / "adapter_config.json").write_text("{oops"),
+            "adapter_config.json cannot be read",
+        ),
         ("bad-run-config", lambda f: (f / "run_config.json").write_text("{oops"), "run_config.json' cannot be read"),
     ],
 )
@@ -311,8 +409,12 @@ def test_eval_sh_reads_relative_paths_from_the_callers_folder(tiny_run, tmp_path
     import shutil
 
     shutil.copytree(tiny_run, tmp_path / "myrun", ignore=shutil.ignore_patterns(".*.lock", ".run.lock"))
-    env = dict(os.environ, MODEL_DIR="myrun", LIMIT="2", MAX_COMPLETION_LENGTH="2", OUTPUT_FILE="out/x.json", COMPARE="none")
-    done = subprocess.run(["bash", os.path.join(ROOT, "eval.sh")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, MODEL_DIR="myrun", LIMIT="2", MAX_COMPLETION_LENGTH="2", OUTPUT_FILE="out/x.json", COMPARE="none"
+    )
+    done = subprocess.run(
+        ["bash", os.path.join(ROOT, "eval.sh")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out" / "x.json").is_file() and (tmp_path / "out" / "x.summary.json").is_file()
 

@@ -3,7 +3,6 @@
 import torch
 
 import fast_logps
-import model_utils
 from conftest import tiny_trainer
 
 
@@ -31,7 +30,12 @@ def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path):
     ids, mask, keep = _rows_with_shared_prefix()
     assert trainer._fast_logps_ok(trainer.model, False, {})
     results = []
-    for fn in (lambda: GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, mask, keep, compute_entropy=True), lambda: trainer._fast_logps(trainer.model, ids, mask, keep, None, True)):
+    for fn in (
+        lambda: GRPOTrainer._get_per_token_logps_and_entropies(
+            trainer, trainer.model, ids, mask, keep, compute_entropy=True
+        ),
+        lambda: trainer._fast_logps(trainer.model, ids, mask, keep, None, True),
+    ):
         trainer.model.zero_grad()
         logps, entropy, _ = fn()
         (logps * torch.arange(1, 25).view(4, 6)).sum().backward()  # position-dependent weights catch misalignment
@@ -41,7 +45,9 @@ def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path):
     valid = mask[:, -keep:].bool()
     assert torch.allclose(lp_a, lp_b, atol=1e-5) and torch.equal(lp_b[~valid], torch.zeros_like(lp_b[~valid]))
     assert torch.allclose(ent_a[valid], ent_b[valid], atol=1e-5)
-    assert all((a - b).norm() <= 1e-5 * a.norm() + 1e-6 for a, b in zip(g_a, g_b, strict=True))  # fp32 summation order only
+    assert all(
+        (a - b).norm() <= 1e-5 * a.norm() + 1e-6 for a, b in zip(g_a, g_b, strict=True)
+    )  # fp32 summation order only
     assert any(a.abs().sum() > 0 for a in g_a)
 
 
@@ -61,7 +67,9 @@ def test_shared_prefix_logps_turn_off_after_a_failed_check(tiny_model_dir, tmp_p
 
     trainer = tiny_trainer(tiny_model_dir, tmp_path)
     ids, mask, keep = _rows_with_shared_prefix()
-    monkeypatch.setattr(fast_logps, "shared_prefix_logps", lambda *a, **k: (torch.zeros(len(a[2]), keep), None))  # a broken fast path
+    monkeypatch.setattr(
+        fast_logps, "shared_prefix_logps", lambda *a, **k: (torch.zeros(len(a[2]), keep), None)
+    )  # a broken fast path
     with torch.no_grad():
         got, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)
         want, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, mask, keep)
@@ -74,5 +82,7 @@ def test_kl_penalty_runs_on_the_fast_log_probs(tiny_model_dir, tmp_path):
     trainer = tiny_trainer(tiny_model_dir, tmp_path, "--beta", "0.1", "--no-bf16")
     trainer.train()
     kl = [e["kl"] for e in trainer.state.log_history if "kl" in e]
-    assert kl and all(k == k and k >= 0 for k in kl) and max(kl) > 0  # finite, and the reference really is the base model
+    assert (
+        kl and all(k == k and k >= 0 for k in kl) and max(kl) > 0
+    )  # finite, and the reference really is the base model
     assert trainer.shared_prefix and trainer._fast_checked

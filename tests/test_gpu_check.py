@@ -13,14 +13,40 @@ from conftest import ROOT
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import gpu_check  # noqa: E402
 
-CHECKS = {"train_off", "train_on", "fast_paths_used", "fast_logps_match", "adapter_reloads", "generate_hook_matches", "fast_logps_exact_fp32", "eval_off", "eval_on", "eval_matches"}
+CHECKS = {
+    "train_off",
+    "train_on",
+    "fast_paths_used",
+    "fast_logps_match",
+    "adapter_reloads",
+    "generate_hook_matches",
+    "fast_logps_exact_fp32",
+    "eval_off",
+    "eval_on",
+    "eval_matches",
+}
 
 
 @pytest.mark.slow
 def test_every_check_passes_on_cpu(tmp_path):
     out = tmp_path / "result.json"
-    argv = ["--device", "cpu", "--layers", "2", "--steps", "1", "--eval_limit", "8", "--max_completion_length", "8", "--json_out", str(out)]
-    done = subprocess.run([sys.executable, "bench/gpu_check.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    argv = [
+        "--device",
+        "cpu",
+        "--layers",
+        "2",
+        "--steps",
+        "1",
+        "--eval_limit",
+        "8",
+        "--max_completion_length",
+        "8",
+        "--json_out",
+        str(out),
+    ]
+    done = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     last = json.loads(done.stdout.strip().splitlines()[-1])
     assert last == json.loads(out.read_text())
@@ -44,7 +70,9 @@ def test_a_divergence_beyond_rounding_is_not_explained(tiny_model_dir):
     top, bottom = int(logits.argmax()), int(logits.argmin())
     got = gpu_check.explain_divergence(model, model, prompt, [5, top], [5, bottom], contextlib.nullcontext)
     assert got["position"] == 1 and got["noise"] == 0 and got["gap"] > 0 and not got["explained"]
-    result = gpu_check.compare_continuations(model, model, [prompt, prompt], [[top], [7]], [[top], [7]], contextlib.nullcontext)
+    result = gpu_check.compare_continuations(
+        model, model, [prompt, prompt], [[top], [7]], [[top], [7]], contextlib.nullcontext
+    )
     assert result == {"rows": 2, "identical": 2, "diverged": [], "all_explained": True}
 
 
@@ -52,7 +80,13 @@ def test_a_divergence_beyond_rounding_is_not_explained(tiny_model_dir):
 def test_gpu_bundle_has_every_wheel_and_a_buildable_model(tmp_path):
     """make gpu-bundle's work: the wheels for Python 3.12 (needs PyPI, as make setup does) and the spec."""
     folder = tmp_path / "gpu"
-    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--bundle", str(folder), "--layers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--bundle", str(folder), "--layers", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     wheels = os.listdir(folder / "wheels")
     for package in gpu_check.BUNDLE_PACKAGES:

@@ -73,7 +73,12 @@ def test_format_hacking_cases(text, want):
 @pytest.mark.parametrize(
     "completion,prompt,flag,want",
     [
-        ("a</think><answer>\\boxed{1}</answer>", "...<|im_start|>assistant\n<think>", None, 1.0),  # detected from prompt
+        (
+            "a</think><answer>\\boxed{1}</answer>",
+            "...<|im_start|>assistant\n<think>",
+            None,
+            1.0,
+        ),  # detected from prompt
         ("a</think><answer>\\boxed{1}</answer>", "...<|im_start|>assistant\n", None, 0.0),  # not prefilled
         ("a</think><answer>\\boxed{1}</answer>", None, True, 1.0),  # forced on
         ("<think>a</think><answer>\\boxed{1}</answer>", "x<think>", None, 0.0),  # prefilled, then a second <think>
@@ -152,12 +157,22 @@ def test_unusable_gold_is_never_rewarded():
 
 
 # ---------------------------------------------------------------- TRL's reward contract
-CONVERSATIONAL = [[{"role": "assistant", "content": OK.format("\\boxed{3}")}], [{"role": "assistant", "content": "junk"}]]
+CONVERSATIONAL = [
+    [{"role": "assistant", "content": OK.format("\\boxed{3}")}],
+    [{"role": "assistant", "content": "junk"}],
+]
 
 
 @pytest.mark.parametrize("func", [format_reward, accuracy_reward])
 def test_contract(func):
-    out = func(CONVERSATIONAL, solution=["\\boxed{3}", "\\boxed{3}"], prompts=["p", "p"], trainer_state=None, log_extra=None, extra_column=[1, 2])
+    out = func(
+        CONVERSATIONAL,
+        solution=["\\boxed{3}", "\\boxed{3}"],
+        prompts=["p", "p"],
+        trainer_state=None,
+        log_extra=None,
+        extra_column=[1, 2],
+    )
     assert len(out) == 2
     assert all(v is None or isinstance(v, float) for v in out)
     assert out[1] == 0.0
@@ -166,7 +181,11 @@ def test_contract(func):
 
 def test_string_and_conversational_shapes_agree():
     text = OK.format("\\boxed{3}")
-    assert accuracy_reward([text], ["\\boxed{3}"]) == accuracy_reward([[{"role": "assistant", "content": text}]], ["\\boxed{3}"]) == [1.0]
+    assert (
+        accuracy_reward([text], ["\\boxed{3}"])
+        == accuracy_reward([[{"role": "assistant", "content": text}]], ["\\boxed{3}"])
+        == [1.0]
+    )
 
 
 def test_none_and_empty_completions():
@@ -278,7 +297,16 @@ def test_unclosed_answer_tags_are_linear():
 
 @pytest.mark.parametrize(
     "gold",
-    ["N/A", "none", "\\boxed{N/A}", "\\boxed{ none }", "See solution above.", "\\text{see the solution}", "", "The answer is given in the worked solution"],
+    [
+        "N/A",
+        "none",
+        "\\boxed{N/A}",
+        "\\boxed{ none }",
+        "See solution above.",
+        "\\text{see the solution}",
+        "",
+        "The answer is given in the worked solution",
+    ],
 )
 def test_placeholder_golds_are_skipped_even_when_copied(gold):
     copied = OK.format("\\boxed{" + (reward.extract_boxed(gold) or gold) + "}")
@@ -286,7 +314,10 @@ def test_placeholder_golds_are_skipped_even_when_copied(gold):
     assert accuracy_reward([copied], [""], answer=[gold]) == [None]
 
 
-@pytest.mark.parametrize("gold,pred", [("\\text{odd}", "odd"), ("red", "\\text{Red}"), ("E", "E"), ("\\text{No solution}", "\\text{no solution}")])
+@pytest.mark.parametrize(
+    "gold,pred",
+    [("\\text{odd}", "odd"), ("red", "\\text{Red}"), ("E", "E"), ("\\text{No solution}", "\\text{no solution}")],
+)
 def test_short_text_golds_still_compare(gold, pred):
     assert accuracy_reward([OK.format("\\boxed{" + pred + "}")], ["\\boxed{" + gold + "}"]) == [1.0]
 

@@ -10,8 +10,6 @@ import time
 import pytest
 import torch
 
-import decoding
-import fast_logps
 import main
 import model_utils
 import reward
@@ -20,14 +18,25 @@ from conftest import ROOT, TINY_TRAIN_FLAGS
 
 
 def test_run_folder_has_everything(tiny_run):
-    for name in ("adapter_model.safetensors", "adapter_config.json", "run_config.json", "log_history.json", "reward_curves.png", "tokenizer.json"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "run_config.json",
+        "log_history.json",
+        "reward_curves.png",
+        "tokenizer.json",
+    ):
         assert os.path.isfile(os.path.join(tiny_run, name)), name
     with open(os.path.join(tiny_run, "run_config.json")) as f:
         cfg = json.load(f)
     with open(os.path.join(tiny_run, train.RUN_STATE)) as f:
         state = json.load(f)
     assert state["steps"] == 2 and state["complete"] and len(state["attempts"]) == 1
-    assert cfg["device"] == "cpu" and cfg["dtype"] == "torch.float32" and cfg["dropped"] == {"train": {"empty_problem": 0, "unusable_gold": 0, "prompt_too_long": 0}}
+    assert (
+        cfg["device"] == "cpu"
+        and cfg["dtype"] == "torch.float32"
+        and cfg["dropped"] == {"train": {"empty_problem": 0, "unusable_gold": 0, "prompt_too_long": 0}}
+    )
     assert cfg["versions"]["trl"] and cfg["grpo_config"]["num_generations"] == 2
     assert cfg["args"]["lora_target_modules"] == "all-linear"
     with open(os.path.join(tiny_run, "log_history.json")) as f:
@@ -51,7 +60,9 @@ def _length_reward(completions, **kwargs):
 
 def test_lora_changes_and_base_does_not(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(reward.REWARD_FUNCS, "length", _length_reward)
-    args = main.build_parser().parse_args(["--model_id", tiny_model_dir, "--reward_funcs", "length,format", *TINY_TRAIN_FLAGS, "--save_strategy", "no"])
+    args = main.build_parser().parse_args(
+        ["--model_id", tiny_model_dir, "--reward_funcs", "length,format", *TINY_TRAIN_FLAGS, "--save_strategy", "no"]
+    )
     trainer, _, _ = train.build_trainer(args, str(tmp_path / "run"))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
@@ -137,7 +148,13 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_model_dir, tmp_pat
     assert last is not None
     step = int(last.rsplit("-", 1)[1])
     assert step < 500
-    done = subprocess.run(_main_cmd(tiny_model_dir, out, "--max_steps", str(step + 1), "--resume_from_checkpoint", "last"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _main_cmd(tiny_model_dir, out, "--max_steps", str(step + 1), "--resume_from_checkpoint", "last"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     with open(os.path.join(out, train.RUN_STATE)) as f:
         state = json.load(f)
@@ -151,7 +168,23 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_model_dir, tmp_pat
 @pytest.mark.slow
 def test_two_process_cpu_training(tiny_model_dir, tmp_path):
     out = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "main.py", "--model_id", tiny_model_dir, "--output_dir", out, *TINY_TRAIN_FLAGS, "--max_steps", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "main.py",
+        "--model_id",
+        tiny_model_dir,
+        "--output_dir",
+        out,
+        *TINY_TRAIN_FLAGS,
+        "--max_steps",
+        "1",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(os.path.join(out, "run_config.json")) as f:
@@ -184,7 +217,12 @@ def test_default_output_dir_stays_inside_ckpts():
 @pytest.mark.slow
 def test_merged_model_matches_the_adapter(tiny_model_dir, tmp_path):
     out = str(tmp_path / "merged-run")
-    assert main.main(["--model_id", tiny_model_dir, "--output_dir", out, *TINY_TRAIN_FLAGS, "--save_merged", "--max_steps", "1"]) == 0
+    assert (
+        main.main(
+            ["--model_id", tiny_model_dir, "--output_dir", out, *TINY_TRAIN_FLAGS, "--save_merged", "--max_steps", "1"]
+        )
+        == 0
+    )
     merged = model_utils.load_model(model_utils.resolve_model(os.path.join(out, "merged")), torch.float32)
     adapter = model_utils.load_model(model_utils.resolve_model(out), torch.float32, merge=False)
     ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 1, 520, 9531, 198]])
@@ -199,17 +237,50 @@ def test_the_originals_command_line_on_local_copies(tiny_model_dir, tmp_path):
 
     folder = tmp_path / "NuminaMath-TIR" / "data"
     folder.mkdir(parents=True)
-    rows = [{"problem": f"What is {i} + 2?", "solution": f"{i} + 2 = {i + 2}, so \\(\\boxed{{{i + 2}}}\\).", "messages": []} for i in range(12)]
+    rows = [
+        {"problem": f"What is {i} + 2?", "solution": f"{i} + 2 = {i + 2}, so \\(\\boxed{{{i + 2}}}\\).", "messages": []}
+        for i in range(12)
+    ]
     Dataset.from_list(rows[:8]).to_parquet(str(folder / "train-00000-of-00001.parquet"))
     Dataset.from_list(rows[8:]).to_parquet(str(folder / "test-00000-of-00001.parquet"))
     out = str(tmp_path / "original")
     argv = [
-        "--model_id", tiny_model_dir, "--dataset_id", str(folder.parent), "--output_dir", out,
-        "--learning_rate", "1e-5", "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
-        "--gradient_accumulation_steps", "1", "--max_completion_length", "8", "--max_prompt_length", "512",
-        "--num_generations", "2", "--warmup_ratio", "0.1", "--logging_steps", "1", "--save_steps", "2",
-        "--save_strategy", "steps", "--train_split", "train[:100%]", "--max_steps", "-1",
-        "--prompt_template", "original", "--report_to", "none",
+        "--model_id",
+        tiny_model_dir,
+        "--dataset_id",
+        str(folder.parent),
+        "--output_dir",
+        out,
+        "--learning_rate",
+        "1e-5",
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_completion_length",
+        "8",
+        "--max_prompt_length",
+        "512",
+        "--num_generations",
+        "2",
+        "--warmup_ratio",
+        "0.1",
+        "--logging_steps",
+        "1",
+        "--save_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--train_split",
+        "train[:100%]",
+        "--max_steps",
+        "-1",
+        "--prompt_template",
+        "original",
+        "--report_to",
+        "none",
     ]
     assert main.main(argv) == 0
     with open(os.path.join(out, "run_config.json")) as f:
@@ -230,7 +301,13 @@ def test_run_records_which_fast_paths_ran(tiny_run):
 @pytest.mark.slow
 def test_a_second_run_into_a_held_folder_is_refused_at_once(tiny_model_dir, tmp_path):
     out = str(tmp_path / "shared")
-    first = subprocess.Popen(_main_cmd(tiny_model_dir, out, "--max_steps", "500", "--save_strategy", "no"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        _main_cmd(tiny_model_dir, out, "--max_steps", "500", "--save_strategy", "no"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not os.path.isfile(os.path.join(out, "run_config.json")) and time.time() < deadline:
@@ -243,22 +320,55 @@ def test_a_second_run_into_a_held_folder_is_refused_at_once(tiny_model_dir, tmp_
         first.kill()
         first.communicate()
     # the holder died (kill -9): the OS dropped its lock, so the folder is not blocked for good
-    retry = subprocess.run(_main_cmd(tiny_model_dir, out, "--resume_from_checkpoint", "last"), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "being written by another process" not in retry.stderr and "stopped before its first complete checkpoint" in retry.stderr
+    retry = subprocess.run(
+        _main_cmd(tiny_model_dir, out, "--resume_from_checkpoint", "last"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        "being written by another process" not in retry.stderr
+        and "stopped before its first complete checkpoint" in retry.stderr
+    )
 
 
 def test_resume_restores_the_runs_settings_and_refuses_drift(tiny_run, monkeypatch):
     with open(os.path.join(tiny_run, "run_config.json"), "rb") as f:
         before = f.read()
-    args = main.build_parser().parse_args(["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"])
-    main.restore_for_resume(args, main.given_flags(["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"]))
+    args = main.build_parser().parse_args(
+        ["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"]
+    )
+    main.restore_for_resume(
+        args,
+        main.given_flags(
+            ["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"]
+        ),
+    )
     recorded = json.loads(before)["args"]
-    assert args.model_id == recorded["model_id"] and args.train_split == "train[:16]" and args.learning_rate == 1e-2  # restored, not main.py's defaults
+    assert (
+        args.model_id == recorded["model_id"] and args.train_split == "train[:16]" and args.learning_rate == 1e-2
+    )  # restored, not main.py's defaults
     assert args._changed_on_resume == {"max_steps": [2, 3], "logging_steps": [1, 2]}
-    argv = ["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--learning_rate", "0.5", "--dataset_id", "builtin:2", "--prompt_template", "original"]
+    argv = [
+        "--output_dir",
+        tiny_run,
+        "--resume_from_checkpoint",
+        "last",
+        "--learning_rate",
+        "0.5",
+        "--dataset_id",
+        "builtin:2",
+        "--prompt_template",
+        "original",
+    ]
     with pytest.raises(SystemExit) as err:
         main.main(argv)
-    for text in ("--learning_rate: the run was started with 0.01, not 0.5", "--dataset_id: the run was started with 'builtin:1', not 'builtin:2'", "--prompt_template"):
+    for text in (
+        "--learning_rate: the run was started with 0.01, not 0.5",
+        "--dataset_id: the run was started with 'builtin:1', not 'builtin:2'",
+        "--prompt_template",
+    ):
         assert text in str(err.value)
     with open(os.path.join(tiny_run, "run_config.json"), "rb") as f:
         assert f.read() == before  # the run's record of how it started is never rewritten
@@ -269,11 +379,18 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_no_dead_end(tiny_mode
     out.mkdir()
     (out / "run_config.json").write_text('{"args": {}}')
     (out / "checkpoint-1").mkdir()  # half written: no COMPLETE marker
-    with pytest.raises(SystemExit, match="stopped before its first complete checkpoint.*without --resume_from_checkpoint"):
+    with pytest.raises(
+        SystemExit, match="stopped before its first complete checkpoint.*without --resume_from_checkpoint"
+    ):
         main.main(["--output_dir", str(out), "--resume_from_checkpoint", "last"])
-    assert main.main(["--model_id", tiny_model_dir, "--output_dir", str(out), *TINY_TRAIN_FLAGS, "--max_steps", "1"]) == 0
+    assert (
+        main.main(["--model_id", tiny_model_dir, "--output_dir", str(out), *TINY_TRAIN_FLAGS, "--max_steps", "1"]) == 0
+    )
     aside = [n for n in os.listdir(out) if n.startswith("previous-attempt-")]
-    assert len(aside) == 1 and sorted(os.listdir(out / aside[0])) == ["checkpoint-1", "run_config.json"]  # kept, not deleted
+    assert len(aside) == 1 and sorted(os.listdir(out / aside[0])) == [
+        "checkpoint-1",
+        "run_config.json",
+    ]  # kept, not deleted
     assert os.path.isfile(out / "adapter_model.safetensors")
 
 
@@ -307,7 +424,22 @@ def test_meaningless_values_are_refused_before_loading(flags, message):
 def test_bad_flags_exit_2_with_one_line_each_and_no_traceback(tmp_path):
     (tmp_path / "file").write_text("x")
     start = time.time()
-    done = subprocess.run([sys.executable, "main.py", "--loss_type", "bogus", "--temperature", "inf", "--output_dir", str(tmp_path / "file")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "--loss_type",
+            "bogus",
+            "--temperature",
+            "inf",
+            "--output_dir",
+            str(tmp_path / "file"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and time.time() - start < 30
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), done.stderr
@@ -316,6 +448,8 @@ def test_bad_flags_exit_2_with_one_line_each_and_no_traceback(tmp_path):
 
 def test_an_unwritable_output_folder_fails_before_any_load(tiny_model_dir, tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("x")
-    monkeypatch.setattr(train, "build_trainer", lambda *a, **k: pytest.fail("loaded although the folder cannot be written"))
+    monkeypatch.setattr(
+        train, "build_trainer", lambda *a, **k: pytest.fail("loaded although the folder cannot be written")
+    )
     with pytest.raises(SystemExit, match="cannot write run folder"):
         main.main(["--model_id", tiny_model_dir, "--output_dir", str(tmp_path / "afile" / "run"), *TINY_TRAIN_FLAGS])
