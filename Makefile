@@ -29,7 +29,7 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) reward.py > /dev/null
-	$(PY) -m pytest -q --doctest-modules reward.py data_utils.py eval.py run_files.py model_utils.py decoding.py fast_logps.py tests $(ARGS)
+	$(PY) -m pytest -q --doctest-modules reward.py answer_check.py data_utils.py evaluation.py metrics.py run_files.py model_utils.py decoding.py fast_logps.py tests $(ARGS)
 
 eval: $(STAMP)
 	bash eval.sh

@@ -459,6 +459,45 @@ def load_and_process_data(
     return out[0], out[1]
 
 
+def prompt_rows(
+    tokenizer,
+    dataset_id: str,
+    split: str,
+    role: str,
+    *,
+    template: str = DEFAULT_PROMPT_TEMPLATE,
+    prefill_think: bool = True,
+    max_prompt_length: int | None = None,
+    columns: tuple = (None, None, None),
+    limit: int | None = None,
+    seed: int = 42,
+):
+    """The one prompt pipeline of training and evaluation: load -> standardize -> drop unusable
+    rows -> drop prompts over ``max_prompt_length`` tokens -> render each prompt to the exact text
+    the model sees (chat template, ``<think>`` prefilled or not).
+
+    Args:
+        tokenizer: the model's tokenizer (its chat template renders the prompts).
+        dataset_id, split: as ``load_and_process_data``; ``role`` 'train' or 'test' says which
+            split it is (a missing test split is carved from train).
+        columns: (problem, solution, answer) column overrides.
+        limit: keep only the first N rows of the split (before any filtering).
+    Returns:
+        ``(rows, dropped)``: rows with ``prompt`` (text), ``solution`` and ``answer``, and the
+        count of rows left out by reason (``empty_problem``, ``prompt_too_long``) plus
+        ``unusable_gold`` (kept; the accuracy reward skips them).
+    """
+    splits = (split, None) if role == "train" else (None, split)
+    train, test = load_and_process_data(dataset_id, *splits, *columns, template, seed=seed)
+    ds = train if role == "train" else test
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+    ds, dropped = drop_unusable_rows(ds)
+    ds, dropped["prompt_too_long"] = filter_by_prompt_length(ds, tokenizer, max_prompt_length, prefill_think)
+    ds = ds.map(lambda ex: {"prompt": render_prompt(tokenizer, ex["prompt"], prefill_think)}, desc="Rendering prompts")
+    return ds, dropped
+
+
 def drop_unusable_rows(ds):
     """``(rows, counts)``: rows without a problem text dropped; ``counts`` says how many, and how
     many kept rows have no usable gold answer (the accuracy reward skips those: None)."""

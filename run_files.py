@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import re
 import socket
 import sys
+
+logger = logging.getLogger(__name__)
 
 
 class UsageError(SystemExit):
@@ -141,3 +144,60 @@ def write_json_atomic(path: str, obj) -> None:
     with open(tmp, "w") as f:
         json.dump(finite(obj), f, indent=1, ensure_ascii=False, allow_nan=False, default=str)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- evaluation results
+def summary_path(output_file: str) -> str:
+    stem = output_file[:-5] if output_file.endswith(".json") else output_file
+    return f"{stem}.summary.json"
+
+
+def partial_path(output_file: str) -> str:
+    """Records written as they are scored, one JSON line each; renamed away on success."""
+    stem = output_file[:-5] if output_file.endswith(".json") else output_file
+    return f"{stem}.partial.jsonl"
+
+
+def lock_path(output_file: str) -> str:
+    folder, name = os.path.split(os.path.abspath(output_file))
+    return os.path.join(folder, f".{name}.lock")
+
+
+class PartialResults:
+    """Records appended to ``<stem>.partial.jsonl`` as they are scored (a header line holds the
+    settings), so an interruption keeps them and ``--resume`` continues where it stopped."""
+
+    def __init__(self, output_file: str, settings: dict, resume: bool):
+        self.path, self.settings, self.records = partial_path(output_file), settings, {}
+        if resume:
+            self._load()
+        else:
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"settings": settings}) + "\n")
+
+    def _load(self) -> None:
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        try:
+            header = json.loads(lines[0])["settings"]
+        except (IndexError, ValueError, KeyError, TypeError):
+            raise UsageError(
+                f"{self.path} is not a partial result of eval.py (no settings line). Use --overwrite to start over."
+            ) from None
+        differ = [f"{k}: {header.get(k)!r} then, {v!r} now" for k, v in self.settings.items() if header.get(k) != v]
+        if differ:
+            raise UsageError(
+                f"--resume with other settings than the interrupted evaluation ({'; '.join(differ)}). Use the same flags, or --overwrite to start over."
+            )
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break  # a line cut short by the interruption: that problem is generated again
+            self.records[record.pop("index")] = record
+        logger.info("Resuming: %d problems already scored in %s", len(self.records), self.path)
+
+    def add(self, index: int, record: dict) -> None:
+        self.records[index] = record
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(finite({"index": index, **record}), ensure_ascii=False) + "\n")

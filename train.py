@@ -257,36 +257,20 @@ def _versions() -> dict:
 
 
 def prepare_datasets(args, tokenizer):
-    """Training (and optional eval) rows, prompts rendered exactly as eval renders them, and the
-    rows dropped by reason."""
-    train_ds, test_ds = data_utils.load_and_process_data(
-        args.dataset_id,
-        args.train_split,
-        args.test_split if args.eval_steps else None,
-        args.problem_column,
-        args.solution_column,
-        args.answer_column,
-        args.prompt_template,
-        seed=args.seed,
-    )
-    out, dropped = [], {}
-    for role, ds in (("train", train_ds), ("eval", test_ds)):
-        if ds is None:
-            out.append(None)
-            continue
-        ds, counts = data_utils.drop_unusable_rows(ds)
-        ds, counts["prompt_too_long"] = data_utils.filter_by_prompt_length(
-            ds, tokenizer, args.max_prompt_length, args.prefill_think
-        )
-        dropped[role] = counts
-        if args.prefill_think:
-            # TRL applies the chat template to conversational prompts and cannot continue an
-            # assistant turn, so prefilled prompts are rendered to text here.
-            ds = ds.map(
-                lambda ex: {"prompt": data_utils.render_prompt(tokenizer, ex["prompt"], True)}, desc="Rendering prompts"
-            )
-        out.append(ds)
-    return out[0], out[1], dropped
+    """Training (and, with --eval_steps, evaluation) rows from data_utils' one prompt pipeline,
+    rendered to the very text eval.py renders, and the rows left out by reason."""
+    common = {
+        "template": args.prompt_template,
+        "prefill_think": args.prefill_think,
+        "max_prompt_length": args.max_prompt_length,
+        "columns": (args.problem_column, args.solution_column, args.answer_column),
+        "seed": args.seed,
+    }
+    train_ds, dropped = data_utils.prompt_rows(tokenizer, args.dataset_id, args.train_split, "train", **common)
+    counts, eval_ds = {"train": dropped}, None
+    if args.eval_steps:
+        eval_ds, counts["eval"] = data_utils.prompt_rows(tokenizer, args.dataset_id, args.test_split, "test", **common)
+    return train_ds, eval_ds, counts
 
 
 def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):

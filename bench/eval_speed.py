@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import data_utils  # noqa: E402
-import eval as eval_mod  # noqa: E402
+import evaluation as eval_mod  # noqa: E402
 import decoding  # noqa: E402
 import model_utils  # noqa: E402
 import reward  # noqa: E402

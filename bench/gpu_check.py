@@ -529,7 +529,7 @@ def eval_runs(check: Check, run_dir: str, work: str, device: str, opts) -> None:
     import torch
 
     import decoding
-    import eval as eval_mod
+    import evaluation as eval_mod
     import model_utils
 
     outputs = {}

@@ -27,6 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import answer_check  # noqa: E402
 import reward  # noqa: E402
 
 SEED_DATA = os.path.join(ROOT, "tests", "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
@@ -96,18 +97,18 @@ def main() -> int:
 
     trl_s, trl_scores = time_it(lambda: trl_accuracy_reward(conversational, solutions), args.repeats)
     ours_s, our_scores = time_it(
-        lambda: reward.accuracy_reward(conversational, solutions), args.repeats, before=reward._CACHE.clear
+        lambda: reward.accuracy_reward(conversational, solutions), args.repeats, before=answer_check._CACHE.clear
     )
 
     def without_cache():
-        saved = reward._CACHE_SIZE
-        reward._CACHE_SIZE = 0  # every item goes to the helper process (or the integer fast path)
+        saved = answer_check._CACHE_SIZE
+        answer_check._CACHE_SIZE = 0  # every item goes to the helper process (or the integer fast path)
         try:
             return reward.accuracy_reward(conversational, solutions)
         finally:
-            reward._CACHE_SIZE = saved
+            answer_check._CACHE_SIZE = saved
 
-    nocache_s, nocache_scores = time_it(without_cache, args.repeats, before=reward._CACHE.clear)
+    nocache_s, nocache_scores = time_it(without_cache, args.repeats, before=answer_check._CACHE.clear)
     assert nocache_scores == our_scores
     agree = sum(a == b for a, b in zip(trl_scores, our_scores, strict=True))
     pairs = {(reward.gold_answer(s), reward.extract_answer(c)) for c, s in zip(completions, solutions, strict=True)}
@@ -116,7 +117,7 @@ def main() -> int:
     )
     print(f"TRL accuracy_reward : {trl_s:8.3f} s  {args.n / trl_s:9.1f} items/s  (no hard time bound)")
     print(
-        f"ours accuracy_reward: {ours_s:8.3f} s  {args.n / ours_s:9.1f} items/s  (hard bound {reward._VERIFY_TIMEOUT_S:.0f} s per item)"
+        f"ours accuracy_reward: {ours_s:8.3f} s  {args.n / ours_s:9.1f} items/s  (hard bound {answer_check._VERIFY_TIMEOUT_S:.0f} s per item)"
     )
     print(f"ours, cache off     : {nocache_s:8.3f} s  {args.n / nocache_s:9.1f} items/s")
     print(

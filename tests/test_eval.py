@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-import eval as evaluate_mod
+import evaluation as evaluate_mod
+import metrics
 import reward
 from conftest import ROOT
 
@@ -100,14 +101,14 @@ def test_sampling_k_gives_pass_and_maj(tiny_run, tmp_path):
     "n,c,k,want", [(5, 0, 1, 0.0), (5, 5, 3, 1.0), (5, 2, 1, 0.4), (5, 2, 2, 0.7), (10, 1, 5, 0.5)]
 )
 def test_pass_at_k_hand_cases(n, c, k, want):
-    assert evaluate_mod.pass_at_k(n, c, k) == pytest.approx(want)
+    assert metrics.pass_at_k(n, c, k) == pytest.approx(want)
 
 
 def test_majority_vote():
     # "7" twice (correct) beats "8" once; text answers are normalised before voting
-    assert evaluate_mod.majority_correct(["7", "8", "7"], [1.0, 0.0, 1.0]) == 1.0
-    assert evaluate_mod.majority_correct(["8", "\\text{8}", "7"], [0.0, 0.0, 1.0]) == 0.0
-    assert evaluate_mod.majority_correct([None, None], [0.0, 0.0]) == 0.0
+    assert metrics.majority_correct(["7", "8", "7"], [1.0, 0.0, 1.0]) == 1.0
+    assert metrics.majority_correct(["8", "\\text{8}", "7"], [0.0, 0.0, 1.0]) == 0.0
+    assert metrics.majority_correct([None, None], [0.0, 0.0]) == 0.0
 
 
 def test_existing_results_are_never_clobbered(tiny_eval, tiny_run):

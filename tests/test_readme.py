@@ -2,7 +2,7 @@
 
 import os
 
-import eval as eval_mod
+import evaluation as eval_mod
 import main
 from conftest import ROOT
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import answer_check
 import reward
 from reward import accuracy_reward, answers_equal, extract_answer, extract_boxed, format_reward
 
@@ -223,7 +224,7 @@ RUNAWAY = [
 
 @pytest.fixture()
 def short_bound():
-    old = reward._VERIFY_TIMEOUT_S
+    old = answer_check._VERIFY_TIMEOUT_S
     reward.set_verify_timeout(2.0)
     yield 2.0
     reward.set_verify_timeout(old)
@@ -276,14 +277,14 @@ def test_a_batch_of_runaway_items_costs_about_one_call_bound(short_bound):
     comps = [OK.format("\\boxed{9^{9^{9^{" + str(9 + i) + "}}}}") for i in range(8)]
     start = time.time()
     assert accuracy_reward(comps, ["\\boxed{\\frac{3}{7}}"] * 8) == [0.0] * 8
-    assert time.time() - start < reward.CALL_BOUNDS * short_bound + 6  # plus helper start-ups
+    assert time.time() - start < answer_check.CALL_BOUNDS * short_bound + 6  # plus helper start-ups
 
 
 def test_a_timed_out_check_is_not_cached_as_a_verdict():
     pair = ("\\frac{3}{7}", "\\frac{6}{14}")
-    reward._CACHE.pop(pair, None)
+    answer_check._CACHE.pop(pair, None)
     assert reward.answers_equal(*pair, timeout_s=1e-4) is False  # no verdict in time: 0.0 now
-    assert pair not in reward._CACHE
+    assert pair not in answer_check._CACHE
     assert reward.answers_equal(*pair) is True  # the default bound decides it
 
 

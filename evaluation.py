@@ -1,0 +1,463 @@
+"""Evaluate a model or a trained adapter with the very rewards training used.
+
+    python eval.py --model_dir ckpts/RUN                      # a run folder from main.py
+    python eval.py --model_dir embedded --limit 100           # the untrained embedded model
+    python eval.py --model_dir ckpts/RUN --compare base       # and its base model, side by side
+    python eval.py --model_dir Qwen/Qwen2.5-0.5B-Instruct --dataset_id AI-MO/NuminaMath-TIR \\
+        --split "test[:5%]" --max_completion_length 1024
+    bash eval.sh                                              # newest run in ckpts/ vs its base
+
+Writes ``--output_file`` (a JSON list, one record per problem) and ``<stem>.summary.json``
+beside it, then prints ``Accuracy: 0.xxxx`` and a summary table. Prompts are rendered by
+``data_utils`` with the settings the run was trained with (read from its run_config.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import math
+import os
+import re
+import sys
+import time
+
+import data_utils
+import metrics
+import model_utils
+import reward
+from run_files import (
+    PartialResults,
+    UsageError,
+    claim,
+    lock_path,
+    partial_path,
+    read_json,
+    release,
+    safe_name,
+    summary_path,
+    write_json_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    # ---- what to evaluate
+    p.add_argument(
+        "--model_dir",
+        default=model_utils.EMBEDDED_MODEL_ID,
+        help="a run/adapter folder from main.py, a merged model folder, a hub id, or 'embedded'",
+    )
+    p.add_argument(
+        "--base_model",
+        default=None,
+        help="base model for an adapter (default: the one recorded in adapter_config.json)",
+    )
+    p.add_argument("--trust_remote_code", action="store_true", help="allow model repos to run their own code")
+    # ---- data (defaults: the run's own settings from run_config.json, else the training defaults)
+    p.add_argument(
+        "--dataset_id", default=None, help=f"dataset (default: the run's, else {data_utils.DEFAULT_DATASET_ID})"
+    )
+    p.add_argument("--split", default="test", help="split expression, e.g. 'test' or 'test[:5%%]'")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems of the split")
+    p.add_argument(
+        "--problem_column", default=None, help="column holding the problem (default: the run's, else detected)"
+    )
+    p.add_argument(
+        "--solution_column", default=None, help="column holding the solution (default: the run's, else detected)"
+    )
+    p.add_argument(
+        "--answer_column", default=None, help="column holding the final answer (default: the run's, else detected)"
+    )
+    p.add_argument(
+        "--prompt_template",
+        default=None,
+        help=f"system prompt name (default: the run's, else {data_utils.DEFAULT_PROMPT_TEMPLATE})",
+    )
+    p.add_argument(
+        "--prefill_think",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start the assistant turn with <think> (default: as the run was trained, else on)",
+    )
+    p.add_argument(
+        "--max_prompt_length", type=int, default=512, help="skip prompts longer than this many tokens; 0 keeps all"
+    )
+    # ---- generation
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=128,
+        help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little); lowered to what fits a quarter of free memory",
+    )
+    p.add_argument(
+        "--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)"
+    )
+    p.add_argument(
+        "--num_samples",
+        type=int,
+        default=1,
+        help="completions per problem (k for pass@k and maj@k; needs --temperature > 0 when > 1)",
+    )
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
+    p.add_argument(
+        "--fast_paths",
+        default="auto",
+        choices=list(model_utils.FAST_PATHS_CHOICES),
+        help="speed paths (shared-prefix KV cache, rows leaving at their end, packed weights, fp32 CPU attention): 'on', 'off' (transformers' generate only), or 'auto' (on where measured faster: CPU; off on CUDA)",
+    )
+    p.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'")
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 weights (default: on for CUDA, off on CPU)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="sampling seed")
+    p.add_argument("--verify_timeout", type=float, default=5.0, help="hard bound in seconds for one answer check")
+    # ---- output
+    p.add_argument(
+        "--output_file", default=None, help="results JSON (default: results/<model>-<dataset>-<split>-<time>.json)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output_file (and discard an interrupted one's partial results)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted evaluation of --output_file from its partial results (same settings)",
+    )
+    p.add_argument(
+        "--compare",
+        default=None,
+        help="a results JSON to print side by side, or a model to evaluate with the same settings ('base' = the adapter's base)",
+    )
+    return p
+
+
+# ---------------------------------------------------------------- files
+def plan_output(args, label: str, path: str | None = None) -> str:
+    """The results path for this evaluation, claimed for this process. Without --overwrite it
+    refuses an existing result, and an interrupted one's partial records unless --resume."""
+    if path is None:
+        path = args.output_file
+    if path is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = os.path.join(
+            "results", f"{safe_name(label)}-{safe_name(args.dataset_id)}-{safe_name(args.split)}-{stamp}.json"
+        )
+    for p in (path, summary_path(path)):
+        if os.path.isdir(p):
+            raise UsageError(f"--output_file {p} is a folder; give a file path such as results/eval.json.")
+    claim(lock_path(path), f"results file {path!r}")  # before the checks below: two evaluations cannot both pass them
+    if args.overwrite or args.resume:
+        return path
+    if os.path.exists(partial_path(path)):
+        raise UsageError(
+            f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume to continue it, or --overwrite to start over."
+        )
+    for p in (path, summary_path(path)):
+        if os.path.exists(p):
+            raise UsageError(
+                f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was changed."
+            )
+    return path
+
+
+def finished_summary(path: str) -> dict | None:
+    """The summary of a complete evaluation at ``path`` (what --resume keeps), else None."""
+    if os.path.exists(partial_path(path)) or not (os.path.isfile(path) and os.path.isfile(summary_path(path))):
+        return None
+    summary = read_json(summary_path(path), "evaluation summary")
+    return summary if summary.get("complete", True) else None
+
+
+# ---------------------------------------------------------------- settings from the run
+def run_settings(model_dir: str) -> dict:
+    """The training flags recorded in a run folder's run_config.json, or in its parent's for a
+    ``checkpoint-N`` folder ({} when there is none)."""
+    folder = os.path.normpath(os.path.expanduser(model_dir))
+    for candidate in (
+        folder,
+        os.path.dirname(folder) if re.match(r"^checkpoint-\d+$", os.path.basename(folder)) else None,
+    ):
+        if candidate and os.path.isfile(os.path.join(candidate, "run_config.json")):
+            recorded = read_json(os.path.join(candidate, "run_config.json"), "run record")
+            return recorded.get("args", {}) if isinstance(recorded, dict) else {}
+    return {}
+
+
+def fill_defaults(args) -> None:
+    """Unset data and prompt flags take the run's own training values, so eval sees training's prompts."""
+    trained = run_settings(args.model_dir)
+    fallback = {
+        "dataset_id": data_utils.DEFAULT_DATASET_ID,
+        "prompt_template": data_utils.DEFAULT_PROMPT_TEMPLATE,
+        "prefill_think": True,
+        "max_completion_length": 64,
+        "problem_column": None,
+        "solution_column": None,
+        "answer_column": None,
+    }
+    for key, default in fallback.items():
+        if getattr(args, key) is None:
+            setattr(args, key, trained.get(key, default))
+
+
+def validate(args) -> None:
+    problems = []
+    if args.num_samples < 1:
+        problems.append(f"--num_samples {args.num_samples}: must be 1 or more.")
+    if args.num_samples > 1 and args.temperature <= 0:
+        problems.append(
+            f"--num_samples {args.num_samples} needs sampling: add --temperature 1.0 (greedy gives k identical samples)."
+        )
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        problems.append(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy).")
+    if not (math.isfinite(args.verify_timeout) and args.verify_timeout > 0):
+        problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds.")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        problems.append(f"--device {args.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    if args.resume and args.overwrite:
+        problems.append(
+            "--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards them."
+        )
+    if args.dataset_id.split(":")[0] == "builtin":
+        try:
+            data_utils.parse_builtin_levels(args.dataset_id)
+        except data_utils.DataError as exc:
+            problems.append(str(exc))
+    if args.batch_size < 1 or args.max_completion_length < 1:
+        problems.append("--batch_size and --max_completion_length must be positive.")
+    if args.limit is not None and args.limit < 1:
+        problems.append(f"--limit {args.limit}: must be 1 or more.")
+    if problems:
+        raise UsageError("\n".join(problems))
+
+
+# ---------------------------------------------------------------- generation
+def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]]) -> dict:
+    """One problem's record: its k completions scored with the training rewards."""
+    k = len(outs)
+    fmt = reward.format_reward(outs, prompts=[prompt] * k)
+    acc = reward.accuracy_reward(outs, [row["solution"]] * k, answer=[row["answer"]] * k)
+    gold = reward.gold_answer(row["solution"], row["answer"])
+    extracted = [reward.extract_answer(c) for c in outs]
+    lenient_answers = [reward.extract_final_answer_lenient(c) for c in outs]
+    lenient = [float(a is not None and reward.answers_equal(gold, a)) for a in lenient_answers] if gold else [None] * k
+    return {
+        "prompt": prompt,
+        "completion": outs[0],
+        "solution": row["solution"],
+        "reward": acc[0] if k == 1 else (None if gold is None else sum(acc) / k),
+        "format_reward": fmt[0] if k == 1 else sum(fmt) / k,
+        "extracted_answer": extracted[0],
+        "gold_answer": gold,
+        "lenient_reward": lenient[0],
+        "completion_tokens": len(token_ids[0]),
+        "completions": outs,
+        "rewards": acc,
+        "format_rewards": fmt,
+        "lenient_rewards": lenient,
+        "extracted_answers": extracted,
+    }
+
+
+def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
+    """Resolve -> prompts -> model -> generate -> score (written as it goes) -> summary.
+
+    An interruption (Ctrl-C, a crash) leaves the scored records in the partial file and a summary
+    marked ``"complete": false``; ``--resume`` generates only what is missing.
+    """
+    resolved = model_utils.resolve_model(model_dir, args.base_model)
+    if not os.path.isdir(resolved["base"]):
+        model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
+    tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
+    rows, dropped = data_utils.prompt_rows(
+        tokenizer,
+        args.dataset_id,
+        args.split,
+        "test",
+        template=args.prompt_template,
+        prefill_think=args.prefill_think,
+        max_prompt_length=args.max_prompt_length,
+        columns=(args.problem_column, args.solution_column, args.answer_column),
+        limit=args.limit,
+        seed=args.seed,
+    )
+    device = model_utils.pick_device(args.device)
+    dtype = model_utils.eval_dtype(device, args.bf16)
+    fast = model_utils.fast_paths_enabled(args.fast_paths, device, "eval")
+    settings = {"model": label, "dataset_id": args.dataset_id, "split": args.split}
+    settings.update({k: getattr(args, k) for k in _SETTINGS})
+    partial = PartialResults(output_file, settings, args.resume and os.path.exists(partial_path(output_file)))
+    meta = {
+        **{"model": label, "model_source": resolved["source"], "dataset_id": args.dataset_id, "split": args.split},
+        **{"settings": {**settings, "batch_size": args.batch_size}, "device": device, "dtype": str(dtype)},
+        **{"fast_paths": {"setting": args.fast_paths, "enabled": fast}, "results_file": output_file},
+        "dropped": {"prompt_too_long": dropped["prompt_too_long"], "empty_problem": dropped["empty_problem"]},
+    }
+    checks_before, start = dict(reward.COUNTS), time.time()
+    try:
+        generated = _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, fast)
+    except BaseException:
+        records = [partial.records[i] for i in sorted(partial.records)]
+        summary = {**metrics.summarize(records, args.num_samples), **meta, "complete": False}
+        summary.update(missing=len(rows) - len(partial.records), partial_results=partial.path)
+        write_json_atomic(summary_path(output_file), summary)
+        logger.error(
+            "Evaluation stopped with %d of %d problems scored (kept in %s). Continue with the same command plus --resume.",
+            len(partial.records),
+            len(rows),
+            partial.path,
+        )
+        raise
+    wall = time.time() - start
+    records = [partial.records[i] for i in range(len(rows))]
+    summary = {**metrics.summarize(records, args.num_samples), **meta, "complete": True}
+    summary["dropped"]["unparseable_gold"] = summary["skipped_unparseable_gold"]
+    summary.update(_run_facts(wall, generated, checks_before))
+    write_json_atomic(output_file, records)
+    write_json_atomic(summary_path(output_file), summary)
+    os.remove(partial.path)
+    return summary
+
+
+def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, fast) -> dict:
+    """Generate and score every problem not in ``partial`` yet; returns counts for throughput."""
+    todo = [i for i in range(len(rows)) if i not in partial.records]
+    logger.info(
+        "Evaluating %s on %s %s: %d problems (%d to generate) x %d samples, %s %s",
+        *(resolved["source"], args.dataset_id, args.split, len(rows), len(todo), args.num_samples, device, dtype),
+    )
+    counts = {"problems": len(todo), "tokens": 0}
+    if not todo:
+        return counts
+    import torch
+
+    import decoding  # torch and transformers: imported only when there is work
+
+    attention = (
+        model_utils.pick_attention(device, dtype == torch.bfloat16) if fast else None
+    )  # bf16 attention is slow on CPUs
+    model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
+    model.eval()
+
+    def on_batch(idx, texts, token_ids):
+        for j, outs, ids in zip(idx, texts, token_ids, strict=True):
+            row = rows[todo[j]]
+            partial.add(todo[j], score(row["prompt"], row, outs, ids))
+            counts["tokens"] += sum(map(len, ids))
+
+    decoding.generate_batches(model, tokenizer, [rows[i]["prompt"] for i in todo], args, device, fast, on_batch)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return counts
+
+
+def _run_facts(wall: float, generated: dict, checks_before: dict) -> dict:
+    import importlib.metadata as md
+
+    without = {k: v - checks_before.get(k, 0) for k, v in reward.COUNTS.items() if v > checks_before.get(k, 0)}
+    return {
+        "checks_without_verdict": without,
+        "generation_wall_s": round(wall, 2),
+        "problems_per_s": round(generated["problems"] / wall, 3) if wall and generated["problems"] else None,
+        "tokens_per_s": round(generated["tokens"] / wall, 1) if wall and generated["tokens"] else None,
+        "generated_tokens": generated["tokens"],
+        "versions": {p: md.version(p) for p in ("torch", "transformers", "peft", "math-verify")},
+        "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+# Settings that decide the results: a resumed evaluation must use the same ones.
+_SETTINGS = (
+    "prompt_template",
+    "prefill_think",
+    "max_completion_length",
+    "temperature",
+    "num_samples",
+    "seed",
+    "limit",
+    "max_prompt_length",
+    "problem_column",
+    "solution_column",
+    "answer_column",
+    "base_model",
+)
+
+
+def load_summary(path: str) -> dict:
+    """A summary from a summary JSON, or from the summary beside a results JSON."""
+    candidate = path if path.endswith(".summary.json") else summary_path(path)
+    if not os.path.isfile(candidate):
+        raise UsageError(
+            f"--compare {path}: no summary file {candidate}. Pass a results file written by eval.py, or a model."
+        )
+    return read_json(candidate, "evaluation summary")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    fill_defaults(args)
+    validate(args)
+    reward.set_verify_timeout(args.verify_timeout)
+    columns: dict[str, dict] = {}
+    jobs = []  # (model, column label, results file, base model): every output claimed and checked before any work
+    try:
+        resolved = model_utils.resolve_model(args.model_dir, args.base_model)  # fail on a bad folder before any work
+        output_file = plan_output(args, args.model_dir)
+        if args.compare and args.compare.endswith(".json"):
+            columns[f"{args.compare} (compare)"] = load_summary(args.compare)
+        elif args.compare:
+            compare_model = args.compare
+            if compare_model == "base":
+                if not resolved["adapter"]:
+                    raise UsageError(
+                        f"--compare base needs --model_dir to be an adapter folder; {args.model_dir!r} is not one."
+                    )
+                compare_model = args.base_model or resolved["base"]
+            compare_file = summary_path(output_file)[: -len(".summary.json")] + ".compare.json"
+            jobs.append(
+                (compare_model, f"{compare_model} (compare)", plan_output(args, compare_model, compare_file), None)
+            )
+        jobs.append((args.model_dir, args.model_dir, output_file, args.base_model))
+        for model, label, path, base in jobs:
+            done = finished_summary(path) if args.resume else None
+            if done is not None:
+                logger.info("%s is complete already; kept as it is.", path)
+            args.base_model = base
+            columns[label] = done or evaluate(args, model, model, path)
+    except (model_utils.ModelError, data_utils.DataError) as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(
+            f"Interrupted. Finished records are kept; continue with the same command plus --resume (results: {output_file}).",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        for _, _, path, _ in jobs:
+            release(lock_path(path))
+    summary = columns[args.model_dir]
+    print(f"Accuracy: {summary['accuracy']:.4f} (n = {summary['n']} problems{metrics.dropped_note(summary)})")
+    metrics.print_table(columns)
+    print(f"Results: {output_file}\nSummary: {summary_path(output_file)}")
+    return 0
+
+
+if __name__ == "__main__":
+    from run_files import cli
+
+    sys.exit(cli(main))

@@ -1,0 +1,124 @@
+"""Summary statistics of scored evaluation records, and the table eval.py prints.
+
+    python -m pytest --doctest-modules metrics.py
+
+Pure Python (no torch): accuracy with a Wilson interval, the format-reward distribution, lenient
+accuracy, pass@k and maj@k; ``print_table`` lays summaries side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from answer_check import plain_text
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval for a proportion (sound at 0 and 1, unlike the normal one).
+
+    >>> wilson_interval(50, 100)
+    [0.4038, 0.5962]
+    """
+    if n <= 0:
+        return [0.0, 1.0]
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 2), pass_at_k(4, 0, 4)
+    (0.25, 0.5, 0.0)
+    """
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_correct(answers: list[str | None], correct: list[float | None]) -> float:
+    """1.0 when the most common extracted answer (ties: first seen) is a correct one."""
+    keyed = [(plain_text(a), c) for a, c in zip(answers, correct, strict=True) if a is not None]
+    if not keyed:
+        return 0.0
+    counts = Counter(k for k, _ in keyed)
+    top = max(counts.values())
+    winner = next(k for k, _ in keyed if counts[k] == top)
+    return float(any(c == 1.0 for k, c in keyed if k == winner))
+
+
+def summarize(records: list[dict], k: int) -> dict:
+    """Accuracy, format distribution, lenient accuracy, pass@k / maj@k, and counts."""
+    scored = [r for r in records if r["gold_answer"] is not None]
+    samples_acc = [a for r in scored for a in r["rewards"]]
+    samples_fmt = [f for r in records for f in r["format_rewards"]]
+    lenient = [a for r in scored for a in r["lenient_rewards"]]
+    n = len(scored)
+    acc = sum(samples_acc) / len(samples_acc) if samples_acc else 0.0
+    dist = Counter(samples_fmt)
+    out = {
+        "n": n,
+        "n_records": len(records),
+        "skipped_unparseable_gold": len(records) - n,
+        "num_samples": k,
+        "accuracy": round(acc, 4),
+        "accuracy_ci95": wilson_interval(acc * n, n),
+        "correct": round(sum(samples_acc), 2),
+        "format_reward_mean": round(sum(samples_fmt) / len(samples_fmt), 4) if samples_fmt else 0.0,
+        "format_distribution": {"0.0": dist.get(0.0, 0), "0.5": dist.get(0.5, 0), "1.0": dist.get(1.0, 0)},
+        "lenient_accuracy": round(sum(lenient) / len(lenient), 4) if lenient else 0.0,
+    }
+    if k > 1:
+        ks = sorted({2**i for i in range(int(math.log2(k)) + 1)} | {k})
+        for kk in ks:
+            out[f"pass@{kk}"] = round(sum(pass_at_k(k, int(sum(r["rewards"])), kk) for r in scored) / max(n, 1), 4)
+        out[f"maj@{k}"] = round(
+            sum(majority_correct(r["extracted_answers"], r["rewards"]) for r in scored) / max(n, 1), 4
+        )
+    return out
+
+
+# ---------------------------------------------------------------- the printed table
+_ROWS = [
+    "n",
+    "accuracy",
+    "accuracy_ci95",
+    "lenient_accuracy",
+    "format_reward_mean",
+    "format_distribution",
+    "dropped",
+    "complete",
+    "problems_per_s",
+    "tokens_per_s",
+]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return " ".join(f"{k}:{x}" for k, x in v.items())
+    return str(v)
+
+
+def print_table(columns: dict[str, dict]) -> None:
+    """Summary rows, one column per evaluated model."""
+    keys = _ROWS + sorted({k for s in columns.values() for k in s if k.startswith(("pass@", "maj@"))})
+    width = max(len(k) for k in keys) + 2
+    names = list(columns)
+    colw = max(24, *(len(n) + 2 for n in names))
+    print("".ljust(width) + "".join(n[-colw + 2 :].ljust(colw) for n in names))
+    for key in keys:
+        if any(key in s for s in columns.values()):
+            print(key.ljust(width) + "".join(_fmt(columns[n].get(key, "-")).ljust(colw) for n in names))
+
+
+def dropped_note(summary: dict) -> str:
+    dropped = {k: v for k, v in summary.get("dropped", {}).items() if v}
+    return "; not scored: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()) if dropped else ""
