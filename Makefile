@@ -28,6 +28,8 @@ train: $(STAMP)
 	$(PY) main.py $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) reward.py > /dev/null
 	$(PY) -m pytest -q --doctest-modules reward.py answer_check.py data_utils.py evaluation.py metrics.py run_files.py model_utils.py decoding.py fast_logps.py tests $(ARGS)
 

@@ -120,7 +120,8 @@ class _Checker:
 
         parent_sock, child_sock = socket.socketpair()
         here = os.path.dirname(os.path.abspath(__file__))
-        code = f"import sys; sys.path.insert(0, {here!r}); import answer_check; answer_check._worker_main({child_sock.fileno()})"
+        fd = child_sock.fileno()
+        code = f"import sys; sys.path.insert(0, {here!r}); import answer_check; answer_check._worker_main({fd})"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code],
             pass_fds=(child_sock.fileno(),),

@@ -120,7 +120,8 @@ def plain_sampling_settings(generation_config) -> dict | None:
     plain sampling (or greedy decoding) up to ``max_new_tokens``; None otherwise.
 
     >>> from transformers import GenerationConfig
-    >>> plain_sampling_settings(GenerationConfig(do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, eos_token_id=[2]))
+    >>> config = GenerationConfig(do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, eos_token_id=2)
+    >>> plain_sampling_settings(config)
     {'max_new_tokens': 8, 'temperature': 0.7, 'eos_ids': [2]}
     >>> plain_sampling_settings(GenerationConfig(do_sample=True, top_p=0.9, max_new_tokens=8)) is None
     True

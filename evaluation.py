@@ -30,12 +30,12 @@ import reward
 from run_files import (
     PartialResults,
     UsageError,
-    claim,
+    finished_summary,
     lock_path,
     partial_path,
+    plan_output,
     read_json,
     release,
-    safe_name,
     summary_path,
     write_json_atomic,
 )
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch_size",
         type=int,
         default=128,
-        help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little); lowered to what fits a quarter of free memory",
+        help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little); "
+        "lowered to what fits a quarter of free memory",
     )
     p.add_argument(
         "--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)"
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast_paths",
         default="auto",
         choices=list(model_utils.FAST_PATHS_CHOICES),
-        help="speed paths (shared-prefix KV cache, rows leaving at their end, packed weights, fp32 CPU attention): 'on', 'off' (transformers' generate only), or 'auto' (on where measured faster: CPU; off on CUDA)",
+        help="speed paths (shared-prefix KV cache, rows leaving at their end, packed weights, fp32 CPU attention): "
+        "'on', 'off' (transformers' generate only), or 'auto' (on where measured faster: CPU; off on CUDA)",
     )
     p.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'")
     p.add_argument(
@@ -137,48 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compare",
         default=None,
-        help="a results JSON to print side by side, or a model to evaluate with the same settings ('base' = the adapter's base)",
+        help="a results JSON to print side by side, or a model to evaluate with the same settings ('base' = the "
+        "adapter's base)",
     )
     return p
 
 
 # ---------------------------------------------------------------- files
-def plan_output(args, label: str, path: str | None = None) -> str:
-    """The results path for this evaluation, claimed for this process. Without --overwrite it
-    refuses an existing result, and an interrupted one's partial records unless --resume."""
-    if path is None:
-        path = args.output_file
-    if path is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = os.path.join(
-            "results", f"{safe_name(label)}-{safe_name(args.dataset_id)}-{safe_name(args.split)}-{stamp}.json"
-        )
-    for p in (path, summary_path(path)):
-        if os.path.isdir(p):
-            raise UsageError(f"--output_file {p} is a folder; give a file path such as results/eval.json.")
-    claim(lock_path(path), f"results file {path!r}")  # before the checks below: two evaluations cannot both pass them
-    if args.overwrite or args.resume:
-        return path
-    if os.path.exists(partial_path(path)):
-        raise UsageError(
-            f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume to continue it, or --overwrite to start over."
-        )
-    for p in (path, summary_path(path)):
-        if os.path.exists(p):
-            raise UsageError(
-                f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was changed."
-            )
-    return path
-
-
-def finished_summary(path: str) -> dict | None:
-    """The summary of a complete evaluation at ``path`` (what --resume keeps), else None."""
-    if os.path.exists(partial_path(path)) or not (os.path.isfile(path) and os.path.isfile(summary_path(path))):
-        return None
-    summary = read_json(summary_path(path), "evaluation summary")
-    return summary if summary.get("complete", True) else None
-
-
 # ---------------------------------------------------------------- settings from the run
 def run_settings(model_dir: str) -> dict:
     """The training flags recorded in a run folder's run_config.json, or in its parent's for a
@@ -217,7 +184,8 @@ def validate(args) -> None:
         problems.append(f"--num_samples {args.num_samples}: must be 1 or more.")
     if args.num_samples > 1 and args.temperature <= 0:
         problems.append(
-            f"--num_samples {args.num_samples} needs sampling: add --temperature 1.0 (greedy gives k identical samples)."
+            f"--num_samples {args.num_samples} needs sampling: add --temperature 1.0 (greedy gives k identical "
+            "samples)."
         )
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         problems.append(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy).")
@@ -227,7 +195,8 @@ def validate(args) -> None:
         problems.append(f"--device {args.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     if args.resume and args.overwrite:
         problems.append(
-            "--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards them."
+            "--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards "
+            "them."
         )
     if args.dataset_id.split(":")[0] == "builtin":
         try:
@@ -313,7 +282,8 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
         summary.update(missing=len(rows) - len(partial.records), partial_results=partial.path)
         write_json_atomic(summary_path(output_file), summary)
         logger.error(
-            "Evaluation stopped with %d of %d problems scored (kept in %s). Continue with the same command plus --resume.",
+            "Evaluation stopped with %d of %d problems scored (kept in %s). Continue with the same command plus "
+            "--resume.",
             len(partial.records),
             len(rows),
             partial.path,
@@ -443,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         print(
-            f"Interrupted. Finished records are kept; continue with the same command plus --resume (results: {output_file}).",
+            "Interrupted. Finished records are kept; continue with the same command plus --resume (results: "
+            f"{output_file}).",
             file=sys.stderr,
         )
         return 130

@@ -119,13 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--bf16",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: on where the GPU or CPU has native bf16)",
+        help="bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: on where the GPU "
+        "or CPU has native bf16)",
     )
     p.add_argument(
         "--fast_paths",
         default="auto",
         choices=["auto", "on", "off"],
-        help="speed paths (shared-prefix sampling and log-probs, merged/packed weights, fp32 CPU attention): 'on', 'off' (TRL's and transformers' stock paths only), or 'auto' (on where measured faster: CPU and CUDA training)",
+        help="speed paths (shared-prefix sampling and log-probs, merged/packed weights, fp32 CPU attention): 'on', "
+        "'off' (TRL's and transformers' stock paths only), or 'auto' (on where measured faster: CPU and CUDA "
+        "training)",
     )
     p.add_argument("--use_vllm", action="store_true", help="generate with vLLM (GPU only; pip install vllm)")
     p.add_argument(
@@ -262,9 +265,11 @@ def validate(args: argparse.Namespace) -> None:
     gen_batch = args.per_device_train_batch_size * world * spg
     if args.num_generations >= 2 and gen_batch % args.num_generations:
         problems.append(
-            f"The generation batch ({args.per_device_train_batch_size} per device x {world} processes x {spg} steps per generation "
+            f"The generation batch ({args.per_device_train_batch_size} per device x {world} processes x {spg} steps "
+            "per generation "
             f"= {gen_batch} completions) is not divisible by --num_generations {args.num_generations}. "
-            f"Use --per_device_train_batch_size {args.num_generations * max(1, args.per_device_train_batch_size // args.num_generations)}."
+            "Use --per_device_train_batch_size "
+            f"{args.num_generations * max(1, args.per_device_train_batch_size // args.num_generations)}."
         )
     for name in (
         "per_device_train_batch_size",
@@ -281,7 +286,8 @@ def validate(args: argparse.Namespace) -> None:
         problems.append(f"--learning_rate {args.learning_rate}: must be a positive number (2e-4 suits LoRA).")
     if not (_finite(args.temperature) and args.temperature > 0):
         problems.append(
-            f"--temperature {args.temperature}: must be a positive number (1.0 is the recipe's); GRPO needs sampled, varied completions."
+            f"--temperature {args.temperature}: must be a positive number (1.0 is the recipe's); GRPO needs sampled, "
+            "varied completions."
         )
     if not (_finite(args.beta) and args.beta >= 0):
         problems.append(f"--beta {args.beta}: must be a number >= 0 (0: no KL penalty).")
@@ -338,7 +344,8 @@ def validate(args: argparse.Namespace) -> None:
             )
         elif weights is not None and not all(map(_finite, weights)):
             problems.append(
-                f"--reward_weights {args.reward_weights!r}: every weight must be a finite number (TRL would silently drop a NaN reward)."
+                f"--reward_weights {args.reward_weights!r}: every weight must be a finite number (TRL would silently "
+                "drop a NaN reward)."
             )
     from data_utils import PROMPT_TEMPLATES
 
@@ -350,7 +357,8 @@ def validate(args: argparse.Namespace) -> None:
         and not os.path.isdir(args.resume_from_checkpoint)
     ):
         problems.append(
-            f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder. Pass a checkpoint-N folder or 'last'."
+            f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder. Pass a checkpoint-N folder or "
+            "'last'."
         )
     if args.resume_from_checkpoint == "last" and not args.output_dir:
         problems.append("--resume_from_checkpoint last needs --output_dir: the run folder to resume.")

@@ -153,7 +153,8 @@ def _check_model_dir(path: str) -> None:
         for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
     ):
         raise ModelError(
-            f"Model folder {path!r} has no tokenizer files (tokenizer.json or tokenizer.model). Save the tokenizer into it with tokenizer.save_pretrained."
+            f"Model folder {path!r} has no tokenizer files (tokenizer.json or tokenizer.model). Save the tokenizer "
+            "into it with tokenizer.save_pretrained."
         )
 
 
@@ -186,7 +187,8 @@ def resolve_model(model_id: str, base_model: str | None = None) -> dict:
             weights = os.path.join(path, "adapter_model.safetensors")
             if not os.path.isfile(weights):
                 raise ModelError(
-                    f"Adapter folder {path!r} has adapter_config.json but no adapter_model.safetensors: its run did not finish "
+                    f"Adapter folder {path!r} has adapter_config.json but no adapter_model.safetensors: its run did "
+                    "not finish "
                     "saving. Evaluate one of its complete checkpoint-N folders, or resume the run."
                 )
             check_safetensors(weights)
@@ -286,8 +288,8 @@ def fast_paths_enabled(setting: str, device: str, job: str) -> bool:
     decode loop and in-place KV cache), fp32 CPU attention under bf16, and the loss's
     shared-prefix log-probs; ``off`` runs TRL's and transformers' stock paths only.
 
-    >>> fast_paths_enabled("auto", "cpu", "eval"), fast_paths_enabled("auto", "cuda:1", "eval"), fast_paths_enabled("off", "cpu", "train")
-    (True, False, False)
+    >>> [fast_paths_enabled(*a) for a in (("auto", "cpu", "eval"), ("auto", "cuda:1", "eval"), ("off", "cpu", "train"))]
+    [True, False, False]
     """
     if setting not in FAST_PATHS_CHOICES:
         raise ModelError(f"--fast_paths {setting!r}: expected one of {list(FAST_PATHS_CHOICES)}.")

@@ -64,7 +64,7 @@ def plot_learning(log_history: list[dict], base: dict, trained: dict, path: str,
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     plot_reward_curves(log_history, path, "training rewards", ax=left)
     labels = ["format reward", "accuracy"]
-    for offset, (name, summary) in zip((-0.2, 0.2), (("base", base), ("trained", trained))):
+    for offset, (name, summary) in zip((-0.2, 0.2), (("base", base), ("trained", trained)), strict=True):
         values = [summary["format_reward_mean"], summary["accuracy"]]
         lo, hi = summary["accuracy_ci95"]
         err = [[0, summary["accuracy"] - lo], [0, hi - summary["accuracy"]]]

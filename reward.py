@@ -25,8 +25,8 @@ Accuracy rules (``accuracy_reward``):
     ``</answer>`` earns nothing.
   * equivalence: math-verify ``verify(gold, prediction)`` on parsed ``$...$`` expressions, so
     ``0.5 = \\frac12``, ``\\sqrt8 = 2\\sqrt2``, sets in any order, ``(0,1) != [0,1)``,
-    ``12 = 12\\text{ sides} = 12 sides`` (unit words after a number dropped) and ``50\\% = 50 = 0.5`` (math-verify's rule);
-    then a plain-text fallback (``red`` = ``\\text{Red}``).
+    ``12 = 12\\text{ sides} = 12 sides`` (unit words after a number dropped) and
+    ``50\\% = 50 = 0.5`` (math-verify's rule); then a plain-text fallback (``red`` = ``\\text{Red}``).
   * every check runs in a killable helper process (answer_check.py) with a hard wall-clock bound
     per item and per call (``set_verify_timeout``); a runaway check scores 0.0. This holds
     in threads and worker processes, where math-verify's own signal-based timeout does not.
@@ -342,7 +342,8 @@ def get_reward_funcs(names) -> list:
     unknown = [n for n in names if n not in REWARD_FUNCS]
     if unknown:
         raise ValueError(
-            f"Unknown reward {unknown[0]!r}. Expected one or more of {sorted(REWARD_FUNCS)}, e.g. --reward_funcs format,accuracy."
+            f"Unknown reward {unknown[0]!r}. Expected one or more of {sorted(REWARD_FUNCS)}, e.g. --reward_funcs "
+            "format,accuracy."
         )
     return [GuardedReward(REWARD_FUNCS[n]) for n in names]
 

@@ -19,6 +19,8 @@ import re
 import socket
 import sys
 
+from model_utils import EMBEDDED_MODEL_ID, EMBEDDED_NAME
+
 logger = logging.getLogger(__name__)
 
 
@@ -75,7 +77,8 @@ def claim(lock_path: str, what: str) -> str:
         os.close(fd)
         raise UsageError(
             f"{what} is being written by another process (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-            f"started {holder.get('started', '?')}: {holder.get('command', '?')}). Wait for it to finish, or choose another output."
+            f"started {holder.get('started', '?')}: {holder.get('command', '?')}). Wait for it to finish, or choose "
+            "another output."
         ) from None
     info = {
         "pid": os.getpid(),
@@ -111,7 +114,8 @@ def read_json(path: str, what: str):
             return json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UsageError(
-            f"{what} {path!r} cannot be read ({type(exc).__name__}: {exc}). Restore it from a copy, or remove the folder it belongs to."
+            f"{what} {path!r} cannot be read ({type(exc).__name__}: {exc}). Restore it from a copy, or remove the "
+            "folder it belongs to."
         ) from None
 
 
@@ -144,6 +148,139 @@ def write_json_atomic(path: str, obj) -> None:
     with open(tmp, "w") as f:
         json.dump(finite(obj), f, indent=1, ensure_ascii=False, allow_nan=False, default=str)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- run folders (training)
+COMPLETE_MARKER = "COMPLETE"
+RUN_LOCK = ".run.lock"  # held (flock) by the process writing the folder
+RUN_STATE = "run_state.json"  # what happened after the start: attempts, steps, wall time, fast paths
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_EARLY_FILES = {"run_config.json", RUN_STATE, "log_history.json", "reward_curves.png", "runs"}
+_PREVIOUS_PREFIX = "previous-attempt-"
+
+
+def default_output_dir(args) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    model = EMBEDDED_NAME if args.model_id == EMBEDDED_MODEL_ID else args.model_id
+    return os.path.join("ckpts", f"{safe_name(model)}-{safe_name(args.dataset_id)}-{stamp}")
+
+
+def find_last_checkpoint(output_dir: str) -> str | None:
+    """Newest ``checkpoint-N`` in ``output_dir`` that was completely written (has the marker)."""
+    if not os.path.isdir(output_dir):
+        return None
+    done = []
+    for name in os.listdir(output_dir):
+        m = _CHECKPOINT_RE.match(name)
+        if m and os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER)):
+            done.append((int(m.group(1)), os.path.join(output_dir, name)))
+    return max(done)[1] if done else None
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _left_early(output_dir: str, names: set[str]) -> bool:
+    """Whether a folder's contents are what a run writes before its first complete checkpoint
+    (its records, logs, a half-written checkpoint): nothing trained that a new run could lose."""
+
+    def early(name):
+        m = _CHECKPOINT_RE.match(name)
+        if m:
+            return not os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER))
+        return name in _EARLY_FILES or name.startswith(_PREVIOUS_PREFIX)
+
+    return all(early(n) for n in names)
+
+
+def _refuse_if_taken(output_dir: str) -> set[str]:
+    """The folder's entries (the lock aside); ``UsageError`` if they hold more than an early stop's."""
+    names = set(os.listdir(output_dir)) - {RUN_LOCK} if os.path.isdir(output_dir) else set()
+    if names and not _left_early(output_dir, names):
+        raise UsageError(
+            f"output folder {output_dir!r} already holds files. Pick a new --output_dir, or continue that run "
+            f"with --output_dir {output_dir} --resume_from_checkpoint last. Nothing was changed."
+        )
+    return names
+
+
+def prepare_output_dir(args) -> tuple[str, str | None]:
+    """(output_dir, checkpoint to resume or None), the folder claimed for this process.
+
+    Refuses a folder another live run holds, and a non-empty one unless resuming it. A folder
+    left by a run that stopped before its first complete checkpoint is reused: its files move
+    into ``previous-attempt-<time>/`` inside it (nothing is deleted).
+    """
+    resume = args.resume_from_checkpoint
+    if resume and resume != "last":
+        output_dir = args.output_dir or os.path.dirname(os.path.abspath(resume))
+    else:
+        output_dir = args.output_dir or default_output_dir(args)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(
+            f"--output_dir {output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run."
+        )
+    if not resume:
+        _refuse_if_taken(output_dir)  # before the claim, so a refusal adds nothing to the folder
+    if _is_rank_zero():  # one claim per run; the other processes of a multi-process run follow rank 0
+        args._created_output_dir = not os.path.isdir(output_dir)
+        claim(os.path.join(output_dir, RUN_LOCK), f"run folder {output_dir!r}")
+    try:
+        return output_dir, _checkpoint_to_resume(args, output_dir)
+    except BaseException:
+        release(os.path.join(output_dir, RUN_LOCK))
+        raise
+
+
+def _checkpoint_to_resume(args, output_dir: str) -> str | None:
+    """The checkpoint to resume (None for a new run), once the folder is claimed."""
+    resume = args.resume_from_checkpoint
+    if resume and resume != "last":
+        if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
+            raise UsageError(
+                f"{resume!r} is not a complete checkpoint (no trainer_state.json). Use 'last' to pick the newest "
+                "complete one."
+            )
+        return resume
+    if resume == "last":
+        ckpt = find_last_checkpoint(output_dir)
+        if ckpt is None:
+            if os.path.isfile(os.path.join(output_dir, "run_config.json")):
+                raise UsageError(
+                    f"the run in {output_dir!r} stopped before its first complete checkpoint, so there is nothing to "
+                    "resume. "
+                    "Start it again: the same command without --resume_from_checkpoint reuses the folder."
+                )
+            raise UsageError(
+                f"no complete checkpoint in {output_dir!r} to resume. Start a new run, or pass a checkpoint folder."
+            )
+        return ckpt
+    names = _refuse_if_taken(output_dir)  # again, now that the folder is ours
+    if names and _is_rank_zero():
+        aside = os.path.join(output_dir, _PREVIOUS_PREFIX + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+        os.makedirs(aside)
+        for name in names - {n for n in names if n.startswith(_PREVIOUS_PREFIX)}:
+            os.rename(os.path.join(output_dir, name), os.path.join(aside, name))
+        logger.warning(
+            "%s held only an attempt that stopped before its first checkpoint; reusing it (its files are in %s).",
+            output_dir,
+            aside,
+        )
+    return None
+
+
+def record_attempt(output_dir: str, attempt: dict) -> None:
+    """Add or update this attempt (the last one) in run_state.json; run_config.json is never rewritten."""
+    path = os.path.join(output_dir, RUN_STATE)
+    state = read_json(path, "run state") if os.path.isfile(path) else {"attempts": []}
+    attempts = state.setdefault("attempts", [])
+    if attempts and attempts[-1].get("started") == attempt["started"]:
+        attempts[-1] = attempt
+    else:
+        attempts.append(attempt)
+    state.update({k: attempt[k] for k in ("steps", "finished", "complete") if k in attempt})
+    write_json_atomic(path, state)
 
 
 # ---------------------------------------------------------------- evaluation results
@@ -187,7 +324,8 @@ class PartialResults:
         differ = [f"{k}: {header.get(k)!r} then, {v!r} now" for k, v in self.settings.items() if header.get(k) != v]
         if differ:
             raise UsageError(
-                f"--resume with other settings than the interrupted evaluation ({'; '.join(differ)}). Use the same flags, or --overwrite to start over."
+                f"--resume with other settings than the interrupted evaluation ({'; '.join(differ)}). Use the same "
+                "flags, or --overwrite to start over."
             )
         for line in lines[1:]:
             try:
@@ -201,3 +339,41 @@ class PartialResults:
         self.records[index] = record
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(finite({"index": index, **record}), ensure_ascii=False) + "\n")
+
+
+def plan_output(args, label: str, path: str | None = None) -> str:
+    """The results path for this evaluation, claimed for this process. Without --overwrite it
+    refuses an existing result, and an interrupted one's partial records unless --resume."""
+    if path is None:
+        path = args.output_file
+    if path is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = os.path.join(
+            "results", f"{safe_name(label)}-{safe_name(args.dataset_id)}-{safe_name(args.split)}-{stamp}.json"
+        )
+    for p in (path, summary_path(path)):
+        if os.path.isdir(p):
+            raise UsageError(f"--output_file {p} is a folder; give a file path such as results/eval.json.")
+    claim(lock_path(path), f"results file {path!r}")  # before the checks below: two evaluations cannot both pass them
+    if args.overwrite or args.resume:
+        return path
+    if os.path.exists(partial_path(path)):
+        raise UsageError(
+            f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume to "
+            "continue it, or --overwrite to start over."
+        )
+    for p in (path, summary_path(path)):
+        if os.path.exists(p):
+            raise UsageError(
+                f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was "
+                "changed."
+            )
+    return path
+
+
+def finished_summary(path: str) -> dict | None:
+    """The summary of a complete evaluation at ``path`` (what --resume keeps), else None."""
+    if os.path.exists(partial_path(path)) or not (os.path.isfile(path) and os.path.isfile(summary_path(path))):
+        return None
+    summary = read_json(summary_path(path), "evaluation summary")
+    return summary if summary.get("complete", True) else None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
@@ -32,126 +31,17 @@ import model_utils
 import plots
 import reward
 from fast_logps import FastLogpsTrainer
-from run_files import UsageError, claim, read_json, release, safe_name, write_json_atomic
+from run_files import (
+    COMPLETE_MARKER,
+    RUN_LOCK,
+    UsageError,
+    prepare_output_dir,
+    record_attempt,
+    release,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
-
-COMPLETE_MARKER = "COMPLETE"
-RUN_LOCK = ".run.lock"  # held (flock) by the process writing the folder
-RUN_STATE = "run_state.json"  # what happened after the start: attempts, steps, wall time, fast paths
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-_EARLY_FILES = {"run_config.json", RUN_STATE, "log_history.json", "reward_curves.png", "runs"}
-_PREVIOUS_PREFIX = "previous-attempt-"
-
-
-# ---------------------------------------------------------------- run folder
-def default_output_dir(args) -> str:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    model = model_utils.EMBEDDED_NAME if args.model_id == model_utils.EMBEDDED_MODEL_ID else args.model_id
-    return os.path.join("ckpts", f"{safe_name(model)}-{safe_name(args.dataset_id)}-{stamp}")
-
-
-def find_last_checkpoint(output_dir: str) -> str | None:
-    """Newest ``checkpoint-N`` in ``output_dir`` that was completely written (has the marker)."""
-    if not os.path.isdir(output_dir):
-        return None
-    done = []
-    for name in os.listdir(output_dir):
-        m = _CHECKPOINT_RE.match(name)
-        if m and os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER)):
-            done.append((int(m.group(1)), os.path.join(output_dir, name)))
-    return max(done)[1] if done else None
-
-
-def _is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _left_early(output_dir: str, names: set[str]) -> bool:
-    """Whether a folder's contents are what a run writes before its first complete checkpoint
-    (its records, logs, a half-written checkpoint): nothing trained that a new run could lose."""
-
-    def early(name):
-        m = _CHECKPOINT_RE.match(name)
-        if m:
-            return not os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER))
-        return name in _EARLY_FILES or name.startswith(_PREVIOUS_PREFIX)
-
-    return all(early(n) for n in names)
-
-
-def _refuse_if_taken(output_dir: str) -> set[str]:
-    """The folder's entries (the lock aside); ``UsageError`` if they hold more than an early stop's."""
-    names = set(os.listdir(output_dir)) - {RUN_LOCK} if os.path.isdir(output_dir) else set()
-    if names and not _left_early(output_dir, names):
-        raise UsageError(
-            f"output folder {output_dir!r} already holds files. Pick a new --output_dir, or continue that run "
-            f"with --output_dir {output_dir} --resume_from_checkpoint last. Nothing was changed."
-        )
-    return names
-
-
-def prepare_output_dir(args) -> tuple[str, str | None]:
-    """(output_dir, checkpoint to resume or None), the folder claimed for this process.
-
-    Refuses a folder another live run holds, and a non-empty one unless resuming it. A folder
-    left by a run that stopped before its first complete checkpoint is reused: its files move
-    into ``previous-attempt-<time>/`` inside it (nothing is deleted).
-    """
-    resume = args.resume_from_checkpoint
-    if resume and resume != "last":
-        output_dir = args.output_dir or os.path.dirname(os.path.abspath(resume))
-    else:
-        output_dir = args.output_dir or default_output_dir(args)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise UsageError(
-            f"--output_dir {output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run."
-        )
-    if not resume:
-        _refuse_if_taken(output_dir)  # before the claim, so a refusal adds nothing to the folder
-    if _is_rank_zero():  # one claim per run; the other processes of a multi-process run follow rank 0
-        args._created_output_dir = not os.path.isdir(output_dir)
-        claim(os.path.join(output_dir, RUN_LOCK), f"run folder {output_dir!r}")
-    try:
-        return output_dir, _checkpoint_to_resume(args, output_dir)
-    except BaseException:
-        release(os.path.join(output_dir, RUN_LOCK))
-        raise
-
-
-def _checkpoint_to_resume(args, output_dir: str) -> str | None:
-    """The checkpoint to resume (None for a new run), once the folder is claimed."""
-    resume = args.resume_from_checkpoint
-    if resume and resume != "last":
-        if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
-            raise UsageError(
-                f"{resume!r} is not a complete checkpoint (no trainer_state.json). Use 'last' to pick the newest complete one."
-            )
-        return resume
-    if resume == "last":
-        ckpt = find_last_checkpoint(output_dir)
-        if ckpt is None:
-            if os.path.isfile(os.path.join(output_dir, "run_config.json")):
-                raise UsageError(
-                    f"the run in {output_dir!r} stopped before its first complete checkpoint, so there is nothing to resume. "
-                    "Start it again: the same command without --resume_from_checkpoint reuses the folder."
-                )
-            raise UsageError(
-                f"no complete checkpoint in {output_dir!r} to resume. Start a new run, or pass a checkpoint folder."
-            )
-        return ckpt
-    names = _refuse_if_taken(output_dir)  # again, now that the folder is ours
-    if names and _is_rank_zero():
-        aside = os.path.join(output_dir, _PREVIOUS_PREFIX + _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
-        os.makedirs(aside)
-        for name in names - {n for n in names if n.startswith(_PREVIOUS_PREFIX)}:
-            os.rename(os.path.join(output_dir, name), os.path.join(aside, name))
-        logger.warning(
-            "%s held only an attempt that stopped before its first checkpoint; reusing it (its files are in %s).",
-            output_dir,
-            aside,
-        )
-    return None
 
 
 # ---------------------------------------------------------------- configs from flags (the one place)
@@ -286,7 +176,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         resolved = model_utils.resolve_model(args.model_id)
     if resolved["adapter"]:
         raise UsageError(
-            f"--model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes adapters)."
+            f"--model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes "
+            "adapters)."
         )
     if not os.path.isdir(resolved["base"]):
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
@@ -387,19 +278,6 @@ def train(args, callbacks=()) -> int:
             shutil.rmtree(output_dir, ignore_errors=True)  # failed before writing anything: leave no empty folder
 
 
-def _record_attempt(output_dir: str, attempt: dict) -> None:
-    """Add or update this attempt (the last one) in run_state.json; run_config.json is never rewritten."""
-    path = os.path.join(output_dir, RUN_STATE)
-    state = read_json(path, "run state") if os.path.isfile(path) else {"attempts": []}
-    attempts = state.setdefault("attempts", [])
-    if attempts and attempts[-1].get("started") == attempt["started"]:
-        attempts[-1] = attempt
-    else:
-        attempts.append(attempt)
-    state.update({k: attempt[k] for k in ("steps", "finished", "complete") if k in attempt})
-    write_json_atomic(path, state)
-
-
 def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
     try:
         trainer, stopper, run_config = build_trainer(args, output_dir, resume_ckpt)
@@ -421,7 +299,7 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
         if resume_ckpt is None:  # the run's identity: written once, at its start
             write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
             logger.info("Resolved configuration written to %s/run_config.json", output_dir)
-        _record_attempt(output_dir, attempt)
+        record_attempt(output_dir, attempt)
 
     previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.time()
@@ -446,7 +324,7 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
         write_json_atomic(os.path.join(output_dir, "log_history.json"), history)
         title = f"{os.path.basename(os.path.normpath(output_dir))}: {steps} steps, {wall / 60:.1f} min"
         plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
-        _record_attempt(output_dir, attempt)
+        record_attempt(output_dir, attempt)
     if stopper.stop_requested:
         logger.warning(
             "Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last",
@@ -462,9 +340,10 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
             merged.save_pretrained(os.path.join(output_dir, "merged"), safe_serialization=True)
             tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
         attempt.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True})
-        _record_attempt(output_dir, attempt)
+        record_attempt(output_dir, attempt)
         logger.info(
-            "Done: %d steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and reward_curves.png in %s",
+            "Done: %d steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and "
+            "reward_curves.png in %s",
             steps,
             wall / 60,
             output_dir,

@@ -36,8 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import data_utils  # noqa: E402
-import evaluation as eval_mod  # noqa: E402
 import decoding  # noqa: E402
+import evaluation as eval_mod  # noqa: E402
 import model_utils  # noqa: E402
 import reward  # noqa: E402
 
@@ -163,19 +163,26 @@ def main() -> int:
     base_prompt_tokens = sum(16 * max(map(len, encoded[i : i + 16])) for i in range(0, n, 16))
     ours_prompt_tokens = shared + sum(len(e) - shared for e in encoded)
     print(
-        f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads; median of {args.repeats}"
+        f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads; "
+        f"median of {args.repeats}"
     )
     print(
-        f"machine: {flops / 1e9:.0f} GFLOP/s fp32 matmul; {flops_per_token / 1e6:.0f} MFLOP per generated token -> limit {limit_tokens_per_s:.0f} tokens/s"
+        f"machine: {flops / 1e9:.0f} GFLOP/s fp32 matmul; {flops_per_token / 1e6:.0f} MFLOP per generated token -> "
+        f"limit {limit_tokens_per_s:.0f} tokens/s"
     )
     print(
-        f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  {base_tokens / base_s:6.1f} tokens/s  (+{base_prompt_tokens} prompt tokens)"
+        f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  {base_tokens / base_s:6.1f} tokens/s  "
+        f"(+{base_prompt_tokens} prompt tokens)"
     )
     print(
-        f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s  ({ours_tps / limit_tokens_per_s:.0%} of limit; {(ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s:.0%} counting its {ours_prompt_tokens} prompt tokens)"
+        f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s  "
+        f"({ours_tps / limit_tokens_per_s:.0%} of limit; "
+        f"{(ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s:.0%} counting its {ours_prompt_tokens} "
+        "prompt tokens)"
     )
     print(
-        f"identical completions: {same_text}/{n}; identical scores: {sum(a == b for a, b in zip(base_scores, ours_scores))}/{n}"
+        f"identical completions: {same_text}/{n}; identical scores: "
+        f"{sum(a == b for a, b in zip(base_scores, ours_scores, strict=True))}/{n}"
     )
     bf16 = {}
     if bf16_model is not None:
@@ -188,17 +195,19 @@ def main() -> int:
             for name, sc in (("fp32", ours_scores), ("bf16", bf16_scores))
         }
         print(
-            f"ours bf16: {bf16_s:6.1f} s  {n / bf16_s:6.2f} completions/s  {bf16_tps:6.1f} tokens/s  ({bf16_tps / bf16_limit:.0%} of the bf16 limit, {bf16_limit:.0f} tokens/s)"
+            f"ours bf16: {bf16_s:6.1f} s  {n / bf16_s:6.2f} completions/s  {bf16_tps:6.1f} tokens/s  "
+            f"({bf16_tps / bf16_limit:.0%} of the bf16 limit, {bf16_limit:.0f} tokens/s)"
         )
         print(
-            f"bf16 vs fp32: {sum(a == b for a, b in zip(base_scores, bf16_scores))}/{n} identical scores; accuracy {acc['bf16']:.3f} vs {acc['fp32']:.3f}"
+            f"bf16 vs fp32: {sum(a == b for a, b in zip(base_scores, bf16_scores, strict=True))}/{n} identical scores; "
+            f"accuracy {acc['bf16']:.3f} vs {acc['fp32']:.3f}"
         )
         bf16 = {
             "ours_bf16_per_s": round(n / bf16_s, 3),
             "ratio_bf16": round(base_s / bf16_s, 2),
             "bf16_limit_tokens_per_s": round(bf16_limit, 1),
             "fraction_of_bf16_limit": round(bf16_tps / bf16_limit, 3),
-            "bf16_identical_scores": sum(a == b for a, b in zip(base_scores, bf16_scores)),
+            "bf16_identical_scores": sum(a == b for a, b in zip(base_scores, bf16_scores, strict=True)),
             "bf16_accuracy": round(acc["bf16"], 4),
             "fp32_accuracy": round(acc["fp32"], 4),
         }
@@ -212,7 +221,7 @@ def main() -> int:
         "fraction_of_limit": round(ours_tps / limit_tokens_per_s, 3),
         "fraction_of_limit_with_prompts": round((ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s, 3),
         "scores_identical": base_scores == ours_scores,
-        "identical_scores": sum(a == b for a, b in zip(base_scores, ours_scores)),
+        "identical_scores": sum(a == b for a, b in zip(base_scores, ours_scores, strict=True)),
         "identical_completions": same_text,
         "n": n,
         "ours_batch_size": args.batch_size,

@@ -620,7 +620,8 @@ def describe_device(device: str) -> str:
     import torch
 
     if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))}, torch {torch.__version__}, CUDA {torch.version.cuda})"
+        name = torch.cuda.get_device_name(torch.device(device))
+        return f"{device} ({name}, torch {torch.__version__}, CUDA {torch.version.cuda})"
     return f"cpu (torch {torch.__version__})"
 
 
@@ -716,7 +717,8 @@ def make_bundle(folder: str, layers: int) -> int:
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs) / 2**20
     if size > BUNDLE_LIMIT_MB:
         raise SystemExit(
-            f"error: {folder} holds {size:.1f} MiB, over the {BUNDLE_LIMIT_MB} MiB that may travel; drop a package from BUNDLE_PACKAGES."
+            f"error: {folder} holds {size:.1f} MiB, over the {BUNDLE_LIMIT_MB} MiB that may travel; drop a package "
+            "from BUNDLE_PACKAGES."
         )
     rel = os.path.relpath(folder, ROOT)
     print(f"{rel}: {len(got)} wheels ({', '.join(pins)}) and a {layers}-layer model spec, {size:.1f} MiB")
@@ -728,7 +730,8 @@ def make_bundle(folder: str, layers: int) -> int:
 def device_command(folder: str) -> str:
     out = "${OUT:-gpu-check-out}"
     return (
-        f"python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site {folder}/wheels/*.whl"
+        "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "
+        f"{folder}/wheels/*.whl"
         f" && mkdir -p {out} && set -o pipefail && PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 bench/gpu_check.py"
         f" --model_spec {folder}/model-spec --json_out {out}/gpu_check.json 2>&1 | tee {out}/gpu_check.log"
     )

@@ -43,9 +43,9 @@ def source_rows() -> tuple[list[tuple[str, str]], str]:
             c = r["completion"]
             rows.append((c[len(r["prompt"]) :] if c.startswith(r["prompt"]) else c, r["solution"]))
         return rows, "shared/data seed_eval_qwen2.5-3b_numinamath_test50.json"
-    import data_utils
+    import builtin_data
 
-    test = data_utils.builtin_records()["test"][:50]
+    test = builtin_data.builtin_records()["test"][:50]
     return [
         (f"<think>{r['solution']}</think><answer>{r['answer']}</answer>", r["solution"]) for r in test
     ], "built-in test split"
@@ -117,11 +117,13 @@ def main() -> int:
     )
     print(f"TRL accuracy_reward : {trl_s:8.3f} s  {args.n / trl_s:9.1f} items/s  (no hard time bound)")
     print(
-        f"ours accuracy_reward: {ours_s:8.3f} s  {args.n / ours_s:9.1f} items/s  (hard bound {answer_check._VERIFY_TIMEOUT_S:.0f} s per item)"
+        f"ours accuracy_reward: {ours_s:8.3f} s  {args.n / ours_s:9.1f} items/s  (hard bound "
+        f"{answer_check._VERIFY_TIMEOUT_S:.0f} s per item)"
     )
     print(f"ours, cache off     : {nocache_s:8.3f} s  {args.n / nocache_s:9.1f} items/s")
     print(
-        f"agreement: {agree}/{args.n} (TRL credits a box anywhere, ours only in the answer block; TRL scores 1.0 where ours says None for unusable gold)"
+        f"agreement: {agree}/{args.n} (TRL credits a box anywhere, ours only in the answer block; TRL scores 1.0 "
+        "where ours says None for unusable gold)"
     )
     result = {
         "trl_items_per_s": round(args.n / trl_s, 1),

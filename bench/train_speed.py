@@ -138,7 +138,9 @@ def main() -> int:
             tokens_per_s=r["completions_per_step"] * r["mean_length"] / step,
         )
         print(
-            f"{name:8s}: {step:6.1f} s/step  {r['per_s']:.3f} completions/s  {r['tokens_per_s']:6.1f} tokens/s  peak {r['peak_mb']:.0f} MB  mean completion {r['mean_length']:.1f} tokens  ({' '.join(CONFIGS[name]) or 'main.py defaults'})"
+            f"{name:8s}: {step:6.1f} s/step  {r['per_s']:.3f} completions/s  {r['tokens_per_s']:6.1f} tokens/s  peak "
+            f"{r['peak_mb']:.0f} MB  mean completion {r['mean_length']:.1f} tokens  "
+            f"({' '.join(CONFIGS[name]) or 'main.py defaults'})"
         )
     b, o = results["baseline"], results["ours"]
     print(

@@ -5,6 +5,7 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
+import builtin_data
 import data_utils
 from data_utils import DataError, load_and_process_data
 from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, accuracy_reward
@@ -29,31 +30,31 @@ DEEPMATH_ROWS = [{"question": f"Compute {i}^2.", "final_answer": str(i * i), "r1
 
 # ---------------------------------------------------------------- built-in dataset
 def test_builtin_sizes_levels_and_determinism():
-    a = data_utils.builtin_records()
-    b = data_utils.builtin_records()
+    a = builtin_data.builtin_records()
+    b = builtin_data.builtin_records()
     assert a == b  # same seed, same data, every run
-    n_levels = len(data_utils.BUILTIN_LEVELS)
-    assert len(a["train"]) == n_levels * data_utils.BUILTIN_TRAIN_PER_LEVEL
-    assert len(a["test"]) == n_levels * data_utils.BUILTIN_TEST_PER_LEVEL
-    assert {r["level"] for r in a["test"]} == set(data_utils.BUILTIN_LEVELS)
-    assert data_utils.builtin_records([1], seed=1) != data_utils.builtin_records([1])
+    n_levels = len(builtin_data.BUILTIN_LEVELS)
+    assert len(a["train"]) == n_levels * builtin_data.BUILTIN_TRAIN_PER_LEVEL
+    assert len(a["test"]) == n_levels * builtin_data.BUILTIN_TEST_PER_LEVEL
+    assert {r["level"] for r in a["test"]} == set(builtin_data.BUILTIN_LEVELS)
+    assert builtin_data.builtin_records([1], seed=1) != builtin_data.builtin_records([1])
 
 
 def test_builtin_splits_never_overlap():
-    d = data_utils.builtin_records()
+    d = builtin_data.builtin_records()
     assert not {r["problem"] for r in d["train"]} & {r["problem"] for r in d["test"]}
     assert len({r["problem"] for r in d["train"]}) == len(d["train"])  # no duplicates either
 
 
 def test_builtin_schema_matches_numinamath():
-    row = data_utils.builtin_records([3])["test"][0]
+    row = builtin_data.builtin_records([3])["test"][0]
     assert set(row) >= {"problem", "solution", "messages"}
     assert row["messages"][0] == {"role": "user", "content": row["problem"]}
     assert row["solution"].rstrip(".").endswith(f"{BOXED}{{{row['answer']}}}")
 
 
 def test_every_builtin_gold_scores_one():
-    d = data_utils.builtin_records()
+    d = builtin_data.builtin_records()
     rows = d["train"] + d["test"]
     completions = [f"{THINK_START}w{THINK_END}{ANSWER_START}{BOXED}{{{r['answer']}}}{ANSWER_END}" for r in rows]
     # through the solution's box (answer column absent) and through the answer column

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,10 +114,12 @@ def test_majority_vote():
 
 def test_existing_results_are_never_clobbered(tiny_eval, tiny_run):
     out, records, _ = tiny_eval
-    before = open(out).read()
+    with open(out) as f:
+        before = f.read()
     with pytest.raises(SystemExit, match="already exists.*--overwrite"):
         _run_eval("--model_dir", tiny_run, "--limit", "1", "--output_file", out)
-    assert open(out).read() == before
+    with open(out) as f:
+        assert f.read() == before
 
 
 def test_output_folder_is_created(tiny_run, tmp_path):
@@ -165,12 +168,11 @@ def test_folder_with_neither_model_nor_adapter(tmp_path):
 def test_adapter_whose_base_is_missing(tiny_run, tmp_path):
     adapter = tmp_path / "orphan"
     adapter.mkdir()
-    cfg = json.load(open(os.path.join(tiny_run, "adapter_config.json")))
+    with open(os.path.join(tiny_run, "adapter_config.json")) as f:
+        cfg = json.load(f)
     cfg["base_model_name_or_path"] = str(tmp_path / "gone")
     (adapter / "adapter_config.json").write_text(json.dumps(cfg))
-    (adapter / "adapter_model.safetensors").write_bytes(
-        open(os.path.join(tiny_run, "adapter_model.safetensors"), "rb").read()
-    )
+    shutil.copy(os.path.join(tiny_run, "adapter_model.safetensors"), adapter)
     with pytest.raises(SystemExit, match="base model .* cannot be found.*--base_model"):
         _run_eval("--model_dir", str(adapter))
 
@@ -214,6 +216,11 @@ def test_summary_records_the_fast_paths(tiny_eval):
 
 
 # ---------------------------------------------------------------- reliability: claims, partial results, checkpoints
+def _lines(path):
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
 def _eval_cmd(*argv):
     return [sys.executable, "eval.py", *argv]
 
@@ -263,14 +270,14 @@ def test_ctrl_c_keeps_finished_records_and_resume_completes_them(tiny_run, tmp_p
     proc = subprocess.Popen(_eval_cmd(*argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     partial = evaluate_mod.partial_path(out)
     deadline = time.time() + 120
-    while time.time() < deadline and (not os.path.exists(partial) or sum(1 for _ in open(partial)) < 4):
+    while time.time() < deadline and (not os.path.exists(partial) or _lines(partial) < 4):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     printed, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, printed[-2000:]
     with open(evaluate_mod.summary_path(out)) as f:
         summary = json.load(f)
-    kept = sum(1 for _ in open(partial)) - 1  # the settings line
+    kept = _lines(partial) - 1  # the settings line
     assert summary["complete"] is False and 3 <= kept < 60 and summary["missing"] == 60 - summary["n"]
     assert not os.path.exists(out)  # the final file appears only when everything is scored
     refused = subprocess.run(_eval_cmd(*argv), cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -246,7 +246,7 @@ def test_runaway_is_bounded_in_main_thread(pred, short_bound):
 
 def test_runaway_is_bounded_in_a_thread(short_bound):
     result = {}
-    t = threading.Thread(target=lambda: result.update(zip(("got", "took"), _score_runaway(RUNAWAY[1]))))
+    t = threading.Thread(target=lambda: result.update(zip(("got", "took"), _score_runaway(RUNAWAY[1]), strict=True)))
     t.start()
     t.join(60)
     assert result["got"] == 0.0 and result["took"] < short_bound + 3

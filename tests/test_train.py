@@ -13,6 +13,7 @@ import torch
 import main
 import model_utils
 import reward
+import run_files
 import train
 from conftest import ROOT, TINY_TRAIN_FLAGS
 
@@ -29,7 +30,7 @@ def test_run_folder_has_everything(tiny_run):
         assert os.path.isfile(os.path.join(tiny_run, name)), name
     with open(os.path.join(tiny_run, "run_config.json")) as f:
         cfg = json.load(f)
-    with open(os.path.join(tiny_run, train.RUN_STATE)) as f:
+    with open(os.path.join(tiny_run, run_files.RUN_STATE)) as f:
         state = json.load(f)
     assert state["steps"] == 2 and state["complete"] and len(state["attempts"]) == 1
     assert (
@@ -42,7 +43,7 @@ def test_run_folder_has_everything(tiny_run):
     with open(os.path.join(tiny_run, "log_history.json")) as f:
         history = json.load(f)
     assert any("rewards/format_reward/mean" in e for e in history)
-    assert os.path.isfile(os.path.join(tiny_run, "checkpoint-2", train.COMPLETE_MARKER))
+    assert os.path.isfile(os.path.join(tiny_run, "checkpoint-2", run_files.COMPLETE_MARKER))
 
 
 def test_adapter_reloads_and_generates(tiny_run, tiny_model_dir):
@@ -115,9 +116,9 @@ def test_half_written_checkpoint_is_never_last(tmp_path):
         folder.mkdir()
         (folder / "trainer_state.json").write_text("{}")
         if complete:
-            (folder / train.COMPLETE_MARKER).write_text("ok")
-    assert train.find_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
-    assert train.find_last_checkpoint(str(tmp_path / "none")) is None
+            (folder / run_files.COMPLETE_MARKER).write_text("ok")
+    assert run_files.find_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    assert run_files.find_last_checkpoint(str(tmp_path / "none")) is None
 
 
 def test_unreachable_hub_model_fails_clearly(monkeypatch, tmp_path):
@@ -144,7 +145,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_model_dir, tmp_pat
     rest, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, rest[-2000:]
     assert "--resume_from_checkpoint last" in rest
-    last = train.find_last_checkpoint(out)
+    last = run_files.find_last_checkpoint(out)
     assert last is not None
     step = int(last.rsplit("-", 1)[1])
     assert step < 500
@@ -156,7 +157,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tiny_model_dir, tmp_pat
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    with open(os.path.join(out, train.RUN_STATE)) as f:
+    with open(os.path.join(out, run_files.RUN_STATE)) as f:
         state = json.load(f)
     first, second = state["attempts"]
     assert first["interrupted"] and not first["complete"] and first["steps"] == step
@@ -189,7 +190,7 @@ def test_two_process_cpu_training(tiny_model_dir, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(os.path.join(out, "run_config.json")) as f:
         cfg = json.load(f)
-    with open(os.path.join(out, train.RUN_STATE)) as f:
+    with open(os.path.join(out, run_files.RUN_STATE)) as f:
         assert json.load(f)["steps"] == 1
     assert cfg["num_processes"] == 2
     assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
@@ -208,10 +209,10 @@ def test_embedded_model_converts_to_a_plain_checkpoint():
 
 def test_default_output_dir_stays_inside_ckpts():
     args = main.build_parser().parse_args(["--model_id", "../../etc/passwd", "--dataset_id", "../x"])
-    out = train.default_output_dir(args)
+    out = run_files.default_output_dir(args)
     assert out.startswith("ckpts" + os.sep) and ".." not in out and out.count(os.sep) == 1
     args = main.build_parser().parse_args(["--model_id", "Qwen/Qwen2.5-0.5B-Instruct"])
-    assert os.path.basename(train.default_output_dir(args)).startswith("Qwen2.5-0.5B-Instruct-builtin-1-")
+    assert os.path.basename(run_files.default_output_dir(args)).startswith("Qwen2.5-0.5B-Instruct-builtin-1-")
 
 
 @pytest.mark.slow
@@ -285,13 +286,13 @@ def test_the_originals_command_line_on_local_copies(tiny_model_dir, tmp_path):
     assert main.main(argv) == 0
     with open(os.path.join(out, "run_config.json")) as f:
         cfg = json.load(f)
-    with open(os.path.join(out, train.RUN_STATE)) as f:
+    with open(os.path.join(out, run_files.RUN_STATE)) as f:
         assert json.load(f)["steps"] == 4  # one epoch: 8 prompts, 2 per step
     assert cfg["train_rows"] == 8
 
 
 def test_run_records_which_fast_paths_ran(tiny_run):
-    with open(os.path.join(tiny_run, train.RUN_STATE)) as f:
+    with open(os.path.join(tiny_run, run_files.RUN_STATE)) as f:
         report = json.load(f)["attempts"][-1]["fast_paths"]
     assert report["setting"] == "auto" and report["enabled"] and report["generate_hook"] == "used"
     assert report["fast_logps"] == "used" and report["fast_logps_check"]["passed"]
