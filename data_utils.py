@@ -1,10 +1,10 @@
-"""Load any math dataset into one prompt schema, and generate the built-in offline dataset.
+"""Load any math dataset (or the built-in one, builtin_data.py) into one schema and render its prompts.
 
     python data_utils.py                       # prints a few built-in problems and split sizes
     python data_utils.py --dataset_id PATH     # shows how a local dataset is read and mapped
 
 Output schema, whatever comes in:
-    prompt    the conversation: [system, user] messages (see ``make_conversation``)
+    prompt    the conversation: [system, user] messages (``standardize``)
     solution  text whose final answer is in ``\\boxed{}`` (the ``solution`` keyword of
               ``reward.accuracy_reward``)
     answer    the gold final answer alone, or "" when unknown (the ``answer`` keyword)
@@ -32,14 +32,15 @@ from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, extr
 logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- prompts
-# The original project's wording, built from the reward's tag constants (its stray "\{" removed).
+# The original project's system prompt, byte for byte (tests/data/original_system_prompt.json),
+# its literal "\{" and "\}" around the box included; built from the reward's tag constants.
 _ORIGINAL_PROMPT = (
-    "A conversation between User and Assistant. The user asks a question, and the Assistant "
-    "solves it. The assistant first thinks about the reasoning process in the mind and then "
-    "provides the user with the answer. The reasoning process and answer are enclosed within "
-    f"{THINK_START} {THINK_END} and {ANSWER_START} {ANSWER_END} tags, respectively, i.e., "
-    f"{THINK_START} reasoning process here {THINK_END}{ANSWER_START} answer here {ANSWER_END}. "
-    f"Put the final answer inside {BOXED}{{}} within the answer tags."
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    f"the answer. The reasoning process and answer are enclosed within {THINK_START} {THINK_END} and "
+    f"{ANSWER_START} {ANSWER_END} tags, respectively, and the final answer is enclosed within "
+    f"{BOXED}\\{{\\}} tags, i.e., {THINK_START} think process here {THINK_END}{ANSWER_START} solution here "
+    f"{BOXED}\\{{your final answer here\\}} {ANSWER_END}"
 )
 # Explicit rules plus one worked example: small models copy a shown format far more readily
 # than they follow a described one (see README "What to expect" for the measured effect).
@@ -68,20 +69,6 @@ def system_prompt(template: str) -> str:
     if template not in PROMPT_TEMPLATES:
         raise ValueError(f"Unknown prompt template {template!r}. Expected one of {sorted(PROMPT_TEMPLATES)}.")
     return PROMPT_TEMPLATES[template]
-
-
-def make_conversation(example: dict, template: str = "original") -> dict:
-    """The original's prompt: ``{"prompt": [system, user]}`` from an example's ``problem``.
-
-    >>> make_conversation({"problem": "1+1?"})["prompt"][1]
-    {'role': 'user', 'content': '1+1?'}
-    """
-    return {
-        "prompt": [
-            {"role": "system", "content": system_prompt(template)},
-            {"role": "user", "content": example["problem"]},
-        ]
-    }
 
 
 def render_prompt(tokenizer, conversation: list[dict], prefill_think: bool) -> str:
@@ -431,9 +418,8 @@ def filter_by_prompt_length(ds, tokenizer, max_prompt_length: int | None, prefil
         )
     if not keep:
         raise DataError(
-            f"All {len(ds)} prompts exceed --max_prompt_length {max_prompt_length} tokens (shortest is "
-            f"{min(lengths)}). "
-            "Raise --max_prompt_length."
+            f"All {len(ds)} prompts exceed --max_prompt_length {max_prompt_length} tokens "
+            f"(shortest is {min(lengths)}). Raise --max_prompt_length."
         )
     return (ds.select(keep) if dropped else ds), dropped
 

@@ -1,6 +1,7 @@
 """data_utils.py: the built-in dataset, every local layout, split logic, length filter, errors."""
 
 import json
+import os
 
 import pytest
 from datasets import Dataset, DatasetDict
@@ -91,14 +92,12 @@ def test_system_prompt_is_built_from_the_reward_tags():
     for text in data_utils.PROMPT_TEMPLATES.values():
         for tag in (THINK_START, THINK_END, ANSWER_START, ANSWER_END, BOXED):
             assert tag in text
-    assert "\\{" not in data_utils.SYSTEM_PROMPT  # the original's stray escapes are gone
 
 
-def test_make_conversation_as_the_original():
-    conv = data_utils.make_conversation({"problem": "P"})
-    assert conv == {
-        "prompt": [{"role": "system", "content": data_utils.SYSTEM_PROMPT}, {"role": "user", "content": "P"}]
-    }
+def test_the_original_prompt_is_the_originals_byte_for_byte():
+    with open(os.path.join(os.path.dirname(__file__), "data", "original_system_prompt.json"), encoding="utf-8") as f:
+        reference = json.load(f)["system_prompt"]  # copied from ../shared/reference
+    assert data_utils.system_prompt("original") == reference == data_utils.SYSTEM_PROMPT
 
 
 class FakeTokenizer:

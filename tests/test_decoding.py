@@ -3,6 +3,7 @@
 import torch
 
 import decoding
+import fast_weights
 import model_utils
 from conftest import tiny_trainer
 
@@ -30,9 +31,9 @@ def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
     before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        with decoding.generation_weights(model):
+        with fast_weights.generation_weights(model):
             merged = model(input_ids=ids).logits
-        with decoding.generation_weights(model, torch.bfloat16):
+        with fast_weights.generation_weights(model, torch.bfloat16):
             running = [
                 m for name, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in name
             ]  # LoRA A/B are merged in, switched off
@@ -219,10 +220,10 @@ def test_packed_linears_match_and_restore(tiny_run):
     ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        with decoding.packed_linears(model, "cpu"):
+        with fast_weights.packed_linears(model, "cpu"):
             patched = [m for m in model.modules() if "forward" in m.__dict__]
             packed = model(input_ids=ids).logits
-        with decoding.packed_linears(model, "cuda"):  # not a CPU: nothing to do
+        with fast_weights.packed_linears(model, "cuda"):  # not a CPU: nothing to do
             assert not any("forward" in m.__dict__ for m in model.modules())
     if torch.backends.mkldnn.is_available():
         assert patched and all(type(m) is torch.nn.Linear for m in patched)
