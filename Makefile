@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/train_speed.py
 
 gpu-bundle: $(STAMP)
-	$(PY) bench/gpu_check.py --bundle .gpu
+	$(PY) bench/gpu_bundle.py --out .gpu
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,5 @@
-"""bench/gpu_check.py: every check passes on CPU, a real divergence is not excused, the bundle is complete."""
+"""bench/gpu_check.py (+ gpu_measure.py, gpu_bundle.py): every check passes on CPU, a real divergence
+is not excused, the bundle is complete."""
 
 import json
 import os
@@ -11,7 +12,8 @@ import torch
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-import gpu_check  # noqa: E402
+import gpu_bundle
+import gpu_measure
 
 CHECKS = {
     "train_off",
@@ -68,9 +70,9 @@ def test_a_divergence_beyond_rounding_is_not_explained(tiny_model_dir):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]
     top, bottom = int(logits.argmax()), int(logits.argmin())
-    got = gpu_check.explain_divergence(model, model, prompt, [5, top], [5, bottom], contextlib.nullcontext)
+    got = gpu_measure.explain_divergence(model, model, prompt, [5, top], [5, bottom], contextlib.nullcontext)
     assert got["position"] == 1 and got["noise"] == 0 and got["gap"] > 0 and not got["explained"]
-    result = gpu_check.compare_continuations(
+    result = gpu_measure.compare_continuations(
         model, model, [prompt, prompt], [[top], [7]], [[top], [7]], contextlib.nullcontext
     )
     assert result == {"rows": 2, "identical": 2, "diverged": [], "all_explained": True}
@@ -81,7 +83,7 @@ def test_gpu_bundle_has_every_wheel_and_a_buildable_model(tmp_path):
     """make gpu-bundle's work: the wheels for Python 3.12 (needs PyPI, as make setup does) and the spec."""
     folder = tmp_path / "gpu"
     done = subprocess.run(
-        [sys.executable, "bench/gpu_check.py", "--bundle", str(folder), "--layers", "2"],
+        [sys.executable, "bench/gpu_bundle.py", "--out", str(folder), "--layers", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -89,13 +91,13 @@ def test_gpu_bundle_has_every_wheel_and_a_buildable_model(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     wheels = os.listdir(folder / "wheels")
-    for package in gpu_check.BUNDLE_PACKAGES:
+    for package in gpu_bundle.BUNDLE_PACKAGES:
         assert any(w.lower().startswith(package.replace("-", "_").lower() + "-") for w in wheels), package
     assert not any(w.startswith("torch-") for w in wheels)  # the GPU machine's own torch is used
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert size < gpu_check.BUNDLE_LIMIT_MB * 2**20
+    assert size < gpu_bundle.BUNDLE_LIMIT_MB * 2**20
     assert "PYTHONPATH=/tmp/site" in done.stdout and "bench/gpu_check.py --model_spec" in done.stdout
-    model_dir = gpu_check.build_model(str(folder / "model-spec"), str(tmp_path / "model"))
+    model_dir = gpu_bundle.build_model(str(folder / "model-spec"), str(tmp_path / "model"))
     with open(tmp_path / "model" / "config.json") as f:
         assert json.load(f)["num_hidden_layers"] == 2
     assert os.path.isfile(os.path.join(model_dir, "tokenizer.json"))
