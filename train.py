@@ -27,6 +27,7 @@ import time
 
 import data_utils
 import decoding
+import main
 import model_utils
 import plots
 import reward
@@ -52,7 +53,7 @@ def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
 
     targets = args.lora_target_modules
     targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-    weights = [float(w) for w in args.reward_weights.split(",")] if args.reward_weights else None
+    weights = main.reward_weights(args)  # checked by main.validate
     eval_kwargs = {"eval_strategy": "steps", "eval_steps": args.eval_steps} if args.eval_steps else {}
     grpo = GRPOConfig(
         output_dir=output_dir,
