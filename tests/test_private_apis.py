@@ -1,0 +1,163 @@
+"""Contracts of the private APIs the speed paths rely on: one test per API, named after it.
+
+An upgrade inside the ranges of requirements.txt can change a private API without notice; each
+test here fails with the package, what changed and which of our code depends on it, so the fix
+(or the pin) is obvious. Every speed path also falls back to the stock path at run time.
+"""
+
+import inspect
+import re
+
+import pytest
+import torch
+
+
+def _broke(package: str, what: str, used_by: str) -> str:
+    import importlib.metadata as md
+
+    return f"{package} {md.version(package)} changed {what}; {used_by} relies on it: adapt it or pin {package}."
+
+
+def test_transformers_DynamicLayer_state():  # noqa: N802 - named after the API
+    from transformers.cache_utils import DynamicLayer
+
+    layer = DynamicLayer()
+    assert hasattr(layer, "is_initialized") and not layer.is_initialized, _broke(
+        "transformers", "DynamicLayer.is_initialized", "decoding.ReservedLayer"
+    )
+    k = torch.randn(2, 1, 3, 4)
+    keys, values = layer.update(k, k.clone())
+    for name in ("keys", "values", "device"):
+        assert hasattr(layer, name), _broke("transformers", f"DynamicLayer.{name}", "decoding.ReservedLayer")
+    assert layer.get_seq_length() == 3 and torch.equal(keys, k), _broke(
+        "transformers", "DynamicLayer.update/get_seq_length", "decoding.ReservedLayer"
+    )
+    for method in ("batch_select_indices", "batch_repeat_interleave"):
+        assert callable(getattr(layer, method, None)), _broke("transformers", f"DynamicLayer.{method}", "decoding")
+
+
+def test_transformers_DynamicCache_layers():  # noqa: N802
+    from transformers import DynamicCache, LlamaConfig
+
+    cache = DynamicCache(config=LlamaConfig(num_hidden_layers=2, hidden_size=8, num_attention_heads=2))
+    assert isinstance(getattr(cache, "layers", None), list), _broke(
+        "transformers", "DynamicCache.layers", "decoding.decode_compacting (swaps in ReservedLayer)"
+    )
+
+
+def test_transformers_AttentionInterface_register():  # noqa: N802
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    assert callable(AttentionInterface.register) and callable(AttentionMaskInterface.register), _broke(
+        "transformers", "AttentionInterface/AttentionMaskInterface.register", "model_utils.pick_attention"
+    )
+    params = list(inspect.signature(sdpa_attention_forward).parameters)
+    assert params[:5] == ["module", "query", "key", "value", "attention_mask"], _broke(
+        "transformers", "sdpa_attention_forward's arguments", "model_utils._sdpa_cpu_fp32"
+    )
+    assert callable(sdpa_mask)
+
+
+def test_peft_LoraLinear_internals():  # noqa: N802
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.layer import Linear as LoraLinear
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(
+        LlamaConfig(num_hidden_layers=1, hidden_size=8, intermediate_size=16, num_attention_heads=2, vocab_size=32)
+    )
+    model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    layer = next(m for m in model.modules() if isinstance(m, LoraLinear))
+    for name in ("_disable_adapters", "merged", "use_dora", "active_adapters", "base_layer", "get_delta_weight"):
+        assert hasattr(layer, name), _broke("peft", f"lora.Linear.{name}", "fast_weights.generation_weights")
+    layer._disable_adapters = True
+    assert layer.disable_adapters, _broke("peft", "what _disable_adapters switches", "fast_weights.generation_weights")
+
+
+def test_torch_ops_mkldnn_reorder_linear_weight():
+    ops = torch.ops.mkldnn
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build: packed_linears is a no-op here")
+    weight, x = torch.randn(6, 4), torch.randn(3, 4)
+    packed = ops._reorder_linear_weight(weight, 64)
+    out = ops._linear_pointwise(x, packed, None, "none", [], "")
+    assert torch.allclose(out, x @ weight.T, atol=1e-5), _broke(
+        "torch", "mkldnn._reorder_linear_weight/_linear_pointwise", "fast_weights.packed_linears"
+    )
+    assert isinstance(bool(ops._is_mkldnn_bf16_supported()), bool)
+
+
+def test_trl_GRPOTrainer_get_per_token_logps_and_entropies():  # noqa: N802
+    from trl import GRPOTrainer
+
+    params = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
+    want = ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy"]
+    assert params[: len(want)] == want, _broke(
+        "trl", "GRPOTrainer._get_per_token_logps_and_entropies's arguments", "fast_logps.FastLogpsTrainer"
+    )
+    from transformers import Trainer
+
+    for attribute in ("is_deepspeed_enabled", "is_fsdp_enabled"):  # the gate reads them
+        assert f"self.{attribute} =" in inspect.getsource(Trainer), _broke(
+            "transformers", f"Trainer.{attribute}", "fast_logps.FastLogpsTrainer._fast_logps_ok"
+        )
+
+
+def test_trl_ChunkedLogProbFunction_apply():  # noqa: N802
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    hidden, weight, ids = torch.randn(5, 4), torch.randn(7, 4), torch.tensor([1, 2, 3, 4, 5])
+    logps, entropy, *_ = ChunkedLogProbFunction.apply(
+        hidden, weight, None, ids, 1.0, 32768, None, 1.0, ("log_probs", "entropy")
+    )
+    want = torch.log_softmax(hidden @ weight.T, -1).gather(-1, ids[:, None]).squeeze(-1)
+    assert torch.allclose(logps, want, atol=1e-5), _broke(
+        "trl", "ChunkedLogProbFunction.apply's positional arguments or outputs", "fast_logps.shared_prefix_logps"
+    )
+    assert entropy.shape == (5,)
+
+
+def test_trl_GRPOConfig_loss_type_help():  # noqa: N802
+    import main
+
+    accepted = main.trl_loss_types()
+    assert accepted and {"grpo", "dapo", "dr_grpo", "bnpo"} <= set(accepted), _broke(
+        "trl", "GRPOConfig.loss_type's help text ('Supported values are ...')", "main.validate's --loss_type check"
+    )
+
+
+def test_accelerate_original_forward_and_autocast_handler():
+    from accelerate import Accelerator
+    from accelerate.utils import AutocastKwargs
+
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    model = accelerator.prepare(torch.nn.Linear(2, 2))
+    assert hasattr(model, "_original_forward"), _broke(
+        "accelerate", "the _original_forward a mixed-precision model keeps", "fast_logps._check_fast_logps"
+    )
+    assert hasattr(accelerator, "autocast_handler") and callable(AutocastKwargs), _broke(
+        "accelerate", "Accelerator.autocast_handler", "fast_logps._check_fast_logps"
+    )
+
+
+def test_every_private_name_we_use_has_a_contract_test():
+    """A new private API in the speed code must come with a test here."""
+    import os
+
+    from conftest import ROOT
+
+    used = set()
+    for name in ("decoding.py", "fast_weights.py", "fast_logps.py", "model_utils.py"):
+        with open(os.path.join(ROOT, name)) as f:
+            used |= set(re.findall(r"\.(_[a-z][a-z_]+)\b", f.read()))
+    ours = {
+        "_adopt", "_views", "_fast", "_decode", "_fast_logps", "_fast_logps_ok", "_check_fast_logps", "_fast_checked",
+        "_start", "_sdpa_cpu_fp32", "_read_config", "_check_model_dir", "_embedded_gguf_path", "_disable_adapters",
+    }  # fmt: skip
+    tested = {
+        "_get_per_token_logps_and_entropies", "_original_forward", "_reorder_linear_weight", "_linear_pointwise",
+        "_is_mkldnn_bf16_supported", "_disable_adapters",
+    }  # fmt: skip
+    assert used - ours - tested == set(), f"private names without a contract test: {sorted(used - ours - tested)}"
