@@ -5,6 +5,7 @@
 #   make learn   before/after learning report (results/learning/)
 #   make bench   speed benchmarks (bench/)
 #   make gpu-bundle  wheels + model spec for a GPU machine in .gpu/, and the command to run there
+#   make docs    regenerate docs/flags.md from the parsers
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.installed
 # Extra flags for the targets, e.g. make train ARGS="--max_steps 5"
 ARGS ?=
 
-.PHONY: setup train test eval learn bench gpu-bundle clean-venv
+.PHONY: setup train test eval learn bench gpu-bundle docs clean-venv
 
 setup: $(STAMP)
 
@@ -46,6 +47,9 @@ bench: $(STAMP)
 
 gpu-bundle: $(STAMP)
 	$(PY) bench/gpu_bundle.py --out .gpu
+
+docs: $(STAMP)
+	$(PY) docs/flags.py
 
 clean-venv:
 	rm -rf $(VENV)

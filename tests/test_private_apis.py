@@ -129,16 +129,19 @@ def test_trl_GRPOConfig_loss_type_help():  # noqa: N802
 
 
 def test_accelerate_original_forward_and_autocast_handler():
-    from accelerate import Accelerator
-    from accelerate.utils import AutocastKwargs
+    """In a fresh process: accelerate's state is a singleton the other tests have set up already."""
+    import subprocess
+    import sys
 
-    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
-    model = accelerator.prepare(torch.nn.Linear(2, 2))
-    assert hasattr(model, "_original_forward"), _broke(
-        "accelerate", "the _original_forward a mixed-precision model keeps", "fast_logps._check_fast_logps"
+    code = (
+        "import torch; from accelerate import Accelerator; from accelerate.utils import AutocastKwargs\n"
+        "a = Accelerator(cpu=True, mixed_precision='bf16'); m = a.prepare(torch.nn.Linear(2, 2))\n"
+        "assert hasattr(m, '_original_forward'), 'the _original_forward a mixed-precision model keeps'\n"
+        "assert hasattr(a, 'autocast_handler') and callable(AutocastKwargs), 'Accelerator.autocast_handler'\n"
     )
-    assert hasattr(accelerator, "autocast_handler") and callable(AutocastKwargs), _broke(
-        "accelerate", "Accelerator.autocast_handler", "fast_logps._check_fast_logps"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, _broke(
+        "accelerate", done.stderr.strip().splitlines()[-1], "fast_logps._check_fast_logps"
     )
 
 
