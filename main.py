@@ -255,9 +255,15 @@ def validate(args: argparse.Namespace) -> None:
     """Check every flag, alone and against the others, before anything heavy loads.
 
     Raises ``UsageError`` (one line per problem, exit code 2) with the value and the fix."""
-    import reward
     from run_files import UsageError
 
+    problems = _check_numbers(args) + _check_names(args) + _check_places(args)
+    if problems:
+        raise UsageError("\n".join(problems))
+
+
+def _check_numbers(args: argparse.Namespace) -> list[str]:
+    """Batch arithmetic, positive counts, finite rates and ranges."""
     problems = []
     world = int(os.environ.get("WORLD_SIZE", "1"))
     spg = args.steps_per_generation or args.gradient_accumulation_steps
@@ -267,22 +273,14 @@ def validate(args: argparse.Namespace) -> None:
         )
     gen_batch = args.per_device_train_batch_size * world * spg
     if args.num_generations >= 2 and gen_batch % args.num_generations:
+        fit = args.num_generations * max(1, args.per_device_train_batch_size // args.num_generations)
         problems.append(
             f"The generation batch ({args.per_device_train_batch_size} per device x {world} processes x {spg} steps "
-            "per generation "
-            f"= {gen_batch} completions) is not divisible by --num_generations {args.num_generations}. "
-            "Use --per_device_train_batch_size "
-            f"{args.num_generations * max(1, args.per_device_train_batch_size // args.num_generations)}."
+            f"per generation = {gen_batch} completions) is not divisible by --num_generations {args.num_generations}. "
+            f"Use --per_device_train_batch_size {fit}."
         )
-    for name in (
-        "per_device_train_batch_size",
-        "gradient_accumulation_steps",
-        "max_completion_length",
-        "lora_r",
-        "lora_alpha",
-        "logging_steps",
-        "save_steps",
-    ):
+    positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "lora_r")
+    for name in (*positive, "lora_alpha", "logging_steps", "save_steps"):
         if getattr(args, name) <= 0:
             problems.append(f"--{name} {getattr(args, name)}: must be a positive integer.")
     if not (_finite(args.learning_rate) and args.learning_rate > 0):
@@ -308,28 +306,19 @@ def validate(args: argparse.Namespace) -> None:
         )
     if args.max_prompt_length < 0 or args.save_total_limit < 0:
         problems.append("--max_prompt_length and --save_total_limit must be >= 0.")
+    return problems
+
+
+def _check_names(args: argparse.Namespace) -> list[str]:
+    """Loss type, rewards and their weights, prompt template, built-in levels."""
+    import data_utils
+    import reward
+
+    problems = []
     if args.loss_type not in _KNOWN_LOSSES:
         accepted = trl_loss_types()
         if accepted and args.loss_type not in accepted:
             problems.append(f"--loss_type {args.loss_type!r}: the installed TRL accepts {accepted}.")
-    if args.dataset_id.split(":")[0] == "builtin":
-        import data_utils
-
-        try:
-            data_utils.parse_builtin_levels(args.dataset_id)
-        except data_utils.DataError as exc:
-            problems.append(str(exc))
-    if args.model_id != "embedded":  # a bad local folder or file fails here, before any load
-        import model_utils
-
-        try:
-            model_utils.resolve_model(args.model_id)
-        except model_utils.ModelError as exc:
-            problems.append(str(exc))
-    if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        problems.append(
-            f"--output_dir {args.output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run."
-        )
     try:
         reward.get_reward_funcs(args.reward_funcs)
     except ValueError as exc:
@@ -350,35 +339,46 @@ def validate(args: argparse.Namespace) -> None:
                 f"--reward_weights {args.reward_weights!r}: every weight must be a finite number (TRL would silently "
                 "drop a NaN reward)."
             )
-    from data_utils import PROMPT_TEMPLATES
-
-    if args.prompt_template not in PROMPT_TEMPLATES:
-        problems.append(f"--prompt_template {args.prompt_template!r}: expected one of {sorted(PROMPT_TEMPLATES)}.")
-    if (
-        args.resume_from_checkpoint
-        and args.resume_from_checkpoint != "last"
-        and not os.path.isdir(args.resume_from_checkpoint)
-    ):
+    if args.prompt_template not in data_utils.PROMPT_TEMPLATES:
         problems.append(
-            f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder. Pass a checkpoint-N folder or "
-            "'last'."
+            f"--prompt_template {args.prompt_template!r}: expected one of {sorted(data_utils.PROMPT_TEMPLATES)}."
         )
-    if args.resume_from_checkpoint == "last" and not args.output_dir:
+    if args.dataset_id.split(":")[0] == "builtin":
+        try:
+            data_utils.parse_builtin_levels(args.dataset_id)
+        except data_utils.DataError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _check_places(args: argparse.Namespace) -> list[str]:
+    """The model, output and resume folders, and the optional packages a flag needs."""
+    import importlib.util
+
+    import model_utils
+
+    problems = []
+    if args.model_id != EMBEDDED_MODEL_ID:  # a bad local folder or file fails here, before any load
+        try:
+            model_utils.resolve_model(args.model_id)
+        except model_utils.ModelError as exc:
+            problems.append(str(exc))
+    if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        problems.append(
+            f"--output_dir {args.output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run."
+        )
+    resume = args.resume_from_checkpoint
+    if resume and resume != "last" and not os.path.isdir(resume):
+        problems.append(f"--resume_from_checkpoint {resume!r} is not a folder. Pass a checkpoint-N folder or 'last'.")
+    if resume == "last" and not args.output_dir:
         problems.append("--resume_from_checkpoint last needs --output_dir: the run folder to resume.")
-    if args.report_to == "wandb":
-        import importlib.util
-
-        if importlib.util.find_spec("wandb") is None:
-            problems.append(
-                "--report_to wandb needs wandb: pip install wandb (then wandb login), or use --report_to tensorboard."
-            )
-    if args.use_vllm:
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            problems.append("--use_vllm needs vLLM: pip install vllm (CUDA GPUs only). Or drop --use_vllm.")
-    if problems:
-        raise UsageError("\n".join(problems))
+    if args.report_to == "wandb" and importlib.util.find_spec("wandb") is None:
+        problems.append(
+            "--report_to wandb needs wandb: pip install wandb (then wandb login), or use --report_to tensorboard."
+        )
+    if args.use_vllm and importlib.util.find_spec("vllm") is None:
+        problems.append("--use_vllm needs vLLM: pip install vllm (CUDA GPUs only). Or drop --use_vllm.")
+    return problems
 
 
 def trl_loss_types() -> list[str] | None:

@@ -164,15 +164,9 @@ def prepare_datasets(args, tokenizer):
     return train_ds, eval_ds, counts
 
 
-def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
-    """The configured ``GRPOTrainer``, its signal-stop callback and the resolved run configuration."""
-    reward.set_verify_timeout(args.verify_timeout)
-    reward_funcs = reward.get_reward_funcs(args.reward_funcs)
-
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState()
+def _resolve(args, state) -> dict:
+    """Where the model comes from, its tokenizer, and the hardware choices: device, precision,
+    attention, fast paths (``model_utils`` decides each)."""
     with state.main_process_first():  # convert the embedded model once, not once per process
         resolved = model_utils.resolve_model(args.model_id)
     if resolved["adapter"]:
@@ -184,55 +178,56 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
     device = model_utils.pick_device()
     use_bf16, dtype = model_utils.training_precision(device, args.bf16)
-    tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
-    train_ds, eval_ds, dropped = prepare_datasets(args, tokenizer)
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "train")
     attention = model_utils.pick_attention(device, use_bf16) if fast else None
+    tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
+    return {
+        **{"resolved": resolved, "device": device, "use_bf16": use_bf16, "dtype": dtype},
+        **{"fast": fast, "attention": attention, "tokenizer": tokenizer},
+    }
+
+
+def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
+    """The configured ``GRPOTrainer``, its signal-stop callback and the resolved run configuration."""
+    from accelerate import PartialState
+
+    reward.set_verify_timeout(args.verify_timeout)
+    state = PartialState()
+    hw = _resolve(args, state)
+    train_ds, eval_ds, dropped = prepare_datasets(args, hw["tokenizer"])  # data errors before the model loads
     model = model_utils.load_model(
-        resolved, dtype, trust_remote_code=args.trust_remote_code, attn_implementation=attention
+        hw["resolved"], hw["dtype"], trust_remote_code=args.trust_remote_code, attn_implementation=hw["attention"]
     )
     logger.info(
-        "Model: %s | device %s | dtype %s | processes %d", resolved["source"], device, dtype, state.num_processes
+        "Model: %s | device %s | dtype %s | processes %d",
+        hw["resolved"]["source"],
+        hw["device"],
+        hw["dtype"],
+        state.num_processes,
     )
-
-    grpo_config, lora_config = build_configs(args, output_dir, use_bf16, use_cpu=device == "cpu")
+    grpo_config, lora_config = build_configs(args, output_dir, hw["use_bf16"], use_cpu=hw["device"] == "cpu")
     if args.logging_dir or args.report_to == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir or os.path.join(output_dir, "runs"))
     marker, stopper = _callbacks()
     trainer = FastLogpsTrainer(
         model=model,
-        reward_funcs=reward_funcs,
+        reward_funcs=reward.get_reward_funcs(args.reward_funcs),
         args=grpo_config,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        processing_class=tokenizer,
+        processing_class=hw["tokenizer"],
         peft_config=lora_config,
         callbacks=[marker, stopper],
     )
-    trainer.shared_prefix = fast
-    if fast and not args.use_vllm:
-        # Sample with the adapter merged; every prompt of a generation batch starts with the same
-        # system prompt, so run that once.
-        # On a CPU that trains under bf16 autocast (fp32 weights), sample under it too.
-        autocast_dtype = torch.bfloat16 if use_bf16 and dtype == torch.float32 else None
-        trainer.model.generate = decoding.SharedPrefixGenerate(
-            trainer.model, tokenizer.pad_token_id, autocast_dtype=autocast_dtype
-        )
+    _install_fast_paths(trainer, args, hw)
     run_config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-        "output_dir": output_dir,
-        "resumed_from": resume_ckpt,
-        "model_source": resolved["source"],
-        "model_path": resolved["base"],
-        "device": device,
-        "dtype": str(dtype),
-        "attn_implementation": attention or "model default",
-        "fast_paths": {"setting": args.fast_paths, "enabled": fast},
-        "bf16": use_bf16,
-        "num_processes": state.num_processes,
-        "train_rows": len(train_ds),
-        "eval_rows": len(eval_ds) if eval_ds is not None else 0,
-        "dropped": dropped,
+        **{"output_dir": output_dir, "resumed_from": resume_ckpt, "model_source": hw["resolved"]["source"]},
+        **{"model_path": hw["resolved"]["base"], "device": hw["device"], "dtype": str(hw["dtype"])},
+        "attn_implementation": hw["attention"] or "model default",
+        "fast_paths": {"setting": args.fast_paths, "enabled": hw["fast"]},
+        **{"bf16": hw["use_bf16"], "num_processes": state.num_processes, "train_rows": len(train_ds)},
+        **{"eval_rows": len(eval_ds) if eval_ds is not None else 0, "dropped": dropped},
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "versions": _versions(),
         "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
@@ -240,6 +235,19 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     return trainer, stopper, run_config
+
+
+def _install_fast_paths(trainer, args, hw: dict) -> None:
+    """The loss's shared-prefix log-probs, and sampling with the adapter merged and the shared system
+    prompt run once per generation batch (under bf16 autocast where training autocasts)."""
+    import torch
+
+    trainer.shared_prefix = hw["fast"]
+    if hw["fast"] and not args.use_vllm:
+        autocast_dtype = torch.bfloat16 if hw["use_bf16"] and hw["dtype"] == torch.float32 else None
+        trainer.model.generate = decoding.SharedPrefixGenerate(
+            trainer.model, hw["tokenizer"].pad_token_id, autocast_dtype=autocast_dtype
+        )
 
 
 def fast_paths_report(trainer, run_config: dict) -> dict:
@@ -279,6 +287,26 @@ def train(args, callbacks=()) -> int:
             shutil.rmtree(output_dir, ignore_errors=True)  # failed before writing anything: leave no empty folder
 
 
+def _train_with_signal_stop(trainer, stopper, resume_ckpt: str | None) -> float:
+    """``trainer.train`` with Ctrl-C / SIGTERM turned into save-and-stop; returns the wall time (s)."""
+    previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    start = time.time()
+    try:
+        trainer.train(resume_from_checkpoint=resume_ckpt)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return time.time() - start
+
+
+def _save_tokenizer_and_merged(trainer, tokenizer, output_dir: str, save_merged: bool) -> None:
+    tokenizer.save_pretrained(output_dir)
+    if save_merged:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(os.path.join(output_dir, "merged"), safe_serialization=True)
+        tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
+
+
 def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
     try:
         trainer, stopper, run_config = build_trainer(args, output_dir, resume_ckpt)
@@ -302,15 +330,7 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
             logger.info("Resolved configuration written to %s/run_config.json", output_dir)
         record_attempt(output_dir, attempt)
 
-    previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    start = time.time()
-    try:
-        trainer.train(resume_from_checkpoint=resume_ckpt)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    wall = time.time() - start
-
+    wall = _train_with_signal_stop(trainer, stopper, resume_ckpt)
     steps = trainer.state.global_step
     history = trainer.state.log_history
     attempt.update(
@@ -335,11 +355,7 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
         return 130
     trainer.save_model(output_dir)  # the adapter only (PEFT)
     if state.is_main_process:
-        tokenizer.save_pretrained(output_dir)
-        if args.save_merged:
-            merged = trainer.model.merge_and_unload()
-            merged.save_pretrained(os.path.join(output_dir, "merged"), safe_serialization=True)
-            tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
+        _save_tokenizer_and_merged(trainer, tokenizer, output_dir, args.save_merged)
         attempt.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True})
         record_attempt(output_dir, attempt)
         logger.info(
