@@ -91,6 +91,77 @@ def score(completions: list[str], prompts: list[str], rows) -> list[tuple]:
     return list(zip(fmt, acc, strict=True))
 
 
+def load_paths(args):
+    """The problems, the fp32 model (and a bf16 one on CPUs with native bf16), both paths warmed up."""
+    import torch
+
+    _, test = data_utils.load_and_process_data("builtin", None, "test")
+    rows = test.select(range(0, len(test), max(1, len(test) // args.n)))[: args.n]
+    resolved = model_utils.resolve_model("embedded")
+    tokenizer = model_utils.load_tokenizer(resolved["base"])
+    model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
+    prompts = [data_utils.render_prompt(tokenizer, conv, True) for conv in rows["prompt"]]
+    ours_args = SimpleNamespace(
+        max_completion_length=args.max_completion_length,
+        num_samples=1,
+        temperature=0.0,
+        batch_size=args.batch_size,
+        seed=0,
+    )
+    short = SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4})
+    baseline_generate(model, tokenizer, prompts[:4], 4)  # warm-up both paths
+    decoding.generate_batches(model, tokenizer, prompts[:4], short, "cpu")
+    bf16_model = None
+    if model_utils.cpu_has_bf16():
+        attention = model_utils.pick_attention("cpu", True)
+        bf16_model = model_utils.load_model(resolved, torch.bfloat16, "cpu", attn_implementation=attention).eval()
+        decoding.generate_batches(bf16_model, tokenizer, prompts[:4], short, "cpu")
+    return rows, prompts, tokenizer, model, bf16_model, ours_args
+
+
+def time_paths(args, prompts, tokenizer, model, bf16_model, ours_args) -> dict:
+    """Median seconds and the outputs of each path, repeats interleaved so machine noise hits all alike."""
+    runs, out = {"baseline": [], "ours": [], "ours_bf16": []}, {}
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        out["baseline"] = baseline_generate(model, tokenizer, prompts, args.max_completion_length)
+        runs["baseline"].append(time.perf_counter() - start)
+        for name, m in (("ours", model), ("ours_bf16", bf16_model)):
+            if m is not None:
+                start = time.perf_counter()
+                texts, ids = decoding.generate_batches(m, tokenizer, prompts, ours_args, "cpu")
+                runs[name].append(time.perf_counter() - start)
+                out[name] = ([t[0] for t in texts], sum(len(x[0]) for x in ids))
+    return {name: (statistics.median(times), out[name]) for name, times in runs.items() if times}
+
+
+def bf16_figures(timed: dict, base_scores, ours_scores, prompts, rows, flops_per_token: float) -> dict:
+    import torch
+
+    n = len(prompts)
+    bf16_s, (bf16_out, bf16_tokens) = timed["ours_bf16"]
+    bf16_scores = score(bf16_out, prompts, rows)
+    bf16_tps, bf16_limit = bf16_tokens / bf16_s, matmul_flops(dtype=torch.bfloat16) / flops_per_token
+    acc = {
+        name: sum(a for _, a in sc if a is not None) / n for name, sc in (("fp32", ours_scores), ("bf16", bf16_scores))
+    }
+    same = sum(a == b for a, b in zip(base_scores, bf16_scores, strict=True))
+    print(
+        f"ours bf16: {bf16_s:6.1f} s  {n / bf16_s:6.2f} completions/s  {bf16_tps:6.1f} tokens/s  "
+        f"({bf16_tps / bf16_limit:.0%} of the bf16 limit, {bf16_limit:.0f} tokens/s)"
+    )
+    print(f"bf16 vs fp32: {same}/{n} identical scores; accuracy {acc['bf16']:.3f} vs {acc['fp32']:.3f}")
+    return {
+        "ours_bf16_per_s": round(n / bf16_s, 3),
+        "ratio_bf16": round(timed["baseline"][0] / bf16_s, 2),
+        "bf16_limit_tokens_per_s": round(bf16_limit, 1),
+        "fraction_of_bf16_limit": round(bf16_tps / bf16_limit, 3),
+        "bf16_identical_scores": same,
+        "bf16_accuracy": round(acc["bf16"], 4),
+        "fp32_accuracy": round(acc["fp32"], 4),
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=128, help="problems (>= 64)")
@@ -103,114 +174,28 @@ def main() -> int:
     logging.disable(logging.WARNING)
     import torch
 
-    _, test = data_utils.load_and_process_data("builtin", None, "test")
-    rows = test.select(range(0, len(test), max(1, len(test) // args.n)))[: args.n]
-    resolved = model_utils.resolve_model("embedded")
-    tokenizer = model_utils.load_tokenizer(resolved["base"])
-    model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
-    prompts = [data_utils.render_prompt(tokenizer, conv, True) for conv in rows["prompt"]]
-    flops = matmul_flops()
-    flops_per_token = 2 * model.num_parameters()
+    rows, prompts, tokenizer, model, bf16_model, ours_args = load_paths(args)
+    flops, flops_per_token = matmul_flops(), 2 * model.num_parameters()
     limit_tokens_per_s = flops / flops_per_token
-
-    ours_args = SimpleNamespace(
-        max_completion_length=args.max_completion_length,
-        num_samples=1,
-        temperature=0.0,
-        batch_size=args.batch_size,
-        seed=0,
-    )
-    baseline_generate(model, tokenizer, prompts[:4], 4)  # warm-up both paths
-    decoding.generate_batches(
-        model, tokenizer, prompts[:4], SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}), "cpu"
-    )
-
-    bf16_model = None
-    if model_utils.cpu_has_bf16():
-        attention = model_utils.pick_attention("cpu", True)
-        bf16_model = model_utils.load_model(resolved, torch.bfloat16, "cpu", attn_implementation=attention).eval()
-        decoding.generate_batches(
-            bf16_model,
-            tokenizer,
-            prompts[:4],
-            SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4}),
-            "cpu",
-        )
-
-    runs = {"baseline": [], "ours": [], "ours_bf16": []}
-    for _ in range(args.repeats):  # interleaved, so machine noise hits all alike
-        start = time.perf_counter()
-        base_out, base_tokens = baseline_generate(model, tokenizer, prompts, args.max_completion_length)
-        runs["baseline"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        texts, token_ids = decoding.generate_batches(model, tokenizer, prompts, ours_args, "cpu")
-        runs["ours"].append(time.perf_counter() - start)
-        if bf16_model is not None:
-            start = time.perf_counter()
-            bf16_texts, bf16_ids = decoding.generate_batches(bf16_model, tokenizer, prompts, ours_args, "cpu")
-            runs["ours_bf16"].append(time.perf_counter() - start)
-    ours_out = [t[0] for t in texts]
-    ours_tokens = sum(len(x[0]) for x in token_ids)
-    base_s, ours_s = statistics.median(runs["baseline"]), statistics.median(runs["ours"])
+    timed = time_paths(args, prompts, tokenizer, model, bf16_model, ours_args)
+    (base_s, (base_out, base_tokens)), (ours_s, (ours_out, ours_tokens)) = timed["baseline"], timed["ours"]
     base_scores, ours_scores = score(base_out, prompts, rows), score(ours_out, prompts, rows)
     same_text = sum(a.strip() == b.strip() for a, b in zip(base_out, ours_out, strict=True))
-    n = len(prompts)
-    ours_tps = ours_tokens / ours_s
+    n, ours_tps = len(prompts), ours_tokens / ours_s
     # Prompt tokens each path runs besides generating: the baseline every padded prompt; ours
     # the shared prefix once and each prompt's own tokens.
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     shared = decoding.shared_prefix_len(encoded)
     base_prompt_tokens = sum(16 * max(map(len, encoded[i : i + 16])) for i in range(0, n, 16))
     ours_prompt_tokens = shared + sum(len(e) - shared for e in encoded)
-    print(
-        f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads; "
-        f"median of {args.repeats}"
-    )
-    print(
-        f"machine: {flops / 1e9:.0f} GFLOP/s fp32 matmul; {flops_per_token / 1e6:.0f} MFLOP per generated token -> "
-        f"limit {limit_tokens_per_s:.0f} tokens/s"
-    )
-    print(
-        f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  {base_tokens / base_s:6.1f} tokens/s  "
-        f"(+{base_prompt_tokens} prompt tokens)"
-    )
-    print(
-        f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s  "
-        f"({ours_tps / limit_tokens_per_s:.0%} of limit; "
-        f"{(ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s:.0%} counting its {ours_prompt_tokens} "
-        "prompt tokens)"
-    )
-    print(
-        f"identical completions: {same_text}/{n}; identical scores: "
-        f"{sum(a == b for a, b in zip(base_scores, ours_scores, strict=True))}/{n}"
-    )
-    bf16 = {}
-    if bf16_model is not None:
-        bf16_s = statistics.median(runs["ours_bf16"])
-        bf16_scores = score([t[0] for t in bf16_texts], prompts, rows)
-        bf16_tps = sum(len(x[0]) for x in bf16_ids) / bf16_s
-        bf16_limit = matmul_flops(dtype=torch.bfloat16) / flops_per_token
-        acc = {
-            name: sum(a for _, a in sc if a is not None) / n
-            for name, sc in (("fp32", ours_scores), ("bf16", bf16_scores))
-        }
-        print(
-            f"ours bf16: {bf16_s:6.1f} s  {n / bf16_s:6.2f} completions/s  {bf16_tps:6.1f} tokens/s  "
-            f"({bf16_tps / bf16_limit:.0%} of the bf16 limit, {bf16_limit:.0f} tokens/s)"
-        )
-        print(
-            f"bf16 vs fp32: {sum(a == b for a, b in zip(base_scores, bf16_scores, strict=True))}/{n} identical scores; "
-            f"accuracy {acc['bf16']:.3f} vs {acc['fp32']:.3f}"
-        )
-        bf16 = {
-            "ours_bf16_per_s": round(n / bf16_s, 3),
-            "ratio_bf16": round(base_s / bf16_s, 2),
-            "bf16_limit_tokens_per_s": round(bf16_limit, 1),
-            "fraction_of_bf16_limit": round(bf16_tps / bf16_limit, 3),
-            "bf16_identical_scores": sum(a == b for a, b in zip(base_scores, bf16_scores, strict=True)),
-            "bf16_accuracy": round(acc["bf16"], 4),
-            "fp32_accuracy": round(acc["fp32"], 4),
-        }
+    with_prompts = (ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s
+    same_scores = sum(a == b for a, b in zip(base_scores, ours_scores, strict=True))
+    print(f"{n} problems, max {args.max_completion_length} new tokens, greedy, fp32, {torch.get_num_threads()} threads")
+    print(f"machine: {flops / 1e9:.0f} GFLOP/s fp32 matmul -> limit {limit_tokens_per_s:.0f} tokens/s")
+    print(f"baseline: {base_s:7.1f} s  {n / base_s:6.2f} completions/s  (+{base_prompt_tokens} prompt tokens)")
+    print(f"ours    : {ours_s:7.1f} s  {n / ours_s:6.2f} completions/s  {ours_tps:6.1f} tokens/s ({with_prompts:.0%})")
+    print(f"identical completions: {same_text}/{n}; identical scores: {same_scores}/{n}")
+    bf16 = bf16_figures(timed, base_scores, ours_scores, prompts, rows, flops_per_token) if "ours_bf16" in timed else {}
     result = {
         "baseline_per_s": round(n / base_s, 3),
         "ours_per_s": round(n / ours_s, 3),
@@ -219,9 +204,9 @@ def main() -> int:
         "ours_tokens_per_s": round(ours_tps, 1),
         "limit_tokens_per_s": round(limit_tokens_per_s, 1),
         "fraction_of_limit": round(ours_tps / limit_tokens_per_s, 3),
-        "fraction_of_limit_with_prompts": round((ours_tokens + ours_prompt_tokens) / ours_s / limit_tokens_per_s, 3),
+        "fraction_of_limit_with_prompts": round(with_prompts, 3),
         "scores_identical": base_scores == ours_scores,
-        "identical_scores": sum(a == b for a, b in zip(base_scores, ours_scores, strict=True)),
+        "identical_scores": same_scores,
         "identical_completions": same_text,
         "n": n,
         "ours_batch_size": args.batch_size,

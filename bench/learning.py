@@ -29,15 +29,11 @@ sys.path.insert(0, ROOT)
 import plots  # noqa: E402
 from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE  # noqa: E402
 
-KEYS = (
-    "n",
-    "accuracy",
-    "accuracy_ci95",
-    "lenient_accuracy",
-    "format_reward_mean",
-    "format_distribution",
-    "skipped_unparseable_gold",
-)
+# What the report keeps of each evaluation summary.
+KEYS = ("n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "dropped")
+SETTINGS = ("prompt_template", "prefill_think", "learning_rate", "max_steps", "per_device_train_batch_size")
+SETTINGS += ("num_generations", "max_completion_length", "temperature", "lora_r", "lora_alpha", "lora_target_modules")
+SETTINGS += ("beta", "loss_type", "seed")
 
 
 def run(cmd: list[str]) -> float:
@@ -49,25 +45,32 @@ def run(cmd: list[str]) -> float:
 
 
 def evaluate(model: str, out: str, args, extra: list[str]) -> dict:
-    run(
-        [
-            sys.executable,
-            "eval.py",
-            "--model_dir",
-            model,
-            "--dataset_id",
-            args.dataset_id,
-            "--split",
-            args.split,
-            "--limit",
-            str(args.limit),
-            "--output_file",
-            out,
-            *extra,
-        ]
-    )
+    cmd = [sys.executable, "eval.py", "--model_dir", model, "--dataset_id", args.dataset_id, "--split", args.split]
+    run([*cmd, "--limit", str(args.limit), "--output_file", out, *extra])
     with open(out[: -len(".json")] + ".summary.json") as f:
         return json.load(f)
+
+
+def build_report(run_dir: str, summaries: dict, train_wall: float, args, train_extra: list[str]) -> dict:
+    """The report: each evaluation's key figures, the training's steps, time and settings."""
+    with open(os.path.join(run_dir, "run_config.json")) as f:
+        run_config = json.load(f)
+    with open(os.path.join(run_dir, "run_state.json")) as f:
+        run_config.update(json.load(f)["attempts"][-1])  # steps and wall time of the training
+    base, trained = summaries["base"], summaries["trained"]
+    return {
+        **{name: {k: s.get(k) for k in KEYS} for name, s in summaries.items()},
+        "train_wall_s": run_config.get("train_wall_s", round(train_wall, 1)),
+        "train_process_wall_s": round(train_wall, 1),
+        "steps": run_config.get("steps"),
+        "accuracy_intervals_overlap": not (trained["accuracy_ci95"][0] > base["accuracy_ci95"][1]),
+        "dataset_id": args.dataset_id,
+        "split": args.split,
+        "settings": {k: run_config["args"][k] for k in SETTINGS},
+        "train_extra_flags": train_extra,
+        "device": run_config.get("device"),
+        "date": _dt.date.today().isoformat(),
+    }
 
 
 def main() -> int:
@@ -102,46 +105,10 @@ def main() -> int:
     )
     trained = evaluate(run_dir, os.path.join(out, "trained.json"), args, [])
 
-    with open(os.path.join(run_dir, "run_config.json")) as f:
-        run_config = json.load(f)
-    with open(os.path.join(run_dir, "run_state.json")) as f:
-        run_config.update(json.load(f)["attempts"][-1])  # steps and wall time of the training
     with open(os.path.join(run_dir, "log_history.json")) as f:
         history = json.load(f)
-    pick = lambda s: {k: s[k] for k in KEYS}  # noqa: E731
-    report = {
-        "base": pick(base),
-        "trained": pick(trained),
-        "base_original_prompt": pick(cold),
-        "train_wall_s": run_config.get("train_wall_s", round(train_wall, 1)),
-        "train_process_wall_s": round(train_wall, 1),
-        "steps": run_config.get("steps"),
-        "accuracy_intervals_overlap": not (trained["accuracy_ci95"][0] > base["accuracy_ci95"][1]),
-        "dataset_id": args.dataset_id,
-        "split": args.split,
-        "settings": {
-            k: run_config["args"][k]
-            for k in (
-                "prompt_template",
-                "prefill_think",
-                "learning_rate",
-                "max_steps",
-                "per_device_train_batch_size",
-                "num_generations",
-                "max_completion_length",
-                "temperature",
-                "lora_r",
-                "lora_alpha",
-                "lora_target_modules",
-                "beta",
-                "loss_type",
-                "seed",
-            )
-        },
-        "train_extra_flags": train_extra,
-        "device": run_config.get("device"),
-        "date": _dt.date.today().isoformat(),
-    }
+    summaries = {"base": base, "trained": trained, "base_original_prompt": cold}
+    report = build_report(run_dir, summaries, train_wall, args, train_extra)
     with open(os.path.join(out, "learning_report.json"), "w") as f:
         json.dump(report, f, indent=2)
     title = (
