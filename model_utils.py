@@ -273,10 +273,10 @@ def training_precision(device: str, bf16: bool | None) -> tuple:
 
 FAST_PATHS_CHOICES = ("auto", "on", "off")
 # What ``--fast_paths auto`` picks, per job and device type, from side-by-side measurements
-# (bench/README.md). CPU: every path faster with equal results. CUDA (bench/gpu_check.py, two
-# runs on an H200, 2026-11-26): a GRPO step 1.5-2.4x faster with the paths on (1.51 vs 2.26 s,
-# peak memory 1.6 vs 2.5 GB), equal results; evaluation no clear win (decode step 18.3 vs
-# 19.4 ms at batch 128; whole runs 1.07x and 0.61x), so transformers' generate stays there.
+# (bench/README.md). CPU: every path faster with equal results. CUDA (bench/gpu_check.py, three
+# runs on an H200, 2026-11-26): a GRPO step 1.4-2.4x faster with the paths on (peak memory 1.6
+# vs 2.5 GB), equal results; evaluation never faster (whole runs 0.61x, 1.07x, 0.74x; decode
+# steps within ~1 ms of generate's), so transformers' generate stays there.
 FAST_PATHS_AUTO = {"train": {"cpu": True, "cuda": True}, "eval": {"cpu": True, "cuda": False}}
 
 
