@@ -71,12 +71,19 @@ def system_prompt(template: str) -> str:
     return PROMPT_TEMPLATES[template]
 
 
-def render_prompt(tokenizer, conversation: list[dict], prefill_think: bool) -> str:
-    """Chat-templated prompt text; with ``prefill_think`` the assistant turn starts with ``<think>``.
+PROMPT_FORMATS = ("chat", "raw")
+
+
+def render_prompt(tokenizer, conversation: list[dict], prefill_think: bool, prompt_format: str = "chat") -> str:
+    """The prompt text the model sees. ``chat``: the chat template, and with ``prefill_think`` the
+    assistant turn starts with ``<think>``. ``raw``: the original project's evaluation prompt,
+    ``system prompt + "\\n" + problem`` with no template and nothing prefilled.
 
     Training and evaluation both call this, so a model is always measured on the prompt it was
-    trained on. ``reward.format_reward`` sees the trailing ``<think>`` and counts it.
+    trained on. ``reward.format_reward`` sees a trailing ``<think>`` and counts it.
     """
+    if prompt_format == "raw":
+        return "\n".join(m["content"] for m in conversation)
     text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
     return text + THINK_START if prefill_think else text
 
@@ -354,6 +361,7 @@ def prompt_rows(
     columns: tuple = (None, None, None),
     limit: int | None = None,
     seed: int = 42,
+    prompt_format: str = "chat",
 ):
     """The one prompt pipeline of training and evaluation: load -> standardize -> drop unusable
     rows -> drop prompts over ``max_prompt_length`` tokens -> render each prompt to the exact text
@@ -365,6 +373,7 @@ def prompt_rows(
             split it is (a missing test split is carved from train).
         columns: (problem, solution, answer) column overrides.
         limit: keep only the first N rows of the split (before any filtering).
+        prompt_format: 'chat' (as trained) or 'raw' (the original's evaluation prompt), see ``render_prompt``.
     Returns:
         ``(rows, dropped)``: rows with ``prompt`` (text), ``solution`` and ``answer``, and the
         count of rows left out by reason (``empty_problem``, ``prompt_too_long``) plus
@@ -376,8 +385,11 @@ def prompt_rows(
     if limit:
         ds = ds.select(range(min(limit, len(ds))))
     ds, dropped = drop_unusable_rows(ds)
-    ds, dropped["prompt_too_long"] = filter_by_prompt_length(ds, tokenizer, max_prompt_length, prefill_think)
-    ds = ds.map(lambda ex: {"prompt": render_prompt(tokenizer, ex["prompt"], prefill_think)}, desc="Rendering prompts")
+    ds, dropped["prompt_too_long"] = filter_by_prompt_length(
+        ds, tokenizer, max_prompt_length, prefill_think, prompt_format
+    )
+    render = lambda ex: {"prompt": render_prompt(tokenizer, ex["prompt"], prefill_think, prompt_format)}  # noqa: E731
+    ds = ds.map(render, desc="Rendering prompts")
     return ds, dropped
 
 
@@ -397,7 +409,9 @@ def drop_unusable_rows(ds):
     return ds, {"empty_problem": len(empty), "unusable_gold": no_gold}
 
 
-def filter_by_prompt_length(ds, tokenizer, max_prompt_length: int | None, prefill_think: bool = False):
+def filter_by_prompt_length(
+    ds, tokenizer, max_prompt_length: int | None, prefill_think: bool = False, prompt_format: str = "chat"
+):
     """``(rows, dropped)``: rows whose chat-templated prompt fits ``max_prompt_length`` tokens, and
     how many were dropped (never truncated).
 
@@ -407,7 +421,7 @@ def filter_by_prompt_length(ds, tokenizer, max_prompt_length: int | None, prefil
     if not max_prompt_length:
         return ds, 0
     lengths = [
-        len(tokenizer(render_prompt(tokenizer, p, prefill_think), add_special_tokens=False)["input_ids"])
+        len(tokenizer(render_prompt(tokenizer, p, prefill_think, prompt_format), add_special_tokens=False)["input_ids"])
         for p in ds["prompt"]
     ]
     keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]

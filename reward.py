@@ -37,7 +37,9 @@ Box policy: ``\\boxed{...}`` and ``\\fbox{...}`` count, with nested and escaped 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import sys
 
@@ -74,7 +76,7 @@ def completion_text(completion) -> str:
 
 
 def extract_boxed(text: str | None) -> str | None:
-    """Content of the LAST ``\\boxed{...}`` or ``\\fbox{...}`` in ``text``, braces balanced.
+    """Content of the LAST ``\\boxed{...}`` or ``\\fbox{...}`` in ``text``, braces balanced, stripped.
 
     Returns None when there is no box or the last box is unbalanced. Escaped braces
     (``\\{``, ``\\}``) inside the box do not count toward the balance.
@@ -102,7 +104,7 @@ def extract_boxed(text: str | None) -> str | None:
         elif ch == "}":
             depth -= 1
             if depth == 0:
-                return text[start:i]
+                return text[start:i].strip()  # as the original: surrounding spaces are not the answer
         i += 1
     return None
 
@@ -232,6 +234,28 @@ def gold_answer(solution: str | None, answer: str | None = None) -> str | None:
     return usable_gold(boxed.strip() if boxed and boxed.strip() else None)
 
 
+# ---------------------------------------------------------------- the original project's scorer
+_ORIGINAL_BOX = re.compile(r"\\boxed\{(.*?)\}")
+
+
+def original_rules_accuracy(completion: str, solution: str) -> float:
+    """The original project's accuracy, only to put numbers beside its published ones (never a
+    training reward): the first ``\\boxed{...}`` anywhere in the completion (braces not nested),
+    stripped, equal as a string to the solution's first box; 1.0 when the solution has no box,
+    0.0 when the completion has none.
+
+    >>> original_rules_accuracy("<answer>\\\\boxed{ 42 }</answer>", "\\\\boxed{42}")
+    1.0
+    >>> original_rules_accuracy("<answer>42</answer>", "\\\\boxed{42}")  # no box: 0.0 even when right
+    0.0
+    """
+    gold = _ORIGINAL_BOX.search(solution or "")
+    if gold is None:
+        return 1.0
+    pred = _ORIGINAL_BOX.search(completion_text(completion))
+    return float(pred is not None and pred.group(1).strip() == gold.group(1).strip())
+
+
 # ---------------------------------------------------------------- batched rewards (TRL's shape)
 def _prefilled_flags(prompts, n: int, think_prefilled: bool | None) -> list[bool]:
     """Per completion: was ``<think>`` already in the prompt? Explicit flag wins over detection."""
@@ -349,66 +373,39 @@ def get_reward_funcs(names) -> list:
 
 
 # ---------------------------------------------------------------- self-test (python reward.py)
-_TIR_ANSWER = (
-    "To solve this, we first compute the area of the rectangle: $20 \\times 10 = 200$.\n"
-    "So the area is \\(\\boxed{200}\\). This corresponds to option \\(\\textbf{(E)}\\)."
-)
-BOXED_CASES = [  # (text, expected)
-    ("The answer is \\boxed{42}", "42"),
-    ("答案是\\boxed{123}", "123"),
-    ("\\boxed{a+b}", "a+b"),
-    ("no box here", None),
-    ("\\boxed{  3.14  }", "  3.14  "),
-    ("line one\nline two \\boxed{\n7\n}", "\n7\n"),
-    ("\\boxed{}", ""),
-    ("\\boxed{\\alpha + \\beta^2 \\cdot \\pi}", "\\alpha + \\beta^2 \\cdot \\pi"),
-    (_TIR_ANSWER, "200"),
-    ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{\\sqrt{2}}{2}"),
-    ("\\boxed{\\text{red}}", "\\text{red}"),
-    ("first \\boxed{1} last \\boxed{2}", "2"),
-    ("\\fbox{5}", "5"),
-    ("\\boxed 5", None),
-    ("\\boxed{5", None),
-    ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
-]
-FORMAT_CASES = [  # (completion, expected)
-    ("<think>2+2=4</think><answer>\\boxed{4}</answer>", 1.0),
-    ("<think>2+2=4</think>\n<answer>4</answer>", 0.5),
-    ("<think>2+2=4</think><answer>\\boxed{4}</answer>\n<|im_end|>", 1.0),
-    ("<answer>\\boxed{4}</answer>", 0.0),
-    ("<think>2+2=4</think>", 0.0),
-    ("<think>2+2=4<answer>\\boxed{4}</answer>", 0.0),
-    ("<answer>\\boxed{4}</answer><think>2+2=4</think>", 0.0),
-    ("<think>a</think><answer>\\boxed{4}</answer><answer>\\boxed{5}</answer>", 0.0),
-    ("<think>a</think><answer>\\boxed{4}</answer> and more text", 0.0),
-]
-ACCURACY_CASES = [  # (completion, solution, expected)
-    ("<think>6*7</think><answer>\\boxed{42}</answer>", "so \\boxed{42}", 1.0),
-    ("<think>6*7</think><answer>\\boxed{43}</answer>", "so \\boxed{42}", 0.0),
-    ("<think>sum</think><answer>370</answer>", "total \\(\\boxed{370}\\).", 1.0),
-    ("<think>color</think><answer>red</answer>", "\\(\\boxed{\\text{red}}\\).", 1.0),
-    ("<think>\\boxed{42}</think><answer>41</answer>", "\\boxed{42}", 0.0),
-    ("<think>half</think><answer>\\boxed{0.5}</answer>", "\\boxed{\\frac{1}{2}}", 1.0),
-    ("<think>x</think><answer>\\boxed{42}</answer>", "a solution with no box", None),
-]
+# Every case of the original project's self-test, verbatim, with the value it printed and ours
+# (and why, where they differ on purpose), then this project's own cases: tests/data.
+SELFTEST_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests", "data", "reward_selftest.json")
+_SELFTEST_FUNCS = {
+    "extract_boxed": lambda c: extract_boxed(c["input"]),
+    "format_reward": lambda c: format_reward([c["input"]])[0],
+    "accuracy_reward": lambda c: accuracy_reward([c["input"]], [c["solution"]])[0],
+}
+
+
+def _shown(value, width: int = 60) -> str:
+    """A case's input as the original printed it: the text itself (not its repr), cut after ``width``."""
+    text = str(value).replace("\n", " / ")
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _self_test() -> int:
-    failures = 0
-
-    def row(kind: str, given, got, want) -> None:
-        nonlocal failures
-        ok = got == want
-        failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {kind:<9} {given[:60]!r:<64} got={got!r} want={want!r}")
-
-    for text, want in BOXED_CASES:
-        row("boxed", text, extract_boxed(text), want)
-    for text, want in FORMAT_CASES:
-        row("format", text, format_reward([text])[0], want)
-    for text, sol, want in ACCURACY_CASES:
-        row("accuracy", text, accuracy_reward([text], [sol])[0], want)
-    total = len(BOXED_CASES) + len(FORMAT_CASES) + len(ACCURACY_CASES)
+    """Print every case (input, the original's value, ours, why they differ); 1 if ours changed."""
+    with open(SELFTEST_FILE, encoding="utf-8") as f:
+        cases = json.load(f)
+    failures = total = 0
+    for section in ("original", "ours"):
+        print(f"== {'the original project' if section == 'original' else 'this project'}'s cases")
+        for kind, rows in cases[section].items():
+            for case in rows:
+                got = _SELFTEST_FUNCS[kind](case)
+                ok = got == case["ours"]
+                failures, total = failures + (not ok), total + 1
+                original = f"  original={case['original']!r}" if "original" in case else ""
+                note = f"  ({case['why']})" if case.get("why") else ""
+                print(
+                    f"{'ok  ' if ok else 'FAIL'} {kind:<15} {_shown(case['input']):<62}{original}  ours={got!r}{note}"
+                )
     print(f"{total - failures} passed, {failures} failed")
     return 1 if failures else 0
 

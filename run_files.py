@@ -3,9 +3,11 @@
     python -c "import run_files; print(run_files.safe_name('Qwen/Qwen2.5-0.5B-Instruct'))"
 
 Shared by main.py, train.py and eval.py so all of them name outputs the same safe way, hold an
-output exclusively while writing it, read the JSON they wrote with errors that name the file,
-never leave a half-written JSON file behind, and report a bad flag or input as one line with
-exit code 2.
+output exclusively while writing it (``claim``), read the JSON they wrote with errors that name
+the file, never leave a half-written JSON file behind, and report a bad flag or input as one
+line with exit code 2 (``UsageError``, ``cli``). Run folders: which one a run writes, what
+resuming picks, reuse of one left before its first checkpoint, the attempts in run_state.json.
+Result files: their claim, the partial records written as scored, and what --resume keeps.
 """
 
 from __future__ import annotations

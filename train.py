@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import os
+import pathlib
 import shutil
 import signal
 import sys
@@ -195,6 +197,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     state = PartialState()
     hw = _resolve(args, state)
     train_ds, eval_ds, dropped = prepare_datasets(args, hw["tokenizer"])  # data errors before the model loads
+    print(run_length_line(args, len(train_ds), state.num_processes), flush=True)
     model = model_utils.load_model(
         hw["resolved"], hw["dtype"], trust_remote_code=args.trust_remote_code, attn_implementation=hw["attention"]
     )
@@ -208,6 +211,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     grpo_config, lora_config = build_configs(args, output_dir, hw["use_bf16"], use_cpu=hw["device"] == "cpu")
     if args.logging_dir or args.report_to == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir or os.path.join(output_dir, "runs"))
+    if args.report_to == "wandb":
+        _wandb_offline_unless_logged_in(output_dir)
     marker, stopper = _callbacks()
     trainer = FastLogpsTrainer(
         model=model,
@@ -220,6 +225,9 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         callbacks=[marker, stopper],
     )
     _install_fast_paths(trainer, args, hw)
+    if state.is_main_process:
+        trainer.model.print_trainable_parameters()  # as the original printed it
+    trainable, total = trainer.model.get_nb_trainable_parameters()
     run_config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         **{"output_dir": output_dir, "resumed_from": resume_ckpt, "model_source": hw["resolved"]["source"]},
@@ -228,13 +236,39 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         "fast_paths": {"setting": args.fast_paths, "enabled": hw["fast"]},
         **{"bf16": hw["use_bf16"], "num_processes": state.num_processes, "train_rows": len(train_ds)},
         **{"eval_rows": len(eval_ds) if eval_ds is not None else 0, "dropped": dropped},
-        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        **{"trainable_params": trainable, "all_params": total},
         "versions": _versions(),
         "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
         "lora_config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.to_dict().items()},
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     return trainer, stopper, run_config
+
+
+def _wandb_offline_unless_logged_in(output_dir: str) -> None:
+    """wandb writes inside the run folder, and offline unless an account is set up (WANDB_API_KEY or
+    ``wandb login``), or WANDB_MODE is chosen: a run never fails or hangs for want of a network or login.
+    Sync an offline run later with ``wandb sync <run folder>/wandb/offline-run-*``."""
+    os.environ.setdefault("WANDB_DIR", os.path.abspath(output_dir))
+    os.environ.setdefault("WANDB_PROJECT", "trl_grpo")
+    netrc = pathlib.Path("~/.netrc").expanduser()
+    logged_in = os.environ.get("WANDB_API_KEY") or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+    if "WANDB_MODE" not in os.environ and not logged_in:
+        os.environ["WANDB_MODE"] = "offline"
+        logger.info("wandb: offline, into %s/wandb (no WANDB_API_KEY); sync later with wandb sync", output_dir)
+
+
+def run_length_line(args, train_rows: int, processes: int) -> str:
+    """One line: how long the run is and why (main.resolve_run_length says why)."""
+    per_step = args.per_device_train_batch_size * processes * args.gradient_accumulation_steps // args.num_generations
+    shape = f"{per_step} prompts x {args.num_generations} completions per step"
+    why = getattr(args, "_run_length", "as given")
+    if args.max_steps > 0:
+        return f"Run length: {args.max_steps} steps ({why}); {shape}."
+    steps = math.ceil(math.ceil(train_rows / max(per_step, 1)) * args.num_train_epochs)
+    return (
+        f"Run length: {args.num_train_epochs:g} epoch(s) of {train_rows} prompts, about {steps} steps ({why}); {shape}."
+    )
 
 
 def _install_fast_paths(trainer, args, hw: dict) -> None:

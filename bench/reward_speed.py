@@ -42,7 +42,7 @@ def source_rows() -> tuple[list[tuple[str, str]], str]:
         for r in records:
             c = r["completion"]
             rows.append((c[len(r["prompt"]) :] if c.startswith(r["prompt"]) else c, r["solution"]))
-        return rows, "shared/data seed_eval_qwen2.5-3b_numinamath_test50.json"
+        return rows, "tests/data seed_eval_qwen2.5-3b_numinamath_test50.json"
     import builtin_data
 
     test = builtin_data.builtin_records()["test"][:50]

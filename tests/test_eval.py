@@ -149,9 +149,14 @@ def test_compare_with_a_results_file(tiny_eval, tiny_run, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--model_dir", "/no/such/run"], "does not exist"),
+        (["--model_dir", "/no/such/run"], "no such folder"),
         (["--num_samples", "3"], "--temperature 1.0"),
         (["--limit", "0"], "--limit 0"),
+        (["--temperature", "inf"], "--temperature inf"),
+        (["--verify_timeout", "nan"], "--verify_timeout nan"),
+        (["--dataset_id", "builtin:9"], "Bad built-in dataset id"),
+        (["--resume", "--overwrite"], "contradict"),
+        (["--device", "gpu"], "--device 'gpu': expected"),
     ],
 )
 def test_bad_input(argv, message):
@@ -340,21 +345,6 @@ def test_an_unwritable_output_fails_before_any_work(tiny_run, tmp_path, monkeypa
         )
 
 
-@pytest.mark.parametrize(
-    "argv,message",
-    [
-        (["--temperature", "inf"], "--temperature inf"),
-        (["--verify_timeout", "nan"], "--verify_timeout nan"),
-        (["--dataset_id", "builtin:9"], "Bad built-in dataset id"),
-        (["--resume", "--overwrite"], "contradict"),
-        (["--device", "gpu"], "--device 'gpu': expected"),
-    ],
-)
-def test_meaningless_eval_flags_are_refused(argv, message):
-    with pytest.raises(SystemExit, match=message):
-        _run_eval(*argv)
-
-
 def _broken_copy(tiny_run, tmp_path, name, edit):
     import shutil
 
@@ -431,3 +421,42 @@ def test_eval_sh_without_a_venv_says_make_setup(tmp_path):
     env = dict(os.environ, PYTHON=str(tmp_path / "no-venv" / "python"))
     done = subprocess.run(["bash", "eval.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "make setup" in done.stderr
+
+
+# ---------------------------------------------------------------- the original's numbers and protocol
+def test_summary_puts_the_original_scorer_beside_ours(tiny_eval):
+    _, records, summary = tiny_eval
+    assert "accuracy_original_rules" in summary and 0.0 <= summary["accuracy_original_rules"] <= 1.0
+    assert all(len(r["original_rules_rewards"]) == len(r["completions"]) for r in records)
+
+
+@pytest.mark.parametrize(
+    "completion,solution,ours,original",
+    [
+        ("<think>a</think><answer>370</answer>", "\\boxed{370}", 1.0, 0.0),  # no box: the original scores 0
+        ("<think>\\boxed{5}</think><answer>\\boxed{4}</answer>", "\\boxed{4}", 1.0, 0.0),  # it reads the first box
+        ("<think>a</think><answer>\\boxed{0.5}</answer>", "\\boxed{\\frac{1}{2}}", 1.0, 0.0),  # strings, not math
+        ("<think>a</think><answer>\\boxed{7}</answer>", "no box in the solution", None, 1.0),  # it credits no gold
+    ],
+)
+def test_the_original_rules_differ_where_documented(completion, solution, ours, original):
+    assert reward.accuracy_reward([completion], [solution]) == [ours]
+    assert reward.original_rules_accuracy(completion, solution) == original
+
+
+def test_raw_prompt_format_is_the_originals_evaluation_prompt(tiny_run):
+    import data_utils
+    import model_utils
+
+    tokenizer = model_utils.load_tokenizer(tiny_run)
+    rows, _ = data_utils.prompt_rows(
+        tokenizer, "builtin:1", "test[:2]", "test", template="original", prompt_format="raw"
+    )
+    _, standard = data_utils.load_and_process_data("builtin:1", None, "test[:2]", prompt_template="original")
+    assert rows[0]["prompt"] == data_utils.SYSTEM_PROMPT + "\n" + standard[0]["prompt"][1]["content"]
+
+
+def test_the_originals_local_run_name_is_a_missing_folder_not_a_hub_id(capsys):
+    with pytest.raises(SystemExit) as err:
+        _run_eval("--model_dir", "Qwen2.5-3B-GRPO-test")
+    assert "no such folder: Qwen2.5-3B-GRPO-test" in str(err.value) and "hub" not in str(err.value)

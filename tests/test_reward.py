@@ -18,9 +18,43 @@ SEED_DATA = os.path.join(os.path.dirname(__file__), "data", "seed_eval_qwen2.5-3
 OK = "<think>reasoning</think><answer>{}</answer>"
 
 
-@pytest.mark.parametrize("text,want", reward.BOXED_CASES)
-def test_extract_boxed_self_test_table(text, want):
-    assert extract_boxed(text) == want
+def _selftest_cases():
+    with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
+        cases = json.load(f)
+    return [
+        (section, kind, case)
+        for section in ("original", "ours")
+        for kind, rows in cases[section].items()
+        for case in rows
+    ]
+
+
+@pytest.mark.parametrize("section,kind,case", _selftest_cases())
+def test_every_self_test_case(section, kind, case):
+    """The original's cases verbatim and ours: reward.py returns the recorded value, and every
+    difference from the original's value has a stated reason."""
+    assert reward._SELFTEST_FUNCS[kind](case) == case["ours"]
+    if section == "original" and case["ours"] != case["original"]:
+        assert case.get("why"), f"{case['input'][:60]!r}: differs from the original without a reason"
+
+
+def test_the_original_self_test_is_all_there():
+    with open(os.path.join(os.path.dirname(__file__), "data", "original_selftest_cases.json"), encoding="utf-8") as f:
+        reference = json.load(f)  # copied from ../shared/reference
+    with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
+        ours = json.load(f)["original"]
+    for kind, cases in reference.items():
+        assert [{k: c[k] for k in ("input", "original", "solution") if k in c} for c in ours[kind]] == cases
+
+
+def test_the_self_test_fails_when_a_value_changes(tmp_path, monkeypatch):
+    with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
+        cases = json.load(f)
+    cases["ours"]["format_reward"][0]["ours"] = 0.5  # a rule change would show like this
+    changed = tmp_path / "selftest.json"
+    changed.write_text(json.dumps(cases), encoding="utf-8")
+    monkeypatch.setattr(reward, "SELFTEST_FILE", str(changed))
+    assert reward._self_test() == 1
 
 
 @pytest.mark.parametrize(
@@ -37,11 +71,6 @@ def test_extract_boxed_self_test_table(text, want):
 )
 def test_extract_boxed_edges(text, want):
     assert extract_boxed(text) == want
-
-
-@pytest.mark.parametrize("text,want", reward.FORMAT_CASES)
-def test_format_self_test_table(text, want):
-    assert format_reward([text]) == [want]
 
 
 @pytest.mark.parametrize(
@@ -89,11 +118,6 @@ def test_format_hacking_cases(text, want):
 def test_format_prefilled_think(completion, prompt, flag, want):
     prompts = None if prompt is None else [prompt]
     assert format_reward([completion], prompts=prompts, think_prefilled=flag) == [want]
-
-
-@pytest.mark.parametrize("text,sol,want", reward.ACCURACY_CASES)
-def test_accuracy_self_test_table(text, sol, want):
-    assert accuracy_reward([text], [sol]) == [want]
 
 
 @pytest.mark.parametrize(
