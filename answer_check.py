@@ -61,6 +61,20 @@ def strip_unit(answer: str) -> str:
     return m.group(1) if m else answer
 
 
+# "\\quad \\text{and} \\quad" between the parts of one answer: math-verify reads ";" as that joint.
+_JOINER = re.compile(r"(?:\s|\\q?quad|\\[,;: ])*\\text\{\s*(?:and|or)\s*\}(?:\s|\\q?quad|\\[,;: ])*")
+
+
+def joined_parts(answer: str) -> str:
+    """``p = 5, q = 2 \\quad \\text{and} \\quad p = 7, q = 2`` -> ``p = 5, q = 2;p = 7, q = 2``: parts of one
+    answer joined by a written "and"/"or" become the list math-verify compares order-free.
+
+    >>> joined_parts(r"6 \\text{ and } 8"), joined_parts("x + 1")
+    ('6;8', 'x + 1')
+    """
+    return _JOINER.sub(";", answer)
+
+
 def _fast_equal(gold: str, pred: str) -> bool | None:
     """Exact answer for the easy, common case (both plain integers), else None (ask math-verify)."""
     g, p = gold.strip().strip("$").strip(), pred.strip().strip("$").strip()
@@ -74,8 +88,8 @@ def _math_verify_equal(gold: str, pred: str) -> bool:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
     config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    gold_parsed = parse(f"${gold}$", extraction_config=config, parsing_timeout=None)
-    pred_parsed = parse(f"${pred}$", extraction_config=config, parsing_timeout=None)
+    gold_parsed = parse(f"${joined_parts(gold)}$", extraction_config=config, parsing_timeout=None)
+    pred_parsed = parse(f"${joined_parts(pred)}$", extraction_config=config, parsing_timeout=None)
     if gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None):
         return True
     gold_text, pred_text = plain_text(gold), plain_text(pred)

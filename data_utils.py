@@ -268,8 +268,8 @@ def standardize(ds, problem_column=None, solution_column=None, answer_column=Non
         if gsm:  # GSM8K: the rationale and the final answer share one column
             solution = solution or answer[: gsm.start()].strip()
             answer = gsm.group(1).replace(",", "").strip()
-        if not answer:
-            answer = (extract_boxed(solution) or "").strip()
+        if not answer:  # the gold alone: all the solution's boxed parts, or a solution that is only math
+            answer = gold_answer(solution) or ""
         if answer and extract_boxed(solution) is None:
             solution = f"{solution}\n{BOXED}{{{answer}}}".strip()
         return {

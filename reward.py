@@ -109,6 +109,64 @@ def extract_boxed(text: str | None) -> str | None:
     return None
 
 
+def extract_boxes(text: str | None) -> list[str]:
+    """Contents of every top-level ``\\boxed{}`` / ``\\fbox{}`` in ``text``, in order, stripped
+    (boxes nested in a box are part of it). Empty when there is none or the last one is unbalanced.
+
+    >>> extract_boxes(r"For part 1: \\boxed{\\frac{6}{5}} - for part 2: \\boxed{2}")
+    ['\\\\frac{6}{5}', '2']
+    """
+    if not text:
+        return []
+    boxes, i = [], 0
+    while True:
+        starts = [(j, cmd) for cmd in BOX_COMMANDS if (j := text.find(cmd + "{", i)) >= 0]
+        if not starts:
+            return boxes
+        j, cmd = min(starts)
+        content = extract_boxed(text[j : _box_end(text, j + len(cmd))])
+        if content is None:  # unbalanced: like extract_boxed, no box answer at all
+            return []
+        boxes.append(content)
+        i = _box_end(text, j + len(cmd))
+
+
+def _box_end(text: str, brace: int) -> int:
+    """Index just past the brace closing the one at ``brace`` (len(text) when it never closes)."""
+    depth, i = 0, brace
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
+            i += 2
+            continue
+        depth += (ch == "{") - (ch == "}")
+        i += 1
+        if depth == 0:
+            return i
+    return len(text)
+
+
+def join_parts(parts: list[str]) -> str | None:
+    """One answer from several boxed parts, as a mathematician reads them: repeats count once; of two
+    parts where one contains the other (a derivation ending in a boxed value, a restatement such as
+    ``\\lambda < 0 \\text{ and } \\lambda \\neq -1`` then ``\\lambda < 0``) the later one stands; the
+    rest are the parts, joined with commas (math-verify compares them as an order-free set, tuples
+    as tuples). None if all are empty.
+
+    >>> join_parts(["52", " 52"]), join_parts(["10", "52"]), join_parts(["1", "12"]), join_parts(["a = 2", "2"])
+    ('52', '10, 52', '1, 12', '2')
+    """
+    distinct = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    kept = [p for i, p in enumerate(distinct) if not any(_overlaps(p, q) for q in distinct[i + 1 :])]
+    return ", ".join(kept) if kept else None
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether one of two answers appears whole inside the other (not as part of a longer token)."""
+    short, long = sorted((a, b), key=len)
+    return re.search(r"(?<![\w.])" + re.escape(short) + r"(?![\w.])", long) is not None
+
+
 def split_contract(text: str, think_prefilled: bool = False) -> tuple[str, str] | None:
     """(think, answer) contents when ``text`` is properly paired under the strict rules, else None."""
     if think_prefilled:
@@ -144,7 +202,8 @@ def extract_answer(text: str) -> str | None:
     """The final answer a completion commits to, or None when it has no answer block.
 
     Looks only after the last ``</think>`` (reasoning earns nothing), takes the last complete
-    ``<answer>...</answer>`` block there, and returns its last box's content, else its text.
+    ``<answer>...</answer>`` block there, and returns its boxes' content (several distinct boxes are
+    one answer in several parts: ``join_parts``), else the block's text.
 
     >>> extract_answer("<think>2+2</think><answer>\\\\boxed{4}</answer>")
     '4'
@@ -162,10 +221,8 @@ def extract_answer(text: str) -> str | None:
         return None
     end = region.find(ANSWER_END, start)
     block = region[start + len(ANSWER_START) : end]
-    boxed = extract_boxed(block)
-    answer = boxed if boxed is not None else block
-    answer = answer.strip()
-    return answer or None
+    boxes = extract_boxes(block)
+    return join_parts(boxes) if boxes else (block.strip() or None)
 
 
 def extract_final_answer_lenient(text: str) -> str | None:
@@ -223,15 +280,34 @@ def usable_gold(gold: str | None) -> str | None:
     return gold
 
 
+_WHOLE_MATH = re.compile(r"\$\$(.+)\$\$|\$([^$]+)\$|\\\((.+)\\\)|\\\[(.+)\\\]", re.S)
+
+
+def math_only(text: str) -> str | None:
+    """The expression when ``text`` is wholly one math span (``$...$``, ``$$...$$``, ``\\(...\\)`` or
+    ``\\[...\\]``), else None: an answer written without a box, told apart from a worked solution.
+
+    >>> math_only("$(p,q)=(3,2)$"), math_only("$1$ and $2$"), math_only("The answer is $5$.")
+    ('(p,q)=(3,2)', None, None)
+    """
+    m = _WHOLE_MATH.fullmatch(text.strip())
+    return next((g.strip() for g in m.groups() if g is not None), None) if m else None
+
+
 def gold_answer(solution: str | None, answer: str | None = None) -> str | None:
-    """The gold final answer: the ``answer`` column when given, else the last box of ``solution``;
-    None when there is none or it is a placeholder (``usable_gold``)."""
+    """The gold final answer, None when there is none or it is a placeholder (``usable_gold``).
+
+    From the ``answer`` column when given (its boxes, else the whole text, a math wrapper removed);
+    else from ``solution``: its boxes (several distinct ones are one answer in several parts), or,
+    without a box, the solution itself when it is wholly one math expression (``$(3,2)$``). A
+    worked solution in prose without a box is None: a number buried in prose is never the gold.
+    """
     if answer is not None and str(answer).strip():
-        answer = str(answer)
-        boxed = extract_boxed(answer)
-        return usable_gold((boxed if boxed is not None else answer).strip() or None)
-    boxed = extract_boxed(solution or "")
-    return usable_gold(boxed.strip() if boxed and boxed.strip() else None)
+        text = str(answer).strip()
+        boxes = extract_boxes(text)
+        return usable_gold(join_parts(boxes) if boxes else (math_only(text) or text))
+    boxes = extract_boxes(solution or "")
+    return usable_gold(join_parts(boxes) if boxes else math_only(solution or ""))
 
 
 # ---------------------------------------------------------------- the original project's scorer
@@ -402,7 +478,7 @@ def _self_test() -> int:
                 ok = got == case["ours"]
                 failures, total = failures + (not ok), total + 1
                 original = f"  original={case['original']!r}" if "original" in case else ""
-                note = f"  ({case['why']})" if case.get("why") else ""
+                note = f"  ({case.get('why') or case.get('note')})" if case.get("why") or case.get("note") else ""
                 print(
                     f"{'ok  ' if ok else 'FAIL'} {kind:<15} {_shown(case['input']):<62}{original}  ours={got!r}{note}"
                 )

@@ -156,7 +156,8 @@ def test_equivalences(gold, pred, want):
     [
         ("<think>a</think><answer>\\boxed{5}</answer>", "5"),
         ("<think>a</think><answer>so 5</answer>", "so 5"),  # no box: the block's text
-        ("<think>a</think><answer>\\boxed{4} then \\boxed{5}</answer>", "5"),  # last box
+        ("<think>a</think><answer>\\boxed{4} then \\boxed{5}</answer>", "4, 5"),  # two boxes: one answer in two parts
+        ("<think>a</think><answer>\\boxed{5} so \\boxed{5}</answer>", "5"),  # a repeated box counts once
         ("<think><answer>9</answer></think><answer>5</answer>", "5"),  # answers inside think ignored
         ("<think><answer>9</answer></think>no answer block", None),
         ("<think>a</think><answer>5</answer> </answer>", "5"),  # stray closing tag ignored
@@ -378,3 +379,39 @@ def test_real_model_output_matches_hand_labels():
     assert None not in acc  # every NuminaMath gold here has a box
     assert {i for i, f in enumerate(fmt) if f == 0.5} == SEED_FORMAT_HALF
     assert not any(f == 1.0 for f in fmt)  # no record boxed its answer inside <answer>
+
+
+# ---------------------------------------------------------------- Math-Verify's public regression cases
+# Indices (in tests/data/mathverify_regression.json) where our verdict differs from the expected one, and why.
+EXCEPTIONS_AS_ANSWER = {
+    48: "two different boxes (20, 143) in one answer block are two parts; math-verify takes the last box",
+}
+EXCEPTIONS_AS_SOLUTION = {
+    **EXCEPTIONS_AS_ANSWER,
+    19: "'$1$ and $2$ and $3$' mixes prose and math: not wholly one expression, so None",
+    25: "the gold is a broken box (doubled backslashes, no closing brace) in prose: None",
+    26: "'$21,16$ or $11$' mixes prose and math: None",
+}
+
+
+def _regression_verdicts(column: str) -> dict[int, float | None]:
+    with open(os.path.join(os.path.dirname(__file__), "data", "mathverify_regression.json"), encoding="utf-8") as f:
+        cases = json.load(f)["cases"]
+    out = {}
+    for i, case in enumerate(cases):
+        completion = OK.format(case["prediction"])
+        if column == "answer":
+            got = accuracy_reward([completion], [""], answer=[case["gold"]])[0]
+        else:
+            got = accuracy_reward([completion], [case["gold"]])[0]
+        out[i] = (got, float(case["expected"]))
+    return out
+
+
+@pytest.mark.parametrize("column,exceptions", [("answer", EXCEPTIONS_AS_ANSWER), ("solution", EXCEPTIONS_AS_SOLUTION)])
+def test_mathverify_regression_cases(column, exceptions):
+    """51 gold/prediction pairs from Math-Verify's tests, each prediction in our contract: every
+    verdict agrees except the named ones (was 41/51 as the answer column, 4/51 as the solution)."""
+    verdicts = _regression_verdicts(column)
+    misses = {i for i, (got, want) in verdicts.items() if got != want}
+    assert misses == set(exceptions), {i: verdicts[i] for i in misses ^ set(exceptions)}
