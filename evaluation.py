@@ -246,7 +246,7 @@ def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]]) -
         "rewards": acc,
         "format_rewards": fmt,
         "lenient_rewards": lenient,
-        "original_rules_rewards": [reward.original_rules_accuracy(c, row["solution"]) for c in outs],
+        "original_rules_rewards": [metrics.original_rules_accuracy(c, row["solution"]) for c in outs],
         "extracted_answers": extracted,
     }
 

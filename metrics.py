@@ -9,9 +9,11 @@ accuracy, pass@k and maj@k; ``print_table`` lays summaries side by side.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 from answer_check import plain_text
+from reward import completion_text
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> list[float]:
@@ -126,3 +128,25 @@ def print_table(columns: dict[str, dict]) -> None:
 def dropped_note(summary: dict) -> str:
     dropped = {k: v for k, v in summary.get("dropped", {}).items() if v}
     return "; not scored: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()) if dropped else ""
+
+
+# ---------------------------------------------------------------- the original project's scorer
+_ORIGINAL_BOX = re.compile(r"\\boxed\{(.*?)\}")
+
+
+def original_rules_accuracy(completion: str, solution: str) -> float:
+    """The original project's accuracy, only to put numbers beside its published ones (never a
+    training reward): the first ``\\boxed{...}`` anywhere in the completion (braces not nested),
+    stripped, equal as a string to the solution's first box; 1.0 when the solution has no box,
+    0.0 when the completion has none.
+
+    >>> original_rules_accuracy("<answer>\\\\boxed{ 42 }</answer>", "\\\\boxed{42}")
+    1.0
+    >>> original_rules_accuracy("<answer>42</answer>", "\\\\boxed{42}")  # no box: 0.0 even when right
+    0.0
+    """
+    gold = _ORIGINAL_BOX.search(solution or "")
+    if gold is None:
+        return 1.0
+    pred = _ORIGINAL_BOX.search(completion_text(completion))
+    return float(pred is not None and pred.group(1).strip() == gold.group(1).strip())

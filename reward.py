@@ -58,7 +58,7 @@ BOX_COMMANDS = ("\\boxed", "\\fbox")
 EOS_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<eos>")
 
 _TAGS = (THINK_START, THINK_END, ANSWER_START, ANSWER_END)
-_EOS_TAIL = re.compile("(?:\\s|" + "|".join(re.escape(m) for m in EOS_MARKERS) + ")*")
+EOS_TAIL = re.compile("(?:\\s|" + "|".join(re.escape(m) for m in EOS_MARKERS) + ")*")
 
 
 # ---------------------------------------------------------------- pure helpers on one string
@@ -180,7 +180,7 @@ def split_contract(text: str, think_prefilled: bool = False) -> tuple[str, str] 
     if text[:t0].strip() or text[t1 + len(THINK_END) : a0].strip():
         return None
     tail = text[a1 + len(ANSWER_END) :]
-    if _EOS_TAIL.fullmatch(tail) is None:
+    if EOS_TAIL.fullmatch(tail) is None:
         return None
     think = text[t0 + len(THINK_START) : t1]
     answer = text[a0 + len(ANSWER_START) : a1]
@@ -235,31 +235,11 @@ def extract_final_answer_lenient(text: str) -> str | None:
 
 
 # Gold "answers" that are not answers: a model that copies one must not earn 1.0.
-_PLACEHOLDERS = {
-    "",
-    "n/a",
-    "na",
-    "none",
-    "null",
-    "nil",
-    "nan",
-    "-",
-    "--",
-    "?",
-    "...",
-    "tbd",
-    "unknown",
-    "no answer",
-    "not applicable",
-    "see above",
-    "see solution",
-    "see solution above",
-    "see below",
-    "see explanation",
-    "see the solution",
-    "answer",
-    "solution",
-}
+_PLACEHOLDERS = frozenset(
+    ("", "n/a", "na", "none", "null", "nil", "nan", "-", "--", "?", "...", "tbd", "unknown", "no answer")
+    + ("not applicable", "see above", "see solution", "see solution above", "see below", "see explanation")
+    + ("see the solution", "answer", "solution")
+)  # fmt: skip
 _PROSE = re.compile(r"(?:[A-Za-z]+[\s,.;:]+){5,}[A-Za-z]*[.!]?")  # six or more plain words
 
 
@@ -310,30 +290,8 @@ def gold_answer(solution: str | None, answer: str | None = None) -> str | None:
     return usable_gold(join_parts(boxes) if boxes else math_only(solution or ""))
 
 
-# ---------------------------------------------------------------- the original project's scorer
-_ORIGINAL_BOX = re.compile(r"\\boxed\{(.*?)\}")
-
-
-def original_rules_accuracy(completion: str, solution: str) -> float:
-    """The original project's accuracy, only to put numbers beside its published ones (never a
-    training reward): the first ``\\boxed{...}`` anywhere in the completion (braces not nested),
-    stripped, equal as a string to the solution's first box; 1.0 when the solution has no box,
-    0.0 when the completion has none.
-
-    >>> original_rules_accuracy("<answer>\\\\boxed{ 42 }</answer>", "\\\\boxed{42}")
-    1.0
-    >>> original_rules_accuracy("<answer>42</answer>", "\\\\boxed{42}")  # no box: 0.0 even when right
-    0.0
-    """
-    gold = _ORIGINAL_BOX.search(solution or "")
-    if gold is None:
-        return 1.0
-    pred = _ORIGINAL_BOX.search(completion_text(completion))
-    return float(pred is not None and pred.group(1).strip() == gold.group(1).strip())
-
-
 # ---------------------------------------------------------------- batched rewards (TRL's shape)
-def _prefilled_flags(prompts, n: int, think_prefilled: bool | None) -> list[bool]:
+def prefilled_flags(prompts, n: int, think_prefilled: bool | None) -> list[bool]:
     """Per completion: was ``<think>`` already in the prompt? Explicit flag wins over detection."""
     if think_prefilled is not None:
         return [think_prefilled] * n
@@ -358,7 +316,7 @@ def format_reward(completions, prompts=None, think_prefilled: bool | None = None
     [1.0, 0.0]
     """
     texts = [completion_text(c) for c in completions]
-    flags = _prefilled_flags(prompts, len(texts), think_prefilled)
+    flags = prefilled_flags(prompts, len(texts), think_prefilled)
     return [format_score(t, f) for t, f in zip(texts, flags, strict=True)]
 
 

@@ -441,7 +441,7 @@ def test_summary_puts_the_original_scorer_beside_ours(tiny_eval):
 )
 def test_the_original_rules_differ_where_documented(completion, solution, ours, original):
     assert reward.accuracy_reward([completion], [solution]) == [ours]
-    assert reward.original_rules_accuracy(completion, solution) == original
+    assert metrics.original_rules_accuracy(completion, solution) == original
 
 
 def test_raw_prompt_format_is_the_originals_evaluation_prompt(tiny_run):
