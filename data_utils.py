@@ -375,7 +375,8 @@ def prompt_rows(
         limit: keep only the first N rows of the split (before any filtering).
         prompt_format: 'chat' (as trained) or 'raw' (the original's evaluation prompt), see ``render_prompt``.
     Returns:
-        ``(rows, dropped)``: rows with ``prompt`` (text), ``solution`` and ``answer``, and the
+        ``(rows, dropped)``: rows with ``prompt`` (text), ``solution``, ``answer`` and ``problem_id``
+        (the row's index in the split), and the
         count of rows left out by reason (``empty_problem``, ``prompt_too_long``) plus
         ``unusable_gold`` (kept; the accuracy reward skips them).
     """
@@ -384,6 +385,7 @@ def prompt_rows(
     ds = train if role == "train" else test
     if limit:
         ds = ds.select(range(min(limit, len(ds))))
+    ds = ds.add_column("problem_id", list(range(len(ds))))  # the row of the split, kept through the filters
     ds, dropped = drop_unusable_rows(ds)
     ds, dropped["prompt_too_long"] = filter_by_prompt_length(
         ds, tokenizer, max_prompt_length, prefill_think, prompt_format

@@ -37,6 +37,7 @@ from run_files import (
     summary_path,
     write_json_atomic,
 )
+from telemetry import contract_telemetry
 
 logger = logging.getLogger(__name__)
 _TRAINING = training_cli.build_parser()  # main.py's defaults: one source of truth for the shared settings
@@ -223,34 +224,6 @@ def validate(args) -> None:
 
 
 # ---------------------------------------------------------------- generation
-def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]]) -> dict:
-    """One problem's record: its k completions scored with the training rewards."""
-    k = len(outs)
-    fmt = reward.format_reward(outs, prompts=[prompt] * k)
-    acc = reward.accuracy_reward(outs, [row["solution"]] * k, answer=[row["answer"]] * k)
-    gold = reward.gold_answer(row["solution"], row["answer"])
-    extracted = [reward.extract_answer(c) for c in outs]
-    lenient_answers = [reward.extract_final_answer_lenient(c) for c in outs]
-    lenient = [float(a is not None and reward.answers_equal(gold, a)) for a in lenient_answers] if gold else [None] * k
-    return {
-        "prompt": prompt,
-        "completion": outs[0],
-        "solution": row["solution"],
-        "reward": acc[0] if k == 1 else (None if gold is None else sum(acc) / k),
-        "format_reward": fmt[0] if k == 1 else sum(fmt) / k,
-        "extracted_answer": extracted[0],
-        "gold_answer": gold,
-        "lenient_reward": lenient[0],
-        "completion_tokens": len(token_ids[0]),
-        "completions": outs,
-        "rewards": acc,
-        "format_rewards": fmt,
-        "lenient_rewards": lenient,
-        "original_rules_rewards": [metrics.original_rules_accuracy(c, row["solution"]) for c in outs],
-        "extracted_answers": extracted,
-    }
-
-
 def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     """Resolve -> prompts -> model -> generate -> score (written as it goes) -> summary.
 
@@ -305,6 +278,12 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     wall = time.time() - start
     records = [partial.records[i] for i in range(len(rows))]
     summary = {**metrics.summarize(records, args.num_samples), **meta, "complete": True}
+    summary["telemetry"] = contract_telemetry(
+        [c for r in records for c in r["completions"]],
+        prompts=[r["prompt"] for r in records for _ in r["completions"]],
+        truncated=[t for r in records for t in r.get("truncated", [False] * len(r["completions"]))],
+        lengths=[n for r in records for n in r.get("completion_lengths", [r["completion_tokens"]])],
+    )
     summary["dropped"]["unparseable_gold"] = summary["skipped_unparseable_gold"]
     summary.update(_run_facts(wall, generated, checks_before))
     write_json_atomic(output_file, records)
@@ -333,10 +312,13 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
     model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
     model.eval()
 
+    eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
+
     def on_batch(idx, texts, token_ids):
         for j, outs, ids in zip(idx, texts, token_ids, strict=True):
             row = rows[todo[j]]
-            partial.add(todo[j], score(row["prompt"], row, outs, ids))
+            cut = [len(t) >= args.max_completion_length and (not t or t[-1] not in eos) for t in ids]
+            partial.add(todo[j], metrics.score(row["prompt"], row, outs, ids, cut))
             counts["tokens"] += sum(map(len, ids))
 
     decoding.generate_batches(model, tokenizer, [rows[i]["prompt"] for i in todo], args, device, fast, on_batch)
@@ -344,6 +326,10 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return counts
+
+
+def _as_list(ids) -> list:
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
 def _run_facts(wall: float, generated: dict, checks_before: dict) -> dict:

@@ -18,6 +18,7 @@ import sys
 
 from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE
 from model_utils import EMBEDDED_MODEL_ID
+from run_files import restore_for_resume
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +182,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save_merged", action="store_true", help="also write a merged standalone model to <output_dir>/merged"
     )
+    # ---- looking at the run
+    p.add_argument(
+        "--preflight",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="before training, sample and score a few groups from the untrained model and print a verdict "
+        "(written to <output_dir>/preflight.json)",
+    )
+    p.add_argument(
+        "--preflight_only",
+        action="store_true",
+        help="run the preflight and exit: code 0 (ok or warn) or 3 (no learning signal); nothing is trained",
+    )
+    p.add_argument(
+        "--preflight_prompts", type=int, default=8, help="prompts the preflight samples (x --num_generations)"
+    )
+    p.add_argument(
+        "--completions_log_every",
+        type=int,
+        default=1,
+        help="write every N-th step's completions to <output_dir>/completions.jsonl (with rewards and advantage)",
+    )
+    p.add_argument(
+        "--completions_log_max",
+        type=int,
+        default=20000,
+        help="at most this many lines in completions.jsonl (the rest are counted in run_state.json); 0: no log",
+    )
     return p
 
 
@@ -188,26 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
 # steps; giving --num_train_epochs (and not --max_steps) trains by epochs instead.
 QUICK_RECIPE_STEPS = 40
 
-# Flags that may change when a run is resumed: they do not change what is learned.
-RESUME_SAFE = {
-    "output_dir",
-    "resume_from_checkpoint",
-    "max_steps",
-    "num_train_epochs",
-    "logging_steps",
-    "save_strategy",
-    "save_steps",
-    "save_total_limit",
-    "eval_steps",
-    "test_split",
-    "logging_dir",
-    "report_to",
-    "log_completions",
-    "save_merged",
-    "fast_paths",
-    "verify_timeout",
-    "trust_remote_code",
-}
 # Loss types of TRL 1.x known without importing it; any other value is checked against the installed TRL.
 _KNOWN_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")
 
@@ -223,37 +232,6 @@ def given_flags(argv: list[str] | None) -> set[str]:
     for action in parser._actions:
         action.default = argparse.SUPPRESS
     return set(vars(parser.parse_args(argv)))
-
-
-def restore_for_resume(args: argparse.Namespace, given: set[str]) -> None:
-    """On resume, take every setting from the run's run_config.json; refuse a given flag that
-    would change what is learned (each named with its old and new value). Flags in
-    ``RESUME_SAFE`` may change; the changes are kept in ``args._changed_on_resume``."""
-    from run_files import UsageError, read_json
-
-    resume = args.resume_from_checkpoint
-    run_dir = args.output_dir or (os.path.dirname(os.path.abspath(resume)) if resume and resume != "last" else None)
-    path = os.path.join(run_dir or "", "run_config.json")
-    if not run_dir or not os.path.isfile(path):
-        return  # nothing recorded (a run of an older version): the flags as given
-    recorded = read_json(path, "run record").get("args", {})
-    changed, refused = {}, []
-    for name, old in recorded.items():
-        if not hasattr(args, name) or name in ("output_dir", "resume_from_checkpoint"):
-            continue
-        new = getattr(args, name)
-        if name not in given:
-            setattr(args, name, old)
-        elif new != old and name in RESUME_SAFE:
-            changed[name] = [old, new]
-        elif new != old:
-            refused.append(f"--{name}: the run was started with {old!r}, not {new!r}")
-    if refused:
-        raise UsageError(
-            "resuming would change what this run learns; drop these flags (every setting is restored from "
-            f"{path}) or start a new run in a new --output_dir:\n" + "\n".join(refused)
-        )
-    args._changed_on_resume = changed
 
 
 def _finite(value: float) -> bool:
@@ -289,6 +267,7 @@ def _check_numbers(args: argparse.Namespace) -> list[str]:
             f"Use --per_device_train_batch_size {fit}."
         )
     positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "lora_r")
+    positive += ("preflight_prompts", "completions_log_every")
     for name in (*positive, "lora_alpha", "logging_steps", "save_steps"):
         if getattr(args, name) <= 0:
             problems.append(f"--{name} {getattr(args, name)}: must be a positive integer.")

@@ -1,4 +1,5 @@
-"""Summary statistics of scored evaluation records, and the table eval.py prints.
+"""Scoring evaluation records with the training rewards, their summary statistics, and the table
+eval.py prints.
 
     python -m pytest --doctest-modules metrics.py
 
@@ -12,6 +13,7 @@ import math
 import re
 from collections import Counter
 
+import reward
 from answer_check import plain_text
 from reward import completion_text
 
@@ -51,6 +53,36 @@ def majority_correct(answers: list[str | None], correct: list[float | None]) -> 
     top = max(counts.values())
     winner = next(k for k, _ in keyed if counts[k] == top)
     return float(any(c == 1.0 for k, c in keyed if k == winner))
+
+
+def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], truncated: list[bool]) -> dict:
+    """One problem's record: its k completions scored with the training rewards."""
+    k = len(outs)
+    fmt = reward.format_reward(outs, prompts=[prompt] * k)
+    acc = reward.accuracy_reward(outs, [row["solution"]] * k, answer=[row["answer"]] * k)
+    gold = reward.gold_answer(row["solution"], row["answer"])
+    extracted = [reward.extract_answer(c) for c in outs]
+    lenient_answers = [reward.extract_final_answer_lenient(c) for c in outs]
+    lenient = [float(a is not None and reward.answers_equal(gold, a)) for a in lenient_answers] if gold else [None] * k
+    return {
+        "prompt": prompt,
+        "completion": outs[0],
+        "solution": row["solution"],
+        "reward": acc[0] if k == 1 else (None if gold is None else sum(acc) / k),
+        "format_reward": fmt[0] if k == 1 else sum(fmt) / k,
+        "extracted_answer": extracted[0],
+        "gold_answer": gold,
+        "lenient_reward": lenient[0],
+        "completion_tokens": len(token_ids[0]),
+        "completions": outs,
+        "completion_lengths": [len(t) for t in token_ids],
+        "truncated": truncated,
+        "rewards": acc,
+        "format_rewards": fmt,
+        "lenient_rewards": lenient,
+        "original_rules_rewards": [original_rules_accuracy(c, row["solution"]) for c in outs],
+        "extracted_answers": extracted,
+    }
 
 
 def summarize(records: list[dict], k: int) -> dict:

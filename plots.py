@@ -38,12 +38,33 @@ def _pyplot():
     return plt
 
 
+def telemetry_series(log_history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """``{name: (steps, values)}`` of the logged ``telemetry/<name>`` shares (mean length left out)."""
+    names = sorted({k for e in log_history for k in e if k.startswith("telemetry/") and k != "telemetry/mean_length"})
+    out = {}
+    for key in names:
+        points = [(e["step"], e[key]) for e in log_history if e.get(key) is not None and "step" in e]
+        if points:
+            out[key.split("/", 1)[1]] = ([s for s, _ in points], [v for _, v in points])
+    return out
+
+
 def plot_reward_curves(log_history: list[dict], path: str, title: str, ax=None) -> None:
-    """Per-reward means over training steps; writes ``path`` unless drawing into ``ax``."""
+    """Per-reward means over training steps, and beside them the telemetry shares when logged;
+    writes ``path`` unless drawing into ``ax`` (then the rewards only)."""
     plt = _pyplot()
     own = ax is None
+    telemetry = telemetry_series(log_history) if own else {}
     if own:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, axes = plt.subplots(1, 2 if telemetry else 1, figsize=(13 if telemetry else 7, 4), squeeze=False)
+        ax = axes[0][0]
+        if telemetry:
+            right = axes[0][1]
+            for name, (steps, values) in telemetry.items():
+                right.plot(steps, values, marker=".", markersize=3, label=name.replace("_", " "))
+            right.set(xlabel="step", ylabel="share of completions", ylim=(-0.02, 1.02), title="telemetry")
+            right.grid(alpha=0.3)
+            right.legend(fontsize=8)
     for name, (steps, values) in reward_series(log_history).items():
         ax.plot(steps, values, marker="o", markersize=3, label=name)
     ax.set_xlabel("step")

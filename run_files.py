@@ -157,7 +157,8 @@ COMPLETE_MARKER = "COMPLETE"
 RUN_LOCK = ".run.lock"  # held (flock) by the process writing the folder
 RUN_STATE = "run_state.json"  # what happened after the start: attempts, steps, wall time, fast paths
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-_EARLY_FILES = {"run_config.json", RUN_STATE, "log_history.json", "reward_curves.png", "runs"}
+_EARLY_FILES = {"run_config.json", RUN_STATE, "log_history.json", "reward_curves.png", "runs", "preflight.json"}
+_EARLY_FILES |= {"completions.jsonl", "report.html"}
 _PREVIOUS_PREFIX = "previous-attempt-"
 
 
@@ -223,7 +224,7 @@ def prepare_output_dir(args) -> tuple[str, str | None]:
         raise UsageError(
             f"--output_dir {output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run."
         )
-    if not resume:
+    if not resume and not os.path.exists(os.path.join(output_dir, RUN_LOCK)):
         _refuse_if_taken(output_dir)  # before the claim, so a refusal adds nothing to the folder
     if _is_rank_zero():  # one claim per run; the other processes of a multi-process run follow rank 0
         args._created_output_dir = not os.path.isdir(output_dir)
@@ -270,6 +271,62 @@ def _checkpoint_to_resume(args, output_dir: str) -> str | None:
             aside,
         )
     return None
+
+
+# Flags that may change when a run is resumed: they do not change what is learned.
+RESUME_SAFE = {
+    "output_dir",
+    "resume_from_checkpoint",
+    "max_steps",
+    "num_train_epochs",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "eval_steps",
+    "test_split",
+    "logging_dir",
+    "report_to",
+    "log_completions",
+    "save_merged",
+    "fast_paths",
+    "verify_timeout",
+    "trust_remote_code",
+    "preflight",
+    "preflight_only",
+    "preflight_prompts",
+    "completions_log_every",
+    "completions_log_max",
+}
+
+
+def restore_for_resume(args, given: set[str]) -> None:
+    """On resume, take every setting from the run's run_config.json; refuse a given flag that
+    would change what is learned (each named with its old and new value). Flags in
+    ``RESUME_SAFE`` may change; the changes are kept in ``args._changed_on_resume``."""
+    resume = args.resume_from_checkpoint
+    run_dir = args.output_dir or (os.path.dirname(os.path.abspath(resume)) if resume and resume != "last" else None)
+    path = os.path.join(run_dir or "", "run_config.json")
+    if not run_dir or not os.path.isfile(path):
+        return  # nothing recorded (a run of an older version): the flags as given
+    recorded = read_json(path, "run record").get("args", {})
+    changed, refused = {}, []
+    for name, old in recorded.items():
+        if not hasattr(args, name) or name in ("output_dir", "resume_from_checkpoint"):
+            continue
+        new = getattr(args, name)
+        if name not in given:
+            setattr(args, name, old)
+        elif new != old and name in RESUME_SAFE:
+            changed[name] = [old, new]
+        elif new != old:
+            refused.append(f"--{name}: the run was started with {old!r}, not {new!r}")
+    if refused:
+        raise UsageError(
+            "resuming would change what this run learns; drop these flags (every setting is restored from "
+            f"{path}) or start a new run in a new --output_dir:\n" + "\n".join(refused)
+        )
+    args._changed_on_resume = changed
 
 
 def record_attempt(output_dir: str, attempt: dict) -> None:

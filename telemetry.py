@@ -11,6 +11,8 @@ curves' telemetry panel); every evaluation summary has them under ``"telemetry"`
 
 from __future__ import annotations
 
+import logging
+
 from reward import (
     ANSWER_END,
     ANSWER_START,
@@ -22,7 +24,9 @@ from reward import (
     prefilled_flags,
 )
 
-SHORT_THINK_CHARS = 10  # a think block with fewer non-space characters is "trivially short"
+logger = logging.getLogger(__name__)
+
+SHORT_THINK_CHARS = 5  # a think block with fewer non-space characters ("ok", "...") is "trivially short"
 
 
 def contract_telemetry(completions, prompts=None, truncated=None, lengths=None) -> dict[str, float]:
@@ -60,3 +64,94 @@ def contract_telemetry(completions, prompts=None, truncated=None, lengths=None) 
     if lengths is not None:
         out["mean_length"] = round(sum(lengths) / n, 2)
     return out
+
+
+# ---------------------------------------------------------------- during training
+class CompletionLog:
+    """``<run>/completions.jsonl``: one line per completion of the logged steps (every
+    ``every``-th step, at most ``cap`` lines; what is left out is counted and said, never silent).
+    A prompt's text is written the first time its ``prompt_index`` appears, later lines refer to it."""
+
+    def __init__(self, path: str, every: int = 1, cap: int = 20000):
+        self.path, self.every, self.cap = path, max(1, every), cap
+        self.written, self.skipped, self.seen = 0, 0, set()
+
+    def write(self, step: int, rows: list[dict]) -> None:
+        import json
+
+        if (step - 1) % self.every:
+            return
+        room = max(0, self.cap - self.written)
+        if len(rows) > room:
+            if not self.skipped:
+                logger.warning(
+                    "completions.jsonl reached its cap of %d lines at step %d; later ones are counted only",
+                    self.cap,
+                    step,
+                )
+            self.skipped += len(rows) - room
+        with open(self.path, "a", encoding="utf-8") as f:
+            for row in rows[:room]:
+                line = {"step": step, **row}
+                if row["prompt_index"] in self.seen:
+                    line.pop("prompt", None)
+                self.seen.add(row["prompt_index"])
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self.written += min(room, len(rows))
+
+    def stats(self) -> dict:
+        return {"lines": self.written, "skipped_over_cap": self.skipped, "every_n_steps": self.every, "cap": self.cap}
+
+
+class TelemetryMixin:
+    """For a TRL GRPOTrainer: after each generation batch is scored, log the contract telemetry as
+    ``telemetry/<name>`` metrics and append the batch to the completion log. A failure here is
+    logged once and never stops training."""
+
+    completion_log: CompletionLog | None = None
+    eos_ids: tuple = ()
+    _telemetry_failed = False
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if not self._telemetry_failed:
+            try:
+                self._observe(inputs, output)
+            except Exception as err:  # noqa: BLE001 - observing must never stop a run
+                self._telemetry_failed = True
+                logger.warning("telemetry and completion log off for this run (%s: %s)", type(err).__name__, err)
+        return output
+
+    def _observe(self, inputs, output) -> None:
+        n = len(inputs)
+        prompts, completions = list(self._logs["prompt"])[-n:], list(self._logs["completion"])[-n:]
+        rewards = {name: list(values)[-n:] for name, values in self._logs["rewards"].items()}
+        advantages = list(self._logs["advantages"])[-n:]
+        mask, ids = output["completion_mask"], output["completion_ids"]
+        lengths = mask.sum(1).tolist()
+        limit = self.args.max_completion_length
+        truncated = [
+            n_tok >= limit and row[n_tok - 1] not in self.eos_ids
+            for n_tok, row in zip(lengths, ids.tolist(), strict=True)
+        ]
+        mode = "train" if self.model.training else "eval"
+        for key, value in contract_telemetry(
+            completions, prompts=prompts, truncated=truncated, lengths=lengths
+        ).items():
+            self._metrics[mode][f"telemetry/{key}"].append(value)
+        if mode == "train" and self.completion_log is not None and self.accelerator.is_main_process:
+            g = self.num_generations
+            rows = [
+                {
+                    "prompt_index": inputs[i].get("problem_id", i // g),
+                    "group": i // g,
+                    "prompt": completion_text(prompts[i]),
+                    "completion": completion_text(completions[i]),
+                    "rewards": {name: values[i] for name, values in rewards.items()},
+                    "advantage": advantages[i] if i < len(advantages) else None,
+                    "length": lengths[i],
+                    "truncated": truncated[i],
+                }
+                for i in range(len(completions))
+            ]
+            self.completion_log.write(self.state.global_step + 1, rows)

@@ -32,6 +32,8 @@ import decoding
 import main
 import model_utils
 import plots
+import preflight
+import report
 import reward
 from fast_logps import FastLogpsTrainer
 from run_files import (
@@ -43,6 +45,7 @@ from run_files import (
     release,
     write_json_atomic,
 )
+from telemetry import CompletionLog, TelemetryMixin
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +136,30 @@ def _callbacks():
                 control.should_training_stop = True
             return control
 
-    return CheckpointMarker(), StopOnSignal()
+    class RewardHackingWatch(TrainerCallback):
+        """Warns when the training reward rises between two --eval_steps evaluations while the
+        held-out accuracy falls: the policy may be gaming the rewards rather than solving problems."""
+
+        def __init__(self):
+            self.rewards, self.last = [], None  # train rewards since the last evaluation; (reward, accuracy) then
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if logs.get("reward") is not None:
+                self.rewards.append(logs["reward"])
+            accuracy = logs.get("eval_rewards/accuracy_reward/mean")
+            if accuracy is None or not self.rewards:
+                return
+            reward = sum(self.rewards) / len(self.rewards)
+            if self.last and reward > self.last[0] and accuracy < self.last[1] - 0.02:
+                logger.warning(
+                    "training reward rose %.3f -> %.3f while held-out accuracy fell %.3f -> %.3f: the policy may be "
+                    "gaming the rewards; look at telemetry/* and completions.jsonl (python report.py RUN)",
+                    self.last[0], reward, self.last[1], accuracy,
+                )  # fmt: skip
+            self.last, self.rewards = (reward, accuracy), []
+
+    return CheckpointMarker(), StopOnSignal(), RewardHackingWatch()
 
 
 # ---------------------------------------------------------------- the run
@@ -164,6 +190,11 @@ def prepare_datasets(args, tokenizer):
     if args.eval_steps:
         eval_ds, counts["eval"] = data_utils.prompt_rows(tokenizer, args.dataset_id, args.test_split, "test", **common)
     return train_ds, eval_ds, counts
+
+
+class RunTrainer(TelemetryMixin, FastLogpsTrainer):
+    """The trainer of a run: TRL's GRPOTrainer with the fast log-probs (fast_logps.py), and the
+    telemetry and completion log (telemetry.py)."""
 
 
 def _resolve(args, state) -> dict:
@@ -213,8 +244,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir or os.path.join(output_dir, "runs"))
     if args.report_to == "wandb":
         _wandb_offline_unless_logged_in(output_dir)
-    marker, stopper = _callbacks()
-    trainer = FastLogpsTrainer(
+    marker, stopper, watch = _callbacks()
+    trainer = RunTrainer(
         model=model,
         reward_funcs=reward.get_reward_funcs(args.reward_funcs),
         args=grpo_config,
@@ -222,9 +253,14 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         eval_dataset=eval_ds,
         processing_class=hw["tokenizer"],
         peft_config=lora_config,
-        callbacks=[marker, stopper],
+        callbacks=[marker, stopper, watch],
     )
     _install_fast_paths(trainer, args, hw)
+    eos = trainer.model.generation_config.eos_token_id
+    trainer.eos_ids = tuple({hw["tokenizer"].eos_token_id, *([eos] if isinstance(eos, int) else eos or [])} - {None})
+    if args.completions_log_max > 0 and state.is_main_process:
+        path = os.path.join(output_dir, "completions.jsonl")
+        trainer.completion_log = CompletionLog(path, args.completions_log_every, args.completions_log_max)
     if state.is_main_process:
         trainer.model.print_trainable_parameters()  # as the original printed it
     trainable, total = trainer.model.get_nb_trainable_parameters()
@@ -333,6 +369,15 @@ def _train_with_signal_stop(trainer, stopper, resume_ckpt: str | None) -> float:
     return time.time() - start
 
 
+def _write_report(output_dir: str) -> None:
+    try:
+        report.write_report(output_dir)
+    except Exception as err:  # noqa: BLE001 - the page is a view; it must never fail a run
+        logger.warning(
+            "report.html not written (%s: %s); python report.py %s retries", type(err).__name__, err, output_dir
+        )
+
+
 def _save_tokenizer_and_merged(trainer, tokenizer, output_dir: str, save_merged: bool) -> None:
     tokenizer.save_pretrained(output_dir)
     if save_merged:
@@ -352,6 +397,13 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
     tokenizer = trainer.processing_class
     for callback in callbacks:
         trainer.add_callback(callback)
+    if args.preflight or args.preflight_only:
+        report = preflight.run_preflight(trainer, args, trainer.train_dataset, run_config["dropped"]["train"])
+        if state.is_main_process:
+            write_json_atomic(os.path.join(output_dir, "preflight.json"), report)
+            print("\n".join(preflight.summary_lines(report)), flush=True)
+        if args.preflight_only:
+            return 3 if report["verdict"] == "no_signal" else 0
     attempt = {
         "started": run_config["started"],
         "resumed_from": resume_ckpt,
@@ -369,6 +421,7 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
     history = trainer.state.log_history
     attempt.update(
         {
+            "completions_log": trainer.completion_log.stats() if trainer.completion_log else None,
             "train_wall_s": round(wall, 1),
             "steps": steps,
             "interrupted": stopper.stop_requested,
@@ -380,6 +433,7 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
         title = f"{os.path.basename(os.path.normpath(output_dir))}: {steps} steps, {wall / 60:.1f} min"
         plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
         record_attempt(output_dir, attempt)
+        _write_report(output_dir)
     if stopper.stop_requested:
         logger.warning(
             "Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last",

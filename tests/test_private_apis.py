@@ -105,6 +105,25 @@ def test_trl_GRPOTrainer_get_per_token_logps_and_entropies():  # noqa: N802
         )
 
 
+def test_trl_GRPOTrainer_generate_and_score_completions_and_logs():  # noqa: N802
+    """telemetry.TelemetryMixin reads the scored batch from these."""
+    from trl import GRPOTrainer
+
+    assert callable(getattr(GRPOTrainer, "_generate_and_score_completions", None)), _broke(
+        "trl", "GRPOTrainer._generate_and_score_completions", "telemetry.TelemetryMixin"
+    )
+    source = inspect.getsource(GRPOTrainer)
+    for piece in (
+        'self._logs["prompt"]',
+        'self._logs["completion"]',
+        'self._logs["rewards"]',
+        'self._logs["advantages"]',
+    ):
+        assert piece in source, _broke("trl", f"GRPOTrainer {piece}", "telemetry.TelemetryMixin")
+    for piece in ('"completion_ids"', '"completion_mask"', "self._metrics[mode]", "self.num_generations"):
+        assert piece in source, _broke("trl", f"GRPOTrainer's {piece}", "telemetry.TelemetryMixin")
+
+
 def test_trl_ChunkedLogProbFunction_apply():  # noqa: N802
     from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
@@ -152,15 +171,16 @@ def test_every_private_name_we_use_has_a_contract_test():
     from conftest import ROOT
 
     used = set()
-    for name in ("decoding.py", "fast_weights.py", "fast_logps.py", "model_utils.py"):
+    for name in ("decoding.py", "fast_weights.py", "fast_logps.py", "model_utils.py", "telemetry.py"):
         with open(os.path.join(ROOT, name)) as f:
             used |= set(re.findall(r"\.(_[a-z][a-z_]+)\b", f.read()))
     ours = {
         "_adopt", "_views", "_fast", "_decode", "_fast_logps", "_fast_logps_ok", "_check_fast_logps", "_fast_checked",
         "_start", "_sdpa_cpu_fp32", "_read_config", "_check_model_dir", "_embedded_gguf_path", "_disable_adapters",
+        "_observe", "_telemetry_failed",
     }  # fmt: skip
     tested = {
         "_get_per_token_logps_and_entropies", "_original_forward", "_reorder_linear_weight", "_linear_pointwise",
-        "_is_mkldnn_bf16_supported", "_disable_adapters",
+        "_is_mkldnn_bf16_supported", "_disable_adapters", "_generate_and_score_completions", "_logs", "_metrics",
     }  # fmt: skip
     assert used - ours - tested == set(), f"private names without a contract test: {sorted(used - ours - tested)}"

@@ -509,3 +509,42 @@ def test_report_to_wandb_trains_offline_into_the_run_folder(tiny_model_dir, tmp_
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     runs = os.listdir(out / "wandb")
     assert any(r.startswith("offline-run-") for r in runs), runs
+
+
+# ---------------------------------------------------------------- seeing what a run does
+def test_a_run_leaves_preflight_completions_telemetry_and_a_report(tiny_run):
+    with open(os.path.join(tiny_run, "preflight.json")) as f:
+        pre = json.load(f)
+    for key in ("truncated_fraction", "format_reward_mean", "format_distribution", "accuracy_mean", "dropped"):
+        assert key in pre
+    assert (
+        pre["verdict"] in ("ok", "warn", "no_signal") and pre["seconds_per_step"] > 0 and pre["estimated_total_s"] > 0
+    )
+    with open(os.path.join(tiny_run, "completions.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert {r["step"] for r in rows} == {1, 2} and len(rows) == 2 * 4  # 2 steps x 4 completions
+    assert all({"prompt_index", "completion", "rewards", "advantage", "length", "truncated"} <= set(r) for r in rows)
+    assert set(rows[0]["rewards"]) == {"format_reward", "accuracy_reward"}
+    with open(os.path.join(tiny_run, "log_history.json")) as f:
+        history = json.load(f)
+    assert any("telemetry/text_after_answer" in e and "telemetry/truncated" in e for e in history)
+    with open(os.path.join(tiny_run, run_files.RUN_STATE)) as f:
+        assert json.load(f)["attempts"][-1]["completions_log"]["lines"] == 8
+    with open(os.path.join(tiny_run, "report.html")) as f:
+        assert '"verdict"' in f.read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template,code,verdict", [("original", 3, "NO_SIGNAL"), ("worked_example", 0, None)])
+def test_preflight_only_on_the_embedded_model(tmp_path, template, code, verdict):
+    out = str(tmp_path / "pre")
+    cmd = [sys.executable, "main.py", "--preflight_only", "--prompt_template", template, "--output_dir", out]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == code, done.stdout[-2000:] + done.stderr[-2000:]
+    with open(os.path.join(out, "preflight.json")) as f:
+        pre = json.load(f)
+    assert verdict is None or (verdict in done.stdout and "--prompt_template worked_example" in done.stdout)
+    assert pre["verdict"] != "no_signal" if code == 0 else pre["zero_variance_group_fraction"] >= 0.9
+    assert not os.path.exists(os.path.join(out, "run_config.json"))  # nothing that blocks a later run
+    names = set(os.listdir(out)) - {run_files.RUN_LOCK}
+    assert names == {"preflight.json"} and run_files._left_early(out, names)

@@ -1,0 +1,173 @@
+"""Preflight: before any training step, sample and score a few groups with the run's exact settings,
+and say whether the run can learn anything, and what to fix if not.
+
+    python main.py --preflight_only [flags]     # the check alone: exit 0 (ok / warn) or 3 (no signal)
+    python main.py [flags]                      # training runs it first, prints the verdict, goes on
+
+It samples ``--preflight_prompts`` prompts x ``--num_generations`` completions from the untrained
+model through the trainer's own generation path (template, prefill, lengths, temperature as
+the run), scores them with the run's rewards, and reports (also to ``<run>/preflight.json``):
+the share of completions cut at ``--max_completion_length``, the format reward's distribution,
+the accuracy, the share of groups whose rewards do not vary (no GRPO signal), the share of
+training rows without a usable gold, the prompts dropped for length, the measured seconds per
+step and an estimate of the whole run. Thresholds of the verdict: ``NO_SIGNAL_AT`` and ``WARN_AT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import statistics
+import time
+
+import torch
+from transformers import GenerationConfig
+
+import reward
+from telemetry import contract_telemetry
+
+# no_signal: at least this share of groups have rewards that do not vary (GRPO's advantage is 0)
+NO_SIGNAL_AT = 0.9
+# warn: the share at which each milder problem is reported
+WARN_AT = {"zero_variance_group_fraction": 0.5, "truncated_fraction": 0.5, "unparseable_gold_fraction": 0.2}
+# A GRPO step costs about this many times its sampling and scoring (bench/README.md: 6.6 s per step
+# against 2.9 s of sampling on 2 CPU cores); the estimate of a step and of the run rests on it.
+STEP_OVER_SAMPLING = 2.3
+
+
+def run_preflight(trainer, args, train_ds, dropped: dict) -> dict:
+    """The preflight report of a built trainer (its model still untrained); RNG state left as found."""
+    cpu_state = torch.random.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        torch.manual_seed(args.seed)
+        return _measure(trainer, args, train_ds, dropped)
+    finally:
+        torch.random.set_rng_state(cpu_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
+
+
+def _measure(trainer, args, train_ds, dropped: dict) -> dict:
+    tokenizer, g = trainer.processing_class, args.num_generations
+    picks = sorted(random.Random(args.seed).sample(range(len(train_ds)), min(args.preflight_prompts, len(train_ds))))
+    rows = [train_ds[i] for i in picks]
+    start = time.perf_counter()
+    texts, truncated, lengths = _sample(trainer, tokenizer, [r["prompt"] for r in rows], args)
+    prompts = [r["prompt"] for r in rows for _ in range(g)]
+    columns = {k: [r[k] for r in rows for _ in range(g)] for k in ("solution", "answer")}
+    scores = {f.__name__: f(texts, prompts=prompts, **columns) for f in trainer.reward_funcs}
+    took = time.perf_counter() - start
+    weights = trainer.reward_weights.tolist()
+    totals = [
+        sum(w * v for w, v in zip(weights, vals, strict=True) if v is not None)
+        for vals in zip(*scores.values(), strict=True)
+    ]
+    groups = [totals[i : i + g] for i in range(0, len(totals), g)]
+    fmt = reward.format_reward(texts, prompts=prompts)
+    acc = [a for a in reward.accuracy_reward(texts, columns["solution"], answer=columns["answer"]) if a is not None]
+    per_step = args.per_device_train_batch_size * trainer.accelerator.num_processes * args.gradient_accumulation_steps
+    sampling_s = took * per_step / max(len(texts), 1)
+    report = {
+        "prompts": len(rows),
+        "completions": len(texts),
+        "truncated_fraction": round(sum(truncated) / len(texts), 4),
+        "format_reward_mean": round(statistics.mean(fmt), 4),
+        "format_distribution": {str(k): fmt.count(k) for k in (0.0, 0.5, 1.0)},
+        "accuracy_mean": round(statistics.mean(acc), 4) if acc else None,
+        "zero_variance_group_fraction": round(sum(max(x) - min(x) < 1e-9 for x in groups) / len(groups), 4),
+        "unparseable_gold_fraction": round(dropped.get("unusable_gold", 0) / max(len(train_ds), 1), 4),
+        "dropped": {k: v for k, v in dropped.items() if k != "unusable_gold"},
+        "sampling_seconds_per_step": round(sampling_s, 2),
+        "seconds_per_step": round(sampling_s * STEP_OVER_SAMPLING, 2),
+        "telemetry": contract_telemetry(texts, prompts=prompts, truncated=truncated, lengths=lengths),
+        "rewards_mean": {name: _mean(vals) for name, vals in scores.items()},
+        "samples": [
+            {"prompt_index": picks[i // g], "completion": texts[i], "rewards": {n: v[i] for n, v in scores.items()}}
+            for i in range(min(len(texts), 2 * g))
+        ],
+    }
+    report["estimated_total_s"] = round(report["seconds_per_step"] * _steps(args, len(train_ds), per_step // g), 1)
+    report["verdict"], report["problems"] = verdict(report, args)
+    return report
+
+
+def _sample(trainer, tokenizer, prompts: list[str], args) -> tuple[list[str], list[bool], list[int]]:
+    """``num_generations`` sampled completions per prompt through the trainer's own generation path."""
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    width, pad = max(map(len, encoded)), tokenizer.pad_token_id
+    device = trainer.accelerator.device
+    rows = [e for e in encoded for _ in range(args.num_generations)]
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    eos = [tokenizer.eos_token_id]
+    config = GenerationConfig(
+        do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_completion_length,
+        eos_token_id=eos, pad_token_id=pad,
+    )  # fmt: skip
+    autocast = trainer.accelerator.autocast() if hasattr(trainer.accelerator, "autocast") else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        out = trainer.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    texts, truncated, lengths = [], [], []
+    for tokens in out[:, width:].tolist():
+        end = next((j + 1 for j, t in enumerate(tokens) if t in eos), None)
+        kept = tokens[:end] if end else tokens[: args.max_completion_length]
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True))
+        truncated.append(end is None)
+        lengths.append(len(kept))
+    return texts, truncated, lengths
+
+
+def _mean(values) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.mean(known), 4) if known else None
+
+
+def _steps(args, train_rows: int, prompts_per_step: int) -> int:
+    if args.max_steps > 0:
+        return args.max_steps
+    return math.ceil(math.ceil(train_rows / max(prompts_per_step, 1)) * args.num_train_epochs)
+
+
+def verdict(report: dict, args) -> tuple[str, list[str]]:
+    """("ok" | "warn" | "no_signal", one message with its fix per problem found)."""
+    problems, zero = [], report["zero_variance_group_fraction"]
+    if zero >= NO_SIGNAL_AT:
+        fix = "try --prompt_template worked_example (it states the format and shows an example) with --prefill_think"
+        if report["format_reward_mean"] > 0:
+            fix = "raise --temperature or --num_generations, or start from an easier --dataset_id"
+        problems.append(f"{zero:.0%} of groups score the same: no learning signal; {fix}.")
+    elif zero >= WARN_AT["zero_variance_group_fraction"]:
+        problems.append(f"{zero:.0%} of groups score the same (no signal from them): raise --num_generations.")
+    if report["truncated_fraction"] >= WARN_AT["truncated_fraction"]:
+        problems.append(
+            f"{report['truncated_fraction']:.0%} of completions hit the {args.max_completion_length} token limit: "
+            "raise --max_completion_length."
+        )
+    if report["unparseable_gold_fraction"] >= WARN_AT["unparseable_gold_fraction"]:
+        problems.append(
+            f"{report['unparseable_gold_fraction']:.0%} of training rows have no usable gold answer (the accuracy "
+            "reward skips them): check --solution_column / --answer_column."
+        )
+    if report["dropped"].get("prompt_too_long"):
+        problems.append(
+            f"{report['dropped']['prompt_too_long']} prompts are longer than --max_prompt_length "
+            f"{args.max_prompt_length} and were dropped: raise it to keep them."
+        )
+    if zero >= NO_SIGNAL_AT:
+        return "no_signal", problems
+    return ("warn" if problems else "ok"), problems
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The verdict as printed at the start of a run."""
+    lines = [
+        f"Preflight: {report['verdict'].upper()} ({report['prompts']} prompts x "
+        f"{report['completions'] // max(report['prompts'], 1)} completions from the untrained model)",
+        f"  format reward {report['format_reward_mean']:.2f} {report['format_distribution']}, accuracy "
+        f"{report['accuracy_mean']}, groups without signal {report['zero_variance_group_fraction']:.0%}, "
+        f"truncated {report['truncated_fraction']:.0%}",
+        f"  about {report['seconds_per_step']:.1f} s per step, {report['estimated_total_s'] / 60:.1f} min in all",
+    ]
+    return lines + [f"  problem: {p}" for p in report["problems"]]
