@@ -3,6 +3,7 @@
 #   make test    run the whole test suite
 #   make eval    evaluate the base model and the newest run in ckpts/
 #   make learn   before/after learning report (results/learning/)
+#   make learn-levels  per-level gains on levels 1-4, beside the original configuration
 #   make bench   speed benchmarks (bench/)
 #   make gpu-bundle  wheels + model spec for a GPU machine in .gpu/, and the command to run there
 #   make docs    regenerate docs/flags.md from the parsers
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Extra flags for the targets, e.g. make train ARGS="--max_steps 5"
 ARGS ?=
 
-.PHONY: setup train test eval learn bench gpu-bundle docs clean-venv
+.PHONY: setup train test eval learn learn-levels bench gpu-bundle docs clean-venv
 
 setup: $(STAMP)
 
@@ -39,6 +40,9 @@ eval: $(STAMP)
 
 learn: $(STAMP)
 	$(PY) bench/learning.py $(ARGS)
+
+learn-levels: $(STAMP)
+	$(PY) bench/learning_levels.py $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/reward_speed.py

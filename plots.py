@@ -108,3 +108,29 @@ if __name__ == "__main__":
     out = os.path.join(os.path.dirname(history_path), "reward_curves.png")
     plot_reward_curves(history, out, os.path.basename(os.path.dirname(os.path.abspath(history_path))))
     print(out)
+
+
+def plot_levels(report: dict, path: str) -> None:
+    """Per-level held-out accuracy before/after training with 95% intervals; the original
+    configuration's beside the recipe's when the report has it."""
+    plt = _pyplot()
+    configs = [("recipe", report)] + (
+        [("original configuration", report["original_config"])] if "original_config" in report else []
+    )
+    fig, axes = plt.subplots(1, len(configs), figsize=(6.5 * len(configs), 4), squeeze=False)
+    for ax, (name, result) in zip(axes[0], configs, strict=True):
+        levels = list(result["levels"])
+        for offset, which, color in ((-0.2, "base", "#8aa4c8"), (0.2, "trained", "#2d6a2d")):
+            acc = [result["levels"][lv][which]["accuracy"] for lv in levels]
+            lo = [a - result["levels"][lv][which]["accuracy_ci95"][0] for a, lv in zip(acc, levels, strict=True)]
+            hi = [result["levels"][lv][which]["accuracy_ci95"][1] - a for a, lv in zip(acc, levels, strict=True)]
+            xs = [i + offset for i in range(len(levels))]
+            ax.bar(xs, acc, width=0.4, color=color, label=which, yerr=[lo, hi], capsize=3)
+            for x, a in zip(xs, acc, strict=True):
+                ax.text(x, a + 0.02, f"{a:.2f}", ha="center", fontsize=8)
+        ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
+        ax.set(ylim=(0, 1.05), ylabel="held-out accuracy (greedy)", title=f"{name}: {result['steps']} steps")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

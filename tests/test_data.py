@@ -296,3 +296,18 @@ def test_rows_without_a_problem_are_dropped_and_unusable_golds_counted(tmp_path)
     train, _ = load_and_process_data(str(path), "train", None)
     kept, counts = data_utils.drop_unusable_rows(train)
     assert len(kept) == 2 and counts == {"empty_problem": 2, "unusable_gold": 1}
+
+
+# The held-out problems every learning figure is measured on: extending the built-in data must
+# never change them (sha256 of each level's test rows, first 16 hex digits).
+TEST_SPLIT_HASHES = {1: "a768474ab95eb20b", 2: "cf534b746b23929e", 3: "5abfc0ede008b84d", 4: "1f09b6c8053a3ac8"}
+
+
+@pytest.mark.parametrize("level", sorted(TEST_SPLIT_HASHES))
+def test_each_levels_test_split_is_pinned(level):
+    import hashlib
+
+    for levels in ([level], [1, 2, 3, 4]):  # the same rows whichever levels are loaded with it
+        rows = [r for r in builtin_data.builtin_records(levels)["test"] if r["level"] == level]
+        digest = hashlib.sha256(json.dumps([(r["problem"], r["solution"], r["answer"]) for r in rows]).encode())
+        assert len(rows) == 200 and digest.hexdigest()[:16] == TEST_SPLIT_HASHES[level]

@@ -1,0 +1,138 @@
+"""Learning beyond addition: per-level held-out accuracy before and after training on levels 1-4,
+side by side with the original project's configuration at equal steps and completions per step.
+
+    python bench/learning_levels.py           # or: make learn-levels   (2 CPU cores: about 30 minutes)
+    python bench/learning_levels.py --steps 20 --limit 50 --skip_original   # a quick look
+
+Each part through the user's own commands (main.py, eval.py in subprocesses):
+  1. the untrained model on each level's 200 test problems, greedy, and pass@8 (sampled) on the
+     first ``--pass_limit`` of them, with the recipe's prompt;
+  2. training with the recipe (main.py's defaults and ``RECIPE``) on the mixed levels;
+  3. the trained adapter, evaluated the same way;
+  4. the same with ``ORIGINAL`` (LoRA r=8 on q_proj/v_proj, lr 1e-5, warmup 0.05, the original
+     prompt, 64-token completions, groups of 4) at the same steps and completions per step.
+Writes results/learning_levels/ (results, summaries, runs, learning_levels.png, the report) and
+prints a table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+LEVELS = ("1", "2", "3", "4")
+# The recipe for all levels, each setting measured (bench/README.md, "Learning beyond addition").
+RECIPE = ["--dataset_id", "builtin", "--max_completion_length", "96"]
+# The original project's configuration, at this benchmark's steps and completions per step.
+ORIGINAL = [
+    "--dataset_id", "builtin", "--lora_r", "8", "--lora_alpha", "32", "--lora_dropout", "0.01",
+    "--lora_target_modules", "q_proj,v_proj", "--learning_rate", "1e-5", "--warmup_ratio", "0.05",
+    "--prompt_template", "original", "--max_completion_length", "64", "--num_generations", "4",
+]  # fmt: skip
+KEYS = ("n", "accuracy", "accuracy_ci95", "format_reward_mean", "format_distribution")
+
+
+def run(cmd: list[str]) -> float:
+    print("+", " ".join(cmd), flush=True)
+    start = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return time.time() - start
+
+
+def evaluate(model: str, out_dir: str, tag: str, args, extra: list[str], length: str) -> dict:
+    """Per level: greedy accuracy on ``--limit`` problems and pass@k on the first ``--pass_limit``."""
+    levels = {}
+    for level in LEVELS:
+        common = [sys.executable, "eval.py", "--model_dir", model, "--dataset_id", f"builtin:{level}", "--bf16"]
+        common += ["--max_completion_length", length, *extra]
+        greedy = os.path.join(out_dir, f"{tag}-level{level}.json")
+        run([*common, "--limit", str(args.limit), "--output_file", greedy])
+        sampled = os.path.join(out_dir, f"{tag}-level{level}-pass{args.pass_k}.json")
+        pass_args = ["--num_samples", str(args.pass_k), "--temperature", "1.0", "--limit", str(args.pass_limit)]
+        run([*common, *pass_args, "--output_file", sampled])
+        summary = _summary(greedy)
+        levels[level] = {k: summary.get(k) for k in KEYS} | {
+            f"pass_at_{args.pass_k}": _summary(sampled).get(f"pass@{args.pass_k}")
+        }
+    return levels
+
+
+def _summary(results_file: str) -> dict:
+    with open(results_file[: -len(".json")] + ".summary.json") as f:
+        return json.load(f)
+
+
+def train_and_evaluate(name: str, flags: list[str], out_dir: str, args, length: str, eval_extra: list[str]) -> dict:
+    run_dir = os.path.join(out_dir, f"run-{name}")
+    work = ["--max_steps", str(args.steps), "--output_dir", run_dir, "--report_to", "none", *args.train_extra]
+    wall = run([sys.executable, "main.py", *flags, *work])
+    base = evaluate("embedded", out_dir, f"{name}-base", args, eval_extra, length)
+    trained = evaluate(run_dir, out_dir, f"{name}-trained", args, [], length)
+    with open(os.path.join(run_dir, "run_state.json")) as f:
+        state = json.load(f)
+    attempt = state["attempts"][-1]
+    out = {lv: {"base": base[lv], "trained": trained[lv]} for lv in LEVELS}
+    return {
+        "levels": out,
+        "train_wall_s": attempt.get("train_wall_s", round(wall, 1)),
+        "steps": state.get("steps"),
+        "flags": flags,
+    }
+
+
+def table(result: dict, title: str) -> None:
+    print(f"\n{title}: {result['steps']} steps, {result['train_wall_s'] / 60:.1f} min of training")
+    print(f"{'level':6} {'base acc [95% CI]':28} {'trained acc [95% CI]':28} {'format b/t':12} pass@k b/t")
+    for level, r in result["levels"].items():
+        b, t = r["base"], r["trained"]
+        ci = lambda s: f"{s['accuracy']:.3f} [{s['accuracy_ci95'][0]:.3f}, {s['accuracy_ci95'][1]:.3f}]"  # noqa: E731
+        pk = next(k for k in b if k.startswith("pass_at_"))
+        fmt = f"{b['format_reward_mean']:.2f}/{t['format_reward_mean']:.2f}"
+        print(f"{level:6} {ci(b):28} {ci(t):28} {fmt:12} {b[pk]}/{t[pk]}")
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    train_extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--out", default=os.path.join("results", "learning_levels"), help="report folder (renamed if it exists)"
+    )
+    p.add_argument("--steps", type=int, default=60, help="GRPO steps for both configurations")
+    p.add_argument("--limit", type=int, default=200, help="held-out problems per level (greedy)")
+    p.add_argument("--pass_k", type=int, default=8, help="samples per problem for pass@k")
+    p.add_argument("--pass_limit", type=int, default=25, help="problems per level for pass@k")
+    p.add_argument("--skip_original", action="store_true", help="leave out the original configuration")
+    args = p.parse_args(argv)
+    args.train_extra = train_extra
+    out = os.path.join(ROOT, args.out)
+    if os.path.isdir(out) and os.listdir(out):
+        os.rename(out, f"{out}.{_dt.datetime.fromtimestamp(os.path.getmtime(out)).strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(out)
+    recipe = train_and_evaluate("recipe", RECIPE, out, args, "96", [])
+    table(recipe, "recipe")
+    report = {**recipe, "date": _dt.date.today().isoformat(), "limit": args.limit, "pass_limit": args.pass_limit}
+    if not args.skip_original:
+        original = train_and_evaluate("original", ORIGINAL, out, args, "64", ["--prompt_template", "original"])
+        table(original, "original configuration")
+        report["original_config"] = original
+    import plots
+
+    plots.plot_levels(report, os.path.join(out, "learning_levels.png"))
+    with open(os.path.join(out, "learning_levels.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
