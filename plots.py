@@ -126,8 +126,8 @@ def plot_levels(report: dict, path: str) -> None:
             hi = [result["levels"][lv][which]["accuracy_ci95"][1] - a for a, lv in zip(acc, levels, strict=True)]
             xs = [i + offset for i in range(len(levels))]
             ax.bar(xs, acc, width=0.4, color=color, label=which, yerr=[lo, hi], capsize=3)
-            for x, a in zip(xs, acc, strict=True):
-                ax.text(x, a + 0.02, f"{a:.2f}", ha="center", fontsize=8)
+            for x, a, up in zip(xs, acc, hi, strict=True):  # above the interval, so a bar of 0 stays readable
+                ax.text(x, a + up + 0.015, f"{a:.2f}", ha="center", fontsize=8)
         ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
         ax.set(ylim=(0, 1.05), ylabel="held-out accuracy (greedy)", title=f"{name}: {result['steps']} steps")
         ax.legend()

@@ -272,11 +272,23 @@ def test_ctrl_c_keeps_finished_records_and_resume_completes_them(tiny_run, tmp_p
         "--output_file",
         out,
     ]
-    proc = subprocess.Popen(_eval_cmd(*argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The child gets SIGINT's default action back: under `make test &` (no job control) the shell
+    # ignores SIGINT for background jobs, children inherit that, and Python then never raises
+    # KeyboardInterrupt, so the interruption under test would not happen.
+    proc = subprocess.Popen(
+        _eval_cmd(*argv),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     partial = evaluate_mod.partial_path(out)
-    deadline = time.time() + 120
+    # Generous: on a loaded machine the imports alone can take minutes.
+    deadline = time.time() + 600
     while time.time() < deadline and (not os.path.exists(partial) or _lines(partial) < 4):
         time.sleep(0.1)
+    assert _lines(partial) >= 4, "the evaluation never got going"
     proc.send_signal(signal.SIGINT)
     printed, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, printed[-2000:]
