@@ -73,10 +73,24 @@ def build_report(run_dir: str, summaries: dict, train_wall: float, args, train_e
     }
 
 
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(this script's flags, main.py's flags): what follows ``--`` goes to main.py."""
+    if "--" not in argv:
+        return argv, []
+    return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+
+
+def fresh_folder(out: str) -> None:
+    """Create ``out``; a non-empty one from an earlier report is renamed with its time, never overwritten."""
+    if os.path.isdir(out) and os.listdir(out):
+        kept = f"{out}.{_dt.datetime.fromtimestamp(os.path.getmtime(out)).strftime('%Y%m%d-%H%M%S')}"
+        os.rename(out, kept)
+        print(f"Kept the earlier report folder as {kept}")
+    os.makedirs(out, exist_ok=True)
+
+
 def main() -> int:
-    argv = sys.argv[1:]
-    train_extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+    argv, train_extra = split_argv(sys.argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--out",
@@ -91,11 +105,7 @@ def main() -> int:
     args = p.parse_args(argv)
 
     out = os.path.join(ROOT, args.out)
-    if os.path.isdir(out) and os.listdir(out):
-        kept = f"{out}.{_dt.datetime.fromtimestamp(os.path.getmtime(out)).strftime('%Y%m%d-%H%M%S')}"
-        os.rename(out, kept)
-        print(f"Kept the earlier report folder as {kept}")
-    os.makedirs(out, exist_ok=True)
+    fresh_folder(out)
     run_dir = os.path.join(out, "run")
 
     cold = evaluate("embedded", os.path.join(out, "base_original_prompt.json"), args, ["--prompt_template", "original"])

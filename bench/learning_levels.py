@@ -29,6 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import learning  # noqa: E402  (bench/learning.py, beside this script: the shared report-folder helpers)
 
 LEVELS = ("1", "2", "3", "4")
 # What both configurations train on; every level is measured. Levels 3-4 gave no reward to
@@ -52,22 +53,17 @@ def run(cmd: list[str]) -> float:
     return time.time() - start
 
 
-def flag(flags: list[str], name: str, default: str) -> str:
-    """The value main.py would take for ``name`` (the last one given), else ``default``."""
-    given = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == name]
-    return given[-1] if given else default
-
-
 def evaluate(model: str, out_dir: str, tag: str, args, flags: list[str]) -> dict:
     """Per level: greedy accuracy on ``--limit`` problems and pass@k on the first ``--pass_limit``,
-    with the prompt and completion length the configuration trains with."""
-    import data_utils
+    with the prompt and completion length the configuration trains with (as main.py parses them)."""
+    import main as train_cli
 
+    trains_with, _ = train_cli.build_parser().parse_known_args(flags)
     levels = {}
     for level in args.levels:
         common = [sys.executable, "eval.py", "--model_dir", model, "--dataset_id", f"builtin:{level}", "--bf16"]
-        common += ["--max_completion_length", flag(flags, "--max_completion_length", "96")]
-        common += ["--prompt_template", flag(flags, "--prompt_template", data_utils.DEFAULT_PROMPT_TEMPLATE)]
+        common += ["--max_completion_length", str(trains_with.max_completion_length)]
+        common += ["--prompt_template", trains_with.prompt_template]
         greedy = os.path.join(out_dir, f"{tag}-level{level}.json")
         again = ["--resume"] if args.resume else []  # a finished evaluation is kept, an interrupted one continues
         run([*common, "--limit", str(args.limit), "--output_file", greedy, *again])
@@ -124,9 +120,7 @@ def table(result: dict, title: str) -> None:
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    train_extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+    argv, train_extra = learning.split_argv(sys.argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--out", default=os.path.join("results", "learning_levels"), help="report folder (renamed if it exists)"
@@ -147,9 +141,10 @@ def main() -> int:
     if not args.levels or not set(args.levels) <= set(LEVELS):
         p.error(f"--levels {','.join(args.levels)!r}: expected levels from {','.join(LEVELS)}, e.g. 1,3")
     out = os.path.join(ROOT, args.out)
-    if os.path.isdir(out) and os.listdir(out) and not args.resume:
-        os.rename(out, f"{out}.{_dt.datetime.fromtimestamp(os.path.getmtime(out)).strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(out, exist_ok=True)
+    if args.resume:
+        os.makedirs(out, exist_ok=True)
+    else:
+        learning.fresh_folder(out)
     start = time.time()
     recipe = train_and_evaluate("recipe", RECIPE, out, args)
     table(recipe, "recipe")
