@@ -6,9 +6,9 @@ side by side with the original project's configuration at equal steps and comple
     python bench/learning_levels.py --resume    # after an interruption: keeps what finished
     python bench/learning_levels.py -- --seed 7 # flags after -- go to main.py for both configurations
 
-Each part through the user's own commands (main.py, eval.py in subprocesses):
-  1. the untrained model on each level's 200 test problems, greedy, and pass@8 (sampled) on the
-     first ``--pass_limit`` of them, with the recipe's prompt;
+Each part through the user's own commands (main.py in a subprocess, eval.py's main in this one):
+  1. the untrained model on each level's 200 test problems, greedy, and pass@8 (sampled at the
+     training temperature) on the first ``--pass_limit`` of them, with the recipe's prompt;
   2. training with the recipe (main.py's defaults and ``RECIPE``) on ``TRAIN_DATA``;
   3. the trained adapter, evaluated the same way;
   4. the same with ``ORIGINAL`` (LoRA r=8 on q_proj/v_proj, lr 1e-5, warmup 0.05, the original
@@ -53,23 +53,43 @@ def run(cmd: list[str]) -> float:
     return time.time() - start
 
 
-def evaluate(model: str, out_dir: str, tag: str, args, flags: list[str]) -> dict:
-    """Per level: greedy accuracy on ``--limit`` problems and pass@k on the first ``--pass_limit``,
-    with the prompt and completion length the configuration trains with (as main.py parses them)."""
+def eval_py(argv: list[str]) -> None:
+    """``python eval.py ARGV``, run in this process: torch, transformers and the tokenizer load once
+    for all 32 evaluations instead of once each (about 9 s a time on 2 cores, bench/README.md)."""
+    import evaluation
+    from run_files import cli
+
+    print("+ python eval.py", " ".join(argv), flush=True)
+    code = cli(lambda: evaluation.main(argv))
+    if code:
+        raise SystemExit(f"eval.py {' '.join(argv)} exited with {code}; rerun this script with --resume to go on.")
+
+
+def trains_with(flags: list[str]) -> argparse.Namespace:
+    """The settings a configuration trains with, as main.py parses its flags."""
     import main as train_cli
 
-    trains_with, _ = train_cli.build_parser().parse_known_args(flags)
+    return train_cli.build_parser().parse_known_args(flags)[0]
+
+
+def evaluate(model: str, out_dir: str, tag: str, args, flags: list[str]) -> dict:
+    """Per level: greedy accuracy on ``--limit`` problems and pass@k on the first ``--pass_limit``,
+    with the prompt and completion length the configuration trains with. pass@k samples at its
+    training temperature too: it is then the chance that a GRPO group of k holds a right answer,
+    the only thing that group can learn from."""
+    settings = trains_with(flags)
     levels = {}
     for level in args.levels:
-        common = [sys.executable, "eval.py", "--model_dir", model, "--dataset_id", f"builtin:{level}", "--bf16"]
-        common += ["--max_completion_length", str(trains_with.max_completion_length)]
-        common += ["--prompt_template", trains_with.prompt_template]
+        common = ["--model_dir", model, "--dataset_id", f"builtin:{level}", "--bf16"]
+        common += ["--max_completion_length", str(settings.max_completion_length)]
+        common += ["--prompt_template", settings.prompt_template]
         greedy = os.path.join(out_dir, f"{tag}-level{level}.json")
         again = ["--resume"] if args.resume else []  # a finished evaluation is kept, an interrupted one continues
-        run([*common, "--limit", str(args.limit), "--output_file", greedy, *again])
+        eval_py([*common, "--limit", str(args.limit), "--output_file", greedy, *again])
         sampled = os.path.join(out_dir, f"{tag}-level{level}-pass{args.pass_k}.json")
-        pass_args = ["--num_samples", str(args.pass_k), "--temperature", "1.0", "--limit", str(args.pass_limit)]
-        run([*common, *pass_args, "--output_file", sampled, *again])
+        pass_args = ["--num_samples", str(args.pass_k), "--temperature", str(settings.temperature)]
+        pass_args += ["--limit", str(args.pass_limit)]
+        eval_py([*common, *pass_args, "--output_file", sampled, *again])
         summary = _summary(greedy)
         levels[level] = {k: summary.get(k) for k in KEYS} | {
             f"pass_at_{args.pass_k}": _summary(sampled).get(f"pass@{args.pass_k}")
@@ -105,6 +125,7 @@ def train_and_evaluate(name: str, flags: list[str], out_dir: str, args) -> dict:
         "train_wall_s": attempt.get("train_wall_s", round(wall, 1)),
         "steps": state.get("steps"),
         "flags": flags,
+        "pass_temperature": trains_with(flags).temperature,
     }
 
 
@@ -137,6 +158,7 @@ def main() -> int:
     )
     args = p.parse_args(argv)
     args.train_extra = train_extra
+    os.chdir(ROOT)  # relative paths mean the same to main.py (run from here) and eval.py (run in-process)
     args.levels = [lv.strip() for lv in args.levels.split(",")]
     if not args.levels or not set(args.levels) <= set(LEVELS):
         p.error(f"--levels {','.join(args.levels)!r}: expected levels from {','.join(LEVELS)}, e.g. 1,3")

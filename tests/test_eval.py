@@ -182,9 +182,10 @@ def test_adapter_whose_base_is_missing(tiny_run, tmp_path):
         _run_eval("--model_dir", str(adapter))
 
 
-def test_split_the_dataset_lacks(tiny_run):
+def test_split_the_dataset_lacks(tiny_run, tmp_path):
+    out = str(tmp_path / "eval.json")  # not the checkout's results/, which keeps the claim's lock file
     with pytest.raises(SystemExit, match="Split 'validation'"):
-        _run_eval("--model_dir", tiny_run, "--split", "validation")
+        _run_eval("--model_dir", tiny_run, "--split", "validation", "--output_file", out)
 
 
 def test_eval_sh_runs_the_newest_run_against_its_base(tiny_run, tmp_path):

@@ -32,6 +32,12 @@ def test_learning_levels_reports_each_level_for_both_configurations(tiny_model_d
     recipe = json.loads((out / "recipe-trained-level3.json").read_text())
     assert original[0]["prompt"].count("A conversation between User and Assistant") == 1
     assert "Example:" in recipe[0]["prompt"] and "How many" in recipe[0]["prompt"]
+    # pass@k samples at each configuration's training temperature (the original: TRL's 1.0).
+    assert report["original_config"]["pass_temperature"] == 1.0
+    for tag, result in (("recipe", report), ("original", report["original_config"])):
+        sampled = json.loads((out / f"{tag}-trained-level1-pass2.summary.json").read_text())
+        assert sampled["settings"]["temperature"] == result["pass_temperature"]
+        assert sampled["settings"]["num_samples"] == 2 and sampled["n"] == 2
     assert os.path.isfile(out / "run-original" / "adapter_config.json")
     adapter = json.loads((out / "run-original" / "adapter_config.json").read_text())
     assert adapter["r"] == 8 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
