@@ -5,7 +5,8 @@
 Level 1: two-number addition; 2: subtraction and multiplication; 3: two-step word problems;
 4: linear equations. 2,000 train and 200 test problems per level from ``BUILTIN_SEED``, test
 never overlapping train. It is code, so nothing is downloaded; data_utils.py serves it as
-``--dataset_id builtin`` or ``builtin:LEVELS`` in the same schema as any other dataset.
+``--dataset_id builtin``, ``builtin:LEVELS`` or ``builtin:1-2,3-4@0.25`` (a share of some levels'
+train rows) in the same schema as any other dataset.
 """
 
 from __future__ import annotations
@@ -69,30 +70,50 @@ def _level4(rng: random.Random) -> tuple[str, str, int]:
 _GENERATORS = {1: _level1, 2: _level2, 3: _level3, 4: _level4}
 
 
-def parse_builtin_levels(dataset_id: str) -> list[int]:
-    """Levels named by ``builtin``, ``builtin:2``, ``builtin:1-3`` or ``builtin:1,4``."""
+def parse_builtin_spec(dataset_id: str) -> dict[int, float]:
+    """Levels named by ``builtin[:LEVELS]``, each with the share of its train rows kept.
+
+    ``builtin``, ``builtin:2``, ``builtin:1-3``, ``builtin:1,4``; ``@SHARE`` after a part keeps that
+    share of its levels' train rows (test rows stay whole): ``builtin:1-2,3-4@0.25`` trains on
+    levels 1-2 and a quarter of 3-4 (bench/README.md, "Learning beyond addition").
+
+    >>> parse_builtin_spec("builtin:1-2,4@0.25")
+    {1: 1.0, 2: 1.0, 4: 0.25}
+    """
     _, _, spec = dataset_id.partition(":")
     if not spec:
-        return sorted(BUILTIN_LEVELS)
-    levels: set[int] = set()
+        return dict.fromkeys(sorted(BUILTIN_LEVELS), 1.0)
+    shares: dict[int, float] = {}
     try:
         for part in spec.split(","):
-            lo, _, hi = part.partition("-")
-            levels.update(range(int(lo), int(hi or lo) + 1))
+            levels, at, share = part.partition("@")
+            lo, _, hi = levels.partition("-")
+            for level in range(int(lo), int(hi or lo) + 1):
+                shares[level] = float(share) if at else 1.0
+        ok = shares and set(shares) <= set(BUILTIN_LEVELS) and all(0 < v <= 1 for v in shares.values())
     except ValueError:
-        levels = {0}
-    if not levels or not levels <= set(BUILTIN_LEVELS):
+        ok = False
+    if not ok:
         raise ValueError(
             f"Bad built-in dataset id {dataset_id!r}. Use 'builtin' for all levels, or name levels from "
-            f"{sorted(BUILTIN_LEVELS)} like 'builtin:1', 'builtin:1-2' or 'builtin:1,3' ({BUILTIN_LEVELS})."
+            f"{sorted(BUILTIN_LEVELS)} like 'builtin:1', 'builtin:1-2' or 'builtin:1,3' ({BUILTIN_LEVELS}); "
+            "'@SHARE' (0 < SHARE <= 1) after a part keeps that share of its train rows, e.g. 'builtin:1-2,3-4@0.25'."
         )
-    return sorted(levels)
+    return dict(sorted(shares.items()))
 
 
-def builtin_records(levels: list[int] | None = None, seed: int = BUILTIN_SEED) -> dict[str, list[dict]]:
+def parse_builtin_levels(dataset_id: str) -> list[int]:
+    """The levels a ``builtin[:LEVELS]`` id names (see ``parse_builtin_spec``)."""
+    return list(parse_builtin_spec(dataset_id))
+
+
+def builtin_records(
+    levels: list[int] | None = None, seed: int = BUILTIN_SEED, shares: dict[int, float] | None = None
+) -> dict[str, list[dict]]:
     """The built-in dataset as ``{"train": [...], "test": [...]}`` in the NuminaMath-TIR schema.
 
-    Deterministic for a seed; test problems are drawn first and never appear in train.
+    Deterministic for a seed; test problems are drawn first and never appear in train. ``shares``
+    keeps that share of a level's train rows (the first ones drawn), its test rows untouched.
 
     >>> d = builtin_records([1]); len(d["train"]), len(d["test"]), d["test"][0]["solution"][-11:]
     (2000, 200, '\\\\boxed{87}.')
@@ -101,7 +122,8 @@ def builtin_records(levels: list[int] | None = None, seed: int = BUILTIN_SEED) -
     for level in levels or sorted(BUILTIN_LEVELS):
         rng = random.Random(seed * 10 + level)
         seen: set[str] = set()
-        for split, size in (("test", BUILTIN_TEST_PER_LEVEL), ("train", BUILTIN_TRAIN_PER_LEVEL)):
+        train = max(1, round(BUILTIN_TRAIN_PER_LEVEL * (shares or {}).get(level, 1.0)))
+        for split, size in (("test", BUILTIN_TEST_PER_LEVEL), ("train", train)):
             rows: list[dict] = []
             while len(rows) < size:
                 problem, work, ans = _GENERATORS[level](rng)

@@ -11,6 +11,7 @@ Output schema, whatever comes in:
 
 Sources ``load_and_process_data`` accepts as ``dataset_id``:
     builtin, builtin:1, builtin:1-2, builtin:1,3   the generated dataset, all or some levels
+    builtin:1-2,3-4@0.25                           ... with a quarter of levels 3-4's train rows
     a hub id (AI-MO/NuminaMath-TIR)                 from the hub, or its local cache offline
     a folder from ``Dataset.save_to_disk``, a folder of parquet/json/jsonl/csv files laid
     out like a hub dataset, or a single such file.
@@ -140,7 +141,9 @@ def _load_all_splits(dataset_id: str):
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
     if dataset_id.split(":")[0] == "builtin":
-        records = builtin_data.builtin_records(parse_builtin_levels(dataset_id))
+        parse_builtin_levels(dataset_id)  # a bad id: DataError naming what is accepted
+        shares = builtin_data.parse_builtin_spec(dataset_id)
+        records = builtin_data.builtin_records(list(shares), shares=shares)
         return DatasetDict({k: Dataset.from_list(v) for k, v in records.items()})
     path = os.path.expanduser(dataset_id)
     if os.path.isdir(path):

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset_id",
         default=DEFAULT_DATASET_ID,
-        help="'builtin' or 'builtin:LEVELS' (e.g. builtin:1-2), a local dataset folder or file, or a hub id",
+        help="'builtin' or 'builtin:LEVELS' (e.g. builtin:1-2; builtin:1-2,3-4@0.25 keeps a quarter of levels 3-4's "
+        "train rows), a local dataset folder or file, or a hub id",
     )
     p.add_argument("--train_split", default="train", help="split expression for training, e.g. 'train[:5%%]'")
     p.add_argument(

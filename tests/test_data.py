@@ -67,16 +67,35 @@ def test_every_builtin_gold_scores_one():
 
 @pytest.mark.parametrize(
     "dataset_id,levels",
-    [("builtin", [1, 2, 3, 4]), ("builtin:2", [2]), ("builtin:1-3", [1, 2, 3]), ("builtin:1,4", [1, 4])],
+    [
+        ("builtin", [1, 2, 3, 4]),
+        ("builtin:2", [2]),
+        ("builtin:1-3", [1, 2, 3]),
+        ("builtin:1,4", [1, 4]),
+        ("builtin:1-2,3-4@0.25", [1, 2, 3, 4]),
+    ],
 )
 def test_builtin_level_ids(dataset_id, levels):
     assert data_utils.parse_builtin_levels(dataset_id) == levels
 
 
-@pytest.mark.parametrize("bad", ["builtin:9", "builtin:a", "builtin:0-1", "builtin:,"])
+@pytest.mark.parametrize(
+    "bad", ["builtin:9", "builtin:a", "builtin:0-1", "builtin:,", "builtin:3@0", "builtin:3@1.5", "builtin:3@x"]
+)
 def test_bad_builtin_ids(bad):
-    with pytest.raises(ValueError, match="builtin:1-2"):
+    with pytest.raises(ValueError, match="builtin:1-2.*'@SHARE' \\(0 < SHARE <= 1\\)"):
         data_utils.parse_builtin_levels(bad)
+
+
+def test_a_share_thins_only_the_train_rows_of_its_levels():
+    train = data_utils._load_all_splits("builtin:1,3@0.25")["train"]
+    whole = builtin_data.builtin_records([1, 3])
+    thinned = builtin_data.builtin_records([1, 3], shares=builtin_data.parse_builtin_spec("builtin:1,3@0.25"))
+    assert thinned["test"] == whole["test"]  # the measured problems never change
+    level3 = [r for r in whole["train"] if r["level"] == 3]
+    assert [r for r in thinned["train"] if r["level"] == 1] == [r for r in whole["train"] if r["level"] == 1]
+    assert [r for r in thinned["train"] if r["level"] == 3] == level3[:500]  # the first quarter drawn
+    assert len(train) == 2500 and train[2000]["problem"] == level3[0]["problem"]
 
 
 def test_default_load_works_offline_with_the_schema():
