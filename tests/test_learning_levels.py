@@ -20,6 +20,7 @@ def test_learning_levels_reports_each_level_for_both_configurations(tiny_model_d
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == json.loads((out / "learning_levels.json").read_text())
     assert (out / "learning_levels.png").stat().st_size > 10_000
+    assert len(report["cpu_gflops_start_end"]) == 2 and min(report["cpu_gflops_start_end"]) > 0
     for result in (report, report["original_config"]):
         assert result["steps"] == 1 and set(result["levels"]) == {"1", "3"}
         for level in result["levels"].values():
