@@ -89,12 +89,17 @@ def render_prompt(tokenizer, conversation: list[dict], prefill_think: bool, prom
     return text + THINK_START if prefill_think else text
 
 
-def parse_builtin_levels(dataset_id: str) -> list[int]:
-    """Levels named by ``builtin``, ``builtin:2``, ``builtin:1-3`` or ``builtin:1,4`` (``DataError`` otherwise)."""
+def parse_builtin_spec(dataset_id: str) -> dict[int, float]:
+    """Levels named by ``builtin[:LEVELS]``, each with its share of train rows (``DataError`` if bad)."""
     try:
-        return builtin_data.parse_builtin_levels(dataset_id)
+        return builtin_data.parse_builtin_spec(dataset_id)
     except ValueError as exc:
         raise DataError(str(exc)) from None
+
+
+def parse_builtin_levels(dataset_id: str) -> list[int]:
+    """Levels named by ``builtin``, ``builtin:2``, ``builtin:1-3`` or ``builtin:1,4`` (``DataError`` otherwise)."""
+    return list(parse_builtin_spec(dataset_id))
 
 
 # ---------------------------------------------------------------- loading
@@ -141,8 +146,7 @@ def _load_all_splits(dataset_id: str):
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
     if dataset_id.split(":")[0] == "builtin":
-        parse_builtin_levels(dataset_id)  # a bad id: DataError naming what is accepted
-        shares = builtin_data.parse_builtin_spec(dataset_id)
+        shares = parse_builtin_spec(dataset_id)
         records = builtin_data.builtin_records(list(shares), shares=shares)
         return DatasetDict({k: Dataset.from_list(v) for k, v in records.items()})
     path = os.path.expanduser(dataset_id)

@@ -73,12 +73,11 @@ def trains_with(flags: list[str]) -> argparse.Namespace:
     return train_cli.build_parser().parse_known_args(flags)[0]
 
 
-def evaluate(model: str, out_dir: str, tag: str, args, flags: list[str]) -> dict:
+def evaluate(model: str, out_dir: str, tag: str, args, settings: argparse.Namespace) -> dict:
     """Per level: greedy accuracy on ``--limit`` problems and pass@k on the first ``--pass_limit``,
     with the prompt and completion length the configuration trains with. pass@k samples at its
     training temperature too: it is then the chance that a GRPO group of k holds a right answer,
     the only thing that group can learn from."""
-    settings = trains_with(flags)
     levels = {}
     for level in args.levels:
         common = ["--model_dir", model, "--dataset_id", f"builtin:{level}", "--bf16"]
@@ -115,8 +114,9 @@ def train_and_evaluate(name: str, flags: list[str], out_dir: str, args) -> dict:
     else:
         done = False
     wall = 0.0 if done else run([sys.executable, "main.py", "--model_id", args.model, *flags, *work])
-    base = evaluate(args.model, out_dir, f"{name}-base", args, flags)
-    trained = evaluate(run_dir, out_dir, f"{name}-trained", args, flags)
+    settings = trains_with(flags)
+    base = evaluate(args.model, out_dir, f"{name}-base", args, settings)
+    trained = evaluate(run_dir, out_dir, f"{name}-trained", args, settings)
     with open(os.path.join(run_dir, "run_state.json")) as f:
         state = json.load(f)
     attempt = state["attempts"][-1]
@@ -126,13 +126,14 @@ def train_and_evaluate(name: str, flags: list[str], out_dir: str, args) -> dict:
         "train_wall_s": attempt.get("train_wall_s", round(wall, 1)),
         "steps": state.get("steps"),
         "flags": flags,
-        "pass_temperature": trains_with(flags).temperature,
+        "pass_temperature": settings.temperature,
     }
 
 
 def cpu_gflops() -> float:
-    """fp32 matmul speed right now: ~157 GFLOP/s on a quiet 2-core machine (../shared/PERF_NOTES.md);
-    a shared machine runs slower at times, and the wall times are read against this."""
+    """fp32 matmul speed right now (1024^2 products; ../shared/PERF_NOTES.md has ~157 GFLOP/s for
+    2048^2 on a quiet machine): a shared machine runs slower at times, and wall times are read
+    against this."""
     import torch
 
     a = torch.randn(1024, 1024)
