@@ -89,6 +89,29 @@ def test_trl_style_greedy_generation_matches_generate(tiny_model_dir):
             assert g[:end] == w[:end]
 
 
+def test_each_prompt_prefilled_once_for_its_samples(tiny_model_dir):
+    """k samples per prompt from one prefill (pass@k, GRPO groups): the same tokens, for the same
+    seed, as prefilling k copies of each prompt; greedy, every copy is the prompt's greedy output."""
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
+    k, shared, eos = 4, len(prefix), {2}
+    copies = [r for r in rows for _ in range(k)]
+    with torch.no_grad():
+        for temperature in (0.0, 1.0):
+            torch.manual_seed(3)
+            once = decoding.decode_shared_prefix(model, rows, 2, shared, "cpu", 8, eos, temperature, repeats=k)
+            torch.manual_seed(3)
+            each = decoding.decode_shared_prefix(model, copies, 2, shared, "cpu", 8, eos, temperature)
+            assert once == each and len(once) == len(rows) * k
+        assert len({tuple(t) for t in once}) > len(rows)  # sampled: the copies differ
+    ids = torch.tensor([[2] * (12 - len(r)) + r for r in copies])
+    mask = torch.tensor([[0] * (12 - len(r)) + [1] * len(r) for r in copies])
+    kwargs = {"max_new_tokens": 5, "min_new_tokens": 5, "do_sample": False, "pad_token_id": 2}
+    hooked = decoding.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, **kwargs)
+    assert torch.equal(hooked[:, 12:], model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, 12:])
+
+
 def test_unsupported_generation_settings_go_to_generate(tiny_model_dir):
     from transformers import GenerationConfig
 
