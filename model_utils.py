@@ -330,6 +330,12 @@ def _sdpa_cpu_fp32(module, query, key, value, attention_mask, **kwargs):
     return out.to(query.dtype), weights
 
 
+def cache_in_fp32(model) -> bool:
+    """Whether decoding keeps this model's KV cache in fp32: where its attention upcasts to fp32
+    anyway (``CPU_FP32_ATTENTION``), so the cache is cast once per new token, not per step."""
+    return getattr(model.config, "_attn_implementation", None) == CPU_FP32_ATTENTION
+
+
 def pick_attention(device: str, bf16: bool) -> str | None:
     """Attention implementation to load a model with: ``CPU_FP32_ATTENTION`` for bf16 on a CPU,
     else None (the model's default)."""
@@ -415,7 +421,8 @@ def rows_that_fit(model, device: str, tokens_per_row: int, share: float = 0.25) 
     cfg = model.config.get_text_config()
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    per_row = 2 * cfg.num_hidden_layers * kv_heads * head_dim * tokens_per_row * model.dtype.itemsize
+    itemsize = 4 if cache_in_fp32(model) else model.dtype.itemsize
+    per_row = 2 * cfg.num_hidden_layers * kv_heads * head_dim * tokens_per_row * itemsize
     return max(1, int(free * share // per_row))
 
 

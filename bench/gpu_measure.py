@@ -251,7 +251,7 @@ def decode_profile(check: Check, run_dir: str, device: str, opts) -> None:
         with torch.inference_mode():
             for name, fn in variants.items():
                 if name == "loop_dynamic_cache":  # the stock layer: concatenates every step
-                    decoding.reserved_layer = lambda room, like=None: like
+                    decoding.reserved_layer = lambda room, like=None, dtype=None: like
                 try:
                     best = None
                     for _ in range(2):

@@ -233,6 +233,33 @@ def test_reserved_cache_layer_behaves_like_the_dynamic_one():
     assert torch.equal(taken.keys, plain.keys) and taken.get_seq_length() == plain.get_seq_length()
 
 
+def test_bf16_decoding_keeps_its_cache_in_fp32_with_the_same_tokens(tiny_model_dir, monkeypatch):
+    """Where attention runs in fp32 on bf16 activations, the KV cache is stored in fp32 (cast once per
+    token, not per step): exact, since bf16 -> fp32 is; the greedy tokens are those of a bf16 cache."""
+    model = model_utils.load_model(
+        {"base": tiny_model_dir}, torch.bfloat16, attn_implementation=model_utils.pick_attention("cpu", True)
+    ).eval()
+    assert model_utils.cache_in_fp32(model)
+    assert not model_utils.cache_in_fp32(model_utils.load_model({"base": tiny_model_dir}, torch.float32))
+    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    rows, seen = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]], []
+    update = decoding.ReservedLayer.update
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.k_buf.dtype if self.is_initialized else None)
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(decoding.ReservedLayer, "update", spy)
+    with torch.no_grad():
+        fp32 = decoding.decode_shared_prefix(model, rows, 2, len(prefix), "cpu", 8, {2})
+        assert set(seen) == {torch.float32}  # the prefix's layers adopted into fp32 buffers
+        monkeypatch.setattr(decoding, "cache_in_fp32", lambda m: False)
+        seen.clear()
+        bf16 = decoding.decode_shared_prefix(model, rows, 2, len(prefix), "cpu", 8, {2})
+        assert set(seen) == {torch.bfloat16}
+    assert fp32 == bf16
+
+
 def test_packed_linears_match_and_restore(tiny_run):
     """oneDNN-packed linears give the same logits (fp32 rounding only) and leave no trace after."""
     import torch
