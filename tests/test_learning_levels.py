@@ -42,6 +42,11 @@ def test_learning_levels_reports_each_level_for_both_configurations(tiny_model_d
     assert os.path.isfile(out / "run-original" / "adapter_config.json")
     adapter = json.loads((out / "run-original" / "adapter_config.json").read_text())
     assert adapter["r"] == 8 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    trained_lr = {
+        tag: json.loads((out / f"run-{tag}" / "run_config.json").read_text())["args"]["learning_rate"]
+        for tag in ("recipe", "original")
+    }
+    assert trained_lr == {"recipe": 3e-4, "original": 1e-5}
 
     # An unknown level is refused before anything runs, naming what is accepted.
     bad = subprocess.run([*cmd[:2], "--levels", "5"], cwd=ROOT, capture_output=True, text=True)
