@@ -1,7 +1,7 @@
 """Learning beyond addition: held-out accuracy on each of levels 1-4 before and after training,
 side by side with the original project's configuration at equal steps and completions per step.
 
-    python bench/learning_levels.py           # or: make learn-levels   (2 CPU cores: about 30 minutes)
+    python bench/learning_levels.py           # or: make learn-levels   (2 CPU cores: about 27 minutes)
     python bench/learning_levels.py --steps 20 --limit 50 --skip_original   # a quick look
     python bench/learning_levels.py --resume    # after an interruption: keeps what finished
     python bench/learning_levels.py -- --seed 7 # flags after -- go to main.py for both configurations
