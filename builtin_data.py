@@ -102,11 +102,6 @@ def parse_builtin_spec(dataset_id: str) -> dict[int, float]:
     return dict(sorted(shares.items()))
 
 
-def parse_builtin_levels(dataset_id: str) -> list[int]:
-    """The levels a ``builtin[:LEVELS]`` id names (see ``parse_builtin_spec``)."""
-    return list(parse_builtin_spec(dataset_id))
-
-
 def builtin_records(
     levels: list[int] | None = None, seed: int = BUILTIN_SEED, shares: dict[int, float] | None = None
 ) -> dict[str, list[dict]]:

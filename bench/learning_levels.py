@@ -23,7 +23,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -47,13 +46,6 @@ ORIGINAL = [
     "--prompt_template", "original", "--max_completion_length", "64", "--num_generations", "4",
 ]  # fmt: skip
 KEYS = ("n", "accuracy", "accuracy_ci95", "format_reward_mean", "format_distribution")
-
-
-def run(cmd: list[str]) -> float:
-    print("+", " ".join(cmd), flush=True)
-    start = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    return time.time() - start
 
 
 def eval_py(argv: list[str]) -> None:
@@ -115,7 +107,7 @@ def train_and_evaluate(name: str, flags: list[str], out_dir: str, args) -> dict:
         work += [] if done else ["--resume_from_checkpoint", "last"]
     else:
         done = False
-    wall = 0.0 if done else run([sys.executable, "main.py", "--model_id", args.model, *flags, *work])
+    wall = 0.0 if done else learning.run([sys.executable, "main.py", "--model_id", args.model, *flags, *work])
     settings = trains_with(flags)
     base = evaluate(args.model, out_dir, f"{name}-base", args, settings)
     trained = evaluate(run_dir, out_dir, f"{name}-trained", args, settings)
@@ -133,17 +125,12 @@ def train_and_evaluate(name: str, flags: list[str], out_dir: str, args) -> dict:
 
 
 def cpu_gflops() -> float:
-    """fp32 matmul speed right now (1024^2 products; ../shared/PERF_NOTES.md has ~157 GFLOP/s for
+    """fp32 matmul speed right now, GFLOP/s of 1024^2 products (../shared/PERF_NOTES.md has ~157 for
     2048^2 on a quiet machine): a shared machine runs slower at times, and wall times are read
     against this."""
-    import torch
+    from eval_speed import matmul_flops  # bench/eval_speed.py, beside this script
 
-    a = torch.randn(1024, 1024)
-    a @ a  # warm-up
-    start = time.perf_counter()
-    for _ in range(10):
-        a @ a
-    return round(10 * 2 * 1024**3 / (time.perf_counter() - start) / 1e9, 1)
+    return round(matmul_flops(size=1024, repeats=10) / 1e9, 1)
 
 
 def table(result: dict, title: str) -> None:

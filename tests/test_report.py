@@ -117,14 +117,16 @@ def browser():
 @pytest.mark.slow
 def test_the_report_in_a_real_browser(browser, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     run = _synthetic_run(tmp_path / "run")
     path = report.write_report(run, _results(tmp_path))
     browser.get("file://" + path)
     cards = lambda: browser.find_elements(By.CSS_SELECTOR, "#cards .card")
     info = lambda: browser.find_element(By.ID, "page-info").text
-    assert len(cards()) == 50 and "page 1 of 200 (10000 of 10000 completions)" in info()  # shown on load, no click
+    # Shown on load, no click; under a loaded machine the first render can land after get() returns.
+    WebDriverWait(browser, 30).until(lambda _: len(cards()) == 50)
+    assert len(cards()) == 50 and "page 1 of 200 (10000 of 10000 completions)" in info()
     assert "NO_SIGNAL" in browser.find_element(By.ID, "preflight-verdict").text
     browser.find_element(By.ID, "next").click()
     assert "page 2 of 200" in info() and cards()[0].get_attribute("data-step") == "4"  # 16 per step: item 50 is step 4
