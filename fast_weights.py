@@ -13,7 +13,7 @@ import contextlib
 
 import torch
 
-from model_utils import free_memory_bytes
+from model_utils import cpu_has_bf16, free_memory_bytes
 
 
 @contextlib.contextmanager
@@ -80,7 +80,8 @@ def packed_linears(model, device: str = "cpu"):
     applies to frozen CPU models (``torch.ops.mkldnn._reorder_linear_weight``). fp32 results
     differ from the default kernel's by rounding only (~1e-6 relative); bf16 ones are equal.
     No gradients inside. Skipped (a no-op) off CPU, without oneDNN, or when a packed copy of the
-    weights would take more than a quarter of free memory.
+    weights would take more than a quarter of free memory; bf16 layers are left unpacked on CPUs
+    without native bf16 (AVX2 only), where oneDNN refuses to pack them.
     """
     ops = torch.ops.mkldnn
     usable = (
@@ -89,11 +90,8 @@ def packed_linears(model, device: str = "cpu"):
         and hasattr(ops, "_reorder_linear_weight")
         and hasattr(ops, "_linear_pointwise")
     )
-    layers = (
-        [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype in (torch.float32, torch.bfloat16)]
-        if usable
-        else []
-    )
+    dtypes = (torch.float32, torch.bfloat16) if usable and cpu_has_bf16() else (torch.float32,)
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype in dtypes] if usable else []
     free = free_memory_bytes(device) if layers else None
     if not layers or (free is not None and sum(m.weight.nbytes for m in layers) > free / 4):
         yield

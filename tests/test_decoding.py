@@ -281,6 +281,24 @@ def test_packed_linears_match_and_restore(tiny_run):
     assert not any("forward" in m.__dict__ for m in model.modules())
 
 
+def test_packed_linears_leave_bf16_alone_without_native_bf16(tiny_model_dir, monkeypatch):
+    """oneDNN refuses to pack bf16 weights on an AVX2-only CPU (it raised mid-evaluation): there bf16
+    layers run unpacked and give the plain logits (fp32 ones are packed: test above)."""
+    import torch
+
+    import model_utils
+
+    monkeypatch.setattr(fast_weights, "cpu_has_bf16", lambda: False)
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.bfloat16, "cpu").eval()
+    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with fast_weights.packed_linears(model, "cpu"):
+            patched = [m for m in model.modules() if "forward" in m.__dict__]
+            packed = model(input_ids=ids).logits
+    assert patched == [] and torch.equal(plain, packed)
+
+
 def test_fast_paths_off_gives_the_same_greedy_outputs(tiny_run):
     """--fast_paths off (transformers' generate on left-padded batches) equals the fast path in fp32."""
     from types import SimpleNamespace
