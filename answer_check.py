@@ -2,10 +2,13 @@
 
     python -c "import answer_check; print(answer_check.answers_equal('0.5', '\\\\frac{1}{2}'))"
 
-Used by reward.py's accuracy reward (and eval's lenient accuracy). Plain integers are compared
-here directly; everything else goes to math-verify (``verify(gold, prediction)`` on ``$...$``
-parses, then a plain-text fallback) in a helper process, because math-verify's own timeout is
-signal-based: it fails off the main thread and does not stop every runaway sympy call.
+Used by reward.py's accuracy reward (and eval's lenient accuracy). First the prediction is reduced
+to its value (answer_value.py: lead-in and units off; a hedge such as ``12 is wrong`` earns
+nothing; each number-only side of an equation must equal the gold, so ``13 = 12`` earns nothing).
+Plain integers are compared here directly; everything else goes to math-verify
+(``verify(gold, prediction)`` on ``$...$`` parses, then a plain-text fallback) in a helper
+process, because math-verify's own timeout is signal-based: it fails off the main thread and
+does not stop every runaway sympy call.
 
 Bounds: each check has a hard wall-clock bound (``set_verify_timeout``; the environment
 variable ``TRL_GRPO_VERIFY_TIMEOUT`` sets it for processes main.py/eval.py do not start); up to
@@ -27,6 +30,8 @@ import threading
 from collections import Counter, OrderedDict
 from fractions import Fraction
 
+from answer_value import numeric_sides, value_of
+
 logger = logging.getLogger(__name__)
 
 # Answers longer than this score 0.0 unchecked (no answer is that long; parsing one could run away).
@@ -45,14 +50,15 @@ def plain_text(s: str) -> str:
     return s
 
 
-# A unit is a \text{} word or a plain word of 2+ letters after a space: "2x" stays an expression.
+# A gold answer is trusted: any words after its number are its unit ("18 yuan", "12\text{ sides}").
+# Predictions are reduced by answer_value.value_of, which credits only units and nouns of the problem.
 _NUMBER_WITH_UNIT = re.compile(
     r"([-+]?\d[\d,]*(?:\.\d+)?)(?:\s*\\(?:text|mbox|mathrm)\{[A-Za-z .]*\}|\s+[A-Za-z]{2,}[A-Za-z .]*)"
 )
 
 
 def strip_unit(answer: str) -> str:
-    """``18`` from ``18 yuan`` or ``12\\text{ sides}``: a number followed only by unit words.
+    """``18`` from a gold ``18 yuan`` or ``12\\text{ sides}``: a number followed only by unit words.
 
     >>> strip_unit("18 yuan"), strip_unit("x + 1")
     ('18', 'x + 1')
@@ -251,23 +257,31 @@ def set_verify_timeout(seconds: float) -> None:
     _VERIFY_TIMEOUT_S = float(seconds)
 
 
-def answers_equal(gold: str, pred: str, timeout_s: float | None = None) -> bool:
+def answers_equal(gold: str, pred: str, timeout_s: float | None = None, problem: str | None = None) -> bool:
     """Whether ``pred`` is mathematically equivalent to ``gold``, within a hard time bound.
+    ``problem``: the problem text, whose nouns count as units after a number (``12 apples``).
 
-    >>> answers_equal("0.5", "\\\\frac{1}{2}")
-    True
+    >>> answers_equal("0.5", "\\\\frac{1}{2}"), answers_equal("12", "12 is wrong"), answers_equal("12", "13 = 12")
+    (True, False, False)
     """
-    known = _known_verdict(gold, pred)
-    if known is not None:
-        return known
-    return bool(_check(strip_unit(gold), strip_unit(pred), timeout_s or _VERIFY_TIMEOUT_S))
+    return answers_equal_many([(gold, pred)], timeout_s, [problem])[0]
+
+
+def plan_checks(gold: str, pred: str, problem: str | None = None) -> list[tuple[str, str]] | None:
+    """The (gold, value) checks that must all hold for ``pred`` to equal ``gold``, or None when it is
+    refused unchecked (empty, too long, or a hedge: ``answer_value``)."""
+    if not gold or not pred or len(pred) > MAX_ANSWER_CHARS:
+        return None
+    value = value_of(pred, problem, gold)
+    if value is None:
+        return None
+    gold = strip_unit(gold)
+    sides = [] if "=" in gold else numeric_sides(value)
+    return [(gold, v) for v in dict.fromkeys([value, *sides])]
 
 
 def _known_verdict(gold: str, pred: str) -> bool | None:
-    """The verdict when it needs no helper (empty, too long, plain integers, cached), else None."""
-    if not gold or not pred or len(pred) > MAX_ANSWER_CHARS:
-        return False
-    gold, pred = strip_unit(gold), strip_unit(pred)
+    """The verdict of one planned check when it needs no helper (plain integers, cached), else None."""
     fast = _fast_equal(gold, pred)
     if fast is not None:
         return fast
@@ -292,43 +306,40 @@ def _check(gold: str, pred: str, timeout_s: float) -> bool | None:
     return result
 
 
-def answers_equal_many(pairs: list[tuple[str, str]], timeout_s: float | None = None) -> list[bool]:
-    """``answers_equal`` for many (gold, pred) pairs: items needing math-verify run on up to
-    ``POOL_SIZE`` helpers at once, each within the per-item bound, and the whole call within
-    ``CALL_BOUNDS`` bounds (what is left then scores False and is counted)."""
+def answers_equal_many(
+    pairs: list[tuple[str, str]], timeout_s: float | None = None, problems: list[str | None] | None = None
+) -> list[bool]:
+    """``answers_equal`` for many (gold, pred) pairs (``problems``: each pair's problem text): checks
+    needing math-verify run on up to ``POOL_SIZE`` helpers at once, each within the per-item bound,
+    and the whole call within ``CALL_BOUNDS`` bounds (what is left then scores False and is counted)."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     bound = timeout_s or _VERIFY_TIMEOUT_S
     deadline = time.monotonic() + CALL_BOUNDS * bound
-    out = [_known_verdict(g, p) for g, p in pairs]
-    first = {}  # each distinct pair is checked once per call
-    for i, v in enumerate(out):
-        if v is None:
-            first.setdefault(pairs[i], i)
-    todo = list(first.values())
-    late: list[int] = []
+    problems = problems if problems is not None else [None] * len(pairs)
+    plans = [plan_checks(g, p, q) for (g, p), q in zip(pairs, problems, strict=True)]
+    checks = list(dict.fromkeys(c for plan in plans if plan for c in plan))  # each distinct check once per call
+    verdicts = {c: _known_verdict(*c) for c in checks}
+    todo = [c for c, v in verdicts.items() if v is None]
+    late: list[tuple[str, str]] = []
 
-    def one(i: int) -> bool:
+    def one(check: tuple[str, str]) -> bool:
         left = deadline - time.monotonic()
         if left <= 0:
-            late.append(i)
+            late.append(check)
             return False
-        gold, pred = pairs[i]
-        return bool(_check(strip_unit(gold), strip_unit(pred), min(bound, left)))
+        return bool(_check(*check, min(bound, left)))
 
     if len(todo) == 1:
-        out[todo[0]] = one(todo[0])
+        verdicts[todo[0]] = one(todo[0])
     elif todo:
         with ThreadPoolExecutor(min(POOL_SIZE, len(todo))) as pool:
-            for i, verdict in zip(todo, pool.map(one, todo), strict=True):
-                out[i] = verdict
-    for i, v in enumerate(out):
-        if v is None:
-            out[i] = out[first[pairs[i]]]
+            for check, verdict in zip(todo, pool.map(one, todo), strict=True):
+                verdicts[check] = verdict
     if late:
         COUNTS["past_call_deadline"] += len(late)
         logger.warning(
             "reward call reached its %.0fs bound: %d unchecked items scored 0.0", CALL_BOUNDS * bound, len(late)
         )
-    return out
+    return [bool(plan) and all(verdicts[c] for c in plan) for plan in plans]

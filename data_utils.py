@@ -5,6 +5,8 @@
 
 Output schema, whatever comes in:
     prompt    the conversation: [system, user] messages (``standardize``)
+    problem   the problem text alone (the ``problem`` keyword of ``reward.accuracy_reward``: its
+              nouns count as units after a number)
     solution  text whose final answer is in ``\\boxed{}`` (the ``solution`` keyword of
               ``reward.accuracy_reward``)
     answer    the gold final answer alone, or "" when unknown (the ``answer`` keyword)
@@ -279,11 +281,10 @@ def standardize(ds, problem_column=None, solution_column=None, answer_column=Non
             answer = gold_answer(solution) or ""
         if answer and extract_boxed(solution) is None:
             solution = f"{solution}\n{BOXED}{{{answer}}}".strip()
+        problem = "" if example[pcol] is None else str(example[pcol]).strip()
         return {
-            "prompt": [
-                {"role": "system", "content": sysmsg},
-                {"role": "user", "content": "" if example[pcol] is None else str(example[pcol]).strip()},
-            ],
+            "prompt": [{"role": "system", "content": sysmsg}, {"role": "user", "content": problem}],
+            "problem": problem,
             "solution": solution,
             "answer": answer,
         }
@@ -317,7 +318,7 @@ def load_and_process_data(
 
     >>> train, test = load_and_process_data("builtin:1", "train[:10]", "test[:4]")
     >>> len(train), len(test), sorted(test.column_names)
-    (10, 4, ['answer', 'prompt', 'solution'])
+    (10, 4, ['answer', 'problem', 'prompt', 'solution'])
     """
     system_prompt(prompt_template)  # fail on a bad name before any loading
     if not 0 < test_fraction < 1:

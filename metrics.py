@@ -59,11 +59,16 @@ def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], t
     """One problem's record: its k completions scored with the training rewards."""
     k = len(outs)
     fmt = reward.format_reward(outs, prompts=[prompt] * k)
-    acc = reward.accuracy_reward(outs, [row["solution"]] * k, answer=[row["answer"]] * k)
+    problem = row.get("problem")
+    acc = reward.accuracy_reward(outs, [row["solution"]] * k, answer=[row["answer"]] * k, problem=[problem] * k)
     gold = reward.gold_answer(row["solution"], row["answer"])
     extracted = [reward.extract_answer(c) for c in outs]
     lenient_answers = [reward.extract_final_answer_lenient(c) for c in outs]
-    lenient = [float(a is not None and reward.answers_equal(gold, a)) for a in lenient_answers] if gold else [None] * k
+    lenient = (
+        [float(a is not None and reward.answers_equal(gold, a, problem=problem)) for a in lenient_answers]
+        if gold
+        else [None] * k
+    )
     return {
         "prompt": prompt,
         "completion": outs[0],

@@ -56,7 +56,8 @@ def _measure(trainer, args, train_ds, dropped: dict) -> dict:
     start = time.perf_counter()
     texts, truncated, lengths = _sample(trainer, tokenizer, [r["prompt"] for r in rows], args)
     prompts = [r["prompt"] for r in rows for _ in range(g)]
-    columns = {k: [r[k] for r in rows for _ in range(g)] for k in ("solution", "answer")}
+    # every dataset column but the prompt, as TRL passes them to the rewards
+    columns = {k: [r[k] for r in rows for _ in range(g)] for k in rows[0] if k != "prompt"}
     scores = {f.__name__: f(texts, prompts=prompts, **columns) for f in trainer.reward_funcs}
     took = time.perf_counter() - start
     weights = trainer.reward_weights.tolist()
@@ -66,7 +67,7 @@ def _measure(trainer, args, train_ds, dropped: dict) -> dict:
     ]
     groups = [totals[i : i + g] for i in range(0, len(totals), g)]
     fmt = reward.format_reward(texts, prompts=prompts)
-    acc = [a for a in reward.accuracy_reward(texts, columns["solution"], answer=columns["answer"]) if a is not None]
+    acc = [a for a in reward.accuracy_reward(texts, **columns) if a is not None]
     per_step = args.per_device_train_batch_size * trainer.accelerator.num_processes * args.gradient_accumulation_steps
     sampling_s = took * per_step / max(len(texts), 1)
     report = {

@@ -31,8 +31,8 @@ Accuracy rules (``accuracy_reward``):
     per item and per call (``set_verify_timeout``); a runaway check scores 0.0. This holds
     in threads and worker processes, where math-verify's own signal-based timeout does not.
 
-Box policy: ``\\boxed{...}`` and ``\\fbox{...}`` count, with nested and escaped braces;
-``\\boxed 5`` (no braces) is not a box: it renders ambiguously (LaTeX boxes one token).
+Box policy (boxes.py): ``\\boxed{...}`` and ``\\fbox{...}`` count, with nested and escaped braces;
+``\\boxed 5`` (no braces) is not a box.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ import re
 import sys
 
 from answer_check import COUNTS, answers_equal, answers_equal_many, plain_text, set_verify_timeout  # noqa: F401 - re-exported
+from answer_value import BOX_MARK, hedged_around_boxes
+from boxes import BOX_COMMANDS, BOXED, around_boxes, extract_boxed, extract_boxes, join_parts  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ THINK_START = "<think>"
 THINK_END = "</think>"
 ANSWER_START = "<answer>"
 ANSWER_END = "</answer>"
-BOXED = "\\boxed"
-BOX_COMMANDS = ("\\boxed", "\\fbox")
 # End-of-sequence markers of common chat templates that may survive decoding.
 EOS_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<eos>")
 
@@ -73,98 +73,6 @@ def completion_text(completion) -> str:
     if isinstance(completion, (list, tuple)):
         return "".join(completion_text(m) for m in completion)
     return str(completion)
-
-
-def extract_boxed(text: str | None) -> str | None:
-    """Content of the LAST ``\\boxed{...}`` or ``\\fbox{...}`` in ``text``, braces balanced, stripped.
-
-    Returns None when there is no box or the last box is unbalanced. Escaped braces
-    (``\\{``, ``\\}``) inside the box do not count toward the balance.
-
-    >>> extract_boxed(r"so \\boxed{1} then \\boxed{\\frac{\\sqrt{2}}{2}}")
-    '\\\\frac{\\\\sqrt{2}}{2}'
-    """
-    if not text:
-        return None
-    best = -1
-    for cmd in BOX_COMMANDS:
-        pos = text.rfind(cmd + "{")
-        best = max(best, pos + len(cmd) if pos >= 0 else -1)
-    if best < 0:
-        return None
-    depth, i, start = 0, best, best + 1
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i].strip()  # as the original: surrounding spaces are not the answer
-        i += 1
-    return None
-
-
-def extract_boxes(text: str | None) -> list[str]:
-    """Contents of every top-level ``\\boxed{}`` / ``\\fbox{}`` in ``text``, in order, stripped
-    (boxes nested in a box are part of it). Empty when there is none or the last one is unbalanced.
-
-    >>> extract_boxes(r"For part 1: \\boxed{\\frac{6}{5}} - for part 2: \\boxed{2}")
-    ['\\\\frac{6}{5}', '2']
-    """
-    if not text:
-        return []
-    boxes, i = [], 0
-    while True:
-        starts = [(j, cmd) for cmd in BOX_COMMANDS if (j := text.find(cmd + "{", i)) >= 0]
-        if not starts:
-            return boxes
-        j, cmd = min(starts)
-        content = extract_boxed(text[j : _box_end(text, j + len(cmd))])
-        if content is None:  # unbalanced: like extract_boxed, no box answer at all
-            return []
-        boxes.append(content)
-        i = _box_end(text, j + len(cmd))
-
-
-def _box_end(text: str, brace: int) -> int:
-    """Index just past the brace closing the one at ``brace`` (len(text) when it never closes)."""
-    depth, i = 0, brace
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
-            i += 2
-            continue
-        depth += (ch == "{") - (ch == "}")
-        i += 1
-        if depth == 0:
-            return i
-    return len(text)
-
-
-def join_parts(parts: list[str]) -> str | None:
-    """One answer from several boxed parts, as a mathematician reads them: repeats count once; of two
-    parts where one contains the other (a derivation ending in a boxed value, a restatement such as
-    ``\\lambda < 0 \\text{ and } \\lambda \\neq -1`` then ``\\lambda < 0``) the later one stands; the
-    rest are the parts, joined with commas (math-verify compares them as an order-free set, tuples
-    as tuples). None if all are empty.
-
-    >>> join_parts(["52", " 52"]), join_parts(["10", "52"]), join_parts(["1", "12"]), join_parts(["a = 2", "2"])
-    ('52', '10, 52', '1, 12', '2')
-    """
-    distinct = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
-    kept = [p for i, p in enumerate(distinct) if not any(_overlaps(p, q) for q in distinct[i + 1 :])]
-    return ", ".join(kept) if kept else None
-
-
-def _overlaps(a: str, b: str) -> bool:
-    """Whether one of two answers appears whole inside the other (not as part of a longer token)."""
-    short, long = sorted((a, b), key=len)
-    return re.search(r"(?<![\w.])" + re.escape(short) + r"(?![\w.])", long) is not None
 
 
 def split_contract(text: str, think_prefilled: bool = False) -> tuple[str, str] | None:
@@ -198,6 +106,24 @@ def format_score(text: str, think_prefilled: bool = False) -> float:
     return 1.0 if boxed is not None and boxed.strip() else 0.5
 
 
+def answer_block(text: str) -> str | None:
+    """The text of the last complete ``<answer>...</answer>`` block after the last ``</think>``, or None.
+
+    The last <answer> that is closed is the last one before the last </answer> (a stray extra
+    </answer> is ignored). Three scans, so linear in the text: a megabyte of unclosed tags costs
+    milliseconds, not the minutes a search from every <answer> would.
+    """
+    if not text:
+        return None
+    cut = text.rfind(THINK_END)
+    region = text[cut + len(THINK_END) :] if cut >= 0 else text
+    last_end = region.rfind(ANSWER_END)
+    start = region.rfind(ANSWER_START, 0, last_end) if last_end >= 0 else -1
+    if start < 0:
+        return None
+    return region[start + len(ANSWER_START) : region.find(ANSWER_END, start)]
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer a completion commits to, or None when it has no answer block.
 
@@ -208,21 +134,23 @@ def extract_answer(text: str) -> str | None:
     >>> extract_answer("<think>2+2</think><answer>\\\\boxed{4}</answer>")
     '4'
     """
-    if not text:
+    block = answer_block(text)
+    if block is None:
         return None
-    cut = text.rfind(THINK_END)
-    region = text[cut + len(THINK_END) :] if cut >= 0 else text
-    # The last <answer> that is closed is the last one before the last </answer> (a stray extra
-    # </answer> is ignored). Three scans, so linear in the text: a megabyte of unclosed tags costs
-    # milliseconds, not the minutes a search from every <answer> would.
-    last_end = region.rfind(ANSWER_END)
-    start = region.rfind(ANSWER_START, 0, last_end) if last_end >= 0 else -1
-    if start < 0:
-        return None
-    end = region.find(ANSWER_END, start)
-    block = region[start + len(ANSWER_START) : end]
     boxes = extract_boxes(block)
     return join_parts(boxes) if boxes else (block.strip() or None)
+
+
+def hedged(text: str, gold: str | None = None) -> bool:
+    """Whether the words around the boxes of a completion's answer block change their value
+    (``not \\boxed{12}``, ``\\boxed{12} is wrong``): ``answer_value.hedged_around_boxes``.
+
+    >>> ok = hedged("<think>.</think><answer>The answer is \\\\boxed{12}.</answer>")
+    >>> ok, hedged("<think>.</think><answer>not \\\\boxed{12}</answer>")
+    (False, True)
+    """
+    skeleton = around_boxes(answer_block(text) or "", BOX_MARK)
+    return skeleton is not None and hedged_around_boxes(skeleton, gold)
 
 
 def extract_final_answer_lenient(text: str) -> str | None:
@@ -320,28 +248,34 @@ def format_reward(completions, prompts=None, think_prefilled: bool | None = None
     return [format_score(t, f) for t, f in zip(texts, flags, strict=True)]
 
 
-def accuracy_reward(completions, solution, answer=None, **kwargs) -> list[float | None]:
+def accuracy_reward(completions, solution, answer=None, problem=None, **kwargs) -> list[float | None]:
     """Accuracy reward per completion: 1.0 correct, 0.0 wrong or unanswered, None for unusable gold.
 
     Args:
         completions: strings, or lists of chat messages.
         solution: the ``solution`` column that ``data_utils`` emits (final answer in ``\\boxed{}``).
         answer: the optional ``answer`` column (gold final answer alone); preferred when present.
+        problem: the ``problem`` column (the problem text): its nouns count as units (``12 apples``).
         **kwargs: other dataset columns and trainer arguments, ignored.
 
     Returns:
-        One float or None per completion.
+        One float or None per completion. Only the value is credited: ``\\boxed{12 is wrong}``,
+        ``not \\boxed{12}`` and ``\\boxed{13 = 12}`` earn 0.0 for the gold 12 (answer_value.py).
 
     >>> accuracy_reward(["<think>.</think><answer>\\\\boxed{42}</answer>"] * 2, ["\\\\boxed{42}", "no box"])
     [1.0, None]
     """
-    answers = answer if answer is not None else [None] * len(completions)
+    n = len(completions)
+    answers = answer if answer is not None else [None] * n
+    problems = problem if problem is not None else [None] * n
     golds = [gold_answer(sol, ans) for sol, ans in zip(solution, answers, strict=True)]
-    preds = [extract_answer(completion_text(c)) for c in completions]
-    if len(preds) != len(golds):
-        raise ValueError(f"{len(completions)} completions but {len(golds)} solutions.")
+    texts = [completion_text(c) for c in completions]
+    preds = [None if hedged(t, g) else extract_answer(t) for t, g in zip(texts, golds, strict=True)]
+    if len(preds) != len(golds) or len(problems) != n:
+        raise ValueError(f"{n} completions but {len(golds)} solutions and {len(problems)} problems.")
     scored = [i for i, (g, p) in enumerate(zip(golds, preds, strict=True)) if g is not None and p is not None]
-    verdicts = dict(zip(scored, answers_equal_many([(golds[i], preds[i]) for i in scored]), strict=True))
+    checks = answers_equal_many([(golds[i], preds[i]) for i in scored], problems=[problems[i] for i in scored])
+    verdicts = dict(zip(scored, checks, strict=True))
     return [None if g is None else float(verdicts.get(i, False)) for i, g in enumerate(golds)]
 
 
@@ -414,6 +348,7 @@ _SELFTEST_FUNCS = {
     "extract_boxed": lambda c: extract_boxed(c["input"]),
     "format_reward": lambda c: format_reward([c["input"]])[0],
     "accuracy_reward": lambda c: accuracy_reward([c["input"]], [c["solution"]])[0],
+    "value": lambda c: accuracy_reward([c["input"]], [c["solution"]], problem=[c["problem"]])[0],
 }
 
 

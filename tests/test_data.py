@@ -100,7 +100,7 @@ def test_a_share_thins_only_the_train_rows_of_its_levels():
 
 def test_default_load_works_offline_with_the_schema():
     train, test = load_and_process_data()
-    assert sorted(train.column_names) == ["answer", "prompt", "solution"]
+    assert sorted(train.column_names) == ["answer", "problem", "prompt", "solution"]
     prompt = test[0]["prompt"]
     assert [m["role"] for m in prompt] == ["system", "user"]
     assert prompt[0]["content"] == data_utils.PROMPT_TEMPLATES[data_utils.DEFAULT_PROMPT_TEMPLATE]

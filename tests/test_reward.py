@@ -47,6 +47,17 @@ def test_the_original_self_test_is_all_there():
         assert [{k: c[k] for k in ("input", "original", "solution") if k in c} for c in ours[kind]] == cases
 
 
+def test_the_value_table_pins_units_and_hedges():
+    """At least 40 labelled cases of what accuracy credits: units that must pass (1.0), hedges that must
+    fail (0.0), each with its reason; the self-test and the parametrized test above run them."""
+    with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
+        cases = json.load(f)["ours"]["value"]
+    assert len(cases) >= 40 and all(c["why"] for c in cases)
+    by_label = {label: [c["ours"] for c in cases if c["label"] == label] for label in ("unit", "value", "hedge")}
+    assert len(by_label["unit"]) >= 15 and len(by_label["hedge"]) >= 20
+    assert set(by_label["unit"] + by_label["value"]) == {1.0} and set(by_label["hedge"]) == {0.0}
+
+
 def test_the_self_test_fails_when_a_value_changes(tmp_path, monkeypatch):
     with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
         cases = json.load(f)
@@ -133,7 +144,8 @@ def test_format_prefilled_think(completion, prompt, flag, want):
         ("\\text{red}", "red", True),
         ("\\text{red}", "Red", True),  # case-insensitive text
         ("\\text{yes}", "\\text{no}", False),
-        ("12", "12\\text{ sides}", True),  # decided: a unit after the number is dropped
+        ("12", "12\\text{ cm}", True),  # decided: a unit after the number is dropped (answer_value.UNITS)
+        ("12", "12\\text{ sides}", False),  # "sides" is no unit... unless the problem names it (self-test table)
         ("18", "18 yuan", True),
         ("2", "2x", False),  # but a variable is not a unit
         ("50\\%", "50", True),  # decided with math-verify: percent equals its number...
@@ -294,6 +306,21 @@ def test_megabyte_completion_scores_zero_fast():
     assert accuracy_reward([huge], ["\\boxed{2}"]) == [0.0]
     assert format_reward([huge]) == [0.5]
     assert time.time() - start < 5
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "".join(f"\\boxed{{{i}}}" for i in range(100_000)),  # 100,000 distinct boxes (~1 MB): was ~100 s
+        "\\boxed{1}" * 100_000,  # the same box 100,000 times
+        "\\boxed{1} " + "\\fbox{" * 50_000,  # boxes that never close
+    ],
+)
+def test_an_answer_of_many_boxes_is_read_in_linear_time(answer):
+    """Box scanning and part joining are linear, so the time bound is not spent before a check starts."""
+    start = time.time()
+    got = accuracy_reward([OK.format(answer)], ["\\boxed{2}"])
+    assert got == [0.0] and time.time() - start < 10
 
 
 def test_a_batch_of_runaway_items_costs_about_one_call_bound(short_bound):
