@@ -89,9 +89,16 @@ def parse_builtin_spec(dataset_id: str) -> dict[int, float]:
             levels, at, share = part.partition("@")
             lo, _, hi = levels.partition("-")
             for level in range(int(lo), int(hi or lo) + 1):
+                if level in shares:
+                    raise ValueError(
+                        f"Built-in dataset id {dataset_id!r} names level {level} twice. Name each level once, "
+                        "e.g. 'builtin:1-2,3-4@0.25'."
+                    )
                 shares[level] = float(share) if at else 1.0
         ok = shares and set(shares) <= set(BUILTIN_LEVELS) and all(0 < v <= 1 for v in shares.values())
-    except ValueError:
+    except ValueError as exc:
+        if "twice" in str(exc):
+            raise
         ok = False
     if not ok:
         raise ValueError(

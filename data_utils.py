@@ -24,71 +24,55 @@ needs a tokenizer receives it as an argument.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 
 import builtin_data
-from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, extract_boxed, gold_answer
+import data_files
+from data_files import cell_text
+from prompts import (  # noqa: F401 - re-exported: data_utils is where callers find the prompt pipeline
+    DEFAULT_PROMPT_TEMPLATE,
+    PROMPT_FORMATS,
+    PROMPT_TEMPLATES,
+    SYSTEM_PROMPT,
+    render_prompt,
+    system_prompt,
+)
+from reward import BOXED, extract_boxed, gold_answer
+from splits import (
+    TEST_FRACTION,
+    DataError,
+    carve,
+    check_disjoint,
+    contaminated,
+    held_out_record,
+    normalise_problem,
+    parse_split,
+    slice_range,
+)
 
 logger = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------- prompts
-# The original project's system prompt, byte for byte (tests/data/original_system_prompt.json),
-# its literal "\{" and "\}" around the box included; built from the reward's tag constants.
-_ORIGINAL_PROMPT = (
-    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
-    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
-    f"the answer. The reasoning process and answer are enclosed within {THINK_START} {THINK_END} and "
-    f"{ANSWER_START} {ANSWER_END} tags, respectively, and the final answer is enclosed within "
-    f"{BOXED}\\{{\\}} tags, i.e., {THINK_START} think process here {THINK_END}{ANSWER_START} solution here "
-    f"{BOXED}\\{{your final answer here\\}} {ANSWER_END}"
-)
-# Explicit rules plus one worked example: small models copy a shown format far more readily
-# than they follow a described one (see README "What to expect" for the measured effect).
-_WORKED_EXAMPLE_PROMPT = (
-    "You are a careful math assistant. Think step by step inside "
-    f"{THINK_START}{THINK_END} tags, then give only the final answer inside "
-    f"{ANSWER_START}{ANSWER_END} tags, written as {BOXED}{{answer}}. Write nothing after "
-    f"{ANSWER_END}.\n"
-    "Example:\n"
-    "User: What is 12 + 30?\n"
-    f"Assistant: {THINK_START}12 + 30 = 42{THINK_END}{ANSWER_START}{BOXED}{{42}}{ANSWER_END}"
-)
-PROMPT_TEMPLATES = {
-    "original": _ORIGINAL_PROMPT,
-    "worked_example": _WORKED_EXAMPLE_PROMPT,
-}
-DEFAULT_PROMPT_TEMPLATE = "worked_example"
 # The dataset main.py trains on and eval.py measures when none is named: the easiest level,
 # the one a 135M model learns on 2 CPU cores in minutes.
 DEFAULT_DATASET_ID = "builtin:1"
-SYSTEM_PROMPT = PROMPT_TEMPLATES["original"]
 
 
-def system_prompt(template: str) -> str:
-    """The system prompt for a template name (``--prompt_template``)."""
-    if template not in PROMPT_TEMPLATES:
-        raise ValueError(f"Unknown prompt template {template!r}. Expected one of {sorted(PROMPT_TEMPLATES)}.")
-    return PROMPT_TEMPLATES[template]
+def is_builtin(dataset_id: str) -> bool:
+    """Whether ``dataset_id`` names the built-in dataset; ``BUILTIN:1`` and the like are refused with the
+    spelling that works, rather than sent to the hub.
 
-
-PROMPT_FORMATS = ("chat", "raw")
-
-
-def render_prompt(tokenizer, conversation: list[dict], prefill_think: bool, prompt_format: str = "chat") -> str:
-    """The prompt text the model sees. ``chat``: the chat template, and with ``prefill_think`` the
-    assistant turn starts with ``<think>``. ``raw``: the original project's evaluation prompt,
-    ``system prompt + "\\n" + problem`` with no template and nothing prefilled.
-
-    Training and evaluation both call this, so a model is always measured on the prompt it was
-    trained on. ``reward.format_reward`` sees a trailing ``<think>`` and counts it.
+    >>> is_builtin("builtin:1-2"), is_builtin("AI-MO/NuminaMath-TIR")
+    (True, False)
     """
-    if prompt_format == "raw":
-        return "\n".join(m["content"] for m in conversation)
-    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-    return text + THINK_START if prefill_think else text
+    head = dataset_id.split(":")[0]
+    if head != "builtin" and head.strip().lower() == "builtin":
+        raise DataError(
+            f"Dataset id {dataset_id!r}: the built-in dataset is written in lower case, "
+            f"{'builtin' + dataset_id[len(head) :]!r}."
+        )
+    return head == "builtin"
 
 
 def parse_builtin_spec(dataset_id: str) -> dict[int, float]:
@@ -105,70 +89,28 @@ def parse_builtin_levels(dataset_id: str) -> list[int]:
 
 
 # ---------------------------------------------------------------- loading
-_SPLIT_RE = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(\[[^\]]*\])?\s*$")
-_DATA_EXTS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 PROBLEM_COLUMNS = ("problem", "question", "query", "instruction", "input")
 SOLUTION_COLUMNS = ("solution", "reasoning", "output")
 ANSWER_COLUMNS = ("final_answer", "answer", "expected_answer", "target")
 _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.S)
 
 
-class DataError(ValueError):
-    """A dataset problem the user can fix; the message says how."""
-
-
-def _parse_split(expr: str) -> tuple[str, str]:
-    """(split name, slice) of a split expression such as ``train[:5%]``."""
-    m = _SPLIT_RE.match(expr or "")
-    if not m:
-        raise DataError(
-            f"Bad split expression {expr!r}. Use a split name with an optional slice, e.g. 'train', "
-            "'test[:5%]', 'train[100:200]' or 'train[:50%]'."
-        )
-    return m.group(1), m.group(2) or ""
-
-
 def _apply_slice(ds, name: str, slice_: str, expr: str):
-    """Rows of ``ds`` selected by a slice such as ``[:5%]`` (datasets' own split grammar)."""
-    if not slice_:
-        return ds
-    from datasets import ReadInstruction
-
-    try:
-        instr = ReadInstruction.from_spec(name + slice_).to_absolute({name: len(ds)})[0]
-    except (ValueError, AssertionError) as exc:
-        raise DataError(
-            f"Bad split expression {expr!r}: {exc}. Slices look like '[:5%]', '[10:20]' or '[-10%:]'."
-        ) from None
-    return ds.select(range(instr.from_ or 0, len(ds) if instr.to is None else instr.to))
+    """Rows of ``ds`` selected by a slice such as ``[:5%]``."""
+    return ds.select(slice_range(name, slice_, len(ds), expr)) if slice_ else ds
 
 
 def _load_all_splits(dataset_id: str):
     """A ``DatasetDict`` of every split a source has (builtin, local path or hub id)."""
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+    from datasets import Dataset, DatasetDict, load_dataset
 
-    if dataset_id.split(":")[0] == "builtin":
+    if is_builtin(dataset_id):
         shares = parse_builtin_spec(dataset_id)
         records = builtin_data.builtin_records(list(shares), shares=shares)
         return DatasetDict({k: Dataset.from_list(v) for k, v in records.items()})
     path = os.path.expanduser(dataset_id)
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "dataset_dict.json")) or os.path.exists(os.path.join(path, "state.json")):
-            loaded = load_from_disk(path)
-            return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
-        has_data = any(os.path.splitext(f)[1] in _DATA_EXTS for _, _, files in os.walk(path) for f in files)
-        if not has_data:
-            raise DataError(
-                f"Dataset folder {path!r} holds no dataset: expected a folder written by Dataset.save_to_disk, "
-                f"or data files ({', '.join(sorted(_DATA_EXTS))}) named by split, e.g. data/train-00000.parquet."
-            )
-        files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if os.path.splitext(f)[1] in _DATA_EXTS]
-        return _loaded(lambda: load_dataset(path), files, path)
-    if os.path.isfile(path):
-        ext = os.path.splitext(path)[1].lower()
-        if ext not in _DATA_EXTS:
-            raise DataError(f"Unsupported dataset file {path!r}. Expected one of {sorted(_DATA_EXTS)}.")
-        return _loaded(lambda: load_dataset(_DATA_EXTS[ext], data_files={"train": path}), [path], path)
+    if os.path.exists(path):
+        return data_files.load_local(path)
     if os.sep in dataset_id.strip("/") and dataset_id.count("/") != 1 or dataset_id.startswith((".", "/", "~")):
         raise DataError(f"Dataset path {dataset_id!r} does not exist. Check the path, or use 'builtin'.")
     try:
@@ -180,57 +122,6 @@ def _load_all_splits(dataset_id: str):
             "(save_to_disk or the repo's data files) as --dataset_id, or use the built-in dataset: "
             "--dataset_id builtin."
         ) from None
-
-
-def _loaded(load, files: list[str], source: str):
-    """``load()``'s splits, or a ``DataError`` that names the bad file (and line) and the fix."""
-    for f in files:
-        if os.path.getsize(f) == 0:
-            raise DataError(f"Dataset file {f!r} is empty. Give a file with one problem per row.")
-    try:
-        splits = load()
-    except Exception as exc:  # noqa: BLE001 - datasets wraps parse errors in many types; find the cause below
-        for f in files:
-            _diagnose(f)
-        if "corresponds to no data" in str(exc):  # datasets' words for a file with a header and no rows
-            raise DataError(f"Dataset {source!r} has no rows. Give a file with one problem per row.") from None
-        raise DataError(
-            f"Could not read dataset {source!r} ({type(exc).__name__}: {str(exc)[:200]}). Check its files' format."
-        ) from None
-    if not any(len(split) for split in splits.values()):
-        raise DataError(f"Dataset {source!r} has no rows. Give a file with one problem per row.")
-    return splits
-
-
-def _diagnose(path: str) -> None:
-    """Raise a ``DataError`` naming what is wrong in a text data file (encoding, bad JSON line)."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".json", ".jsonl", ".csv"):
-        return
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"Dataset file {path!r} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}). Re-save it as UTF-8, "
-            f"e.g. iconv -f latin1 -t utf-8 {path} > fixed{ext}"
-        ) from None
-    if ext == ".jsonl" or (ext == ".json" and not text.lstrip().startswith(("[", "{\n"))):
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    json.loads(line)
-                except ValueError as exc:
-                    raise DataError(
-                        f"Dataset file {path!r}, line {n}: not valid JSON ({exc.msg}). Fix or remove that line."
-                    ) from None
-    elif ext == ".json":
-        try:
-            json.loads(text)
-        except ValueError as exc:
-            raise DataError(f"Dataset file {path!r}, line {exc.lineno}: not valid JSON ({exc.msg}).") from None
 
 
 def _pick(
@@ -249,6 +140,9 @@ def _pick(
             f"(looked for {list(candidates)})."
         )
     return None
+
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # "1,000" but not "(1, 2)" or "1,2"
 
 
 def standardize(ds, problem_column=None, solution_column=None, answer_column=None, template: str = "original"):
@@ -271,12 +165,12 @@ def standardize(ds, problem_column=None, solution_column=None, answer_column=Non
     sysmsg = system_prompt(template)
 
     def convert(example):
-        solution = str(example[scol]) if scol and example[scol] is not None else ""
-        answer = str(example[acol]) if acol and example[acol] is not None else ""
+        solution = cell_text(example[scol]) if scol else ""
+        answer = cell_text(example[acol]) if acol else ""
         gsm = _GSM8K_ANSWER.search(answer) if answer else None
-        if gsm:  # GSM8K: the rationale and the final answer share one column
+        if gsm:  # GSM8K: the rationale and the final answer share one column; "1,000" is a thousand
             solution = solution or answer[: gsm.start()].strip()
-            answer = gsm.group(1).replace(",", "").strip()
+            answer = _THOUSANDS.sub("", gsm.group(1)).strip()
         if not answer:  # the gold alone: all the solution's boxed parts, or a solution that is only math
             answer = gold_answer(solution) or ""
         if answer and extract_boxed(solution) is None:
@@ -289,27 +183,32 @@ def standardize(ds, problem_column=None, solution_column=None, answer_column=Non
             "answer": answer,
         }
 
-    return ds.map(convert, remove_columns=columns, desc="Formatting prompts")
+    from datasets import Features, List, Value
+
+    text = Value("string")  # stated: an input column of numbers would otherwise keep its numeric type
+    message = {"role": text, "content": text}
+    features = Features({"prompt": List(message), "problem": text, "solution": text, "answer": text})
+    return ds.map(convert, remove_columns=columns, features=features, desc="Formatting prompts")
 
 
 def load_and_process_data(
     dataset_id: str = "builtin",
-    train_split: str = "train",
-    test_split: str = "test",
+    train_split: str | None = "train",
+    test_split: str | None = "test",
     problem_column: str | None = None,
     solution_column: str | None = None,
     answer_column: str | None = None,
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
-    test_fraction: float = 0.1,
-    seed: int = 42,
+    test_fraction: float = TEST_FRACTION,
 ):
     """Load ``dataset_id`` and return ``(train, test)`` datasets in the output schema.
 
     Args:
         dataset_id: ``builtin[:levels]``, a local path, or a hub id.
         train_split / test_split: split expressions such as ``train[:5%]``; ``None`` skips one.
-            A test split the dataset lacks is carved from its train split: seeded, disjoint,
-            ``test_fraction`` of it.
+            A ``test`` split the dataset lacks is carved from its train split by problem text
+            (splits.py: ``test_fraction`` of the problems, the same rows every time), and the train
+            rows exclude it. A test split that takes training rows is refused.
         problem_column / solution_column / answer_column: override column detection.
         prompt_template: a name from ``PROMPT_TEMPLATES``.
 
@@ -320,41 +219,82 @@ def load_and_process_data(
     >>> len(train), len(test), sorted(test.column_names)
     (10, 4, ['answer', 'problem', 'prompt', 'solution'])
     """
+    train, test, _ = load_splits(
+        dataset_id, train_split, test_split, (problem_column, solution_column, answer_column), prompt_template,
+        test_fraction,
+    )  # fmt: skip
+    return train, test
+
+
+def load_splits(
+    dataset_id: str,
+    train_split: str | None,
+    test_split: str | None,
+    columns: tuple = (None, None, None),
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    test_fraction: float = TEST_FRACTION,
+    roles: tuple[str, ...] = ("train", "test"),
+):
+    """``(train, test, held_out)``: the rows of each split expression given (standardized for the
+    ``roles`` asked, else None) and ``held_out``, what the test rows are (``splits.held_out_record``:
+    carved or the dataset's, how many, a hash of their problems; None without a test split)."""
     system_prompt(prompt_template)  # fail on a bad name before any loading
     if not 0 < test_fraction < 1:
         raise DataError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction!r}.")
-    wanted = {k: _parse_split(v) for k, v in (("train", train_split), ("test", test_split)) if v is not None}
-    splits = _load_all_splits(dataset_id)
-    available = dict(splits)
-    if "test" in wanted and wanted["test"][0] not in available and "train" in available and wanted["test"][0] == "test":
-        if len(available["train"]) < 2:
-            raise DataError(
-                f"Dataset {dataset_id!r} has no test split and too few rows ({len(available['train'])}) to carve one."
-            )
-        carved = available["train"].train_test_split(test_size=test_fraction, seed=seed, shuffle=True)
+    exprs = {role: expr for role, expr in (("train", train_split), ("test", test_split)) if expr is not None}
+    wanted = {role: parse_split(expr) for role, expr in exprs.items()}
+    available = dict(_load_all_splits(dataset_id))
+    held_out = None
+    if "test" in wanted and wanted["test"][0] == "test" and "test" not in available and "train" in available:
+        available["train"], available["test"], problems = _carve(available["train"], columns[0], test_fraction)
+        held_out = held_out_record("carved from train", test_split, problems, test_fraction)
         logger.info(
-            "Dataset %s has no test split: carved a disjoint %.0f%% of train (seed %d).",
-            dataset_id,
-            100 * test_fraction,
-            seed,
-        )
-        available["train"], available["test"] = carved["train"], carved["test"]
-    out = []
-    for role in ("train", "test"):
-        if role not in wanted:
-            out.append(None)
-            continue
-        name, slice_ = wanted[role]
+            "Dataset %s has no test split: %d of its %d problems are held out as test rows, chosen by their text "
+            "(splits.py); training never sees them.",
+            dataset_id, len(available["test"]), len(available["test"]) + len(available["train"]),
+        )  # fmt: skip
+    for role, (name, _) in wanted.items():
         if name not in available:
             raise DataError(
-                f"Split {name!r} (from {train_split if role == 'train' else test_split!r}) is not in dataset "
-                f"{dataset_id!r}. Its splits are {sorted(available)}."
+                f"Split {name!r} (from {exprs[role]!r}) is not in dataset {dataset_id!r}. Its splits are "
+                f"{sorted(available)}."
             )
-        ds = _apply_slice(available[name], name, slice_, train_split if role == "train" else test_split)
+    if len(wanted) == 2 and wanted["train"][0] == wanted["test"][0]:
+        check_disjoint(train_split, test_split, len(available[wanted["train"][0]]))
+    out = {}
+    for role in set(roles) & set(wanted):
+        name, slice_ = wanted[role]
+        ds = _apply_slice(available[name], name, slice_, exprs[role])
         if len(ds) == 0:
             raise DataError(f"Split {name}{slice_} of {dataset_id!r} is empty. Widen the slice or check the data.")
-        out.append(standardize(ds, problem_column, solution_column, answer_column, prompt_template))
-    return out[0], out[1]
+        out[role] = standardize(ds, *columns, prompt_template)
+    if held_out is None and "test" in out:
+        held_out = held_out_record("the dataset's split", test_split, out["test"]["problem"])
+    elif held_out is None and "test" in wanted:
+        held_out = {"source": "the dataset's split", "split": test_split}
+    return out.get("train"), out.get("test"), held_out
+
+
+def _carve(ds, problem_column: str | None, fraction: float):
+    """(train rows, test rows, test problems) of a split with no test split beside it (``splits.carve``)."""
+    pcol = _pick(list(ds.column_names), problem_column, PROBLEM_COLUMNS, "problem", "--problem_column", True)
+    problems = ["" if p is None else str(p) for p in ds[pcol]]
+    sides = carve(problems, fraction)
+    test = [i for i, t in enumerate(sides) if t]
+    train = [i for i, t in enumerate(sides) if not t]
+    if not test or not train:
+        raise DataError(
+            f"The dataset has no test split, and its {len(ds)} rows hold too few distinct problems to hold some out "
+            "as test rows. Add rows, or give a test split (a test file, or --test_split naming another split)."
+        )
+    return ds.select(train), ds.select(test), [problems[i] for i in test]
+
+
+def training_problems(dataset_id: str, train_split: str, test_split: str | None, columns=(None, None, None)) -> set:
+    """The normalised problem texts of a run's training rows (its test split held out), for counting
+    test problems seen in training (``contaminated``)."""
+    train, _, _ = load_splits(dataset_id, train_split, test_split, columns, roles=("train",))
+    return {normalise_problem(p) for p in train["problem"]}
 
 
 def prompt_rows(
@@ -363,44 +303,66 @@ def prompt_rows(
     split: str,
     role: str,
     *,
+    held_out: str | None = "test",
+    exclude: set | None = None,
     template: str = DEFAULT_PROMPT_TEMPLATE,
     prefill_think: bool = True,
     max_prompt_length: int | None = None,
     columns: tuple = (None, None, None),
     limit: int | None = None,
-    seed: int = 42,
     prompt_format: str = "chat",
+    context: int | None = None,
 ):
     """The one prompt pipeline of training and evaluation: load -> standardize -> drop unusable
-    rows -> drop prompts over ``max_prompt_length`` tokens -> render each prompt to the exact text
-    the model sees (chat template, ``<think>`` prefilled or not).
+    rows and problems seen in training -> drop prompts over ``max_prompt_length`` tokens -> render
+    each prompt to the exact text the model sees (chat template, ``<think>`` prefilled or not).
 
     Args:
         tokenizer: the model's tokenizer (its chat template renders the prompts).
-        dataset_id, split: as ``load_and_process_data``; ``role`` 'train' or 'test' says which
-            split it is (a missing test split is carved from train).
+        dataset_id, split: as ``load_and_process_data``.
+        role: 'train' (training rows: the test split ``held_out`` is kept out of them, carved when
+            the dataset has none) or 'eval' (the rows ``split`` names; a missing ``test`` is carved).
+        exclude: normalised problem texts known from training (``training_problems``): rows with
+            one of them are left out and counted as ``contaminated``.
         columns: (problem, solution, answer) column overrides.
         limit: keep only the first N rows of the split (before any filtering).
+        context: the model's context length: with ``max_prompt_length`` 0, longer prompts still drop.
         prompt_format: 'chat' (as trained) or 'raw' (the original's evaluation prompt), see ``render_prompt``.
     Returns:
-        ``(rows, dropped)``: rows with ``prompt`` (text), ``solution``, ``answer`` and ``problem_id``
-        (the row's index in the split), and the
-        count of rows left out by reason (``empty_problem``, ``prompt_too_long``) plus
-        ``unusable_gold`` (kept; the accuracy reward skips them).
+        ``(rows, dropped, held_out)``: rows with ``prompt`` (text), ``problem``, ``solution``,
+        ``answer`` and ``problem_id`` (the row's index in the split); the count of rows left out
+        by reason (``empty_problem``, ``contaminated``, ``prompt_too_long``) plus ``unusable_gold``
+        (kept; the accuracy reward skips them); and what the test rows are (``load_splits``).
     """
-    splits = (split, None) if role == "train" else (None, split)
-    train, test = load_and_process_data(dataset_id, *splits, *columns, template, seed=seed)
+    if role not in ("train", "eval"):
+        raise ValueError(f"role must be 'train' or 'eval', got {role!r}")
+    splits = (split, held_out, ("train",)) if role == "train" else (None, split, ("test",))
+    train, test, record = load_splits(dataset_id, splits[0], splits[1], columns, template, roles=splits[2])
     ds = train if role == "train" else test
     if limit:
         ds = ds.select(range(min(limit, len(ds))))
     ds = ds.add_column("problem_id", list(range(len(ds))))  # the row of the split, kept through the filters
     ds, dropped = drop_unusable_rows(ds)
+    seen = set(contaminated(ds["problem"], exclude)) if exclude else set()
+    if seen:
+        logger.warning(
+            "Left out %d of %d problems that also occur in the training rows (contaminated): a model is not "
+            "scored on what it trained on.",
+            len(seen), len(ds),
+        )  # fmt: skip
+        ds = ds.select([i for i in range(len(ds)) if i not in seen])
+        if len(ds) == 0:
+            raise DataError(
+                f"Every problem of {dataset_id!r} {split!r} also occurs in the training rows: there is nothing the "
+                "model did not train on to score. Evaluate on another split or dataset."
+            )
+    dropped["contaminated"] = len(seen)
     ds, dropped["prompt_too_long"] = filter_by_prompt_length(
-        ds, tokenizer, max_prompt_length, prefill_think, prompt_format
+        ds, tokenizer, max_prompt_length, prefill_think, prompt_format, context
     )
     render = lambda ex: {"prompt": render_prompt(tokenizer, ex["prompt"], prefill_think, prompt_format)}  # noqa: E731
     ds = ds.map(render, desc="Rendering prompts")
-    return ds, dropped
+    return ds, dropped, record
 
 
 def drop_unusable_rows(ds):
@@ -420,30 +382,36 @@ def drop_unusable_rows(ds):
 
 
 def filter_by_prompt_length(
-    ds, tokenizer, max_prompt_length: int | None, prefill_think: bool = False, prompt_format: str = "chat"
+    ds,
+    tokenizer,
+    max_prompt_length: int | None,
+    prefill_think: bool = False,
+    prompt_format: str = "chat",
+    context: int | None = None,
 ):
-    """``(rows, dropped)``: rows whose chat-templated prompt fits ``max_prompt_length`` tokens, and
-    how many were dropped (never truncated).
+    """``(rows, dropped)``: rows whose chat-templated prompt fits ``max_prompt_length`` tokens (0 or
+    None: the model's ``context``), and how many were dropped (never truncated).
 
     TRL 1.x has no ``max_prompt_length``; truncating a math problem would corrupt it, so long
     prompts are dropped, and the count goes into the run's and the evaluation's records.
     """
-    if not max_prompt_length:
-        return ds, 0
+    limit, what = max_prompt_length, f"--max_prompt_length {max_prompt_length} tokens"
+    if not limit:
+        if not context:
+            return ds, 0
+        limit, what = context, f"the model's context ({context} tokens)"  # nothing past what the model reads
     lengths = [
         len(tokenizer(render_prompt(tokenizer, p, prefill_think, prompt_format), add_special_tokens=False)["input_ids"])
         for p in ds["prompt"]
     ]
-    keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
+    keep = [i for i, n in enumerate(lengths) if n <= limit]
     dropped = len(ds) - len(keep)
     if dropped:
-        logger.warning(
-            "Dropped %d of %d prompts longer than --max_prompt_length %d tokens.", dropped, len(ds), max_prompt_length
-        )
+        logger.warning("Dropped %d of %d prompts longer than %s.", dropped, len(ds), what)
     if not keep:
         raise DataError(
-            f"All {len(ds)} prompts exceed --max_prompt_length {max_prompt_length} tokens "
-            f"(shortest is {min(lengths)}). Raise --max_prompt_length."
+            f"All {len(ds)} prompts are longer than {what} (shortest is {min(lengths)} tokens). Raise "
+            "--max_prompt_length, or use a model with a longer context."
         )
     return (ds.select(keep) if dropped else ds), dropped
 

@@ -11,7 +11,7 @@
 # TEMPERATURE, SEED, BASE_MODEL, OUTPUT_FILE, DEVICE, FAST_PATHS, PYTHON (default: the repo's
 # .venv). Only what is set is passed on: everything else takes eval.py's defaults, which
 # follow the run's own training settings. Relative paths are read from where you run this.
-# Extra arguments go to eval.py as they are.
+# Extra arguments go to eval.py, relative paths in them read from where you run this.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
@@ -50,6 +50,19 @@ for pair in SPLIT:split LIMIT:limit BATCH_SIZE:batch_size MAX_COMPLETION_LENGTH:
   [ -n "${!var:-}" ] && args+=("--${pair#*:}" "${!var}")
 done
 
+# Extra arguments: relative paths in them are the caller's too (an --output_file need not exist yet).
+abs_path() { if [ "${1#/}" = "$1" ]; then echo "$PWD/$1"; else echo "$1"; fi; }
+prev=""
+for a in "$@"; do
+  case "$a" in
+    --output_file=*) args+=("--output_file=$(abs_path "${a#*=}")") ;;
+    --*=*) args+=("${a%%=*}=$(abs_if_local "${a#*=}")") ;;
+    --*) args+=("$a") ;;
+    *) if [ "$prev" = "--output_file" ]; then args+=("$(abs_path "$a")"); else args+=("$(abs_if_local "$a")"); fi ;;
+  esac
+  prev=$a
+done
+
 echo "eval.sh: evaluating $MODEL_DIR (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset})"
 cd "$HERE"
-exec "$PYTHON" eval.py "${args[@]}" "$@"
+exec "$PYTHON" eval.py "${args[@]}"

@@ -17,7 +17,9 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 
 import data_utils
@@ -25,18 +27,19 @@ import main as training_cli
 import metrics
 import model_utils
 import reward
-from run_files import (
+from result_files import (
     PartialResults,
-    UsageError,
     finished_summary,
+    load_summary,
     lock_path,
     partial_path,
     plan_output,
-    read_json,
-    release,
+    rows_digest,
     summary_path,
-    write_json_atomic,
+    weights_fingerprint,
 )
+from run_context import check_held_out, run_settings, split_context
+from run_files import Parser, UsageError, release, write_json_atomic
 from telemetry import contract_telemetry
 
 logger = logging.getLogger(__name__)
@@ -44,9 +47,7 @@ _TRAINING = training_cli.build_parser()  # main.py's defaults: one source of tru
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = Parser("Evaluate a model or a trained adapter with the very rewards training used: generate, score, summarize.")
     # ---- what to evaluate
     p.add_argument(
         "--model_dir",
@@ -165,20 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- files
 # ---------------------------------------------------------------- settings from the run
-def run_settings(model_dir: str) -> dict:
-    """The training flags recorded in a run folder's run_config.json, or in its parent's for a
-    ``checkpoint-N`` folder ({} when there is none)."""
-    folder = os.path.normpath(os.path.expanduser(model_dir))
-    for candidate in (
-        folder,
-        os.path.dirname(folder) if re.match(r"^checkpoint-\d+$", os.path.basename(folder)) else None,
-    ):
-        if candidate and os.path.isfile(os.path.join(candidate, "run_config.json")):
-            recorded = read_json(os.path.join(candidate, "run_config.json"), "run record")
-            return recorded.get("args", {}) if isinstance(recorded, dict) else {}
-    return {}
-
-
 def fill_defaults(args) -> None:
     """Unset data and prompt flags take the run's own training values, so eval sees training's prompts."""
     trained = run_settings(args.model_dir)
@@ -210,11 +197,11 @@ def validate(args) -> None:
             "--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards "
             "them."
         )
-    if args.dataset_id.split(":")[0] == "builtin":
-        try:
+    try:
+        if data_utils.is_builtin(args.dataset_id):
             data_utils.parse_builtin_levels(args.dataset_id)
-        except data_utils.DataError as exc:
-            problems.append(str(exc))
+    except data_utils.DataError as exc:
+        problems.append(str(exc))
     if args.batch_size < 1 or args.max_completion_length < 1:
         problems.append("--batch_size and --max_completion_length must be positive.")
     if args.limit is not None and args.limit < 1:
@@ -224,8 +211,11 @@ def validate(args) -> None:
 
 
 # ---------------------------------------------------------------- generation
-def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
+def evaluate(args, model_dir: str, label: str, output_file: str, context: dict | None = None) -> dict:
     """Resolve -> prompts -> model -> generate -> score (written as it goes) -> summary.
+
+    ``context`` (``split_context``) says which rows a run's evaluation may score: its test split as
+    held out in training, without the problems it trained on.
 
     An interruption (Ctrl-C, a crash) leaves the scored records in the partial file and a summary
     marked ``"complete": false``; ``--resume`` generates only what is missing.
@@ -234,30 +224,43 @@ def evaluate(args, model_dir: str, label: str, output_file: str) -> dict:
     if not os.path.isdir(resolved["base"]):
         model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
     tokenizer = model_utils.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
-    rows, dropped = data_utils.prompt_rows(
+    context = context or split_context(args)
+    rows, dropped, held_out = data_utils.prompt_rows(
         tokenizer,
         args.dataset_id,
         args.split,
-        "test",
+        context["role"],
+        held_out=context["held_out"],
+        exclude=context["exclude"],
         template=args.prompt_template,
         prefill_think=args.prefill_think,
         max_prompt_length=args.max_prompt_length,
         columns=(args.problem_column, args.solution_column, args.answer_column),
         limit=args.limit,
-        seed=args.seed,
         prompt_format=args.prompt_format,
+        context=model_utils.context_length(resolved["base"]),
     )
+    check_held_out(context["recorded"], held_out, args.split)
     device = model_utils.pick_device(args.device)
     dtype = model_utils.eval_dtype(device, args.bf16)
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "eval")
     settings = {"model": label, "dataset_id": args.dataset_id, "split": args.split}
     settings.update({k: getattr(args, k) for k in _SETTINGS})
+    # what a resumed evaluation must share with the partial one, beyond the flags: the rows' content,
+    # the weights, and how they run
+    settings.update(
+        rows_sha256=rows_digest(rows),
+        weights=weights_fingerprint(resolved),
+        **{"device": device, "dtype": str(dtype), "fast_paths": fast},
+    )
     partial = PartialResults(output_file, settings, args.resume and os.path.exists(partial_path(output_file)))
     meta = {
         **{"model": label, "model_source": resolved["source"], "dataset_id": args.dataset_id, "split": args.split},
         **{"settings": {**settings, "batch_size": args.batch_size}, "device": device, "dtype": str(dtype)},
         **{"fast_paths": {"setting": args.fast_paths, "enabled": fast}, "results_file": output_file},
-        "dropped": {"prompt_too_long": dropped["prompt_too_long"], "empty_problem": dropped["empty_problem"]},
+        "dropped": {k: dropped[k] for k in ("prompt_too_long", "empty_problem", "contaminated")},
+        "held_out": held_out,
+        "contamination": {"checked_against": context["against"], "left_out": dropped["contaminated"]},
     }
     checks_before, start = dict(reward.COUNTS), time.time()
     try:
@@ -365,17 +368,22 @@ _SETTINGS = (
 )
 
 
-def load_summary(path: str) -> dict:
-    """A summary from a summary JSON, or from the summary beside a results JSON."""
-    candidate = path if path.endswith(".summary.json") else summary_path(path)
-    if not os.path.isfile(candidate):
-        raise UsageError(
-            f"--compare {path}: no summary file {candidate}. Pass a results file written by eval.py, or a model."
-        )
-    return read_json(candidate, "evaluation summary")
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends an evaluation as Ctrl-C does: partial records and summary kept
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = (
+        signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    )
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
@@ -385,9 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     reward.set_verify_timeout(args.verify_timeout)
     columns: dict[str, dict] = {}
     jobs = []  # (model, column label, results file, base model): every output claimed and checked before any work
+    output_file = None
     try:
         resolved = model_utils.resolve_model(args.model_dir, args.base_model)  # fail on a bad folder before any work
         output_file = plan_output(args, args.model_dir)
+        context = split_context(args)  # the same rows for the model and its --compare model
         if args.compare and args.compare.endswith(".json"):
             columns[f"{args.compare} (compare)"] = load_summary(args.compare)
         elif args.compare:
@@ -408,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             if done is not None:
                 logger.info("%s is complete already; kept as it is.", path)
             args.base_model = base
-            columns[label] = done or evaluate(args, model, model, path)
+            columns[label] = done or evaluate(args, model, model, path, context)
     except (model_utils.ModelError, data_utils.DataError) as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
@@ -422,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         for _, _, path, _ in jobs:
             release(lock_path(path))
     summary = columns[args.model_dir]
-    print(f"Accuracy: {summary['accuracy']:.4f} (n = {summary['n']} problems{metrics.dropped_note(summary)})")
+    print(metrics.accuracy_line(summary))
+    if context["role"] == "train":
+        print("Not a held-out measure: these are the run's own training rows.")
     metrics.print_table(columns)
     print(f"Results: {output_file}\nSummary: {summary_path(output_file)}")
     return 0

@@ -18,13 +18,11 @@ import sys
 
 from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE
 from model_utils import EMBEDDED_MODEL_ID
-from run_files import restore_for_resume
+from run_files import Parser, restore_for_resume
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = Parser(__doc__)
     # ---- model
     p.add_argument(
         "--model_id",
@@ -267,6 +265,12 @@ def _check_numbers(args: argparse.Namespace) -> list[str]:
             f"per generation = {gen_batch} completions) is not divisible by --num_generations {args.num_generations}. "
             f"Use --per_device_train_batch_size {fit}."
         )
+    if args.steps_per_generation is not None and args.steps_per_generation <= 0:
+        problems.append(
+            f"--steps_per_generation {args.steps_per_generation}: must be a positive integer (or left out)."
+        )
+    if args.completions_log_max < 0:
+        problems.append(f"--completions_log_max {args.completions_log_max}: must be >= 0 (0: no completion log).")
     positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "lora_r")
     positive += ("preflight_prompts", "completions_log_every")
     for name in (*positive, "lora_alpha", "logging_steps", "save_steps"):
@@ -328,15 +332,26 @@ def _check_names(args: argparse.Namespace) -> list[str]:
                 f"--reward_weights {args.reward_weights!r}: every weight must be a finite number (TRL would silently "
                 "drop a NaN reward)."
             )
+        elif weights is not None and not any(weights):
+            problems.append(
+                f"--reward_weights {args.reward_weights!r}: all weights are 0, so no reward would drive learning. "
+                "Give at least one non-zero weight, e.g. 1.0,1.0."
+            )
+    targets = [t.strip() for t in args.lora_target_modules.split(",")]
+    if not all(targets):
+        problems.append(
+            f"--lora_target_modules {args.lora_target_modules!r}: expected 'all-linear' or comma-separated module "
+            "names such as q_proj,v_proj."
+        )
     if args.prompt_template not in data_utils.PROMPT_TEMPLATES:
         problems.append(
             f"--prompt_template {args.prompt_template!r}: expected one of {sorted(data_utils.PROMPT_TEMPLATES)}."
         )
-    if args.dataset_id.split(":")[0] == "builtin":
-        try:
+    try:
+        if data_utils.is_builtin(args.dataset_id):
             data_utils.parse_builtin_levels(args.dataset_id)
-        except data_utils.DataError as exc:
-            problems.append(str(exc))
+    except data_utils.DataError as exc:
+        problems.append(str(exc))
     return problems
 
 

@@ -71,6 +71,7 @@ def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], t
     )
     return {
         "prompt": prompt,
+        "problem": problem,
         "completion": outs[0],
         "solution": row["solution"],
         "reward": acc[0] if k == 1 else (None if gold is None else sum(acc) / k),
@@ -98,23 +99,23 @@ def summarize(records: list[dict], k: int) -> dict:
     lenient = [a for r in scored for a in r["lenient_rewards"]]
     original = [a for r in records for a in r.get("original_rules_rewards", [])]
     n = len(scored)
-    acc = sum(samples_acc) / len(samples_acc) if samples_acc else 0.0
+    acc = sum(samples_acc) / len(samples_acc) if samples_acc else None  # no usable gold: no accuracy, not 0.0
     dist = Counter(samples_fmt)
     out = {
         "n": n,
         "n_records": len(records),
         "skipped_unparseable_gold": len(records) - n,
         "num_samples": k,
-        "accuracy": round(acc, 4),
-        "accuracy_ci95": wilson_interval(acc * n, n),
+        "accuracy": None if acc is None else round(acc, 4),
+        "accuracy_ci95": None if acc is None else wilson_interval(acc * n, n),
         "correct": round(sum(samples_acc), 2),
         "format_reward_mean": round(sum(samples_fmt) / len(samples_fmt), 4) if samples_fmt else 0.0,
         "format_distribution": {"0.0": dist.get(0.0, 0), "0.5": dist.get(0.5, 0), "1.0": dist.get(1.0, 0)},
-        "lenient_accuracy": round(sum(lenient) / len(lenient), 4) if lenient else 0.0,
+        "lenient_accuracy": round(sum(lenient) / len(lenient), 4) if lenient else None,
         # the original project's scorer on the same completions, over every record (it skips none)
         "accuracy_original_rules": round(sum(original) / len(original), 4) if original else 0.0,
     }
-    if k > 1:
+    if k > 1 and n:
         ks = sorted({2**i for i in range(int(math.log2(k)) + 1)} | {k})
         for kk in ks:
             out[f"pass@{kk}"] = round(sum(pass_at_k(k, int(sum(r["rewards"])), kk) for r in scored) / max(n, 1), 4)
@@ -160,6 +161,20 @@ def print_table(columns: dict[str, dict]) -> None:
     for key in keys:
         if any(key in s for s in columns.values()):
             print(key.ljust(width) + "".join(_fmt(columns[n].get(key, "-")).ljust(colw) for n in names))
+
+
+def accuracy_line(summary: dict) -> str:
+    """The line eval.py prints first: accuracy and n, or why there is none.
+
+    >>> accuracy_line({"accuracy": None, "n": 0, "n_records": 3})
+    'Accuracy: none (n = 0: none of the 3 problems has a usable gold answer)'
+    """
+    if summary.get("accuracy") is None:
+        return (
+            f"Accuracy: none (n = 0: none of the {summary.get('n_records', 0)} problems has a usable gold answer"
+            f"{dropped_note(summary)})"
+        )
+    return f"Accuracy: {summary['accuracy']:.4f} (n = {summary['n']} problems{dropped_note(summary)})"
 
 
 def dropped_note(summary: dict) -> str:

@@ -137,6 +137,20 @@ def _read_config(path: str, what: str) -> dict:
         ) from None
 
 
+def context_length(base: str) -> int | None:
+    """The longest input a model folder's config.json allows (``max_position_embeddings`` or its other
+    names), None when unknown (a hub id not on disk, or no such field)."""
+    path = os.path.join(base, "config.json")
+    if not os.path.isfile(path):
+        return None
+    config = _read_config(path, "model config")
+    config = config.get("text_config", config) if isinstance(config, dict) else {}
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+        if isinstance(config.get(key), int) and config[key] > 0:
+            return config[key]
+    return None
+
+
 def _check_model_dir(path: str) -> None:
     """A local model folder has a readable config, safetensors weights and a tokenizer."""
     _read_config(os.path.join(path, "config.json"), "Model config")

@@ -135,9 +135,17 @@ def verdict(report: dict, args) -> tuple[str, list[str]]:
     """("ok" | "warn" | "no_signal", one message with its fix per problem found)."""
     problems, zero = [], report["zero_variance_group_fraction"]
     if zero >= NO_SIGNAL_AT:
-        fix = "try --prompt_template worked_example (it states the format and shows an example) with --prefill_think"
-        if report["format_reward_mean"] > 0:
-            fix = "raise --temperature or --num_generations, or start from an easier --dataset_id"
+        fix = "raise --temperature or --num_generations, or start from an easier --dataset_id"
+        format_flags = [
+            flag
+            for flag, on in (
+                ("--prompt_template worked_example", getattr(args, "prompt_template", None) == "worked_example"),
+                ("--prefill_think", getattr(args, "prefill_think", True)),
+            )
+            if not on
+        ]  # advise only what is not on already
+        if report["format_reward_mean"] == 0 and format_flags:
+            fix = f"try {' with '.join(format_flags)} (the prompt states the format and shows an example)"
         problems.append(f"{zero:.0%} of groups score the same: no learning signal; {fix}.")
     elif zero >= WARN_AT["zero_variance_group_fraction"]:
         problems.append(f"{zero:.0%} of groups score the same (no signal from them): raise --num_generations.")

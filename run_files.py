@@ -5,13 +5,14 @@
 Shared by main.py, train.py and eval.py so all of them name outputs the same safe way, hold an
 output exclusively while writing it (``claim``), read the JSON they wrote with errors that name
 the file, never leave a half-written JSON file behind, and report a bad flag or input as one
-line with exit code 2 (``UsageError``, ``cli``). Run folders: which one a run writes, what
-resuming picks, reuse of one left before its first checkpoint, the attempts in run_state.json.
-Result files: their claim, the partial records written as scored, and what --resume keeps.
+line with exit code 2 (``UsageError``, ``cli``, ``Parser``). Run folders: which one a run writes,
+what resuming picks, reuse of one left before its first checkpoint, the attempts in
+run_state.json. Result files of eval.py: result_files.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import logging
@@ -49,6 +50,29 @@ def cli(main) -> int:
     except UsageError as err:
         print("\n".join(f"error: {line}" for line in err.message.splitlines()), file=sys.stderr)
         return 2
+
+
+class Parser(argparse.ArgumentParser):
+    """The commands' argument parser: the whole first paragraph of a docstring as the description,
+    each default shown once, and a bad flag as one ``error:`` line (exit code 2) that names it and
+    where the flags are listed, rather than the whole usage first."""
+
+    def __init__(self, doc: str, **kwargs):
+        first = doc.strip().split("\n\n")[0]
+        super().__init__(description=" ".join(first.split()), formatter_class=_DefaultsOnce, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}. {self.prog} --help lists the flags.\n")
+
+
+class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` only where the help text does not already speak of a default, and there
+    is one to show (not None)."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "").lower() or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 # ---------------------------------------------------------------- exclusive claims
@@ -158,7 +182,7 @@ RUN_LOCK = ".run.lock"  # held (flock) by the process writing the folder
 RUN_STATE = "run_state.json"  # what happened after the start: attempts, steps, wall time, fast paths
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _EARLY_FILES = {"run_config.json", RUN_STATE, "log_history.json", "reward_curves.png", "runs", "preflight.json"}
-_EARLY_FILES |= {"completions.jsonl", "report.html"}
+_EARLY_FILES |= {"completions.jsonl", "report.html", "wandb", "completions", "README.md"}  # wandb, TRL and model card
 _PREVIOUS_PREFIX = "previous-attempt-"
 
 
@@ -178,6 +202,13 @@ def find_last_checkpoint(output_dir: str) -> str | None:
         if m and os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER)):
             done.append((int(m.group(1)), os.path.join(output_dir, name)))
     return max(done)[1] if done else None
+
+
+def checkpoint_step(checkpoint: str) -> int | None:
+    """The optimizer step a checkpoint was written at (its trainer_state.json), None if unreadable."""
+    state = read_json(os.path.join(checkpoint, "trainer_state.json"), "checkpoint state")
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def _is_rank_zero() -> bool:
@@ -224,7 +255,8 @@ def prepare_output_dir(args) -> tuple[str, str | None]:
         raise UsageError(
             f"--output_dir {output_dir!r} is a file, not a folder. Give a folder path such as ckpts/my-run."
         )
-    if not resume and not os.path.exists(os.path.join(output_dir, RUN_LOCK)):
+    into_other = resume and resume != "last" and not _same_dir(output_dir, os.path.dirname(os.path.abspath(resume)))
+    if (not resume or into_other) and not os.path.exists(os.path.join(output_dir, RUN_LOCK)):
         _refuse_if_taken(output_dir)  # before the claim, so a refusal adds nothing to the folder
     if _is_rank_zero():  # one claim per run; the other processes of a multi-process run follow rank 0
         args._created_output_dir = not os.path.isdir(output_dir)
@@ -234,6 +266,10 @@ def prepare_output_dir(args) -> tuple[str, str | None]:
     except BaseException:
         release(os.path.join(output_dir, RUN_LOCK))
         raise
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _checkpoint_to_resume(args, output_dir: str) -> str | None:
@@ -305,7 +341,8 @@ def restore_for_resume(args, given: set[str]) -> None:
     would change what is learned (each named with its old and new value). Flags in
     ``RESUME_SAFE`` may change; the changes are kept in ``args._changed_on_resume``."""
     resume = args.resume_from_checkpoint
-    run_dir = args.output_dir or (os.path.dirname(os.path.abspath(resume)) if resume and resume != "last" else None)
+    # the checkpoint's own run decides, also when it is resumed into a new --output_dir
+    run_dir = os.path.dirname(os.path.abspath(resume)) if resume and resume != "last" else args.output_dir
     path = os.path.join(run_dir or "", "run_config.json")
     if not run_dir or not os.path.isfile(path):
         return  # nothing recorded (a run of an older version): the flags as given
@@ -340,99 +377,3 @@ def record_attempt(output_dir: str, attempt: dict) -> None:
         attempts.append(attempt)
     state.update({k: attempt[k] for k in ("steps", "finished", "complete") if k in attempt})
     write_json_atomic(path, state)
-
-
-# ---------------------------------------------------------------- evaluation results
-def summary_path(output_file: str) -> str:
-    stem = output_file[:-5] if output_file.endswith(".json") else output_file
-    return f"{stem}.summary.json"
-
-
-def partial_path(output_file: str) -> str:
-    """Records written as they are scored, one JSON line each; renamed away on success."""
-    stem = output_file[:-5] if output_file.endswith(".json") else output_file
-    return f"{stem}.partial.jsonl"
-
-
-def lock_path(output_file: str) -> str:
-    folder, name = os.path.split(os.path.abspath(output_file))
-    return os.path.join(folder, f".{name}.lock")
-
-
-class PartialResults:
-    """Records appended to ``<stem>.partial.jsonl`` as they are scored (a header line holds the
-    settings), so an interruption keeps them and ``--resume`` continues where it stopped."""
-
-    def __init__(self, output_file: str, settings: dict, resume: bool):
-        self.path, self.settings, self.records = partial_path(output_file), settings, {}
-        if resume:
-            self._load()
-        else:
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"settings": settings}) + "\n")
-
-    def _load(self) -> None:
-        with open(self.path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        try:
-            header = json.loads(lines[0])["settings"]
-        except (IndexError, ValueError, KeyError, TypeError):
-            raise UsageError(
-                f"{self.path} is not a partial result of eval.py (no settings line). Use --overwrite to start over."
-            ) from None
-        differ = [f"{k}: {header.get(k)!r} then, {v!r} now" for k, v in self.settings.items() if header.get(k) != v]
-        if differ:
-            raise UsageError(
-                f"--resume with other settings than the interrupted evaluation ({'; '.join(differ)}). Use the same "
-                "flags, or --overwrite to start over."
-            )
-        for line in lines[1:]:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                break  # a line cut short by the interruption: that problem is generated again
-            self.records[record.pop("index")] = record
-        logger.info("Resuming: %d problems already scored in %s", len(self.records), self.path)
-
-    def add(self, index: int, record: dict) -> None:
-        self.records[index] = record
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(finite({"index": index, **record}), ensure_ascii=False) + "\n")
-
-
-def plan_output(args, label: str, path: str | None = None) -> str:
-    """The results path for this evaluation, claimed for this process. Without --overwrite it
-    refuses an existing result, and an interrupted one's partial records unless --resume."""
-    if path is None:
-        path = args.output_file
-    if path is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = os.path.join(
-            "results", f"{safe_name(label)}-{safe_name(args.dataset_id)}-{safe_name(args.split)}-{stamp}.json"
-        )
-    for p in (path, summary_path(path)):
-        if os.path.isdir(p):
-            raise UsageError(f"--output_file {p} is a folder; give a file path such as results/eval.json.")
-    claim(lock_path(path), f"results file {path!r}")  # before the checks below: two evaluations cannot both pass them
-    if args.overwrite or args.resume:
-        return path
-    if os.path.exists(partial_path(path)):
-        raise UsageError(
-            f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume to "
-            "continue it, or --overwrite to start over."
-        )
-    for p in (path, summary_path(path)):
-        if os.path.exists(p):
-            raise UsageError(
-                f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was "
-                "changed."
-            )
-    return path
-
-
-def finished_summary(path: str) -> dict | None:
-    """The summary of a complete evaluation at ``path`` (what --resume keeps), else None."""
-    if os.path.exists(partial_path(path)) or not (os.path.isfile(path) and os.path.isfile(summary_path(path))):
-        return None
-    summary = read_json(summary_path(path), "evaluation summary")
-    return summary if summary.get("complete", True) else None

@@ -12,6 +12,7 @@ curves' telemetry panel); every evaluation summary has them under ``"telemetry"`
 from __future__ import annotations
 
 import logging
+import os
 
 from reward import (
     ANSWER_END,
@@ -72,9 +73,40 @@ class CompletionLog:
     ``every``-th step, at most ``cap`` lines; what is left out is counted and said, never silent).
     A prompt's text is written the first time its ``prompt_index`` appears, later lines refer to it."""
 
-    def __init__(self, path: str, every: int = 1, cap: int = 20000):
+    def __init__(self, path: str, every: int = 1, cap: int = 20000, resume_step: int | None = None):
         self.path, self.every, self.cap = path, max(1, every), cap
         self.written, self.skipped, self.seen = 0, 0, set()
+        if resume_step is not None:
+            self._keep_until(resume_step)
+
+    def _keep_until(self, step: int) -> None:
+        """On resume from the checkpoint of ``step``: drop the lines of later steps (they are done again),
+        and count what is kept toward the cap, so no step is logged twice and the cap holds across attempts."""
+        import json
+
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the interruption
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                kept.append(line)
+                self.seen.add(row.get("prompt_index"))
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+        self.written = len(kept)
+        if len(kept) < len(lines):
+            logger.info(
+                "completions.jsonl: %d lines after step %d dropped (done again on resume)", len(lines) - len(kept), step
+            )
 
     def write(self, step: int, rows: list[dict]) -> None:
         import json
@@ -123,10 +155,14 @@ class TelemetryMixin:
         return output
 
     def _observe(self, inputs, output) -> None:
-        n = len(inputs)
-        prompts, completions = list(self._logs["prompt"])[-n:], list(self._logs["completion"])[-n:]
-        rewards = {name: list(values)[-n:] for name, values in self._logs["rewards"].items()}
-        advantages = list(self._logs["advantages"])[-n:]
+        """Telemetry and completion-log rows of one generation batch, over every process's rows: TRL's
+        logs hold the gathered prompts, completions, rewards and advantages in process order, so this
+        process's lengths, cut flags and problem ids are gathered the same way to sit beside them."""
+        n, world = len(inputs), self.accelerator.num_processes
+        total = n * world
+        prompts, completions = list(self._logs["prompt"])[-total:], list(self._logs["completion"])[-total:]
+        rewards = {name: list(values)[-total:] for name, values in self._logs["rewards"].items()}
+        advantages = list(self._logs["advantages"])[-total:]
         mask, ids = output["completion_mask"], output["completion_ids"]
         lengths = mask.sum(1).tolist()
         limit = self.args.max_completion_length
@@ -134,16 +170,22 @@ class TelemetryMixin:
             n_tok >= limit and row[n_tok - 1] not in self.eos_ids
             for n_tok, row in zip(lengths, ids.tolist(), strict=True)
         ]
+        g = self.num_generations
+        offset = self.accelerator.process_index * n
+        problem_ids = [inputs[i].get("problem_id", (offset + i) // g) for i in range(n)]
+        if world > 1:  # every process takes part in the gather, whatever it logs after
+            from accelerate.utils import gather_object
+
+            lengths, truncated, problem_ids = (gather_object(x) for x in (lengths, truncated, problem_ids))
         mode = "train" if self.model.training else "eval"
         for key, value in contract_telemetry(
             completions, prompts=prompts, truncated=truncated, lengths=lengths
         ).items():
             self._metrics[mode][f"telemetry/{key}"].append(value)
         if mode == "train" and self.completion_log is not None and self.accelerator.is_main_process:
-            g = self.num_generations
             rows = [
                 {
-                    "prompt_index": inputs[i].get("problem_id", i // g),
+                    "prompt_index": problem_ids[i],
                     "group": i // g,
                     "prompt": completion_text(prompts[i]),
                     "completion": completion_text(completions[i]),

@@ -23,9 +23,7 @@ import math
 import os
 import pathlib
 import shutil
-import signal
 import sys
-import time
 
 import data_utils
 import decoding
@@ -36,10 +34,18 @@ import preflight
 import report
 import reward
 from fast_logps import FastLogpsTrainer
+from run_control import (
+    CheckpointMarker,
+    RewardHackingWatch,
+    StopOnSignal,
+    nothing_left,
+    take_finished_checkpoint,
+    train_with_signal_stop,
+)
 from run_files import (
-    COMPLETE_MARKER,
     RUN_LOCK,
     UsageError,
+    checkpoint_step,
     prepare_output_dir,
     record_attempt,
     release,
@@ -102,66 +108,6 @@ def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
     return grpo, lora
 
 
-# ---------------------------------------------------------------- callbacks
-def _callbacks():
-    from transformers import TrainerCallback
-
-    class CheckpointMarker(TrainerCallback):
-        """Writes COMPLETE into a checkpoint once the trainer has finished writing it."""
-
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-                if os.path.isdir(folder):
-                    with open(os.path.join(folder, COMPLETE_MARKER), "w") as f:
-                        f.write(f"step {state.global_step}\n")
-
-    class StopOnSignal(TrainerCallback):
-        """First Ctrl-C / SIGTERM: finish the step, save a checkpoint, stop. Second Ctrl-C: abort."""
-
-        def __init__(self):
-            self.stop_requested = False
-
-        def request_stop(self, signum, frame):
-            if self.stop_requested and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.stop_requested = True
-            logger.warning(
-                "Signal %d: saving a checkpoint after this step, then stopping (Ctrl-C again aborts).", signum
-            )
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.stop_requested:
-                control.should_save = True
-                control.should_training_stop = True
-            return control
-
-    class RewardHackingWatch(TrainerCallback):
-        """Warns when the training reward rises between two --eval_steps evaluations while the
-        held-out accuracy falls: the policy may be gaming the rewards rather than solving problems."""
-
-        def __init__(self):
-            self.rewards, self.last = [], None  # train rewards since the last evaluation; (reward, accuracy) then
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            if logs.get("reward") is not None:
-                self.rewards.append(logs["reward"])
-            accuracy = logs.get("eval_rewards/accuracy_reward/mean")
-            if accuracy is None or not self.rewards:
-                return
-            reward = sum(self.rewards) / len(self.rewards)
-            if self.last and reward > self.last[0] and accuracy < self.last[1] - 0.02:
-                logger.warning(
-                    "training reward rose %.3f -> %.3f while held-out accuracy fell %.3f -> %.3f: the policy may be "
-                    "gaming the rewards; look at telemetry/* and completions.jsonl (python report.py RUN)",
-                    self.last[0], reward, self.last[1], accuracy,
-                )  # fmt: skip
-            self.last, self.rewards = (reward, accuracy), []
-
-    return CheckpointMarker(), StopOnSignal(), RewardHackingWatch()
-
-
 # ---------------------------------------------------------------- the run
 def _versions() -> dict:
     import importlib.metadata as md
@@ -175,21 +121,28 @@ def _versions() -> dict:
     return out
 
 
-def prepare_datasets(args, tokenizer):
+def prepare_datasets(args, tokenizer, context: int | None = None):
     """Training (and, with --eval_steps, evaluation) rows from data_utils' one prompt pipeline,
-    rendered to the very text eval.py renders, and the rows left out by reason."""
+    rendered to the very text eval.py renders, the rows left out by reason, and what the test
+    rows are (carved from train by problem text when the dataset has no test split; training
+    never sees them, and evaluation leaves out any test problem that also occurs in training)."""
     common = {
         "template": args.prompt_template,
         "prefill_think": args.prefill_think,
         "max_prompt_length": args.max_prompt_length,
         "columns": (args.problem_column, args.solution_column, args.answer_column),
-        "seed": args.seed,
+        "context": context,
     }
-    train_ds, dropped = data_utils.prompt_rows(tokenizer, args.dataset_id, args.train_split, "train", **common)
+    train_ds, dropped, held_out = data_utils.prompt_rows(
+        tokenizer, args.dataset_id, args.train_split, "train", held_out=args.test_split, **common
+    )
     counts, eval_ds = {"train": dropped}, None
     if args.eval_steps:
-        eval_ds, counts["eval"] = data_utils.prompt_rows(tokenizer, args.dataset_id, args.test_split, "test", **common)
-    return train_ds, eval_ds, counts
+        known = {data_utils.normalise_problem(p) for p in train_ds["problem"]}
+        eval_ds, counts["eval"], held_out = data_utils.prompt_rows(
+            tokenizer, args.dataset_id, args.test_split, "eval", exclude=known, **common
+        )
+    return train_ds, eval_ds, counts, held_out
 
 
 class RunTrainer(TelemetryMixin, FastLogpsTrainer):
@@ -227,11 +180,15 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     reward.set_verify_timeout(args.verify_timeout)
     state = PartialState()
     hw = _resolve(args, state)
-    train_ds, eval_ds, dropped = prepare_datasets(args, hw["tokenizer"])  # data errors before the model loads
+    context = model_utils.context_length(hw["resolved"]["base"])
+    train_ds, eval_ds, dropped, held_out = prepare_datasets(
+        args, hw["tokenizer"], context
+    )  # data errors before the model loads
     print(run_length_line(args, len(train_ds), state.num_processes), flush=True)
     model = model_utils.load_model(
         hw["resolved"], hw["dtype"], trust_remote_code=args.trust_remote_code, attn_implementation=hw["attention"]
     )
+    check_lora_targets(model, args.lora_target_modules)
     logger.info(
         "Model: %s | device %s | dtype %s | processes %d",
         hw["resolved"]["source"],
@@ -244,7 +201,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir or os.path.join(output_dir, "runs"))
     if args.report_to == "wandb":
         _wandb_offline_unless_logged_in(output_dir)
-    marker, stopper, watch = _callbacks()
+    marker, stopper, watch = CheckpointMarker(), StopOnSignal(), RewardHackingWatch()
     trainer = RunTrainer(
         model=model,
         reward_funcs=reward.get_reward_funcs(args.reward_funcs),
@@ -260,7 +217,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     trainer.eos_ids = tuple({hw["tokenizer"].eos_token_id, *([eos] if isinstance(eos, int) else eos or [])} - {None})
     if args.completions_log_max > 0 and state.is_main_process:
         path = os.path.join(output_dir, "completions.jsonl")
-        trainer.completion_log = CompletionLog(path, args.completions_log_every, args.completions_log_max)
+        resumed_at = checkpoint_step(resume_ckpt) if resume_ckpt else None
+        trainer.completion_log = CompletionLog(path, args.completions_log_every, args.completions_log_max, resumed_at)
     if state.is_main_process:
         trainer.model.print_trainable_parameters()  # as the original printed it
     trainable, total = trainer.model.get_nb_trainable_parameters()
@@ -271,7 +229,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         "attn_implementation": hw["attention"] or "model default",
         "fast_paths": {"setting": args.fast_paths, "enabled": hw["fast"]},
         **{"bf16": hw["use_bf16"], "num_processes": state.num_processes, "train_rows": len(train_ds)},
-        **{"eval_rows": len(eval_ds) if eval_ds is not None else 0, "dropped": dropped},
+        **{"eval_rows": len(eval_ds) if eval_ds is not None else 0, "dropped": dropped, "held_out": held_out},
         **{"trainable_params": trainable, "all_params": total},
         "versions": _versions(),
         "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
@@ -279,6 +237,22 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     return trainer, stopper, run_config
+
+
+def check_lora_targets(model, targets: str) -> None:
+    """Refuse ``--lora_target_modules`` naming a module the model does not have (PEFT would raise later,
+    in a traceback), listing the linear layers it does have."""
+    import torch
+
+    if targets == "all-linear":
+        return
+    have = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    missing = [t.strip() for t in targets.split(",") if t.strip() not in have]
+    if missing:
+        raise UsageError(
+            f"--lora_target_modules {targets!r}: the model has no module named {', '.join(missing)}. Its linear "
+            f"layers are {', '.join(have)}; or use all-linear."
+        )
 
 
 def _wandb_offline_unless_logged_in(output_dir: str) -> None:
@@ -357,18 +331,6 @@ def train(args, callbacks=()) -> int:
             shutil.rmtree(output_dir, ignore_errors=True)  # failed before writing anything: leave no empty folder
 
 
-def _train_with_signal_stop(trainer, stopper, resume_ckpt: str | None) -> float:
-    """``trainer.train`` with Ctrl-C / SIGTERM turned into save-and-stop; returns the wall time (s)."""
-    previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    start = time.time()
-    try:
-        trainer.train(resume_from_checkpoint=resume_ckpt)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return time.time() - start
-
-
 def _write_report(output_dir: str) -> None:
     try:
         report.write_report(output_dir)
@@ -411,20 +373,26 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
         "complete": False,
     }
     if state.is_main_process:
-        if resume_ckpt is None:  # the run's identity: written once, at its start
+        if not os.path.isfile(os.path.join(output_dir, "run_config.json")):  # the run's identity: written once,
+            # at its start (or the first time a checkpoint is resumed into this folder)
             write_json_atomic(os.path.join(output_dir, "run_config.json"), run_config)
             logger.info("Resolved configuration written to %s/run_config.json", output_dir)
         record_attempt(output_dir, attempt)
 
-    wall = _train_with_signal_stop(trainer, stopper, resume_ckpt)
+    if resume_ckpt and nothing_left(resume_ckpt, args.max_steps):
+        wall = take_finished_checkpoint(trainer, resume_ckpt)
+    else:
+        wall = train_with_signal_stop(trainer, stopper, resume_ckpt)
     steps = trainer.state.global_step
     history = trainer.state.log_history
+    # a stop asked for during the last step changes nothing: the run is finished and saved as such
+    interrupted = stopper.stop_requested and steps < trainer.state.max_steps
     attempt.update(
         {
             "completions_log": trainer.completion_log.stats() if trainer.completion_log else None,
             "train_wall_s": round(wall, 1),
             "steps": steps,
-            "interrupted": stopper.stop_requested,
+            "interrupted": interrupted,
             "fast_paths": fast_paths_report(trainer, run_config),
         }
     )
@@ -434,7 +402,7 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
         plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
         record_attempt(output_dir, attempt)
         _write_report(output_dir)
-    if stopper.stop_requested:
+    if interrupted:
         logger.warning(
             "Stopped at step %d. Resume with: python main.py --output_dir %s --resume_from_checkpoint last",
             steps,

@@ -8,6 +8,7 @@ from datasets import Dataset, DatasetDict
 
 import builtin_data
 import data_utils
+import splits
 from data_utils import DataError, load_and_process_data
 from reward import ANSWER_END, ANSWER_START, BOXED, THINK_END, THINK_START, accuracy_reward
 
@@ -166,10 +167,80 @@ def test_save_to_disk_folder(tmp_path):
 def test_single_dataset_save_to_disk_carves_a_test_split(tmp_path):
     Dataset.from_list(NUMINA_ROWS).save_to_disk(str(tmp_path / "one"))
     train, test = load_and_process_data(str(tmp_path / "one"), test_fraction=0.25)
-    assert (len(train), len(test)) == (15, 5)
-    assert not set(train["solution"]) & set(test["solution"])  # disjoint
+    assert len(train) + len(test) == 20 and 1 <= len(test) <= 10
+    assert not set(train["problem"]) & set(test["problem"])  # disjoint
     again_train, again_test = load_and_process_data(str(tmp_path / "one"), test_fraction=0.25)
-    assert again_test["solution"] == test["solution"]  # deterministic for a seed
+    assert again_test["solution"] == test["solution"]  # deterministic
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_the_carve_is_by_problem_text_not_position(tmp_path):
+    """A shuffled copy with repeats holds out the same problems; a problem written twice lands on one side."""
+    rows = NUMINA_ROWS * 2
+    first = _jsonl(tmp_path / "a.jsonl", rows)
+    shuffled = _jsonl(tmp_path / "b.jsonl", rows[::-1][3:] + rows[::-1][:3])
+    _, test_a, record_a = data_utils.load_splits(first, None, "test")
+    _, test_b, record_b = data_utils.load_splits(shuffled, None, "test")
+    assert sorted(test_a["problem"]) == sorted(test_b["problem"]) and len(test_a) % 2 == 0
+    assert record_a["problems_sha256"] == record_b["problems_sha256"] and record_a["source"] == "carved from train"
+    assert record_a["rows"] == len(test_a) and record_a["rule"] and record_a["fraction"] == 0.1
+
+
+def test_training_never_sees_the_carved_test_rows(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", NUMINA_ROWS)
+    train, _, record = data_utils.load_splits(path, "train", "test", roles=("train",))
+    _, test, _ = data_utils.load_splits(path, None, "test")
+    assert not set(train["problem"]) & set(test["problem"]) and len(train) + len(test) == len(NUMINA_ROWS)
+    assert record["problems_sha256"] == splits.problems_digest(test["problem"])
+    # a slice of the training rows is a slice of what is left after the carve
+    sliced, _, _ = data_utils.load_splits(path, "train[:5]", "test", roles=("train",))
+    assert sliced["problem"] == train["problem"][:5]
+
+
+def test_outside_a_run_the_train_split_is_every_row(tmp_path):
+    """eval.py --split train of a one-file dataset, outside any run: all its rows (nothing is held out)."""
+    path = _jsonl(tmp_path / "d.jsonl", NUMINA_ROWS)
+    _, rows, record = data_utils.load_splits(path, None, "train")
+    assert len(rows) == len(NUMINA_ROWS) and record["source"] == "the dataset's split"
+
+
+@pytest.mark.parametrize(
+    "train_split,test_split,refused",
+    [
+        ("train", "train[90%:]", True),  # every test row is a training row
+        ("train[:60%]", "train[50%:]", True),  # slices that share rows
+        ("train[:80%]", "train[80%:]", False),  # disjoint slices
+        ("train", "test", False),  # carved: disjoint by construction
+    ],
+)
+def test_a_test_split_overlapping_the_train_split_is_refused(tmp_path, train_split, test_split, refused):
+    path = _jsonl(tmp_path / "d.jsonl", NUMINA_ROWS)
+    if refused:
+        with pytest.raises(DataError, match="overlaps --train_split"):
+            data_utils.load_splits(path, train_split, test_split)
+    else:
+        train, test, _ = data_utils.load_splits(path, train_split, test_split)
+        assert not set(train["problem"]) & set(test["problem"])
+
+
+def test_problems_seen_in_training_are_counted_and_left_out(tmp_path, tiny_model_dir):
+    import model_utils
+
+    folder = tmp_path / "dd"
+    DatasetDict(
+        {"train": Dataset.from_list(NUMINA_ROWS[:12]), "test": Dataset.from_list(NUMINA_ROWS[8:])}
+    ).save_to_disk(str(folder))  # 4 test problems also in train
+    known = data_utils.training_problems(str(folder), "train", "test")
+    rows, dropped, _ = data_utils.prompt_rows(
+        model_utils.load_tokenizer(tiny_model_dir), str(folder), "test", "eval", exclude=known
+    )
+    assert dropped["contaminated"] == 4 and len(rows) == 8
+    assert not {splits.normalise_problem(p) for p in rows["problem"]} & known
+    assert rows["problem_id"] == list(range(4, 12))  # each row keeps its place in the split
 
 
 def test_gsm8k_jsonl_file(tmp_path):
@@ -330,3 +401,53 @@ def test_each_levels_test_split_is_pinned(level):
         rows = [r for r in builtin_data.builtin_records(levels)["test"] if r["level"] == level]
         digest = hashlib.sha256(json.dumps([(r["problem"], r["solution"], r["answer"]) for r in rows]).encode())
         assert len(rows) == 200 and digest.hexdigest()[:16] == TEST_SPLIT_HASHES[level]
+
+
+# ---------------------------------------------------------------- data read as written
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"problem": {"0": "1+1?", "1": "2+2?"}, "answer": {"0": 2, "1": 4}},  # pandas' default to_json()
+        {"problem": ["1+1?", "2+2?"], "answer": [2, 4]},  # a dict of lists
+    ],
+)
+def test_a_json_file_of_columns_is_read_as_its_rows(tmp_path, content):
+    path = tmp_path / "cols.json"
+    path.write_text(json.dumps(content), encoding="utf-8")
+    train, _ = load_and_process_data(str(path), "train", None)
+    assert train["problem"] == ["1+1?", "2+2?"] and train["answer"] == ["2", "4"]
+
+
+def test_a_json_file_of_columns_inside_a_folder_is_refused_by_name(tmp_path):
+    (tmp_path / "ds").mkdir()
+    path = tmp_path / "ds" / "train.json"
+    path.write_text(json.dumps({"problem": ["1+1?"], "answer": [2]}), encoding="utf-8")
+    with pytest.raises(DataError, match="train.json.*holds columns, not rows"):
+        load_and_process_data(str(tmp_path / "ds"), "train", None)
+
+
+@pytest.mark.parametrize(
+    "gold,gold_text,right,wrong",
+    [
+        (1e-05, "0.00001", "0.00001", "0.0001"),  # JSON's 1e-05: written exactly, not "1e-05"
+        (1e20, "100000000000000000000", "10^{20}", "10^{19}"),
+        (2.5, "2.5", "\\frac{5}{2}", "2"),
+        ([-1, 1], "-1, 1", "1, -1", "[-1, 1]"),  # a list is the parts of one answer, not an interval
+        ([[1, 2], [3, 4]], "(1, 2), (3, 4)", "(3, 4), (1, 2)", "(1, 2)"),  # a list of tuples
+    ],
+)
+def test_numeric_and_list_golds_are_read_exactly(tmp_path, gold, gold_text, right, wrong):
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps({"problem": "p?", "answer": gold}) + "\n", encoding="utf-8")
+    train, _ = load_and_process_data(str(path), "train", None)
+    assert train[0]["answer"] == gold_text
+    completions = [f"{THINK_START}w{THINK_END}{ANSWER_START}{BOXED}{{{a}}}{ANSWER_END}" for a in (right, wrong)]
+    assert accuracy_reward(completions, [train[0]["solution"]] * 2, answer=[train[0]["answer"]] * 2) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("tail,want", [("#### 1,000", "1000"), ("#### (1, 2)", "(1, 2)"), ("#### 1,2", "1,2")])
+def test_gsm8k_answers_keep_their_commas_except_thousands(tmp_path, tail, want):
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(json.dumps({"question": "q?", "answer": f"work\n{tail}"}) + "\n", encoding="utf-8")
+    train, _ = load_and_process_data(str(path), "train", None)
+    assert train[0]["answer"] == want

@@ -77,22 +77,84 @@ def test_the_page_is_self_contained_and_embeds_everything(tmp_path):
     assert '"verdict": "no_signal"' in page and "needle-3" in page and '"label": "trained"' in page
 
 
-def test_a_closing_script_tag_in_a_completion_cannot_break_the_page(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    row = {
-        "step": 1,
-        "prompt_index": 0,
-        "group": 0,
-        "length": 3,
-        "completion": "</script><b>x",
-        "rewards": {},
-        "truncated": False,
-    }
-    (run / "completions.jsonl").write_text(json.dumps(row) + "\n")
-    with open(report.write_report(str(run))) as f:
+@pytest.mark.parametrize("text", ["</script><b>x", "<!--<script>", "</SCRIPT >", "\u2028</script"])
+def test_no_text_in_a_completion_or_problem_can_break_out_of_the_page(tmp_path, text):
+    run = _synthetic_run(tmp_path / "run", n=4)
+    with open(tmp_path / "run" / "completions.jsonl", "a") as f:
+        row = {"step": 9, "prompt_index": 99, "group": 0, "length": 3, "completion": text, "prompt": text}
+        f.write(json.dumps(row | {"rewards": {}, "truncated": False}) + "\n")
+    with open(report.write_report(run)) as f:
         page = f.read()
-    assert "</script><b>" not in page and "<\\/script><b>" in page
+    script = page[page.index("const D = ") :]
+    script = script[: script.index("</script>")]
+    assert "<" not in script.split("const D = ", 1)[1].split(";\n", 1)[0]  # the data holds no "<" at all
+    data = json.loads(script.split("const D = ", 1)[1].split(";\n", 1)[0])
+    assert data["completions"][-1]["completion"] == text and data["prompts"]["99"] == text  # read back intact
+
+
+def _row_file(tmp_path, name, rows):
+    path = tmp_path / name
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def test_results_are_paired_by_problem_not_position(tmp_path):
+    base, trained = _results(tmp_path)
+    with open(trained) as f:
+        shuffled = json.load(f)[::-1]
+    reordered = _row_file(tmp_path, "reordered.json", shuffled)
+    data = report.collect(_synthetic_run(tmp_path / "run", n=4), [base, reordered])
+    first, second = data["results"][0]["records"], data["results"][1]["records"]
+    assert [r["problem"] for r in first] == [r["problem"] for r in second] and len(first) == 4
+    assert [r["reward"] for r in second] == [1.0, 1.0, 0.0, 0.0]  # each reward moved with its problem
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (
+            lambda t: _row_file(t, "other.json", [{"prompt": "user\nOther?", "reward": 1.0}]),
+            "not over the same problems",
+        ),
+        (lambda t: str(t / "base.summary.json"), "is an evaluation summary"),
+        (lambda t: _row_file(t, "obj.json", {"accuracy": 0.5}), "not an eval.py results file"),
+        (lambda t: _row_file(t, "lines.json", [1, 2]), "not an eval.py results file"),
+        (lambda t: str(t / "missing.json"), "cannot be read"),
+    ],
+)
+def test_bad_results_files_are_one_line_errors(tmp_path, capsys, make, message):
+    run = _synthetic_run(tmp_path / "run", n=4)
+    base, _ = _results(tmp_path)
+    assert report.main([run, base, make(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(run, "report.html"))  # nothing written
+
+
+def test_a_damaged_completion_log_is_read_around(tmp_path):
+    run = _synthetic_run(tmp_path / "run", n=8)
+    with open(tmp_path / "run" / "completions.jsonl", "ab") as f:
+        f.write(b'[1, 2]\n"text"\n{"step": 3, "completion": "caf\xc3')  # a non-object, a string, a cut character
+    data = report.collect(run, [])
+    assert len(data["completions"]) == 8 and data["unreadable_completion_lines"] == 3
+
+
+@pytest.mark.parametrize("where", ["not_a_run", "out_is_a_folder", "unwritable"])
+def test_report_writes_only_into_a_run_and_where_asked(tmp_path, capsys, where):
+    run = _synthetic_run(tmp_path / "run", n=4)
+    argv = [run]
+    if where == "not_a_run":
+        (tmp_path / "plain").mkdir()
+        argv = [str(tmp_path / "plain")]
+    elif where == "out_is_a_folder":
+        argv += ["--out", str(tmp_path)]
+    else:
+        argv += ["--out", str(tmp_path / "no" / "such" / "folder" / "r.html")]
+    assert report.main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not os.path.exists(tmp_path / "plain" / "report.html") and not os.path.exists(
+        os.path.join(run, "report.html")
+    )
 
 
 @pytest.fixture(scope="module")

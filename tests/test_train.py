@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+import data_utils
 import main
 import model_utils
 import reward
@@ -36,8 +37,10 @@ def test_run_folder_has_everything(tiny_run):
     assert (
         cfg["device"] == "cpu"
         and cfg["dtype"] == "torch.float32"
-        and cfg["dropped"] == {"train": {"empty_problem": 0, "unusable_gold": 0, "prompt_too_long": 0}}
+        and cfg["dropped"]
+        == {"train": {"empty_problem": 0, "unusable_gold": 0, "contaminated": 0, "prompt_too_long": 0}}
     )
+    assert cfg["held_out"] == {"source": "the dataset's split", "split": "test"}  # builtin:1 has its own test split
     assert cfg["versions"]["trl"] and cfg["grpo_config"]["num_generations"] == 2
     assert cfg["args"]["lora_target_modules"] == "all-linear"
     with open(os.path.join(tiny_run, "log_history.json")) as f:
@@ -193,6 +196,21 @@ def test_two_process_cpu_training(tiny_model_dir, tmp_path):
         assert json.load(f)["steps"] == 1
     assert cfg["num_processes"] == 2
     assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
+    # the completion log holds both processes' completions, each beside its own prompt, rewards and length
+    with open(os.path.join(out, "completions.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    assert len(logged) == 8  # 2 processes x 4 completions
+    rows, _, _ = data_utils.prompt_rows(model_utils.load_tokenizer(tiny_model_dir), "builtin:1", "train[:16]", "train")
+    by_id = {r["problem_id"]: r for r in rows}
+    for line in logged:
+        row = by_id[line["prompt_index"]]
+        if "prompt" in line:
+            assert line["prompt"] == row["prompt"]
+        assert reward.format_reward([line["completion"]], prompts=[row["prompt"]]) == [line["rewards"]["format_reward"]]
+        accuracy = reward.accuracy_reward([line["completion"]], [row["solution"]], answer=[row["answer"]])
+        assert accuracy == [line["rewards"]["accuracy_reward"]]
+        assert 1 <= line["length"] <= 8 and (not line["truncated"] or line["length"] == 8)
+    assert len({line["prompt_index"] for line in logged}) == 4  # 4 prompts, 2 completions each
 
 
 @pytest.mark.slow
@@ -412,6 +430,13 @@ def test_a_refused_run_adds_nothing_and_a_failed_one_leaves_no_empty_folder(tmp_
         (["--loss_type", "bogus"], "--loss_type 'bogus': the installed TRL accepts ['grpo', 'dr_grpo', 'dapo'"),
         (["--dataset_id", "builtin:9"], "Bad built-in dataset id 'builtin:9'"),
         (["--beta", "-1"], "--beta -1.0"),
+        (["--steps_per_generation", "0"], "--steps_per_generation 0: must be a positive integer"),
+        (["--reward_weights", "0,0"], "all weights are 0"),
+        (["--completions_log_max", "-1"], "--completions_log_max -1: must be >= 0"),
+        (["--lora_target_modules", ""], "--lora_target_modules '': expected 'all-linear'"),
+        (["--lora_target_modules", "q_proj,"], "--lora_target_modules 'q_proj,'"),
+        (["--dataset_id", "BUILTIN:1"], "written in lower case, 'builtin:1'"),
+        (["--dataset_id", "builtin:1,1@0.5"], "names level 1 twice"),
     ],
 )
 def test_meaningless_values_are_refused_before_loading(flags, message):
@@ -548,3 +573,102 @@ def test_preflight_only_on_the_embedded_model(tmp_path, template, code, verdict)
     assert not os.path.exists(os.path.join(out, "run_config.json"))  # nothing that blocks a later run
     names = set(os.listdir(out)) - {run_files.RUN_LOCK}
     assert names == {"preflight.json"} and run_files._left_early(out, names)
+
+
+def test_a_lora_target_the_model_lacks_is_named_with_the_ones_it_has(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as err:
+        main.main(
+            ["--model_id", tiny_model_dir, "--output_dir", str(out), *TINY_TRAIN_FLAGS]
+            + ["--lora_target_modules", "q_proj,nonexistent_proj", "--no-preflight"]
+        )
+    assert "no module named nonexistent_proj" in str(err.value) and "q_proj" in str(err.value)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- resume bookkeeping
+@pytest.fixture
+def two_step_run(tiny_model_dir, tmp_path):
+    """A finished 2-step run with a checkpoint at each step, completion log capped at 6 lines (4 a step)."""
+    out = str(tmp_path / "two")
+    flags = [*TINY_TRAIN_FLAGS, "--completions_log_max", "6", "--no-preflight"]
+    assert main.main(["--model_id", tiny_model_dir, "--output_dir", out, *flags]) == 0
+    return out
+
+
+def _log_steps(run):
+    with open(os.path.join(run, "completions.jsonl")) as f:
+        return [json.loads(line)["step"] for line in f]
+
+
+def test_resume_keeps_the_completion_log_exact(two_step_run):
+    """As after kill -9 past step 1: resuming checkpoint-1 does step 2 again; its lines are not doubled and
+    the cap holds across attempts."""
+    assert _log_steps(two_step_run) == [1, 1, 1, 1, 2, 2]
+    ckpt = os.path.join(two_step_run, "checkpoint-1")
+    assert main.main(["--output_dir", two_step_run, "--resume_from_checkpoint", ckpt]) == 0
+    assert _log_steps(two_step_run) == [1, 1, 1, 1, 2, 2]
+    with open(os.path.join(two_step_run, run_files.RUN_STATE)) as f:
+        last = json.load(f)["attempts"][-1]
+    assert last["completions_log"]["lines"] == 6 and last["steps"] == 2
+
+
+def test_resume_into_a_new_folder_is_checked_like_in_place(two_step_run, tmp_path):
+    ckpt = os.path.join(two_step_run, "checkpoint-1")
+    new = str(tmp_path / "continued")
+    with pytest.raises(SystemExit) as err:
+        main.main(["--output_dir", new, "--resume_from_checkpoint", ckpt, "--learning_rate", "0.5"])
+    assert "--learning_rate: the run was started with 0.01, not 0.5" in str(err.value)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "adapter_model.safetensors").write_bytes(b"someone else's")
+    with pytest.raises(SystemExit, match="already holds files"):
+        main.main(["--output_dir", str(taken), "--resume_from_checkpoint", ckpt])
+    assert main.main(["--output_dir", new, "--resume_from_checkpoint", ckpt]) == 0
+    with open(os.path.join(new, "run_config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(two_step_run, "run_config.json")) as f:
+        source = json.load(f)
+    assert config["resumed_from"] == ckpt and config["args"]["learning_rate"] == source["args"]["learning_rate"]
+    assert os.path.isfile(os.path.join(new, "adapter_model.safetensors"))
+
+
+def test_a_stop_during_the_last_step_finishes_the_run(tiny_model_dir, tmp_path):
+    """SIGTERM while the last step runs: the run is complete (adapter saved), not interrupted, and nothing
+    is trained past --max_steps."""
+    from transformers import TrainerCallback
+
+    class SignalInLastStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == state.max_steps - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    out = str(tmp_path / "last")
+    argv = ["--model_id", tiny_model_dir, "--output_dir", out, *TINY_TRAIN_FLAGS, "--no-preflight"]
+    args = main.build_parser().parse_args(argv)
+    main.resolve_run_length(args, main.given_flags(argv))
+    assert train.train(args, callbacks=[SignalInLastStep()]) == 0
+    with open(os.path.join(out, run_files.RUN_STATE)) as f:
+        state = json.load(f)
+    assert state["complete"] and state["steps"] == 2 and not state["attempts"][-1]["interrupted"]
+    assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
+    assert main.main(["--output_dir", out, "--resume_from_checkpoint", "last"]) == 0
+    with open(os.path.join(out, run_files.RUN_STATE)) as f:
+        assert json.load(f)["steps"] == 2  # resuming a finished run trains nothing more
+    from safetensors.torch import load_file
+
+    saved, last = (load_file(os.path.join(d, "adapter_model.safetensors")) for d in (out, f"{out}/checkpoint-2"))
+    assert saved.keys() == last.keys() and all(torch.equal(saved[k], last[k]) for k in saved)  # its weights
+
+
+@pytest.mark.parametrize("left", ["wandb", "completions", "README.md"])
+def test_a_folder_left_before_its_first_checkpoint_by_wandb_trl_or_a_model_card_is_reused(tmp_path, left):
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / "run_config.json").write_text('{"args": {}}')
+    (out / left).mkdir() if "." not in left else (out / left).write_text("card")
+    args = main.build_parser().parse_args(["--output_dir", str(out)])
+    folder, resume = run_files.prepare_output_dir(args)
+    run_files.release(os.path.join(folder, run_files.RUN_LOCK))
+    aside = [n for n in os.listdir(out) if n.startswith("previous-attempt-")]
+    assert resume is None and len(aside) == 1 and left in os.listdir(out / aside[0])
