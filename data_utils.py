@@ -284,8 +284,9 @@ def _carve(ds, problem_column: str | None, fraction: float):
     train = [i for i, t in enumerate(sides) if not t]
     if not test or not train:
         raise DataError(
-            f"The dataset has no test split, and its {len(ds)} rows hold too few distinct problems to hold some out "
-            "as test rows. Add rows, or give a test split (a test file, or --test_split naming another split)."
+            f"The dataset has no test split, and {len(ds)} row(s) with {len(set(map(normalise_problem, problems)))} "
+            "distinct problem(s) are too few to hold some out as test rows. Add rows, or give the test rows yourself: "
+            "a folder with train.jsonl and test.jsonl (or train/test parquet files)."
         )
     return ds.select(train), ds.select(test), [problems[i] for i in test]
 

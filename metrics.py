@@ -160,7 +160,10 @@ def print_table(columns: dict[str, dict]) -> None:
     print("".ljust(width) + "".join(n[-colw + 2 :].ljust(colw) for n in names))
     for key in keys:
         if any(key in s for s in columns.values()):
-            print(key.ljust(width) + "".join(_fmt(columns[n].get(key, "-")).ljust(colw) for n in names))
+            values = [columns[n].get(key, "-") for n in names]
+            if key == "dropped":  # only the reasons that left something out
+                values = [{k: x for k, x in v.items() if x} or "none" if isinstance(v, dict) else v for v in values]
+            print(key.ljust(width) + "".join(_fmt(v).ljust(colw) for v in values))
 
 
 def accuracy_line(summary: dict) -> str:
