@@ -27,7 +27,7 @@ $(STAMP): requirements.txt Makefile
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(PY) main.py $(ARGS)
+	$(PY) main.py --config recipes/cpu_quick.yaml $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -53,7 +53,7 @@ gpu-bundle: $(STAMP)
 	$(PY) bench/gpu_bundle.py --out .gpu
 
 docs: $(STAMP)
-	$(PY) docs/flags.py
+	$(PY) docs/write_flags.py
 
 clean-venv:
 	rm -rf $(VENV)

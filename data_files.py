@@ -20,11 +20,14 @@ from splits import DataError
 DATA_EXTS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 
 
-def load_local(path: str):
-    """A ``DatasetDict`` of every split of the local dataset at ``path`` (a folder or a file)."""
+def load_local(path: str, config: str | None = None):
+    """A ``DatasetDict`` of every split of the local dataset at ``path`` (a folder or a file). A folder laid
+    out by configuration (a hub snapshot such as openai/gsm8k: ``main/``, ``socratic/``) is read from the
+    subfolder ``config`` names (one with several and none named is refused, naming them)."""
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
     if os.path.isdir(path):
+        path = _config_folder(path, config)
         if os.path.exists(os.path.join(path, "dataset_dict.json")) or os.path.exists(os.path.join(path, "state.json")):
             loaded = load_from_disk(path)
             return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
@@ -42,6 +45,8 @@ def load_local(path: str):
                     "the file itself as --dataset_id."
                 )
         return _loaded(lambda: load_dataset(path), files, path)
+    if config:
+        raise DataError(f"--dataset_config {config!r}: {path!r} is one file, which has no configurations; drop it.")
     ext = os.path.splitext(path)[1].lower()
     if ext not in DATA_EXTS:
         raise DataError(f"Unsupported dataset file {path!r}. Expected one of {sorted(DATA_EXTS)}.")
@@ -49,6 +54,34 @@ def load_local(path: str):
     if rows is not None:
         return DatasetDict({"train": Dataset.from_list(rows)})
     return _loaded(lambda: load_dataset(DATA_EXTS[ext], data_files={"train": path}), [path], path)
+
+
+def _config_folder(path: str, config: str | None) -> str:
+    """The folder to read: ``path/config`` when a configuration is named, the only configuration subfolder
+    of a folder laid out by configuration, else ``path``; ``DataError`` naming the configurations."""
+
+    def holds_data(folder: str) -> bool:
+        return any(os.path.splitext(f)[1] in DATA_EXTS for _, _, fs in os.walk(folder) for f in fs)
+
+    top_files = [f for f in os.listdir(path) if os.path.splitext(f)[1] in DATA_EXTS]
+    named = sorted(
+        d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and d not in ("data", ".cache")
+        and not d.startswith(".") and holds_data(os.path.join(path, d))
+    )  # fmt: skip
+    if config:
+        if config not in named:
+            raise DataError(
+                f"--dataset_config {config!r}: {path!r} has no such configuration folder; it has {named or 'none'}."
+            )
+        return os.path.join(path, config)
+    splits = ("train", "test", "validation")  # a folder per split is one configuration, not several
+    several = not top_files and len(named) > 1 and not any(d in splits for d in named)
+    if several and not os.path.isdir(os.path.join(path, "data")):
+        raise DataError(
+            f"Dataset folder {path!r} holds several configurations ({', '.join(named)}); name one with "
+            "--dataset_config."
+        )
+    return path
 
 
 def columnar_rows(path: str) -> list[dict] | None:

@@ -100,21 +100,24 @@ def _apply_slice(ds, name: str, slice_: str, expr: str):
     return ds.select(slice_range(name, slice_, len(ds), expr)) if slice_ else ds
 
 
-def _load_all_splits(dataset_id: str):
-    """A ``DatasetDict`` of every split a source has (builtin, local path or hub id)."""
+def _load_all_splits(dataset_id: str, config: str | None = None):
+    """A ``DatasetDict`` of every split a source has (builtin, local path or hub id); ``config``: a hub
+    dataset's configuration, or the subfolder of a local folder laid out by configuration."""
     from datasets import Dataset, DatasetDict, load_dataset
 
     if is_builtin(dataset_id):
+        if config:
+            raise DataError(f"--dataset_config {config!r}: the built-in dataset has no configurations; drop it.")
         shares = parse_builtin_spec(dataset_id)
         records = builtin_data.builtin_records(list(shares), shares=shares)
         return DatasetDict({k: Dataset.from_list(v) for k, v in records.items()})
     path = os.path.expanduser(dataset_id)
     if os.path.exists(path):
-        return data_files.load_local(path)
+        return data_files.load_local(path, config)
     if os.sep in dataset_id.strip("/") and dataset_id.count("/") != 1 or dataset_id.startswith((".", "/", "~")):
         raise DataError(f"Dataset path {dataset_id!r} does not exist. Check the path, or use 'builtin'.")
     try:
-        return load_dataset(dataset_id)
+        return load_dataset(dataset_id, config)
     except Exception as exc:  # noqa: BLE001 - the hub client raises many types; all mean "not available"
         raise DataError(
             f"Could not load dataset {dataset_id!r} from the hub or its local cache ({type(exc).__name__}: "
@@ -145,7 +148,9 @@ def _pick(
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # "1,000" but not "(1, 2)" or "1,2"
 
 
-def standardize(ds, problem_column=None, solution_column=None, answer_column=None, template: str = "original"):
+def standardize(
+    ds, problem_column=None, solution_column=None, answer_column=None, template: str = "original", system=None
+):
     """Map a dataset's columns to the schema ``prompt, solution, answer`` (see the module docstring).
 
     Detected layouts: NuminaMath-TIR / MATH (problem, solution), GSM8K (question, answer ending
@@ -162,7 +167,7 @@ def standardize(ds, problem_column=None, solution_column=None, answer_column=Non
             f"No solution or answer column found. The dataset's columns are {columns}; name one with "
             f"--solution_column or --answer_column (looked for {list(SOLUTION_COLUMNS + ANSWER_COLUMNS)})."
         )
-    sysmsg = system_prompt(template)
+    sysmsg = system or system_prompt(template)
 
     def convert(example):
         solution = cell_text(example[scol]) if scol else ""
@@ -200,6 +205,8 @@ def load_and_process_data(
     answer_column: str | None = None,
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
     test_fraction: float = TEST_FRACTION,
+    dataset_config: str | None = None,
+    system: str | None = None,
 ):
     """Load ``dataset_id`` and return ``(train, test)`` datasets in the output schema.
 
@@ -210,7 +217,8 @@ def load_and_process_data(
             (splits.py: ``test_fraction`` of the problems, the same rows every time), and the train
             rows exclude it. A test split that takes training rows is refused.
         problem_column / solution_column / answer_column: override column detection.
-        prompt_template: a name from ``PROMPT_TEMPLATES``.
+        prompt_template: a name from ``PROMPT_TEMPLATES``; ``system``: your own system prompt instead.
+        dataset_config: a hub dataset's configuration (or a local folder's configuration subfolder).
 
     Returns:
         ``(train, test)``; either is None when its split expression is None.
@@ -221,7 +229,7 @@ def load_and_process_data(
     """
     train, test, _ = load_splits(
         dataset_id, train_split, test_split, (problem_column, solution_column, answer_column), prompt_template,
-        test_fraction,
+        test_fraction, config=dataset_config, system=system,
     )  # fmt: skip
     return train, test
 
@@ -234,6 +242,8 @@ def load_splits(
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
     test_fraction: float = TEST_FRACTION,
     roles: tuple[str, ...] = ("train", "test"),
+    config: str | None = None,
+    system: str | None = None,
 ):
     """``(train, test, held_out)``: the rows of each split expression given (standardized for the
     ``roles`` asked, else None) and ``held_out``, what the test rows are (``splits.held_out_record``:
@@ -243,7 +253,7 @@ def load_splits(
         raise DataError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction!r}.")
     exprs = {role: expr for role, expr in (("train", train_split), ("test", test_split)) if expr is not None}
     wanted = {role: parse_split(expr) for role, expr in exprs.items()}
-    available = dict(_load_all_splits(dataset_id))
+    available = dict(_load_all_splits(dataset_id, config))
     held_out = None
     if "test" in wanted and wanted["test"][0] == "test" and "test" not in available and "train" in available:
         available["train"], available["test"], problems = _carve(available["train"], columns[0], test_fraction)
@@ -267,7 +277,7 @@ def load_splits(
         ds = _apply_slice(available[name], name, slice_, exprs[role])
         if len(ds) == 0:
             raise DataError(f"Split {name}{slice_} of {dataset_id!r} is empty. Widen the slice or check the data.")
-        out[role] = standardize(ds, *columns, prompt_template)
+        out[role] = standardize(ds, *columns, prompt_template, system)
     if held_out is None and "test" in out:
         held_out = held_out_record("the dataset's split", test_split, out["test"]["problem"])
     elif held_out is None and "test" in wanted:
@@ -291,10 +301,12 @@ def _carve(ds, problem_column: str | None, fraction: float):
     return ds.select(train), ds.select(test), [problems[i] for i in test]
 
 
-def training_problems(dataset_id: str, train_split: str, test_split: str | None, columns=(None, None, None)) -> set:
+def training_problems(
+    dataset_id: str, train_split: str, test_split: str | None, columns=(None, None, None), config: str | None = None
+) -> set:
     """The normalised problem texts of a run's training rows (its test split held out), for counting
     test problems seen in training (``contaminated``)."""
-    train, _, _ = load_splits(dataset_id, train_split, test_split, columns, roles=("train",))
+    train, _, _ = load_splits(dataset_id, train_split, test_split, columns, roles=("train",), config=config)
     return {normalise_problem(p) for p in train["problem"]}
 
 
@@ -307,6 +319,8 @@ def prompt_rows(
     held_out: str | None = "test",
     exclude: set | None = None,
     template: str = DEFAULT_PROMPT_TEMPLATE,
+    system: str | None = None,
+    dataset_config: str | None = None,
     prefill_think: bool = True,
     max_prompt_length: int | None = None,
     columns: tuple = (None, None, None),
@@ -326,6 +340,8 @@ def prompt_rows(
         exclude: normalised problem texts known from training (``training_problems``): rows with
             one of them are left out and counted as ``contaminated``.
         columns: (problem, solution, answer) column overrides.
+        template, system: the system prompt by name, or your own text (``system`` wins).
+        dataset_config: a hub dataset's configuration (or a local folder's configuration subfolder).
         limit: keep only the first N rows of the split (before any filtering).
         context: the model's context length: with ``max_prompt_length`` 0, longer prompts still drop.
         prompt_format: 'chat' (as trained) or 'raw' (the original's evaluation prompt), see ``render_prompt``.
@@ -338,7 +354,9 @@ def prompt_rows(
     if role not in ("train", "eval"):
         raise ValueError(f"role must be 'train' or 'eval', got {role!r}")
     splits = (split, held_out, ("train",)) if role == "train" else (None, split, ("test",))
-    train, test, record = load_splits(dataset_id, splits[0], splits[1], columns, template, roles=splits[2])
+    train, test, record = load_splits(
+        dataset_id, splits[0], splits[1], columns, template, roles=splits[2], config=dataset_config, system=system
+    )
     ds = train if role == "train" else test
     if limit:
         ds = ds.select(range(min(limit, len(ds))))

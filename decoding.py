@@ -140,15 +140,22 @@ def plain_sampling_settings(generation_config) -> dict | None:
     >>> plain_sampling_settings(GenerationConfig(do_sample=True, top_p=0.9, max_new_tokens=8)) is None
     True
     """
-    if generation_config is None or not generation_config.max_new_tokens:
+    if generation_config is None or not generation_config.max_new_tokens or other_sampling(generation_config):
         return None
-    for key, value in generation_config.to_diff_dict().items():
-        if key not in _IGNORED_GENERATION and value not in _NEUTRAL_GENERATION.get(key, (None,)):
-            return None
     eos = generation_config.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     temperature = (generation_config.temperature or 1.0) if generation_config.do_sample else 0.0
     return {"max_new_tokens": generation_config.max_new_tokens, "temperature": temperature, "eos_ids": eos}
+
+
+def other_sampling(generation_config) -> list[str]:
+    """The settings of ``generation_config`` beyond plain sampling (``top_p=0.9``, ...), which the decode
+    loop does not reproduce."""
+    return [
+        f"{key}={value}"
+        for key, value in generation_config.to_diff_dict().items()
+        if key not in _IGNORED_GENERATION and value not in _NEUTRAL_GENERATION.get(key, (None,))
+    ]
 
 
 class ReservedLayer(DynamicLayer):
@@ -327,6 +334,7 @@ class SharedPrefixGenerate:
             autocast_dtype,
         )
         self.failed = None  # the error that switched this hook off, if any
+        self.stepped_aside = None  # sampling settings the decode loop leaves to transformers' generate
 
     def __call__(self, input_ids=None, attention_mask=None, **kwargs):
         if self.failed is None:
@@ -356,6 +364,10 @@ class SharedPrefixGenerate:
                 else None
             )
             if settings is None:  # sampling the decode loop does not reproduce (top-p, penalties, ...)
+                reason = other_sampling(kwargs["generation_config"]) if "generation_config" in kwargs else []
+                if reason and self.stepped_aside is None:
+                    self.stepped_aside = ", ".join(reason)
+                    logger.info("sampling with %s: transformers' generate samples (merged weights)", self.stepped_aside)
                 return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             return self._decode(input_ids, rows, shared, **settings)
 

@@ -11,19 +11,16 @@ run was trained with (its run_config.json, or its parent's for a checkpoint-N fo
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import logging
-import math
 import os
-import re
 import signal
 import sys
 import threading
 import time
 
 import data_utils
-import main as training_cli
+import flags
 import metrics
 import model_utils
 import reward
@@ -38,178 +35,20 @@ from result_files import (
     summary_path,
     weights_fingerprint,
 )
-from run_context import check_held_out, run_settings, split_context
-from run_files import Parser, UsageError, release, write_json_atomic
+from run_context import check_held_out, split_context
+from run_files import UsageError, release, write_json_atomic
 from telemetry import contract_telemetry
 
 logger = logging.getLogger(__name__)
-_TRAINING = training_cli.build_parser()  # main.py's defaults: one source of truth for the shared settings
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser("Evaluate a model or a trained adapter with the very rewards training used: generate, score, summarize.")
-    # ---- what to evaluate
-    p.add_argument(
-        "--model_dir",
-        default=model_utils.EMBEDDED_MODEL_ID,
-        help="a run/adapter folder from main.py, a merged model folder, a hub id, or 'embedded'",
-    )
-    p.add_argument(
-        "--base_model",
-        default=None,
-        help="base model for an adapter (default: the one recorded in adapter_config.json)",
-    )
-    p.add_argument("--trust_remote_code", action="store_true", help="allow model repos to run their own code")
-    # ---- data (defaults: the run's own settings from run_config.json, else the training defaults)
-    p.add_argument(
-        "--dataset_id", default=None, help=f"dataset (default: the run's, else {data_utils.DEFAULT_DATASET_ID})"
-    )
-    p.add_argument("--split", default="test", help="split expression, e.g. 'test' or 'test[:5%%]'")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems of the split")
-    p.add_argument(
-        "--problem_column", default=None, help="column holding the problem (default: the run's, else detected)"
-    )
-    p.add_argument(
-        "--solution_column", default=None, help="column holding the solution (default: the run's, else detected)"
-    )
-    p.add_argument(
-        "--answer_column", default=None, help="column holding the final answer (default: the run's, else detected)"
-    )
-    p.add_argument(
-        "--prompt_template",
-        default=None,
-        help=f"system prompt name (default: the run's, else {data_utils.DEFAULT_PROMPT_TEMPLATE})",
-    )
-    p.add_argument(
-        "--prefill_think",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="start the assistant turn with <think> (default: as the run was trained, else on)",
-    )
-    p.add_argument(
-        "--prompt_format",
-        default="chat",
-        choices=["chat", "raw"],
-        help="'chat': the chat template, as trained; 'raw': the original project's evaluation prompt "
-        "(system prompt + newline + problem, no template, nothing prefilled)",
-    )
-    p.add_argument(
-        "--max_prompt_length",
-        type=int,
-        default=_TRAINING.get_default("max_prompt_length"),
-        help="skip prompts longer than this many tokens; 0 keeps all",
-    )
-    # ---- generation
-    p.add_argument(
-        "--batch_size",
-        type=int,
-        default=128,
-        help="prompts per generation batch (finished rows leave a batch early, so bigger batches waste little); "
-        "lowered to what fits a quarter of free memory",
-    )
-    p.add_argument(
-        "--max_completion_length",
-        type=int,
-        default=None,
-        help="max new tokens (default: the run's, else main.py's)",
-    )
-    p.add_argument(
-        "--num_samples",
-        type=int,
-        default=1,
-        help="completions per problem (k for pass@k and maj@k; needs --temperature > 0 when > 1)",
-    )
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
-    p.add_argument(
-        "--fast_paths",
-        default="auto",
-        choices=list(model_utils.FAST_PATHS_CHOICES),
-        help="speed paths (shared-prefix KV cache, rows leaving at their end, packed weights, fp32 CPU attention): "
-        "'on', 'off' (transformers' generate only), or 'auto' (on where measured faster: CPU; off on CUDA)",
-    )
-    p.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'")
-    p.add_argument(
-        "--bf16",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bf16 weights (default: on for CUDA, off on CPU)",
-    )
-    p.add_argument("--seed", type=int, default=_TRAINING.get_default("seed"), help="sampling seed")
-    p.add_argument(
-        "--verify_timeout",
-        type=float,
-        default=_TRAINING.get_default("verify_timeout"),
-        help="hard bound in seconds for one answer check",
-    )
-    # ---- output
-    p.add_argument(
-        "--output_file", default=None, help="results JSON (default: results/<model>-<dataset>-<split>-<time>.json)"
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing --output_file (and discard an interrupted one's partial results)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted evaluation of --output_file from its partial results (same settings)",
-    )
-    p.add_argument(
-        "--compare",
-        default=None,
-        help="a results JSON to print side by side, or a model to evaluate with the same settings ('base' = the "
-        "adapter's base)",
-    )
-    return p
+def build_parser():
+    """eval.py's parser (flags.py holds both commands' flags)."""
+    return flags.build_parser("eval")
 
 
 # ---------------------------------------------------------------- files
 # ---------------------------------------------------------------- settings from the run
-def fill_defaults(args) -> None:
-    """Unset data and prompt flags take the run's own training values, so eval sees training's prompts."""
-    trained = run_settings(args.model_dir)
-    keys = ("dataset_id", "prompt_template", "prefill_think", "max_completion_length")
-    fallback = {k: _TRAINING.get_default(k) for k in keys}
-    fallback.update(problem_column=None, solution_column=None, answer_column=None)
-    for key, default in fallback.items():
-        if getattr(args, key) is None:
-            setattr(args, key, trained.get(key, default))
-
-
-def validate(args) -> None:
-    problems = []
-    if args.num_samples < 1:
-        problems.append(f"--num_samples {args.num_samples}: must be 1 or more.")
-    if args.num_samples > 1 and args.temperature <= 0:
-        problems.append(
-            f"--num_samples {args.num_samples} needs sampling: add --temperature 1.0 (greedy gives k identical "
-            "samples)."
-        )
-    if not (math.isfinite(args.temperature) and args.temperature >= 0):
-        problems.append(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy).")
-    if not (math.isfinite(args.verify_timeout) and args.verify_timeout > 0):
-        problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds.")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
-        problems.append(f"--device {args.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'.")
-    if args.resume and args.overwrite:
-        problems.append(
-            "--resume and --overwrite contradict each other: --resume keeps the partial results, --overwrite discards "
-            "them."
-        )
-    try:
-        if data_utils.is_builtin(args.dataset_id):
-            data_utils.parse_builtin_levels(args.dataset_id)
-    except data_utils.DataError as exc:
-        problems.append(str(exc))
-    if args.batch_size < 1 or args.max_completion_length < 1:
-        problems.append("--batch_size and --max_completion_length must be positive.")
-    if args.limit is not None and args.limit < 1:
-        problems.append(f"--limit {args.limit}: must be 1 or more.")
-    if problems:
-        raise UsageError("\n".join(problems))
-
-
 # ---------------------------------------------------------------- generation
 def evaluate(args, model_dir: str, label: str, output_file: str, context: dict | None = None) -> dict:
     """Resolve -> prompts -> model -> generate -> score (written as it goes) -> summary.
@@ -233,6 +72,8 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
         held_out=context["held_out"],
         exclude=context["exclude"],
         template=args.prompt_template,
+        system=args.system_prompt,
+        dataset_config=args.dataset_config,
         prefill_think=args.prefill_think,
         max_prompt_length=args.max_prompt_length,
         columns=(args.problem_column, args.solution_column, args.answer_column),
@@ -316,12 +157,13 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
     model.eval()
 
     eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
+    extra = [f for f in reward.get_reward_funcs(args.reward_funcs) if f.__name__ not in metrics.OWN_REWARDS]
 
     def on_batch(idx, texts, token_ids):
         for j, outs, ids in zip(idx, texts, token_ids, strict=True):
             row = rows[todo[j]]
             cut = [len(t) >= args.max_completion_length and (not t or t[-1] not in eos) for t in ids]
-            partial.add(todo[j], metrics.score(row["prompt"], row, outs, ids, cut))
+            partial.add(todo[j], metrics.score(row["prompt"], row, outs, ids, cut, extra))
             counts["tokens"] += sum(map(len, ids))
 
     decoding.generate_batches(model, tokenizer, [rows[i]["prompt"] for i in todo], args, device, fast, on_batch)
@@ -365,6 +207,9 @@ _SETTINGS = (
     "solution_column",
     "answer_column",
     "base_model",
+    "system_prompt",
+    "dataset_config",
+    "reward_funcs",
 )
 
 
@@ -384,12 +229,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    import settings
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    fill_defaults(args)
-    validate(args)
+    args, _ = settings.parse("eval", argv)
     reward.set_verify_timeout(args.verify_timeout)
     columns: dict[str, dict] = {}
     jobs = []  # (model, column label, results file, base model): every output claimed and checked before any work

@@ -55,8 +55,13 @@ def majority_correct(answers: list[str | None], correct: list[float | None]) -> 
     return float(any(c == 1.0 for k, c in keyed if k == winner))
 
 
-def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], truncated: list[bool]) -> dict:
-    """One problem's record: its k completions scored with the training rewards."""
+# The rewards every record is scored with; a run's other rewards (--reward_funcs file.py:function) come as ``extra``.
+OWN_REWARDS = ("format_reward", "accuracy_reward")
+
+
+def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], truncated: list[bool], extra=()) -> dict:
+    """One problem's record: its k completions scored with the training rewards (and the run's ``extra``
+    rewards, called as TRL calls them: completions plus the row's columns)."""
     k = len(outs)
     fmt = reward.format_reward(outs, prompts=[prompt] * k)
     problem = row.get("problem")
@@ -88,7 +93,13 @@ def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], t
         "lenient_rewards": lenient,
         "original_rules_rewards": [original_rules_accuracy(c, row["solution"]) for c in outs],
         "extracted_answers": extracted,
+        "extra_rewards": {f.__name__: _extra(f, prompt, row, outs, token_ids) for f in extra},
     }
+
+
+def _extra(func, prompt: str, row: dict, outs: list[str], token_ids) -> list:
+    columns = {key: [value] * len(outs) for key, value in row.items() if key != "prompt"}
+    return list(func(outs, prompts=[prompt] * len(outs), completion_ids=token_ids, trainer_state=None, **columns))
 
 
 def summarize(records: list[dict], k: int) -> dict:
@@ -114,6 +125,7 @@ def summarize(records: list[dict], k: int) -> dict:
         "lenient_accuracy": round(sum(lenient) / len(lenient), 4) if lenient else None,
         # the original project's scorer on the same completions, over every record (it skips none)
         "accuracy_original_rules": round(sum(original) / len(original), 4) if original else 0.0,
+        "reward_means": _reward_means(records),
     }
     if k > 1 and n:
         ks = sorted({2**i for i in range(int(math.log2(k)) + 1)} | {k})
@@ -125,6 +137,16 @@ def summarize(records: list[dict], k: int) -> dict:
     return out
 
 
+def _reward_means(records: list[dict]) -> dict:
+    """Each reward's mean over every scored completion (None samples left out), as TRL logs rewards/*/mean."""
+    values = {"format_reward": [v for r in records for v in r["format_rewards"]]}
+    values["accuracy_reward"] = [v for r in records for v in r["rewards"] if v is not None]
+    for r in records:
+        for name, got in (r.get("extra_rewards") or {}).items():
+            values.setdefault(name, []).extend(v for v in got if v is not None)
+    return {name: round(sum(v) / len(v), 4) if v else None for name, v in values.items()}
+
+
 # ---------------------------------------------------------------- the printed table
 _ROWS = [
     "n",
@@ -134,6 +156,7 @@ _ROWS = [
     "accuracy_original_rules",
     "format_reward_mean",
     "format_distribution",
+    "reward_means",
     "dropped",
     "complete",
     "problems_per_s",

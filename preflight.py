@@ -36,6 +36,35 @@ WARN_AT = {"zero_variance_group_fraction": 0.5, "truncated_fraction": 0.5, "unpa
 STEP_OVER_SAMPLING = 2.3
 
 
+def check_rewards(funcs, rows) -> None:
+    """Call each reward as TRL will, on a first batch (the first training rows, each with its gold answer in
+    the output contract and a wrong one), before the model loads. ``ValueError`` naming the reward when it
+    raises or returns something TRL cannot use (not one float or None per completion)."""
+    rows = [rows[i] for i in range(min(2, len(rows)))]
+    completions = [
+        f"{reward.THINK_START}{c}{reward.THINK_END}{reward.ANSWER_START}{reward.BOXED}{{{a}}}{reward.ANSWER_END}"
+        for r in rows
+        for c, a in (("worked", r["answer"] or "1"), ("guessed", "0"))
+    ]
+    columns = {k: [r[k] for r in rows for _ in range(2)] for k in rows[0] if k != "prompt"}
+    kwargs = {"prompts": [r["prompt"] for r in rows for _ in range(2)], "completion_ids": [[0]] * len(completions)}
+    for func in funcs:
+        inner = getattr(func, "func", func)  # the guard would hide the error we are looking for
+        try:
+            out = inner(completions, trainer_state=None, **kwargs, **columns)
+        except Exception as exc:  # noqa: BLE001 - the user's reward: any error is reported in one line
+            raise ValueError(
+                f"reward {func.__name__} raised on a first batch of {len(completions)} completions "
+                f"({type(exc).__name__}: {exc}). Fix it, or drop it from --reward_funcs."
+            ) from None
+        ok = isinstance(out, (list, tuple)) and len(out) == len(completions)
+        if not ok or not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in out):
+            raise ValueError(
+                f"reward {func.__name__} returned {str(out)[:80]} for {len(completions)} completions: TRL needs a "
+                "list with one float (or None) per completion."
+            )
+
+
 def run_preflight(trainer, args, train_ds, dropped: dict) -> dict:
     """The preflight report of a built trainer (its model still untrained); RNG state left as found."""
     cpu_state = torch.random.get_rng_state()

@@ -48,15 +48,16 @@ def split_context(args) -> dict:
     if not trained.get("dataset_id"):
         return {"role": "eval", "held_out": None, "exclude": None, "recorded": None, "against": None}
     columns = tuple(trained.get(k) for k in ("problem_column", "solution_column", "answer_column"))
-    same_data = trained["dataset_id"] == args.dataset_id
+    same_data = (trained["dataset_id"], trained.get("dataset_config")) == (args.dataset_id, args.dataset_config)
     if same_data and args.split == trained.get("train_split", "train"):  # its own training rows: say so
         return {
             "role": "train", "held_out": trained.get("test_split", "test"), "exclude": None, "recorded": None,
             "against": "none: these are the run's own training rows (not a held-out measure)",
         }  # fmt: skip
     exclude = data_utils.training_problems(
-        trained["dataset_id"], trained.get("train_split", "train"), trained.get("test_split", "test"), columns
-    )
+        trained["dataset_id"], trained.get("train_split", "train"), trained.get("test_split", "test"), columns,
+        trained.get("dataset_config"),
+    )  # fmt: skip
     return {
         "role": "eval",
         "held_out": None,

@@ -62,7 +62,15 @@ class Parser(argparse.ArgumentParser):
         super().__init__(description=" ".join(first.split()), formatter_class=_DefaultsOnce, **kwargs)
 
     def error(self, message: str):
-        self.exit(2, f"error: {message}. {self.prog} --help lists the flags.\n")
+        import difflib
+
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            words = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            near = [m for w in words for m in difflib.get_close_matches(w, known, n=1, cutoff=0.75)]
+            hint = f" Did you mean {', '.join(near)}?" if near else ""
+        self.exit(2, f"error: {message}.{hint} {self.prog} --help lists the flags.\n")
 
 
 class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
@@ -239,8 +247,9 @@ def _refuse_if_taken(output_dir: str) -> set[str]:
     return names
 
 
-def prepare_output_dir(args) -> tuple[str, str | None]:
-    """(output_dir, checkpoint to resume or None), the folder claimed for this process.
+def prepare_output_dir(args) -> tuple[str, str | None, bool]:
+    """(output_dir, checkpoint to resume or None, whether the folder was created now), the folder
+    claimed for this process.
 
     Refuses a folder another live run holds, and a non-empty one unless resuming it. A folder
     left by a run that stopped before its first complete checkpoint is reused: its files move
@@ -258,11 +267,11 @@ def prepare_output_dir(args) -> tuple[str, str | None]:
     into_other = resume and resume != "last" and not _same_dir(output_dir, os.path.dirname(os.path.abspath(resume)))
     if (not resume or into_other) and not os.path.exists(os.path.join(output_dir, RUN_LOCK)):
         _refuse_if_taken(output_dir)  # before the claim, so a refusal adds nothing to the folder
+    created = not os.path.isdir(output_dir)
     if _is_rank_zero():  # one claim per run; the other processes of a multi-process run follow rank 0
-        args._created_output_dir = not os.path.isdir(output_dir)
         claim(os.path.join(output_dir, RUN_LOCK), f"run folder {output_dir!r}")
     try:
-        return output_dir, _checkpoint_to_resume(args, output_dir)
+        return output_dir, _checkpoint_to_resume(args, output_dir), created
     except BaseException:
         release(os.path.join(output_dir, RUN_LOCK))
         raise
@@ -307,63 +316,6 @@ def _checkpoint_to_resume(args, output_dir: str) -> str | None:
             aside,
         )
     return None
-
-
-# Flags that may change when a run is resumed: they do not change what is learned.
-RESUME_SAFE = {
-    "output_dir",
-    "resume_from_checkpoint",
-    "max_steps",
-    "num_train_epochs",
-    "logging_steps",
-    "save_strategy",
-    "save_steps",
-    "save_total_limit",
-    "eval_steps",
-    "test_split",
-    "logging_dir",
-    "report_to",
-    "log_completions",
-    "save_merged",
-    "fast_paths",
-    "verify_timeout",
-    "trust_remote_code",
-    "preflight",
-    "preflight_only",
-    "preflight_prompts",
-    "completions_log_every",
-    "completions_log_max",
-}
-
-
-def restore_for_resume(args, given: set[str]) -> None:
-    """On resume, take every setting from the run's run_config.json; refuse a given flag that
-    would change what is learned (each named with its old and new value). Flags in
-    ``RESUME_SAFE`` may change; the changes are kept in ``args._changed_on_resume``."""
-    resume = args.resume_from_checkpoint
-    # the checkpoint's own run decides, also when it is resumed into a new --output_dir
-    run_dir = os.path.dirname(os.path.abspath(resume)) if resume and resume != "last" else args.output_dir
-    path = os.path.join(run_dir or "", "run_config.json")
-    if not run_dir or not os.path.isfile(path):
-        return  # nothing recorded (a run of an older version): the flags as given
-    recorded = read_json(path, "run record").get("args", {})
-    changed, refused = {}, []
-    for name, old in recorded.items():
-        if not hasattr(args, name) or name in ("output_dir", "resume_from_checkpoint"):
-            continue
-        new = getattr(args, name)
-        if name not in given:
-            setattr(args, name, old)
-        elif new != old and name in RESUME_SAFE:
-            changed[name] = [old, new]
-        elif new != old:
-            refused.append(f"--{name}: the run was started with {old!r}, not {new!r}")
-    if refused:
-        raise UsageError(
-            "resuming would change what this run learns; drop these flags (every setting is restored from "
-            f"{path}) or start a new run in a new --output_dir:\n" + "\n".join(refused)
-        )
-    args._changed_on_resume = changed
 
 
 def record_attempt(output_dir: str, attempt: dict) -> None:

@@ -27,7 +27,6 @@ import sys
 
 import data_utils
 import decoding
-import main
 import model_utils
 import plots
 import preflight
@@ -52,60 +51,9 @@ from run_files import (
     write_json_atomic,
 )
 from telemetry import CompletionLog, TelemetryMixin
+from trl_configs import build_configs
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- configs from flags (the one place)
-def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
-    """``GRPOConfig`` and ``LoraConfig`` from the flags; every flag maps to a field of the same name."""
-    from peft import LoraConfig
-    from trl import GRPOConfig
-
-    targets = args.lora_target_modules
-    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-    weights = main.reward_weights(args)  # checked by main.validate
-    eval_kwargs = {"eval_strategy": "steps", "eval_steps": args.eval_steps} if args.eval_steps else {}
-    grpo = GRPOConfig(
-        output_dir=output_dir,
-        learning_rate=args.learning_rate,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_train_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        steps_per_generation=args.steps_per_generation,
-        num_generations=args.num_generations,
-        max_completion_length=args.max_completion_length,
-        temperature=args.temperature,
-        beta=args.beta,
-        loss_type=args.loss_type,
-        warmup_steps=args.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-        seed=args.seed,
-        data_seed=args.seed,
-        gradient_checkpointing=args.gradient_checkpointing,
-        bf16=use_bf16,
-        use_cpu=use_cpu,
-        use_vllm=args.use_vllm,
-        vllm_mode=args.vllm_mode,
-        reward_weights=weights,
-        logging_steps=args.logging_steps,
-        save_strategy=args.save_strategy,
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        report_to=[] if args.report_to == "none" else [args.report_to],
-        log_completions=args.log_completions,
-        num_completions_to_print=4 if args.log_completions else None,
-        **eval_kwargs,
-    )
-    lora = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    return grpo, lora
 
 
 # ---------------------------------------------------------------- the run
@@ -128,6 +76,8 @@ def prepare_datasets(args, tokenizer, context: int | None = None):
     never sees them, and evaluation leaves out any test problem that also occurs in training)."""
     common = {
         "template": args.prompt_template,
+        "system": args.system_prompt,
+        "dataset_config": args.dataset_config,
         "prefill_think": args.prefill_think,
         "max_prompt_length": args.max_prompt_length,
         "columns": (args.problem_column, args.solution_column, args.answer_column),
@@ -173,7 +123,7 @@ def _resolve(args, state) -> dict:
     }
 
 
-def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
+def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup=None):
     """The configured ``GRPOTrainer``, its signal-stop callback and the resolved run configuration."""
     from accelerate import PartialState
 
@@ -184,7 +134,13 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     train_ds, eval_ds, dropped, held_out = prepare_datasets(
         args, hw["tokenizer"], context
     )  # data errors before the model loads
-    print(run_length_line(args, len(train_ds), state.num_processes), flush=True)
+    rewards = reward.get_reward_funcs(args.reward_funcs)
+    try:
+        preflight.check_rewards(rewards, train_ds)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    why = startup.run_length if startup else "as given"
+    print(run_length_line(args, len(train_ds), state.num_processes, why), flush=True)
     model = model_utils.load_model(
         hw["resolved"], hw["dtype"], trust_remote_code=args.trust_remote_code, attn_implementation=hw["attention"]
     )
@@ -204,7 +160,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     marker, stopper, watch = CheckpointMarker(), StopOnSignal(), RewardHackingWatch()
     trainer = RunTrainer(
         model=model,
-        reward_funcs=reward.get_reward_funcs(args.reward_funcs),
+        reward_funcs=rewards,
         args=grpo_config,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
@@ -224,6 +180,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None):
     trainable, total = trainer.model.get_nb_trainable_parameters()
     run_config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "recipe": startup.recipe if startup else None,
+        "rewards": reward.reward_sources(args.reward_funcs),
         **{"output_dir": output_dir, "resumed_from": resume_ckpt, "model_source": hw["resolved"]["source"]},
         **{"model_path": hw["resolved"]["base"], "device": hw["device"], "dtype": str(hw["dtype"])},
         "attn_implementation": hw["attention"] or "model default",
@@ -268,11 +226,10 @@ def _wandb_offline_unless_logged_in(output_dir: str) -> None:
         logger.info("wandb: offline, into %s/wandb (no WANDB_API_KEY); sync later with wandb sync", output_dir)
 
 
-def run_length_line(args, train_rows: int, processes: int) -> str:
-    """One line: how long the run is and why (main.resolve_run_length says why)."""
+def run_length_line(args, train_rows: int, processes: int, why: str = "as given") -> str:
+    """One line: how long the run is and why (settings.resolve_run_length says why)."""
     per_step = args.per_device_train_batch_size * processes * args.gradient_accumulation_steps // args.num_generations
     shape = f"{per_step} prompts x {args.num_generations} completions per step"
-    why = getattr(args, "_run_length", "as given")
     if args.max_steps > 0:
         return f"Run length: {args.max_steps} steps ({why}); {shape}."
     steps = math.ceil(math.ceil(train_rows / max(per_step, 1)) * args.num_train_epochs)
@@ -300,7 +257,13 @@ def fast_paths_report(trainer, run_config: dict) -> dict:
     if report["enabled"]:
         hook = trainer.model.__dict__.get("generate")
         report["generate_hook"] = (
-            "not installed" if hook is None else f"fell back: {hook.failed}" if hook.failed else "used"
+            "not installed"
+            if hook is None
+            else f"fell back: {hook.failed}"
+            if hook.failed
+            else f"stepped aside for {hook.stepped_aside}"
+            if hook.stepped_aside
+            else "used"
         )
         report["fast_logps"] = (
             "used"
@@ -313,21 +276,26 @@ def fast_paths_report(trainer, run_config: dict) -> dict:
     return report
 
 
-def train(args, callbacks=()) -> int:
-    """Run GRPO training as ``args`` (from main.py) says. Returns a process exit code.
+def train(args, startup=None, callbacks=()) -> int:
+    """Run GRPO training as ``args`` say (settings.parse: checked, a resumed run's settings restored).
+    Returns a process exit code.
 
-    ``callbacks``: extra ``TrainerCallback`` objects (benchmarks time steps with one).
+    ``startup``: what settings.parse learned (``settings.Startup``: run length, changes on resume, the
+    recipe file); ``callbacks``: extra ``TrainerCallback`` objects (benchmarks time steps with one).
     """
+    from settings import Startup
+
+    startup = startup or Startup()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    output_dir, resume_ckpt = prepare_output_dir(args)
+    output_dir, resume_ckpt, created = prepare_output_dir(args)
     lock = os.path.join(output_dir, RUN_LOCK)
     try:
-        return _run(args, output_dir, resume_ckpt, callbacks)
+        return _run(args, startup, output_dir, resume_ckpt, callbacks)
     finally:
         release(lock)
-        if getattr(args, "_created_output_dir", False) and os.listdir(output_dir) == [RUN_LOCK]:
+        if created and os.path.isdir(output_dir) and os.listdir(output_dir) == [RUN_LOCK]:
             shutil.rmtree(output_dir, ignore_errors=True)  # failed before writing anything: leave no empty folder
 
 
@@ -348,9 +316,9 @@ def _save_tokenizer_and_merged(trainer, tokenizer, output_dir: str, save_merged:
         tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
 
 
-def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
+def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
     try:
-        trainer, stopper, run_config = build_trainer(args, output_dir, resume_ckpt)
+        trainer, stopper, run_config = build_trainer(args, output_dir, resume_ckpt, startup)
     except (model_utils.ModelError, data_utils.DataError) as exc:
         raise UsageError(str(exc)) from None
     from accelerate import PartialState
@@ -369,7 +337,7 @@ def _run(args, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
     attempt = {
         "started": run_config["started"],
         "resumed_from": resume_ckpt,
-        "changed_flags": getattr(args, "_changed_on_resume", {}),
+        "changed_flags": startup.changed_on_resume,
         "complete": False,
     }
     if state.is_main_process:

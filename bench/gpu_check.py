@@ -62,8 +62,8 @@ from gpu_measure import (  # noqa: E402
 
 
 def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: str) -> str | None:
-    import main
     import reward
+    import settings
     import train
 
     reward.REWARD_FUNCS.setdefault("chars", chars_reward)
@@ -75,10 +75,9 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
     argv += ["--reward_funcs", "format,accuracy,chars"]
     times: list[float] = []
     with check.run(f"train_{fast}"):
-        args = main.build_parser().parse_args(argv)
-        main.validate(args)
+        args, startup = settings.parse("train", argv)
         with Peak(device) as peak:
-            code = train.train(args, callbacks=[step_timer(device, times)])
+            code = train.train(args, startup, callbacks=[step_timer(device, times)])
         with open(os.path.join(out, "run_config.json")) as f:
             config = json.load(f)
         with open(os.path.join(out, "run_state.json")) as f:

@@ -62,9 +62,9 @@ def eval_py(argv: list[str]) -> None:
 
 def trains_with(flags: list[str]) -> argparse.Namespace:
     """The settings a configuration trains with, as main.py parses its flags."""
-    import main as train_cli
+    import flags as flag_table
 
-    return train_cli.build_parser().parse_known_args(flags)[0]
+    return flag_table.build_parser("train").parse_known_args(flags)[0]
 
 
 def evaluate(model: str, out_dir: str, tag: str, args, settings: argparse.Namespace) -> dict:

@@ -75,11 +75,11 @@ def worker(name: str, steps: int) -> None:
 
     from transformers import TrainerCallback
 
-    import main
+    import flags
     import train
 
     logging.disable(logging.WARNING)
-    args = main.build_parser().parse_args([*CONFIGS[name], *WORK, "--max_steps", str(steps + 1)])
+    args = flags.build_parser("train").parse_args([*CONFIGS[name], *WORK, "--max_steps", str(steps + 1)])
     times, lengths = [], []
 
     class Timer(TrainerCallback):

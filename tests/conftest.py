@@ -76,10 +76,10 @@ def tiny_trainer(tiny_model_dir, tmp_path, *extra):
     """A GRPO trainer of the tiny model (fast paths on by default), LoRA B randomized."""
     import torch
 
-    import main
+    import flags
     import train
 
-    args = main.build_parser().parse_args(
+    args = flags.build_parser("train").parse_args(
         ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--save_strategy", "no", *extra]
     )
     trainer, _, _ = train.build_trainer(args, str(tmp_path / "run"))

@@ -13,6 +13,7 @@ import pytest
 import evaluation as evaluate_mod
 import metrics
 import reward
+import settings
 from conftest import ROOT, TINY_TRAIN_FLAGS
 
 
@@ -336,7 +337,7 @@ def test_a_checkpoint_folder_is_evaluated_with_its_runs_settings(tiny_run, tmp_p
     cfg["args"].update(dataset_id="builtin:2", prompt_template="original", max_completion_length=5)
     (run / "run_config.json").write_text(json.dumps(cfg))
     args = evaluate_mod.build_parser().parse_args(["--model_dir", str(run / "checkpoint-2")])
-    evaluate_mod.fill_defaults(args)
+    settings.fill_eval_defaults(args)
     assert (args.dataset_id, args.prompt_template, args.max_completion_length) == ("builtin:2", "original", 5)
 
 

@@ -1,5 +1,6 @@
 """fast_logps.py: shared-prefix log-probs equal TRL's own, are used only where exact, and fall back."""
 
+import pytest
 import torch
 
 import fast_logps
@@ -86,3 +87,58 @@ def test_kl_penalty_runs_on_the_fast_log_probs(tiny_model_dir, tmp_path):
         kl and all(k == k and k >= 0 for k in kl) and max(kl) > 0
     )  # finite, and the reference really is the base model
     assert trainer.shared_prefix and trainer._fast_checked
+
+
+# ---------------------------------------------------------------- every GRPO knob: the same loss as TRL's path
+def _vary(completions, **kwargs):
+    """A reward that varies within every group, so the loss has a gradient on a random tiny model."""
+    return [float(len(c if isinstance(c, str) else c[0]["content"]) % 7) for c in completions]
+
+
+@pytest.mark.parametrize(
+    "knob",
+    [
+        ["--num_iterations", "2"],
+        ["--importance_sampling_level", "sequence"],
+        ["--top_entropy_quantile", "0.5"],
+        ["--epsilon_high", "0.28"],
+        ["--mask_truncated_completions"],  # every 8-token completion of the tiny model is cut: no gradient at all
+        ["--delta", "1.5"],
+        ["--scale_rewards", "none", "--loss_type", "dr_grpo"],
+        ["--scale_rewards", "batch", "--loss_type", "grpo"],
+        ["--beta", "0.05"],
+    ],
+)
+def test_the_fast_log_probs_give_trls_gradient_under_each_knob(tiny_model_dir, tmp_path, monkeypatch, knob):
+    """One generated batch, its loss's LoRA gradient through the shared-prefix log-probs and through TRL's."""
+    import reward
+
+    monkeypatch.setitem(reward.REWARD_FUNCS, "vary", _vary)
+    trainer = tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16", "--reward_funcs", "vary", *knob)
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.training_step, which this test skips
+    grads = []
+    for fast in (True, False):
+        trainer.shared_prefix, trainer._fast_checked = fast, True
+        trainer.model.zero_grad()
+        trainer.compute_loss(trainer.model, batch).backward()
+        grads.append([p.grad.clone() for p in trainer.model.parameters() if p.requires_grad])
+    assert any(g.abs().sum() > 0 for g in grads[1]) != ("--mask_truncated_completions" in knob)
+    assert all((a - b).norm() <= 1e-4 * b.norm() + 1e-6 for a, b in zip(*grads, strict=True))
+
+
+@pytest.mark.parametrize(
+    "knob", [["--top_p", "0.9"], ["--top_k", "20"], ["--min_p", "0.05"], ["--repetition_penalty", "1.2"]]
+)
+def test_the_decode_loop_steps_aside_for_sampling_it_does_not_reproduce(tiny_model_dir, tmp_path, knob):
+    """top-p, top-k, min-p, a repetition penalty: transformers' generate samples, said once and recorded."""
+    import train
+
+    trainer = tiny_trainer(tiny_model_dir, tmp_path, *knob)
+    trainer.model.train()
+    trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    hook = trainer.model.__dict__["generate"]
+    assert hook.failed is None and knob[0].lstrip("-") in hook.stepped_aside
+    report = train.fast_paths_report(trainer, {"fast_paths": {"setting": "auto", "enabled": True}})
+    assert report["generate_hook"].startswith("stepped aside for ")

@@ -139,11 +139,11 @@ def test_trl_ChunkedLogProbFunction_apply():  # noqa: N802
 
 
 def test_trl_GRPOConfig_loss_type_help():  # noqa: N802
-    import main
+    import checks
 
-    accepted = main.trl_loss_types()
+    accepted = checks.trl_loss_types()
     assert accepted and {"grpo", "dapo", "dr_grpo", "bnpo"} <= set(accepted), _broke(
-        "trl", "GRPOConfig.loss_type's help text ('Supported values are ...')", "main.validate's --loss_type check"
+        "trl", "GRPOConfig.loss_type's help text ('Supported values are ...')", "checks.check_train's --loss_type check"
     )
 
 

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 import data_utils
+import flags
 import main
 import model_utils
 import reward
 import run_files
+import settings
 import train
 from conftest import ROOT, TINY_TRAIN_FLAGS
 
@@ -64,7 +66,7 @@ def _length_reward(completions, **kwargs):
 
 def test_lora_changes_and_base_does_not(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(reward.REWARD_FUNCS, "length", _length_reward)
-    args = main.build_parser().parse_args(
+    args = flags.build_parser("train").parse_args(
         ["--model_id", tiny_model_dir, "--reward_funcs", "length,format", *TINY_TRAIN_FLAGS, "--save_strategy", "no"]
     )
     trainer, _, _ = train.build_trainer(args, str(tmp_path / "run"))
@@ -99,7 +101,7 @@ def test_flag_validation_fails_before_loading(flags, message, capsys):
 
 
 def test_batch_size_alias():
-    args = main.build_parser().parse_args(["--batch_size", "8"])
+    args = flags.build_parser("train").parse_args(["--batch_size", "8"])
     assert args.per_device_train_batch_size == 8
 
 
@@ -225,10 +227,10 @@ def test_embedded_model_converts_to_a_plain_checkpoint():
 
 
 def test_default_output_dir_stays_inside_ckpts():
-    args = main.build_parser().parse_args(["--model_id", "../../etc/passwd", "--dataset_id", "../x"])
+    args = flags.build_parser("train").parse_args(["--model_id", "../../etc/passwd", "--dataset_id", "../x"])
     out = run_files.default_output_dir(args)
     assert out.startswith("ckpts" + os.sep) and ".." not in out and out.count(os.sep) == 1
-    args = main.build_parser().parse_args(["--model_id", "Qwen/Qwen2.5-0.5B-Instruct"])
+    args = flags.build_parser("train").parse_args(["--model_id", "Qwen/Qwen2.5-0.5B-Instruct"])
     assert os.path.basename(run_files.default_output_dir(args)).startswith("Qwen2.5-0.5B-Instruct-builtin-1-")
 
 
@@ -354,20 +356,15 @@ def test_a_second_run_into_a_held_folder_is_refused_at_once(tiny_model_dir, tmp_
 def test_resume_restores_the_runs_settings_and_refuses_drift(tiny_run, monkeypatch):
     with open(os.path.join(tiny_run, "run_config.json"), "rb") as f:
         before = f.read()
-    args = main.build_parser().parse_args(
-        ["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"]
-    )
-    main.restore_for_resume(
-        args,
-        main.given_flags(
-            ["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"]
-        ),
+    args, startup = settings.parse(
+        "train",
+        ["--output_dir", tiny_run, "--resume_from_checkpoint", "last", "--max_steps", "3", "--logging_steps", "2"],
     )
     recorded = json.loads(before)["args"]
     assert (
         args.model_id == recorded["model_id"] and args.train_split == "train[:16]" and args.learning_rate == 1e-2
     )  # restored, not main.py's defaults
-    assert args._changed_on_resume == {"max_steps": [2, 3], "logging_steps": [1, 2]}
+    assert startup.changed_on_resume == {"max_steps": [2, 3], "logging_steps": [1, 2]}
     argv = [
         "--output_dir",
         tiny_run,
@@ -491,31 +488,32 @@ def test_an_unwritable_output_folder_fails_before_any_load(tiny_model_dir, tmp_p
     ],
 )
 def test_a_given_flag_is_never_overridden_by_a_default(argv, steps, why):
-    args = main.build_parser().parse_args(argv)
-    main.resolve_run_length(args, main.given_flags(argv))
-    assert args.max_steps == steps and why in args._run_length
-    line = train.run_length_line(args, train_rows=100, processes=1)
+    args, startup = settings.parse("train", argv)
+    assert args.max_steps == steps and why in startup.run_length
+    line = train.run_length_line(args, train_rows=100, processes=1, why=startup.run_length)
     assert line.startswith("Run length: ") and why in line and "4 prompts x 4 completions per step" in line
 
 
 @pytest.mark.parametrize("launcher", ["train_0.5b.sh", "train_3b.sh"])
-def test_the_originals_launchers_parse_and_validate(launcher):
+def test_the_originals_launchers_parse_and_validate(launcher, monkeypatch):
     import shlex
+
+    monkeypatch.chdir(ROOT)  # the launchers name their recipe relative to the repo
 
     with open(os.path.join(ROOT, launcher)) as f:
         text = f.read()
     command = text[text.index('"$PYTHON" main.py') + len('"$PYTHON" main.py') : text.index('"$@"')].replace("\\\n", " ")
     argv = [a.replace("$(date +%Y%m%d_%H%M%S)", "20261126_000000") for a in shlex.split(command)]
-    args = main.build_parser().parse_args(argv)
-    main.resolve_run_length(args, main.given_flags(argv))
-    main.validate(args)  # no training: flags and their combination only
+    args, _ = settings.parse("train", argv)  # no training: flags and their combination only
     assert args.max_steps == -1 and args.num_train_epochs == 4 and args.train_split == "train[:5%]"
     assert (args.learning_rate, args.gradient_accumulation_steps, args.max_completion_length) == (1e-5, 8, 512)
     assert args.model_id.startswith("Qwen/Qwen2.5-") and args.save_strategy == "epoch"
 
 
 def test_the_trainable_parameter_line_is_printed_and_kept(tiny_model_dir, tmp_path, capfd):
-    args = main.build_parser().parse_args(["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--save_strategy", "no"])
+    args = flags.build_parser("train").parse_args(
+        ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--save_strategy", "no"]
+    )
     _, _, run_config = train.build_trainer(args, str(tmp_path / "run"))
     printed = capfd.readouterr().out
     assert "trainable params: " in printed and "|| all params: " in printed and "trainable%" in printed
@@ -645,9 +643,8 @@ def test_a_stop_during_the_last_step_finishes_the_run(tiny_model_dir, tmp_path):
 
     out = str(tmp_path / "last")
     argv = ["--model_id", tiny_model_dir, "--output_dir", out, *TINY_TRAIN_FLAGS, "--no-preflight"]
-    args = main.build_parser().parse_args(argv)
-    main.resolve_run_length(args, main.given_flags(argv))
-    assert train.train(args, callbacks=[SignalInLastStep()]) == 0
+    args, startup = settings.parse("train", argv)
+    assert train.train(args, startup, callbacks=[SignalInLastStep()]) == 0
     with open(os.path.join(out, run_files.RUN_STATE)) as f:
         state = json.load(f)
     assert state["complete"] and state["steps"] == 2 and not state["attempts"][-1]["interrupted"]
@@ -667,8 +664,8 @@ def test_a_folder_left_before_its_first_checkpoint_by_wandb_trl_or_a_model_card_
     out.mkdir()
     (out / "run_config.json").write_text('{"args": {}}')
     (out / left).mkdir() if "." not in left else (out / left).write_text("card")
-    args = main.build_parser().parse_args(["--output_dir", str(out)])
-    folder, resume = run_files.prepare_output_dir(args)
+    args = flags.build_parser("train").parse_args(["--output_dir", str(out)])
+    folder, resume, _ = run_files.prepare_output_dir(args)
     run_files.release(os.path.join(folder, run_files.RUN_LOCK))
     aside = [n for n in os.listdir(out) if n.startswith("previous-attempt-")]
     assert resume is None and len(aside) == 1 and left in os.listdir(out / aside[0])

@@ -1,0 +1,57 @@
+"""Write docs/flags.md, the flag reference of main.py and eval.py, from flags.py's one table.
+
+    python docs/write_flags.py          # or: make docs; tests/test_readme.py checks the file is current
+
+The parsers' help= texts are the one source; this file only lays them out, grouped as the
+parsers group them, each with the key a recipe file (--config) uses for it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+OUT = os.path.join(ROOT, "docs", "flags.md")
+
+
+def table(command: str, group: str) -> list[str]:
+    import flags
+
+    parser = flags.build_parser(command)
+    rows = ["| flag | recipe key | default | meaning |", "| --- | --- | --- | --- |"]
+    for flag in (f for f in flags.flags_of(command) if f.group == group):
+        action = next(a for a in parser._actions if a.dest == flag.name)
+        spelled = ", ".join(f"`{o}`" for o in action.option_strings)
+        keys = ", ".join(f"`{k}`" for k in (flag.name, *flag.aliases)) if flag.name != "config" else "-"
+        meaning = action.help.replace("%%", "%").replace("|", "/")
+        rows.append(f"| {spelled} | {keys} | `{action.default}` | {meaning} |")
+    return rows
+
+
+def render() -> str:
+    import flags
+
+    lines = [
+        "# Flags",
+        "",
+        "Generated from `flags.py` by `python docs/write_flags.py` (`make docs`); a test fails when it is stale.",
+        "Every flag can also be set in a recipe file (`--config PATH.yaml`) under its recipe key; flags on the",
+        "command line win. Any other `GRPOConfig` field goes under `trainer:` in a recipe, or",
+        "`--trainer KEY=VALUE` on the command line.",
+        "",
+    ]
+    for command, title in (("train", "`main.py` (training)"), ("eval", "`eval.py` (evaluation)")):
+        lines += [f"## {title}", ""]
+        for group in flags.GROUPS:
+            rows = table(command, group)
+            if len(rows) > 2:
+                lines += [f"### {group}", "", *rows, ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    with open(OUT, "w", encoding="utf-8") as f:
+        f.write(render())
+    print(f"wrote {OUT}")

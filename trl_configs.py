@@ -1,0 +1,57 @@
+"""The one place settings become TRL's ``GRPOConfig`` and PEFT's ``LoraConfig``.
+
+    python main.py [flags]          # train.py builds its trainer from build_configs(...)
+
+Every flag maps to the field of the same name (``--warmup_ratio`` to ``warmup_steps``, which
+transformers 5 reads as a ratio below 1); the ``trainer:`` mapping (``--trainer KEY=VALUE``) sets
+any other GRPOConfig field. checks.py builds the same configs once before anything loads, so a
+value TRL refuses stops the run at once. TRL and PEFT are imported inside, on use.
+"""
+
+from __future__ import annotations
+
+from checks import reward_weights
+
+# Flags passed to GRPOConfig under their own name, unchanged.
+SAME_NAME = (
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "steps_per_generation", "num_generations", "max_completion_length", "temperature", "beta", "loss_type", "seed",
+    "gradient_checkpointing", "use_vllm", "vllm_mode", "logging_steps", "save_strategy", "save_steps",
+    "save_total_limit", "log_completions", "epsilon", "epsilon_high", "delta", "scale_rewards",
+    "importance_sampling_level", "mask_truncated_completions", "top_entropy_quantile", "num_iterations",
+    "lr_scheduler_type", "weight_decay", "max_grad_norm", "top_p", "top_k", "min_p", "repetition_penalty",
+)  # fmt: skip
+
+
+def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
+    """``GRPOConfig`` and ``LoraConfig`` from the settings; every flag maps to a field of the same name,
+    and ``args.trainer`` (GRPOConfig fields set by name) last."""
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    targets = args.lora_target_modules
+    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    fields = {name: getattr(args, name) for name in SAME_NAME}
+    fields.update(
+        output_dir=output_dir,
+        per_device_eval_batch_size=args.per_device_train_batch_size,
+        warmup_steps=args.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        data_seed=args.seed,
+        bf16=use_bf16,
+        use_cpu=use_cpu,
+        reward_weights=reward_weights(args),  # checked by checks.check_train
+        report_to=[] if args.report_to == "none" else [args.report_to],
+        num_completions_to_print=4 if args.log_completions else None,
+    )
+    if args.eval_steps:
+        fields.update(eval_strategy="steps", eval_steps=args.eval_steps)
+    fields.update(getattr(args, "trainer", None) or {})
+    grpo = GRPOConfig(**fields)
+    lora = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    return grpo, lora
