@@ -14,8 +14,10 @@ import os
 import re
 
 import data_utils
+import trl_configs
 from model_utils import EMBEDDED_MODEL_ID
 from run_files import UsageError
+from trl_configs import reward_weights
 
 # Loss types of TRL 1.x known without importing it; any other value is checked against the installed TRL.
 _KNOWN_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo")
@@ -28,11 +30,6 @@ def check_train(args) -> None:
     problems = _check_numbers(args) + _check_knobs(args) + _check_names(args) + _check_places(args)
     if problems:
         raise UsageError("\n".join(problems))
-
-
-def reward_weights(args) -> list[float] | None:
-    """``--reward_weights`` as numbers (None: TRL's default, all 1.0); ``ValueError`` if not numbers."""
-    return [float(w) for w in args.reward_weights.split(",")] if args.reward_weights else None
 
 
 def _finite(value: float) -> bool:
@@ -84,10 +81,6 @@ def _check_numbers(args) -> list[str]:
         problems.append(f"--warmup_ratio {args.warmup_ratio}: must be in [0, 1).")
     if not 0 <= args.lora_dropout < 1:
         problems.append(f"--lora_dropout {args.lora_dropout}: must be in [0, 1) (0.0 or 0.05 are usual).")
-    if not (_finite(args.verify_timeout) and args.verify_timeout > 0):
-        problems.append(
-            f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds (5 is the default)."
-        )
     if args.max_prompt_length < 0 or args.save_total_limit < 0:
         problems.append("--max_prompt_length and --save_total_limit must be >= 0.")
     return problems
@@ -179,15 +172,17 @@ def _check_names(args) -> list[str]:
 
 
 def _check_grpo_config(args) -> list[str]:
-    """Build the GRPOConfig the run would get (on CPU, no output written), so a value TRL refuses for a
-    trainer: field stops the run here, not after the model loads."""
+    """Build the GRPOConfig the run would get (its device and precision, no output written), so a value
+    TRL refuses for a trainer: field stops the run here, not after the model loads."""
     import tempfile
 
-    import trl_configs
+    import model_utils
 
+    device = model_utils.pick_device()
+    use_bf16, _ = model_utils.training_precision(device, args.bf16)  # as train.py will decide them
     with tempfile.TemporaryDirectory() as folder:
         try:
-            trl_configs.build_configs(args, folder, use_bf16=False, use_cpu=True)
+            trl_configs.build_configs(args, folder, use_bf16=use_bf16, use_cpu=device == "cpu")
         except (TypeError, ValueError) as exc:
             return [f"the trainer: settings {sorted(args.trainer)} are refused by GRPOConfig: {exc}"]
     return []
@@ -247,8 +242,6 @@ def check_eval(args) -> None:
         )
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         problems.append(f"--temperature {args.temperature}: must be a finite number >= 0 (0 = greedy).")
-    if not (math.isfinite(args.verify_timeout) and args.verify_timeout > 0):
-        problems.append(f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds.")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         problems.append(f"--device {args.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     if args.resume and args.overwrite:
@@ -272,8 +265,12 @@ def check_eval(args) -> None:
 
 
 def _check_dataset(args) -> list[str]:
-    """The built-in dataset's id, and a --system_prompt @file that must exist."""
+    """What both commands share: the answer-check bound, the built-in dataset's id, a --system_prompt."""
     problems = []
+    if not (_finite(args.verify_timeout) and args.verify_timeout > 0):
+        problems.append(
+            f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds (5 is the default)."
+        )
     try:
         if data_utils.is_builtin(args.dataset_id):
             data_utils.parse_builtin_levels(args.dataset_id)

@@ -36,7 +36,7 @@ from result_files import (
     weights_fingerprint,
 )
 from run_context import check_held_out, split_context
-from run_files import UsageError, release, write_json_atomic
+from run_files import UsageError, release, user_errors, write_json_atomic
 from telemetry import contract_telemetry
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     )
     try:
-        return _main(argv)
+        with user_errors():
+            return _main(argv)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -264,8 +265,6 @@ def _main(argv: list[str] | None) -> int:
                 logger.info("%s is complete already; kept as it is.", path)
             args.base_model = base
             columns[label] = done or evaluate(args, model, model, path, context)
-    except (model_utils.ModelError, data_utils.DataError) as exc:
-        raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         print(
             "Interrupted. Finished records are kept; continue with the same command plus --resume (results: "

@@ -17,11 +17,13 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     import settings
+    from run_files import user_errors
 
-    args, startup = settings.parse("train", argv)
-    import train
+    with user_errors():
+        args, startup = settings.parse("train", argv)
+        import train
 
-    return train.train(args, startup)
+        return train.train(args, startup)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ run_state.json. Result files of eval.py: result_files.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -43,10 +44,24 @@ class UsageError(SystemExit):
         return self.message
 
 
-def cli(main) -> int:
-    """Run an entry point's ``main()``; a ``UsageError`` becomes ``error: ...`` lines and exit code 2."""
+@contextlib.contextmanager
+def user_errors():
+    """Inside, a problem with the user's data or model (``DataError``, ``ModelError``) becomes a
+    ``UsageError``: the one path by which every user error reaches ``cli`` (one line, exit 2)."""
+    from model_utils import ModelError
+    from splits import DataError
+
     try:
-        return main()
+        yield
+    except (DataError, ModelError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cli(main) -> int:
+    """Run an entry point's ``main()``; a user error becomes ``error: ...`` lines and exit code 2."""
+    try:
+        with user_errors():
+            return main()
     except UsageError as err:
         print("\n".join(f"error: {line}" for line in err.message.splitlines()), file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ from run_files import (
     prepare_output_dir,
     record_attempt,
     release,
+    user_errors,
     write_json_atomic,
 )
 from telemetry import CompletionLog, TelemetryMixin
@@ -317,10 +318,8 @@ def _save_tokenizer_and_merged(trainer, tokenizer, output_dir: str, save_merged:
 
 
 def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
-    try:
+    with user_errors():
         trainer, stopper, run_config = build_trainer(args, output_dir, resume_ckpt, startup)
-    except (model_utils.ModelError, data_utils.DataError) as exc:
-        raise UsageError(str(exc)) from None
     from accelerate import PartialState
 
     state = PartialState()

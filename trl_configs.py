@@ -10,8 +10,6 @@ value TRL refuses stops the run at once. TRL and PEFT are imported inside, on us
 
 from __future__ import annotations
 
-from checks import reward_weights
-
 # Flags passed to GRPOConfig under their own name, unchanged.
 SAME_NAME = (
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -21,6 +19,11 @@ SAME_NAME = (
     "importance_sampling_level", "mask_truncated_completions", "top_entropy_quantile", "num_iterations",
     "lr_scheduler_type", "weight_decay", "max_grad_norm", "top_p", "top_k", "min_p", "repetition_penalty",
 )  # fmt: skip
+
+
+def reward_weights(args) -> list[float] | None:
+    """``--reward_weights`` as numbers (None: TRL's default, all 1.0); ``ValueError`` if not numbers."""
+    return [float(w) for w in args.reward_weights.split(",")] if args.reward_weights else None
 
 
 def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):

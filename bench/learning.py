@@ -2,6 +2,7 @@
 
     python bench/learning.py                 # or: make learn   (CPU: about 6 minutes)
     python bench/learning.py --limit 100 -- --max_steps 10 --learning_rate 1e-4   # flags after -- go to main.py
+    make learn ARGS="--config recipes/dapo.yaml"     # a recipe: trained with it, evaluated with its prompt
 
 Steps, each through the user's own commands (eval.py and main.py in subprocesses):
   1. evaluate the untrained model with the original project's prompt (the cold start users hit),
@@ -34,6 +35,8 @@ KEYS = ("n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mea
 SETTINGS = ("prompt_template", "prefill_think", "learning_rate", "max_steps", "per_device_train_batch_size")
 SETTINGS += ("num_generations", "max_completion_length", "temperature", "lora_r", "lora_alpha", "lora_target_modules")
 SETTINGS += ("beta", "loss_type", "seed")
+KNOBS = ("scale_rewards", "epsilon", "epsilon_high", "importance_sampling_level", "mask_truncated_completions")
+KNOBS += ("steps_per_generation",)
 
 
 def run(cmd: list[str]) -> float:
@@ -67,6 +70,8 @@ def build_report(run_dir: str, summaries: dict, train_wall: float, args, train_e
         "dataset_id": args.dataset_id,
         "split": args.split,
         "settings": {k: run_config["args"][k] for k in SETTINGS},
+        "grpo_knobs": {k: run_config["grpo_config"].get(k) for k in KNOBS},
+        "recipe": run_config.get("recipe"),
         "train_extra_flags": train_extra,
         "device": run_config.get("device"),
         "date": _dt.date.today().isoformat(),
@@ -78,6 +83,14 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     if "--" not in argv:
         return argv, []
     return argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+
+
+def trained_prompt(train_extra: list[str]) -> str:
+    """The prompt template the training will use (a recipe's, or main.py's default)."""
+    import settings
+
+    args, _ = settings.parse("train", train_extra)
+    return args.prompt_template or DEFAULT_PROMPT_TEMPLATE
 
 
 def fresh_folder(out: str) -> None:
@@ -102,14 +115,18 @@ def main() -> int:
     )
     p.add_argument("--split", default="test", help="held-out split expression")
     p.add_argument("--limit", type=int, default=200, help="held-out problems (>= 100 for a meaningful interval)")
+    p.add_argument("--config", default=None, help="a recipe file to train with (flags after -- still win)")
     args = p.parse_args(argv)
+    if args.config:
+        train_extra = ["--config", args.config, *train_extra]
 
     out = os.path.join(ROOT, args.out)
     fresh_folder(out)
     run_dir = os.path.join(out, "run")
 
     cold = evaluate("embedded", os.path.join(out, "base_original_prompt.json"), args, ["--prompt_template", "original"])
-    base = evaluate("embedded", os.path.join(out, "base.json"), args, ["--prompt_template", DEFAULT_PROMPT_TEMPLATE])
+    template = trained_prompt(train_extra)
+    base = evaluate("embedded", os.path.join(out, "base.json"), args, ["--prompt_template", template])
     train_wall = run(
         [sys.executable, "main.py", "--dataset_id", args.dataset_id, "--output_dir", run_dir, *train_extra]
     )
