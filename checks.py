@@ -75,8 +75,11 @@ def _check_numbers(args) -> list[str]:
         problems.append(f"--beta {args.beta}: must be a number >= 0 (0: no KL penalty).")
     if not _finite(args.num_train_epochs):
         problems.append(f"--num_train_epochs {args.num_train_epochs}: must be a finite number.")
-    elif args.max_steps == 0 or (args.max_steps < 0 and args.num_train_epochs <= 0):
-        problems.append("Nothing to train: set --max_steps > 0, or --max_steps -1 with --num_train_epochs > 0.")
+    elif (args.max_steps == 0 and not args.sft_steps) or (args.max_steps < 0 and args.num_train_epochs <= 0):
+        problems.append(
+            "Nothing to train: set --max_steps > 0, or --max_steps -1 with --num_train_epochs > 0 (--max_steps 0 "
+            "with --sft_steps N runs the cold start alone)."
+        )
     if not 0 <= args.warmup_ratio < 1:
         problems.append(f"--warmup_ratio {args.warmup_ratio}: must be in [0, 1).")
     if not 0 <= args.lora_dropout < 1:
@@ -103,6 +106,10 @@ def _check_knobs(args) -> list[str]:
     need(0 < args.top_entropy_quantile <= 1, "top_entropy_quantile", args.top_entropy_quantile,
          "must be in (0, 1] (1.0 keeps every token; the paper uses 0.2)")  # fmt: skip
     need(args.num_iterations >= 1, "num_iterations", args.num_iterations, "must be 1 or more")
+    need(args.sft_steps >= 0, "sft_steps", args.sft_steps, "must be >= 0 (0: no supervised cold start)")
+    need(_finite(args.sft_learning_rate) and args.sft_learning_rate > 0, "sft_learning_rate", args.sft_learning_rate,
+         "must be a positive number (2e-4 suits LoRA)")  # fmt: skip
+    need(args.sft_batch_size >= 1, "sft_batch_size", args.sft_batch_size, "must be 1 or more")
     need(_finite(args.weight_decay) and args.weight_decay >= 0, "weight_decay", args.weight_decay, "must be >= 0")
     need(_finite(args.max_grad_norm) and args.max_grad_norm >= 0, "max_grad_norm", args.max_grad_norm,
          "must be >= 0 (0: no clipping)")  # fmt: skip

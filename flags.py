@@ -126,6 +126,12 @@ FLAGS = [
     _f("top_entropy_quantile", "algorithm", TRAIN, "train only this top share of tokens by entropy (Beyond the "
        "80/20 Rule: 0.2; 1.0 keeps all)", type=float, default=1.0),
     _f("num_iterations", "algorithm", TRAIN, "policy updates per generation batch (GRPO's mu)", type=int, default=1),
+    _f("sft_steps", "algorithm", TRAIN, "cold start (DeepSeek-R1): supervised steps on the training rows' worked "
+       "solutions, written in the output contract, before GRPO, on the same LoRA adapter (0: none)", type=int,
+       default=0),
+    _f("sft_learning_rate", "algorithm", TRAIN, "learning rate of the --sft_steps (linear decay to 0)", type=float,
+       default=2e-4),
+    _f("sft_batch_size", "algorithm", TRAIN, "worked solutions per --sft_steps step", type=int, default=16),
     _f("reward_funcs", "algorithm", TRAIN, "comma-separated rewards: format, accuracy, path/to/file.py:function or "
        "package.module:function (TRL's signature)", default="format,accuracy"),
     _f("reward_weights", "algorithm", TRAIN, "comma-separated weights, one per reward (default: all 1.0)",

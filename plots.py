@@ -49,17 +49,34 @@ def telemetry_series(log_history: list[dict]) -> dict[str, tuple[list[int], list
     return out
 
 
-def plot_reward_curves(log_history: list[dict], path: str, title: str, ax=None) -> None:
-    """Per-reward means over training steps, and beside them the telemetry shares when logged;
-    writes ``path`` unless drawing into ``ax`` (then the rewards only)."""
+def sft_losses(log_history: list[dict] | None) -> tuple[list[int], list[float]]:
+    """``(steps, losses)`` of a cold start's log history (sft_log_history.json)."""
+    points = [(e["step"], e["loss"]) for e in log_history or [] if "loss" in e and "step" in e]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def plot_reward_curves(
+    log_history: list[dict], path: str, title: str, ax=None, sft_history: list[dict] | None = None
+) -> None:
+    """Per-reward means over training steps, beside them the telemetry shares when logged, and before
+    them the cold start's loss when ``sft_history`` has one; writes ``path`` unless drawing into ``ax``
+    (then the rewards only)."""
     plt = _pyplot()
     own = ax is None
     telemetry = telemetry_series(log_history) if own else {}
+    sft_steps, losses = sft_losses(sft_history) if own else ([], [])
     if own:
-        fig, axes = plt.subplots(1, 2 if telemetry else 1, figsize=(13 if telemetry else 7, 4), squeeze=False)
-        ax = axes[0][0]
+        panels = 1 + bool(telemetry) + bool(losses)
+        fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4), squeeze=False)
+        if losses:
+            left = axes[0][0]
+            left.plot(sft_steps, losses, marker=".", markersize=3, color="#7a4ea3")
+            left.set(xlabel="cold-start step", ylabel="loss", title="cold start (supervised)")
+            left.set_ylim(bottom=0)
+            left.grid(alpha=0.3)
+        ax = axes[0][int(bool(losses))]
         if telemetry:
-            right = axes[0][1]
+            right = axes[0][-1]
             for name, (steps, values) in telemetry.items():
                 right.plot(steps, values, marker=".", markersize=3, label=name.replace("_", " "))
             right.set(xlabel="step", ylabel="share of completions", ylim=(-0.02, 1.02), title="telemetry")
@@ -67,16 +84,29 @@ def plot_reward_curves(log_history: list[dict], path: str, title: str, ax=None) 
             right.legend(fontsize=8)
     for name, (steps, values) in reward_series(log_history).items():
         ax.plot(steps, values, marker="o", markersize=3, label=name)
-    ax.set_xlabel("step")
+    ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean reward")
     ax.set_ylim(-0.05, max(2.05, ax.get_ylim()[1]))
     ax.grid(alpha=0.3)
-    ax.legend()
+    if reward_series(log_history):
+        ax.legend()
     ax.set_title(title)
     if own:
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
+
+
+def draw_run(run_dir: str, history: list[dict], what: str) -> None:
+    """A run folder's reward_curves.png: GRPO's rewards (``history``), and the cold start's loss beside
+    them when its sft_log_history.json is there; titled with the folder's name and ``what``."""
+    path = os.path.join(run_dir, "sft_log_history.json")
+    sft_history = None
+    if os.path.isfile(path):
+        with open(path) as f:
+            sft_history = json.load(f)
+    title = f"{os.path.basename(os.path.normpath(run_dir))}: {what}"
+    plot_reward_curves(history, os.path.join(run_dir, "reward_curves.png"), title, sft_history=sft_history)
 
 
 def plot_learning(log_history: list[dict], base: dict, trained: dict, path: str, title: str) -> None:
@@ -105,32 +135,63 @@ if __name__ == "__main__":
     history_path = sys.argv[1]
     with open(history_path) as f:
         history = json.load(f)
+    draw_run(os.path.dirname(os.path.abspath(history_path)), history, "rewards")
     out = os.path.join(os.path.dirname(history_path), "reward_curves.png")
-    plot_reward_curves(history, out, os.path.basename(os.path.dirname(os.path.abspath(history_path))))
     print(out)
 
 
+LEVEL_BARS = (  # (report key, label, colour): what each configuration's bar shows, left to right
+    ("base", "untrained", "#8aa4c8"),
+    ("sft_only", "cold start alone", "#c9a0dc"),
+    ("grpo_only", "GRPO alone", "#7fb77e"),
+    ("levels", "cold start + GRPO", "#2d6a2d"),
+)
+
+
+def _bar_sets(report: dict) -> list[tuple[str, str, dict]]:
+    """``(label, colour, {level: summary})`` for each bar of the recipe's panel present in ``report``."""
+    sets = []
+    for key, label, colour in LEVEL_BARS:
+        if key == "base":
+            sets.append((label, colour, {lv: r["base"] for lv, r in report["levels"].items()}))
+        elif key == "levels":
+            name = label if "sft_only" in report else "trained"
+            sets.append((name, colour, {lv: r["trained"] for lv, r in report["levels"].items()}))
+        elif key in report:
+            sets.append((label, colour, {lv: r["trained"] for lv, r in report[key]["levels"].items()}))
+    return sets
+
+
 def plot_levels(report: dict, path: str) -> None:
-    """Per-level held-out accuracy before/after training with 95% intervals; the original
-    configuration's beside the recipe's when the report has it."""
+    """Per-level held-out accuracy with 95% intervals: the untrained model, the cold start alone, GRPO
+    alone and the cold start then GRPO (those the report has); the original configuration's panel
+    beside it when the report has one."""
     plt = _pyplot()
-    configs = [("recipe", report)] + (
-        [("original configuration", report["original_config"])] if "original_config" in report else []
+    panels = [("recipe", report, _bar_sets(report))]
+    if "original_config" in report:
+        original = report["original_config"]
+        panels.append(("original configuration", original, [
+            ("untrained", LEVEL_BARS[0][2], {lv: r["base"] for lv, r in original["levels"].items()}),
+            ("trained", LEVEL_BARS[-1][2], {lv: r["trained"] for lv, r in original["levels"].items()}),
+        ]))  # fmt: skip
+    widths = [len(sets) for _, _, sets in panels]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.4 * sum(widths) + 2, 4.2), squeeze=False, gridspec_kw={"width_ratios": widths}
     )
-    fig, axes = plt.subplots(1, len(configs), figsize=(6.5 * len(configs), 4), squeeze=False)
-    for ax, (name, result) in zip(axes[0], configs, strict=True):
-        levels = list(result["levels"])
-        for offset, which, color in ((-0.2, "base", "#8aa4c8"), (0.2, "trained", "#2d6a2d")):
-            acc = [result["levels"][lv][which]["accuracy"] for lv in levels]
-            lo = [a - result["levels"][lv][which]["accuracy_ci95"][0] for a, lv in zip(acc, levels, strict=True)]
-            hi = [result["levels"][lv][which]["accuracy_ci95"][1] - a for a, lv in zip(acc, levels, strict=True)]
-            xs = [i + offset for i in range(len(levels))]
-            ax.bar(xs, acc, width=0.4, color=color, label=which, yerr=[lo, hi], capsize=3)
+    for ax, (name, result, sets) in zip(axes[0], panels, strict=True):
+        levels, width = list(result["levels"]), 0.8 / len(sets)
+        for i, (label, colour, by_level) in enumerate(sets):
+            acc = [by_level[lv]["accuracy"] for lv in levels]
+            lo = [a - by_level[lv]["accuracy_ci95"][0] for a, lv in zip(acc, levels, strict=True)]
+            hi = [by_level[lv]["accuracy_ci95"][1] - a for a, lv in zip(acc, levels, strict=True)]
+            xs = [j - 0.4 + width * (i + 0.5) for j in range(len(levels))]
+            ax.bar(xs, acc, width=width, color=colour, label=label, yerr=[lo, hi], capsize=2)
             for x, a, up in zip(xs, acc, hi, strict=True):  # above the interval, so a bar of 0 stays readable
-                ax.text(x, a + up + 0.015, f"{a:.2f}", ha="center", fontsize=8)
+                ax.text(x, a + up + 0.015, f"{a:.2f}", ha="center", fontsize=7)
         ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
-        ax.set(ylim=(0, 1.05), ylabel="held-out accuracy (greedy)", title=f"{name}: {result['steps']} steps")
-        ax.legend()
+        sft = f"{result['sft_steps']} SFT + " if result.get("sft_steps") else ""
+        ax.set(ylim=(0, 1.08), ylabel="held-out accuracy (greedy)", title=f"{name}: {sft}{result['steps']} GRPO steps")
+        ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -165,6 +165,8 @@ def verdict(report: dict, args) -> tuple[str, list[str]]:
     problems, zero = [], report["zero_variance_group_fraction"]
     if zero >= NO_SIGNAL_AT:
         fix = "raise --temperature or --num_generations, or start from an easier --dataset_id"
+        if not getattr(args, "sft_steps", 0):
+            fix += ", or teach worked solutions first with a cold start: --sft_steps 30"
         format_flags = [
             flag
             for flag, on in (
@@ -202,7 +204,8 @@ def summary_lines(report: dict) -> list[str]:
     """The verdict as printed at the start of a run."""
     lines = [
         f"Preflight: {report['verdict'].upper()} ({report['prompts']} prompts x "
-        f"{report['completions'] // max(report['prompts'], 1)} completions from the untrained model)",
+        f"{report['completions'] // max(report['prompts'], 1)} completions from "
+        f"{report.get('sampled_from', 'the untrained model')})",
         f"  format reward {report['format_reward_mean']:.2f} {report['format_distribution']}, accuracy "
         f"{report['accuracy_mean']}, groups without signal {report['zero_variance_group_fraction']:.0%}, "
         f"truncated {report['truncated_fraction']:.0%}",

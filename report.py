@@ -161,6 +161,7 @@ def collect(run_dir: str, results: list[str]) -> dict:
         "device": config.get("device"),
         "state": _read_json(os.path.join(run_dir, "run_state.json"), {}),
         "preflight": _read_json(os.path.join(run_dir, "preflight.json")),
+        "preflight_after_sft": _read_json(os.path.join(run_dir, "preflight_after_sft.json")),
         "curves": image,
         "completions": completions,
         "unreadable_completion_lines": bad,

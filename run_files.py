@@ -206,7 +206,9 @@ RUN_STATE = "run_state.json"  # what happened after the start: attempts, steps, 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _EARLY_FILES = {"run_config.json", RUN_STATE, "log_history.json", "reward_curves.png", "runs", "preflight.json"}
 _EARLY_FILES |= {"completions.jsonl", "report.html", "wandb", "completions", "README.md"}  # wandb, TRL and model card
+_EARLY_FILES |= {"sft_log_history.json", "preflight_after_sft.json"}
 _PREVIOUS_PREFIX = "previous-attempt-"
+SFT_DIR = "sft"  # the cold start's folder inside a run folder (sft.py)
 
 
 def default_output_dir(args) -> str:
@@ -225,6 +227,13 @@ def find_last_checkpoint(output_dir: str) -> str | None:
         if m and os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER)):
             done.append((int(m.group(1)), os.path.join(output_dir, name)))
     return max(done)[1] if done else None
+
+
+def sft_progress(output_dir: str) -> bool:
+    """Whether a run folder holds cold-start work to resume: the phase's finished adapter or a complete
+    checkpoint of it (sft.py)."""
+    folder = os.path.join(output_dir, SFT_DIR)
+    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER)) or find_last_checkpoint(folder) is not None
 
 
 def checkpoint_step(checkpoint: str) -> int | None:
@@ -246,6 +255,8 @@ def _left_early(output_dir: str, names: set[str]) -> bool:
         m = _CHECKPOINT_RE.match(name)
         if m:
             return not os.path.isfile(os.path.join(output_dir, name, COMPLETE_MARKER))
+        if name == SFT_DIR:
+            return not sft_progress(output_dir)
         return name in _EARLY_FILES or name.startswith(_PREVIOUS_PREFIX)
 
     return all(early(n) for n in names)
@@ -308,6 +319,8 @@ def _checkpoint_to_resume(args, output_dir: str) -> str | None:
         return resume
     if resume == "last":
         ckpt = find_last_checkpoint(output_dir)
+        if ckpt is None and sft_progress(output_dir):
+            return None  # stopped in the cold start, or before GRPO's first checkpoint: train.py goes on from there
         if ckpt is None:
             if os.path.isfile(os.path.join(output_dir, "run_config.json")):
                 raise UsageError(

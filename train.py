@@ -9,7 +9,8 @@ A run folder (``--output_dir``, default ``ckpts/<model>-<dataset>-<time>``) ends
     run_state.json      what happened since: each attempt (start, resume, flags changed on
                         resume, steps, wall time, which fast paths ran), and whether it finished
     log_history.json    the trainer's logged metrics per step
-    reward_curves.png   format / accuracy / total reward means over steps
+    reward_curves.png   format / accuracy / total reward means over steps (and the cold start's loss)
+    sft/, sft_log_history.json   with --sft_steps: the cold start's adapter, checkpoints and loss (sft.py)
     checkpoint-N/       resumable checkpoints (COMPLETE marks a fully written one)
     runs/               tensorboard logs
     merged/             with --save_merged: a standalone merged model
@@ -32,6 +33,7 @@ import plots
 import preflight
 import report
 import reward
+import sft
 from fast_logps import FastLogpsTrainer
 from run_control import (
     CheckpointMarker,
@@ -100,6 +102,8 @@ class RunTrainer(TelemetryMixin, FastLogpsTrainer):
     """The trainer of a run: TRL's GRPOTrainer with the fast log-probs (fast_logps.py), and the
     telemetry and completion log (telemetry.py)."""
 
+    sft_dataset = None  # the cold start's worked solutions (--sft_steps; sft.py), set by build_trainer
+
 
 def _resolve(args, state) -> dict:
     """Where the model comes from, its tokenizer, and the hardware choices: device, precision,
@@ -135,6 +139,9 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     train_ds, eval_ds, dropped, held_out = prepare_datasets(
         args, hw["tokenizer"], context
     )  # data errors before the model loads
+    sft_ds, sft_skipped = (
+        sft.sft_dataset(train_ds, args.prefill_think, hw["tokenizer"], context) if args.sft_steps else (None, {})
+    )
     rewards = reward.get_reward_funcs(args.reward_funcs)
     try:
         preflight.check_rewards(rewards, train_ds)
@@ -142,6 +149,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         raise UsageError(str(exc)) from None
     why = startup.run_length if startup else "as given"
     print(run_length_line(args, len(train_ds), state.num_processes, why), flush=True)
+    if sft_ds is not None:
+        print(f"Cold start first: {args.sft_steps} supervised steps on {len(sft_ds)} worked solutions.", flush=True)
     model = model_utils.load_model(
         hw["resolved"], hw["dtype"], trust_remote_code=args.trust_remote_code, attn_implementation=hw["attention"]
     )
@@ -169,12 +178,14 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         peft_config=lora_config,
         callbacks=[marker, stopper, watch],
     )
+    trainer.sft_dataset = sft_ds
     _install_fast_paths(trainer, args, hw)
     eos = trainer.model.generation_config.eos_token_id
     trainer.eos_ids = tuple({hw["tokenizer"].eos_token_id, *([eos] if isinstance(eos, int) else eos or [])} - {None})
     if args.completions_log_max > 0 and state.is_main_process:
         path = os.path.join(output_dir, "completions.jsonl")
-        resumed_at = checkpoint_step(resume_ckpt) if resume_ckpt else None
+        # resumed with no GRPO checkpoint (stopped in or just after the cold start): no GRPO step is kept
+        resumed_at = checkpoint_step(resume_ckpt) if resume_ckpt else 0 if args.resume_from_checkpoint else None
         trainer.completion_log = CompletionLog(path, args.completions_log_every, args.completions_log_max, resumed_at)
     if state.is_main_process:
         trainer.model.print_trainable_parameters()  # as the original printed it
@@ -190,6 +201,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         **{"bf16": hw["use_bf16"], "num_processes": state.num_processes, "train_rows": len(train_ds)},
         **{"eval_rows": len(eval_ds) if eval_ds is not None else 0, "dropped": dropped, "held_out": held_out},
         **{"trainable_params": trainable, "all_params": total},
+        "sft": {"steps": args.sft_steps, "rows": len(sft_ds), "left_out": sft_skipped} if sft_ds is not None else None,
         "versions": _versions(),
         "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
         "lora_config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.to_dict().items()},
@@ -231,6 +243,8 @@ def run_length_line(args, train_rows: int, processes: int, why: str = "as given"
     """One line: how long the run is and why (settings.resolve_run_length says why)."""
     per_step = args.per_device_train_batch_size * processes * args.gradient_accumulation_steps // args.num_generations
     shape = f"{per_step} prompts x {args.num_generations} completions per step"
+    if args.max_steps == 0:
+        return "Run length: no GRPO steps (--max_steps 0): the cold start alone."
     if args.max_steps > 0:
         return f"Run length: {args.max_steps} steps ({why}); {shape}."
     steps = math.ceil(math.ceil(train_rows / max(per_step, 1)) * args.num_train_epochs)
@@ -346,7 +360,15 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
             logger.info("Resolved configuration written to %s/run_config.json", output_dir)
         record_attempt(output_dir, attempt)
 
-    if resume_ckpt and nothing_left(resume_ckpt, args.max_steps):
+    # the cold start first, unless resuming a GRPO checkpoint (which holds the adapter the cold start left)
+    cold = args.sft_steps and not resume_ckpt
+    if cold and sft.cold_start(trainer, args, output_dir, stopper, attempt, run_config["dropped"]["train"]):
+        if state.is_main_process:
+            _write_report(output_dir)
+        return 130  # stopped in the cold start: resume goes on from there
+    if args.max_steps == 0:  # the cold start alone: its adapter is the run's
+        wall = 0.0
+    elif resume_ckpt and nothing_left(resume_ckpt, args.max_steps):
         wall = take_finished_checkpoint(trainer, resume_ckpt)
     else:
         wall = train_with_signal_stop(trainer, stopper, resume_ckpt)
@@ -365,8 +387,7 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
     )
     if state.is_main_process:
         write_json_atomic(os.path.join(output_dir, "log_history.json"), history)
-        title = f"{os.path.basename(os.path.normpath(output_dir))}: {steps} steps, {wall / 60:.1f} min"
-        plots.plot_reward_curves(history, os.path.join(output_dir, "reward_curves.png"), title)
+        plots.draw_run(output_dir, history, f"{steps} steps, {wall / 60:.1f} min")
         record_attempt(output_dir, attempt)
         _write_report(output_dir)
     if interrupted:
@@ -381,12 +402,12 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
         _save_tokenizer_and_merged(trainer, tokenizer, output_dir, args.save_merged)
         attempt.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True})
         record_attempt(output_dir, attempt)
+        cold = attempt.get("sft") if isinstance(attempt.get("sft"), dict) else None
         logger.info(
-            "Done: %d steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and "
+            "Done: %s%d GRPO steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and "
             "reward_curves.png in %s",
-            steps,
-            wall / 60,
-            output_dir,
-        )
+            f"{cold['steps']} cold-start steps in {cold['train_wall_s'] / 60:.1f} min, then " if cold else "",
+            steps, wall / 60, output_dir,
+        )  # fmt: skip
         print(f"Run folder: {output_dir}")
     return 0

@@ -58,3 +58,36 @@ def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
         task_type="CAUSAL_LM",
     )
     return grpo, lora
+
+
+def build_sft_config(args, sft_dir: str, grpo):
+    """``SFTConfig`` of the cold start (``--sft_steps``): its own steps, learning rate and batch size; the
+    device, precision, saving, seed and optimizer limits of the GRPO run ``grpo`` that follows it.
+    Targets are never truncated (``max_length`` None): --max_completion_length bounds sampling, not
+    what is taught; rows too long for the model were left out before (sft.py)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=sft_dir,
+        max_steps=args.sft_steps,
+        learning_rate=args.sft_learning_rate,
+        lr_scheduler_type="linear",
+        per_device_train_batch_size=args.sft_batch_size,
+        gradient_accumulation_steps=1,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        logging_steps=1,
+        save_strategy=grpo.save_strategy if grpo.save_strategy != "epoch" else "steps",
+        save_steps=args.save_steps,
+        save_total_limit=grpo.save_total_limit,
+        bf16=grpo.bf16,
+        use_cpu=grpo.use_cpu,
+        gradient_checkpointing=grpo.gradient_checkpointing,
+        seed=args.seed,
+        data_seed=args.seed,
+        report_to=[],
+        max_length=None,
+        packing=False,
+        completion_only_loss=True,
+        dataset_num_proc=None,
+    )

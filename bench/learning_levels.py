@@ -1,20 +1,24 @@
-"""Learning beyond addition: held-out accuracy on each of levels 1-4 before and after training,
-side by side with the original project's configuration at equal steps and completions per step.
+"""What each phase buys, level by level: held-out accuracy on each of levels 1-4 before and after
+training for the cold start then GRPO (``levels``), the cold start alone (``sft_only``), GRPO alone
+(``grpo_only``) and the original project's configuration at equal GRPO steps and completions per step.
 
-    python bench/learning_levels.py           # or: make learn-levels   (2 CPU cores: about 27 minutes)
+    python bench/learning_levels.py           # or: make learn-levels   (2 CPU cores: about 45 minutes)
     python bench/learning_levels.py --steps 20 --limit 50 --skip_original   # a quick look
     python bench/learning_levels.py --resume    # after an interruption: keeps what finished
-    python bench/learning_levels.py -- --seed 7 # flags after -- go to main.py for both configurations
+    python bench/learning_levels.py -- --seed 7 # flags after -- go to main.py for every configuration
 
 Each part through the user's own commands (main.py in a subprocess, eval.py's main in this one):
   1. the untrained model on each level's 200 test problems, greedy, and pass@8 (sampled at the
-     training temperature) on the first ``--pass_limit`` of them, with the recipe's prompt;
-  2. training with the recipe (main.py's defaults and ``RECIPE``) on ``TRAIN_DATA``;
-  3. the trained adapter, evaluated the same way;
-  4. the same with ``ORIGINAL`` (LoRA r=8 on q_proj/v_proj, lr 1e-5, warmup 0.05, the original
-     prompt, 64-token completions, groups of 4) at the same steps and completions per step.
+     training temperature) on the first ``--pass_limit`` of them, with the recipe's prompt (shared
+     by the three recipe configurations, which train with the same prompt and lengths);
+  2. training with ``COLD_START_RECIPE`` and ``SFT`` (``--sft_steps``, then GRPO); its ``sft/``
+     adapter is ``sft_only`` (the same cold start, no GRPO);
+  3. training with ``RECIPE`` alone on ``TRAIN_DATA`` (``grpo_only``, GRPO as it was measured before);
+  4. each trained adapter, evaluated the same way;
+  5. the same with ``ORIGINAL`` (LoRA r=8 on q_proj/v_proj, lr 1e-5, warmup 0.05, the original
+     prompt, 64-token completions, groups of 4) at the same GRPO steps and completions per step.
 Writes results/learning_levels/ (results, summaries, runs, learning_levels.png, the report) and
-prints a table and, last, one JSON line.
+prints a table per configuration and, last, one JSON line.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ ORIGINAL = [
     "--lora_target_modules", "q_proj,v_proj", "--learning_rate", "1e-5", "--warmup_ratio", "0.05",
     "--prompt_template", "original", "--max_completion_length", "64", "--num_generations", "4",
 ]  # fmt: skip
+# The cold start before GRPO: supervised steps on the training rows' worked solutions (sft.py), then GRPO
+# at a third of the recipe's learning rate (3e-4 undoes what the cold start taught) on all four levels'
+# rows (GRPO now has signal on levels 3-4); each setting measured (bench/README.md, "Cold start").
+SFT = {"sft_steps": 60, "sft_learning_rate": 5e-4, "sft_batch_size": 8}
+COLD_START_RECIPE = ["--dataset_id", "builtin:1-4", "--max_completion_length", "96", "--temperature", "0.7"]
+COLD_START_RECIPE += ["--learning_rate", "1e-4"]
 KEYS = ("n", "accuracy", "accuracy_ci95", "format_reward_mean", "format_distribution")
 
 
@@ -96,32 +106,59 @@ def _summary(results_file: str) -> dict:
         return json.load(f)
 
 
-def train_and_evaluate(name: str, flags: list[str], out_dir: str, args) -> dict:
+def train(name: str, flags: list[str], out_dir: str, args) -> tuple[str, dict, float]:
+    """``(run folder, run_state.json, wall s)`` of main.py with ``flags``; with ``--resume`` a finished
+    run is kept and an interrupted one continued."""
     run_dir = os.path.join(out_dir, f"run-{name}")
-    flags = [*flags, *args.train_extra]
     work = ["--max_steps", str(args.steps), "--output_dir", run_dir, "--report_to", "none"]
     state_file = os.path.join(run_dir, "run_state.json")
+    done = False
     if args.resume and os.path.isfile(state_file):
         with open(state_file) as f:
             done = json.load(f).get("complete")
         work += [] if done else ["--resume_from_checkpoint", "last"]
-    else:
-        done = False
     wall = 0.0 if done else learning.run([sys.executable, "main.py", "--model_id", args.model, *flags, *work])
+    with open(state_file) as f:
+        return run_dir, json.load(f), wall
+
+
+def result(levels: dict, base: dict, trained: dict, **extra) -> dict:
+    return {"levels": {lv: {"base": base[lv], "trained": trained[lv]} for lv in levels}, **extra}
+
+
+def train_and_evaluate(name: str, flags: list[str], out_dir: str, args, base: dict | None = None) -> dict:
+    """One configuration trained and measured; ``base``: the untrained model's measures when another
+    configuration with the same prompt and lengths took them already."""
+    flags = [*flags, *args.train_extra]
+    run_dir, state, _ = train(name, flags, out_dir, args)
     settings = trains_with(flags)
-    base = evaluate(args.model, out_dir, f"{name}-base", args, settings)
+    base = base or evaluate(args.model, out_dir, f"{name}-base", args, settings)
     trained = evaluate(run_dir, out_dir, f"{name}-trained", args, settings)
+    sft_wall = (state.get("sft") or {}).get("train_wall_s", 0.0)
+    out = result(
+        args.levels, base, trained,
+        train_wall_s=round(sum(a.get("train_wall_s", 0.0) for a in state["attempts"]) + sft_wall, 1),
+        steps=state.get("steps"), sft_steps=settings.sft_steps, flags=flags, pass_temperature=settings.temperature,
+    )  # fmt: skip
+    out["_base"], out["_run"] = base, run_dir
+    return out
+
+
+def sft_only(levels_result: dict, out_dir: str, args) -> dict:
+    """The cold start alone: the ``sft/`` adapter the SFT-then-GRPO run saved before its GRPO steps."""
+    run_dir = levels_result["_run"]
+    settings = trains_with(levels_result["flags"])
+    trained = evaluate(os.path.join(run_dir, "sft"), out_dir, "sft_only-trained", args, settings)
     with open(os.path.join(run_dir, "run_state.json")) as f:
-        state = json.load(f)
-    attempt = state["attempts"][-1]
-    out = {lv: {"base": base[lv], "trained": trained[lv]} for lv in args.levels}
-    return {
-        "levels": out,
-        "train_wall_s": attempt.get("train_wall_s", round(wall, 1)),
-        "steps": state.get("steps"),
-        "flags": flags,
-        "pass_temperature": settings.temperature,
-    }
+        sft_state = json.load(f)["sft"]
+    return result(
+        args.levels, levels_result["_base"], trained, train_wall_s=sft_state["train_wall_s"], steps=0,
+        sft_steps=sft_state["steps"], flags=levels_result["flags"], pass_temperature=settings.temperature,
+    )  # fmt: skip
+
+
+def public(result: dict) -> dict:
+    return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
 def cpu_gflops() -> float:
@@ -134,7 +171,8 @@ def cpu_gflops() -> float:
 
 
 def table(result: dict, title: str) -> None:
-    print(f"\n{title}: {result['steps']} steps, {result['train_wall_s'] / 60:.1f} min of training")
+    sft = f"{result['sft_steps']} cold-start steps + " if result.get("sft_steps") else ""
+    print(f"\n{title}: {sft}{result['steps']} GRPO steps, {result['train_wall_s'] / 60:.1f} min of training")
     print(f"{'level':6} {'base acc [95% CI]':28} {'trained acc [95% CI]':28} {'format b/t':12} pass@k b/t")
     for level, r in result["levels"].items():
         b, t = r["base"], r["trained"]
@@ -150,7 +188,9 @@ def main() -> int:
     p.add_argument(
         "--out", default=os.path.join("results", "learning_levels"), help="report folder (renamed if it exists)"
     )
-    p.add_argument("--steps", type=int, default=40, help="GRPO steps for both configurations")
+    p.add_argument("--steps", type=int, default=40, help="GRPO steps of every configuration")
+    for name, value in SFT.items():
+        p.add_argument(f"--{name}", type=type(value), default=value, help=f"the cold start's {name} (main.py's)")
     p.add_argument("--limit", type=int, default=200, help="held-out problems per level (greedy)")
     p.add_argument("--pass_k", type=int, default=8, help="samples per problem for pass@k")
     p.add_argument("--pass_limit", type=int, default=20, help="problems per level for pass@k")
@@ -172,13 +212,23 @@ def main() -> int:
     else:
         learning.fresh_folder(out)
     start, speed = time.time(), [cpu_gflops()]
-    recipe = train_and_evaluate("recipe", RECIPE, out, args)
-    table(recipe, "recipe")
-    report = {**recipe, "date": _dt.date.today().isoformat(), "limit": args.limit, "pass_limit": args.pass_limit}
+    cold = [f"--{k}={getattr(args, k)}" for k in SFT]
+    both = train_and_evaluate("levels", [*COLD_START_RECIPE, *cold], out, args)
+    table(both, "levels: cold start, then GRPO")
+    alone = sft_only(both, out, args)
+    table(alone, "sft_only: the same cold start, no GRPO")
+    grpo = train_and_evaluate("grpo_only", RECIPE, out, args, base=both["_base"])
+    table(grpo, "grpo_only: GRPO alone")
+    report = {**public(both), "date": _dt.date.today().isoformat(), "limit": args.limit, "pass_limit": args.pass_limit}
+    report |= {"sft_only": public(alone), "grpo_only": public(grpo)}
     if not args.skip_original:
         original = train_and_evaluate("original", ORIGINAL, out, args)
         table(original, "original configuration")
-        report["original_config"] = original
+        report["original_config"] = public(original)
+    report["mean_trained_accuracy"] = {
+        name: round(sum(r["levels"][lv]["trained"]["accuracy"] for lv in args.levels) / len(args.levels), 4)
+        for name, r in (("levels", report), ("sft_only", alone), ("grpo_only", grpo))
+    }
     report["total_wall_s"] = round(time.time() - start, 1)
     report["cpu_gflops_start_end"] = [*speed, cpu_gflops()]
     import plots

@@ -34,7 +34,8 @@ def _synthetic_run(folder, n=10_000, groups_per_step=4, g=4):
     (folder / "run_config.json").write_text(
         json.dumps({"args": {"model_id": "embedded", "max_steps": 625}, "device": "cpu"})
     )
-    (folder / "run_state.json").write_text(json.dumps({"steps": 625, "attempts": [{"train_wall_s": 60}]}))
+    state = {"steps": 625, "attempts": [{"train_wall_s": 60}], "sft": {"steps": 30, "train_wall_s": 120}}
+    (folder / "run_state.json").write_text(json.dumps(state))
     preflight = {
         "verdict": "no_signal",
         "format_reward_mean": 0.0,
@@ -48,6 +49,9 @@ def _synthetic_run(folder, n=10_000, groups_per_step=4, g=4):
         problems=["100% of groups score the same"],
     )
     (folder / "preflight.json").write_text(json.dumps(preflight))
+    after = {**preflight, "verdict": "ok", "zero_variance_group_fraction": 0.25, "problems": []}
+    after["sampled_from"] = "the model after 30 cold-start steps"
+    (folder / "preflight_after_sft.json").write_text(json.dumps(after))
     return str(folder)
 
 
@@ -190,6 +194,10 @@ def test_the_report_in_a_real_browser(browser, tmp_path):
     WebDriverWait(browser, 30).until(lambda _: len(cards()) == 50)
     assert len(cards()) == 50 and "page 1 of 200 (10000 of 10000 completions)" in info()
     assert "NO_SIGNAL" in browser.find_element(By.ID, "preflight-verdict").text
+    after = browser.find_element(By.ID, "preflight-after-sft").text
+    assert after.startswith("OK after the cold start (the model after 30 cold-start steps)") and "25%" in after
+    subtitle = browser.find_element(By.ID, "subtitle").text
+    assert "cold start 30 steps, 2.0 min · 625 GRPO steps, 1.0 min" in subtitle
     browser.find_element(By.ID, "next").click()
     assert "page 2 of 200" in info() and cards()[0].get_attribute("data-step") == "4"  # 16 per step: item 50 is step 4
     Select(browser.find_element(By.ID, "filter-truncated")).select_by_value("yes")

@@ -252,6 +252,7 @@ RECIPES = sorted(f for f in os.listdir(os.path.join(os.path.dirname(__file__), "
 CPU_RECIPES = {"cpu_quick.yaml": {}, "dr_grpo.yaml": {"loss_type": "dr_grpo", "scale_rewards": "none"}}
 CPU_RECIPES["dapo.yaml"] = {"epsilon_high": 0.28, "mask_truncated_completions": True}
 CPU_RECIPES["gspo.yaml"] = {"importance_sampling_level": "sequence", "epsilon": 3e-4, "steps_per_generation": 4}
+CPU_RECIPES["cold_start.yaml"] = {"learning_rate": 1e-4, "temperature": 0.7}
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -287,3 +288,17 @@ def test_make_train_runs_the_cpu_recipe():
     defaults = flags.defaults("train")
     args, _ = settings.parse("train", ["--config", os.path.join(ROOT, "recipes", "cpu_quick.yaml")])
     assert all(getattr(args, k) == v for k, v in defaults.items() if k not in ("config", "trainer"))  # the defaults
+
+
+def test_the_cold_start_recipe_is_what_learn_levels_measures(monkeypatch):
+    import importlib.util
+
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    spec = importlib.util.spec_from_file_location("learning_levels", os.path.join(ROOT, "bench", "learning_levels.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    measured = bench.trains_with([*bench.COLD_START_RECIPE, *(f"--{k}={v}" for k, v in bench.SFT.items())])
+    recipe, _ = settings.parse("train", ["--config", os.path.join(ROOT, "recipes", "cold_start.yaml")])
+    assert vars(recipe) | {"config": None, "trainer": None} == vars(measured) | {"trainer": None}
