@@ -102,6 +102,23 @@ def load_finished(model, output_dir: str) -> None:
     logger.info("Cold start done before: GRPO starts from %s", sft_dir(output_dir))
 
 
+_PATCHED = ("forward", "_original_forward", "_is_accelerate_prepared")
+
+
+def _model_patches(model) -> list:
+    """What a trainer patches onto the model's instances (its forward, accelerate's marks), to be put back."""
+    owners = [model, model.get_base_model()] if hasattr(model, "get_base_model") else [model]
+    return [(owner, {key: owner.__dict__.get(key) for key in _PATCHED}) for owner in owners]
+
+
+def _restore_patches(saved: list) -> None:
+    for owner, values in saved:
+        for key, value in values.items():
+            owner.__dict__.pop(key, None)
+            if value is not None:
+                owner.__dict__[key] = value
+
+
 def run(grpo_trainer, args, dataset, output_dir: str, stopper, resuming: bool, is_main: bool) -> tuple[dict, list]:
     """Run (or, ``resuming``, continue) the phase on ``grpo_trainer.model``; returns its record (steps,
     wall time, rows, ``complete``, ``interrupted``) and its log history. The adapter is saved in
@@ -114,10 +131,12 @@ def run(grpo_trainer, args, dataset, output_dir: str, stopper, resuming: bool, i
     config = build_sft_config(args, folder, grpo_trainer.args)
     checkpoint = find_last_checkpoint(folder) if resuming else None
     model = grpo_trainer.model
-    # SFTTrainer's accelerator wraps the model's forward (autocast, outputs to fp32); GRPO's wraps it again
-    # when it starts, and the fast log-probs' exact check unwraps only one layer: left in place, the phase's
-    # autocast would make that check fail and GRPO fall back to its slower path. Put back what was there.
-    forward = {key: model.__dict__.get(key) for key in ("forward", "_original_forward")}
+    # SFTTrainer leaves its own patches on the model GRPO goes on training; each is put back as it was:
+    # - it patches the base model's forward with a fused LM head at temperature 1 (replacing GRPO's, at
+    #   --temperature): left in place, GRPO's loss would score its samples at the wrong temperature;
+    # - its accelerator wraps the PeftModel's forward (autocast) and marks the model prepared, so GRPO's
+    #   accelerator would not wrap it for its own precision.
+    saved = _model_patches(model)
     trainer = SFTTrainer(
         model=model,
         args=config,
@@ -131,10 +150,7 @@ def run(grpo_trainer, args, dataset, output_dir: str, stopper, resuming: bool, i
         if checkpoint:
             logger.info("Cold start: continuing from %s", checkpoint)
         wall = train_with_signal_stop(trainer, stopper, checkpoint)
-    for key, value in forward.items():
-        model.__dict__.pop(key, None)
-        if value is not None:
-            model.__dict__[key] = value
+    _restore_patches(saved)
     steps, history = trainer.state.global_step, list(trainer.state.log_history)
     interrupted = stopper.stop_requested and steps < args.sft_steps
     losses = [e["loss"] for e in history if "loss" in e]

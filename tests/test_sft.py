@@ -210,18 +210,34 @@ def test_max_steps_0_runs_the_cold_start_alone(tiny_model_dir, tmp_path):
 
 
 def test_the_cold_start_leaves_the_model_as_grpo_expects_it(tiny_model_dir, tmp_path):
-    """SFTTrainer's accelerator wraps the model's forward in bf16 autocast; left there, GRPO's fast log-probs
-    fail their exact check and GRPO falls back to its slower path (measured: 12-16 s a step against 6)."""
+    """SFTTrainer patches the base model's forward with a fused LM head at temperature 1 (over GRPO's, at
+    --temperature) and its accelerator wraps the PeftModel's forward in autocast and marks it prepared. Left
+    there, GRPO's loss scores its samples at the wrong temperature, its fast log-probs fail their exact check
+    (it falls back to its slower path) and its own accelerator never wraps the model for its precision."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from trl import GRPOTrainer
+
     import settings
     import train
     from run_control import StopOnSignal
 
     argv = ["--model_id", tiny_model_dir, *SFT_FLAGS, "--bf16", "--no-preflight", "--save_strategy", "no"]
-    args, _ = settings.parse("train", argv)
+    args, _ = settings.parse("train", [*argv, "--temperature", "0.7"])
     trainer, _, _ = train.build_trainer(args, str(tmp_path / "run"))
-    before = dict(trainer.model.__dict__)
+    model, base = trainer.model, trainer.model.get_base_model()
+    before = {k: (model.__dict__.get(k), base.__dict__.get(k)) for k in ("forward", "_original_forward")}
+    torch.manual_seed(0)
+    ids, mask = torch.randint(5, 200, (2, 12)), torch.ones(2, 12, dtype=torch.long)
+
+    def trl_logps():  # TRL's own path (not ours), fp32, on a fixed batch and a fixed adapter
+        with torch.no_grad():
+            return GRPOTrainer._get_per_token_logps_and_entropies(trainer, model, ids, mask, 5)[0]
+
+    adapter = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
+    expected = trl_logps()
     record, _ = sft.run(trainer, args, trainer.sft_dataset, str(tmp_path / "run"), StopOnSignal(), False, True)
     assert record["complete"] and trainer.accelerator.mixed_precision == "bf16"
-    assert {k: trainer.model.__dict__.get(k) for k in ("forward", "_original_forward")} == {
-        k: before.get(k) for k in ("forward", "_original_forward")
-    }
+    assert {k: (model.__dict__.get(k), base.__dict__.get(k)) for k in before} == before
+    assert "_is_accelerate_prepared" not in model.__dict__  # GRPO's accelerator wraps it for its own precision
+    set_peft_model_state_dict(model, adapter)  # the adapter as it was: any difference is the patches'
+    torch.testing.assert_close(trl_logps(), expected, rtol=0, atol=1e-5)
