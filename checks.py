@@ -280,7 +280,7 @@ def _check_dataset(args) -> list[str]:
         )
     try:
         if data_utils.is_builtin(args.dataset_id):
-            data_utils.parse_builtin_levels(args.dataset_id)
+            data_utils.parse_builtin_spec(args.dataset_id)
     except data_utils.DataError as exc:
         problems.append(str(exc))
     prompt = getattr(args, "system_prompt", None)

@@ -76,16 +76,12 @@ def is_builtin(dataset_id: str) -> bool:
 
 
 def parse_builtin_spec(dataset_id: str) -> dict[int, float]:
-    """Levels named by ``builtin[:LEVELS]``, each with its share of train rows (``DataError`` if bad)."""
+    """Levels named by ``builtin``, ``builtin:2``, ``builtin:1-3``, ``builtin:1,4`` or ``builtin:1-2,3@0.25``,
+    each with its share of train rows (``DataError`` otherwise)."""
     try:
         return builtin_data.parse_builtin_spec(dataset_id)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-
-
-def parse_builtin_levels(dataset_id: str) -> list[int]:
-    """Levels named by ``builtin``, ``builtin:2``, ``builtin:1-3`` or ``builtin:1,4`` (``DataError`` otherwise)."""
-    return list(parse_builtin_spec(dataset_id))
 
 
 # ---------------------------------------------------------------- loading
@@ -379,7 +375,7 @@ def prompt_rows(
     ds, dropped["prompt_too_long"] = filter_by_prompt_length(
         ds, tokenizer, max_prompt_length, prefill_think, prompt_format, context
     )
-    render = lambda ex: {"prompt": render_prompt(tokenizer, ex["prompt"], prefill_think, prompt_format)}  # noqa: E731
+    render = lambda ex: {"prompt": render_prompt(tokenizer, ex["prompt"], prefill_think, prompt_format)}
     ds = ds.map(render, desc="Rendering prompts")
     return ds, dropped, record
 

@@ -11,15 +11,15 @@ and ``--fast_paths off`` uses none of it. Measured gains: bench/README.md.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 
 import torch
-from transformers import DynamicCache, GenerationConfig
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from fast_weights import generation_weights, packed_linears
-from model_utils import cache_in_fp32, rows_that_fit
+from kv_cache import cache_in_fp32, expanded_prefix_cache, prefix_cache, reserved_layer, rows_that_fit
+from sampling import Sampling, end_ids, generate_stock
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +55,6 @@ def group_size(rows: list[list[int]]) -> int:
     return k
 
 
-def prefix_cache(model, prefix: list[int], device):
-    """KV cache of ``prefix``, computed once at batch 1."""
-    cache = DynamicCache(config=model.config)
-    with torch.no_grad():
-        model(input_ids=torch.tensor([prefix], device=device), cache=cache, use_cache=True)
-    return cache
-
-
 def shared_prefix_layout(rows, pad_id: int, shared: int, width: int | None = None):
     """(ids, mask, prompt_width): rows laid out as [prefix][padding][own tokens], padding masked."""
     own = [r[shared:] for r in rows]
@@ -78,19 +70,12 @@ def shared_prefix_layout(rows, pad_id: int, shared: int, width: int | None = Non
     return ids, mask, total
 
 
-def expanded_prefix_cache(model, prefix: list[int], device, batch: int, cache=None):
-    """A prefix KV cache (a copy of ``cache``, or computed now) repeated for ``batch`` rows."""
-    cache = copy.deepcopy(cache) if cache is not None else prefix_cache(model, prefix, device)
-    cache.batch_repeat_interleave(batch)
-    return cache
-
-
 def sample_rows(logits, temperature: float):
     """One token per row from softmax(logits / temperature), by inverse CDF.
 
     The same distribution as ``torch.multinomial`` (what HF ``generate`` uses), for one uniform
-    draw per row instead of an exponential per vocabulary entry: 15 ms -> ~2 ms per decode step
-    at batch 16 x 49,152 here.
+    draw per row instead of an exponential per vocabulary entry (timings: bench/README.md, "Where
+    the speed paths' figures live").
     """
     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum_(-1)
     u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
@@ -129,23 +114,24 @@ _IGNORED_GENERATION = {
 }
 
 
-def plain_sampling_settings(generation_config) -> dict | None:
-    """``{max_new_tokens, temperature, eos_ids}`` when ``generation_config`` asks for nothing but
-    plain sampling (or greedy decoding) up to ``max_new_tokens``; None otherwise.
+def plain_sampling_settings(generation_config) -> tuple[Sampling, tuple[int, ...]] | None:
+    """``(sampling, end ids)`` when ``generation_config`` asks for nothing but plain sampling (or
+    greedy decoding) up to ``max_new_tokens``; None otherwise.
 
     >>> from transformers import GenerationConfig
     >>> config = GenerationConfig(do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, eos_token_id=2)
-    >>> plain_sampling_settings(config)
-    {'max_new_tokens': 8, 'temperature': 0.7, 'eos_ids': [2]}
+    >>> sampling, end = plain_sampling_settings(config)
+    >>> sampling.max_new_tokens, sampling.temperature, sampling.plain, end
+    (8, 0.7, True, (2,))
     >>> plain_sampling_settings(GenerationConfig(do_sample=True, top_p=0.9, max_new_tokens=8)) is None
     True
     """
     if generation_config is None or not generation_config.max_new_tokens or other_sampling(generation_config):
         return None
     eos = generation_config.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(sorted(eos))
     temperature = (generation_config.temperature or 1.0) if generation_config.do_sample else 0.0
-    return {"max_new_tokens": generation_config.max_new_tokens, "temperature": temperature, "eos_ids": eos}
+    return Sampling(generation_config.max_new_tokens, temperature), eos
 
 
 def other_sampling(generation_config) -> list[str]:
@@ -156,71 +142,6 @@ def other_sampling(generation_config) -> list[str]:
         for key, value in generation_config.to_diff_dict().items()
         if key not in _IGNORED_GENERATION and value not in _NEUTRAL_GENERATION.get(key, (None,))
     ]
-
-
-class ReservedLayer(DynamicLayer):
-    """A KV-cache layer for a ``DynamicCache`` that writes new keys and values into reserved room.
-
-    The stock layer concatenates on every update, copying the whole cache once per decode step
-    and layer (at batch 64 here ~2 s of a 23 s evaluation). This one allocates ``room`` spare
-    positions once and writes in place; rows leaving the batch are dropped with one copy. It
-    keeps the stock layer's state (``keys``, ``values``, ``is_initialized``, ``device``) current,
-    which transformers' cache reads (tests/test_private_apis.py pins that).
-
-    With ``dtype``, it stores keys and values in that dtype whatever arrives: fp32 where attention
-    runs in fp32 on bf16 activations (``model_utils.CPU_FP32_ATTENTION``), which otherwise upcast
-    the whole cache on every decode step and layer (~18% of a training generation's time here).
-    """
-
-    def __init__(self, room: int, dtype=None):
-        super().__init__()
-        self.room, self.length, self.dtype = room, 0, dtype
-
-    def _adopt(self, keys, values, room):
-        b, h, n, d = keys.shape
-        self.k_buf = keys.new_empty((b, h, n + room, d), dtype=self.dtype or keys.dtype)
-        self.v_buf = values.new_empty(
-            (b, values.shape[1], n + room, values.shape[-1]), dtype=self.dtype or values.dtype
-        )
-        self.k_buf[:, :, :n], self.v_buf[:, :, :n] = keys, values
-        self.length, self.device, self.is_initialized = n, keys.device, True
-        self._views()
-
-    def _views(self):
-        self.keys, self.values = self.k_buf[:, :, : self.length], self.v_buf[:, :, : self.length]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self._adopt(key_states, value_states, self.room)
-            return self.keys, self.values
-        end = self.length + key_states.shape[-2]
-        if end > self.k_buf.shape[-2]:  # out of room: take the current contents over with more
-            self._adopt(self.keys, self.values, max(self.room, key_states.shape[-2]))
-        self.k_buf[:, :, self.length : end], self.v_buf[:, :, self.length : end] = key_states, value_states
-        self.length = end
-        self._views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def batch_select_indices(self, indices):
-        if self.is_initialized:
-            self.k_buf, self.v_buf = self.k_buf[indices], self.v_buf[indices]
-            self._views()
-
-    def batch_repeat_interleave(self, repeats: int):
-        if self.is_initialized:
-            self.k_buf, self.v_buf = self.k_buf.repeat_interleave(repeats, 0), self.v_buf.repeat_interleave(repeats, 0)
-            self._views()
-
-
-def reserved_layer(room: int, like=None, dtype=None) -> ReservedLayer:
-    """A ``ReservedLayer`` with ``room`` spare positions, holding ``like``'s contents if given."""
-    layer = ReservedLayer(room, dtype)
-    if like is not None and like.is_initialized and like.get_seq_length() > 0:
-        layer._adopt(like.keys, like.values, room)
-    return layer
 
 
 # ---------------------------------------------------------------- the decode loop
@@ -358,27 +279,27 @@ class SharedPrefixGenerate:
                 return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
             shared = shared_prefix_len(rows) if self.shared and len(rows) > 1 else 0
-            settings = (
+            plain = (
                 plain_sampling_settings(kwargs.get("generation_config"))
                 if set(kwargs) <= {"generation_config", "pad_token_id"}
                 else None
             )
-            if settings is None:  # sampling the decode loop does not reproduce (top-p, penalties, ...)
+            if plain is None:  # sampling the decode loop does not reproduce (top-p, penalties, ...)
                 reason = other_sampling(kwargs["generation_config"]) if "generation_config" in kwargs else []
                 if reason and self.stepped_aside is None:
                     self.stepped_aside = ", ".join(reason)
                     logger.info("sampling with %s: transformers' generate samples (merged weights)", self.stepped_aside)
                 return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            return self._decode(input_ids, rows, shared, **settings)
+            return self._decode(input_ids, rows, shared, *plain)
 
-    def _decode(self, input_ids, rows, shared: int, max_new_tokens: int, temperature: float, eos_ids):
+    def _decode(self, input_ids, rows, shared: int, sampling: Sampling, end: tuple[int, ...]):
         """``decode_compacting`` (rows leave the batch at their end), laid out like ``generate``'s
         output: the prompts as given, then new tokens, padded after each row's end."""
         width = input_ids.shape[1]
         k = group_size(rows)  # GRPO's groups: each prompt k times in a row, prefilled once
         new = decode_shared_prefix(
-            self.model, rows[::k], self.pad_id, shared, input_ids.device, max_new_tokens, eos_ids, temperature,
-            repeats=k,
+            self.model, rows[::k], self.pad_id, shared, input_ids.device, sampling.max_new_tokens, end,
+            sampling.temperature, repeats=k,
         )  # fmt: skip
         out = torch.full(
             (len(rows), width + max(map(len, new))), self.pad_id, dtype=input_ids.dtype, device=input_ids.device
@@ -390,10 +311,12 @@ class SharedPrefixGenerate:
 
 
 # ---------------------------------------------------------------- batches of prompts (evaluation)
+
+
 def generate_batches(
-    model, tokenizer, prompts: list[str], args, device: str, fast: bool = True, on_batch=None
+    model, tokenizer, prompts: list[str], sampling: Sampling, device: str, fast: bool = True, on_batch=None
 ) -> tuple[list[list[str]], list[list[list[int]]]]:
-    """Completions (k per prompt) and their token ids (each up to and including its end-of-sequence
+    """Completions (``sampling.samples`` per prompt) and their token ids (each up to and including its end-of-sequence
     token), in prompt order.
 
     Prompts are tokenized exactly as TRL tokenizes text prompts. With ``fast`` (the default), the
@@ -408,25 +331,24 @@ def generate_batches(
     """
     from tqdm import tqdm
 
+    fast = fast and sampling.plain  # the decode loop reproduces plain sampling only
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = shared_prefix_len(encoded) if fast and args.batch_size > 1 else 0
+    shared = shared_prefix_len(encoded) if fast and sampling.batch_size > 1 else 0
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     texts: list[list[str]] = [[] for _ in prompts]
     token_ids: list[list[list[int]]] = [[] for _ in prompts]
-    k = args.num_samples
-    batch = args.batch_size
-    fit = rows_that_fit(model, device, max(map(len, encoded)) + args.max_completion_length)
+    k, batch = sampling.samples, sampling.batch_size
+    fit = rows_that_fit(model, device, max(map(len, encoded)) + sampling.max_new_tokens)
     if fit is not None and batch * k > fit:
         batch = max(1, fit // k)
         logger.info(
             "Batch of %d prompts x %d samples lowered to %d prompts: its KV cache must fit a quarter of free memory",
-            args.batch_size,
+            sampling.batch_size,
             k,
             batch,
         )
-    eos = model.generation_config.eos_token_id
-    eos_ids = ({tokenizer.eos_token_id} | set([eos] if isinstance(eos, int) else (eos or []))) - {None}
-    torch.manual_seed(args.seed)
+    end = end_ids(model, tokenizer)
+    torch.manual_seed(sampling.seed)
     packed = packed_linears(model, device) if fast else contextlib.nullcontext()
     with packed, torch.inference_mode():
         cache = prefix_cache(model, encoded[0][:shared], device) if shared else None
@@ -435,19 +357,11 @@ def generate_batches(
             rows = [encoded[i] for i in idx]
             if fast:
                 new = decode_shared_prefix(
-                    model,
-                    rows,
-                    tokenizer.pad_token_id,
-                    shared,
-                    device,
-                    args.max_completion_length,
-                    eos_ids,
-                    args.temperature,
-                    cache=cache,
-                    repeats=k,
-                )
+                    model, rows, tokenizer.pad_token_id, shared, device, sampling.max_new_tokens, end,
+                    sampling.temperature, cache=cache, repeats=k,
+                )  # fmt: skip
             else:
-                new = _generate_stock(model, rows, tokenizer.pad_token_id, device, args, eos_ids)
+                new = generate_stock(model, rows, tokenizer.pad_token_id, end, sampling, device)
             for row, tokens in enumerate(new):
                 i = idx[row // k]
                 texts[i].append(tokenizer.decode(tokens, skip_special_tokens=True))
@@ -455,29 +369,3 @@ def generate_batches(
             if on_batch is not None:
                 on_batch(idx, [texts[i] for i in idx], [token_ids[i] for i in idx])
     return texts, token_ids
-
-
-def _generate_stock(model, rows: list[list[int]], pad_id: int, device: str, args, eos_ids: set[int]) -> list[list[int]]:
-    """transformers' ``generate`` on left-padded rows (k samples each, in order); each row's new
-    tokens up to and including its first end-of-sequence token."""
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    sample = args.temperature > 0
-    plain = (
-        {"temperature": args.temperature, "top_k": 0, "top_p": 1.0} if sample else {}
-    )  # no model defaults such as top_k=50
-    config = GenerationConfig(
-        max_new_tokens=args.max_completion_length,
-        do_sample=sample,
-        num_return_sequences=args.num_samples,
-        pad_token_id=pad_id,
-        eos_token_id=sorted(eos_ids),
-        **plain,
-    )
-    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-    new = []
-    for tokens in out[:, width:].tolist():
-        end = next((j + 1 for j, t in enumerate(tokens) if t in eos_ids), len(tokens))
-        new.append(tokens[:end])
-    return new

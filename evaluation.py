@@ -149,32 +149,32 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
     import torch
 
     import decoding  # torch and transformers: imported only when there is work
+    from kv_cache import pick_attention
+    from sampling import Sampling, end_ids
 
-    attention = (
-        model_utils.pick_attention(device, dtype == torch.bfloat16) if fast else None
-    )  # bf16 attention is slow on CPUs
+    attention = pick_attention(device, dtype == torch.bfloat16) if fast else None  # bf16 attention is slow on CPUs
     model = model_utils.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
     model.eval()
 
-    eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
+    end = end_ids(model, tokenizer)
     extra = [f for f in reward.get_reward_funcs(args.reward_funcs) if f.__name__ not in metrics.OWN_REWARDS]
 
     def on_batch(idx, texts, token_ids):
         for j, outs, ids in zip(idx, texts, token_ids, strict=True):
             row = rows[todo[j]]
-            cut = [len(t) >= args.max_completion_length and (not t or t[-1] not in eos) for t in ids]
+            cut = [len(t) >= args.max_completion_length and (not t or t[-1] not in end) for t in ids]
             partial.add(todo[j], metrics.score(row["prompt"], row, outs, ids, cut, extra))
             counts["tokens"] += sum(map(len, ids))
 
-    decoding.generate_batches(model, tokenizer, [rows[i]["prompt"] for i in todo], args, device, fast, on_batch)
+    sampling = Sampling(
+        args.max_completion_length, args.temperature, samples=args.num_samples, batch_size=args.batch_size,
+        seed=args.seed,
+    )  # fmt: skip
+    decoding.generate_batches(model, tokenizer, [rows[i]["prompt"] for i in todo], sampling, device, fast, on_batch)
     del model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return counts
-
-
-def _as_list(ids) -> list:
-    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
 def _run_facts(wall: float, generated: dict, checks_before: dict) -> dict:

@@ -18,7 +18,7 @@ from transformers import DynamicCache
 from trl import GRPOTrainer
 from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
-from decoding import shared_prefix_layout, shared_prefix_len
+from decoding import SharedPrefixGenerate, shared_prefix_layout, shared_prefix_len
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,30 @@ class FastLogpsTrainer(GRPOTrainer):
     shared_prefix = True
     _fast_checked = False
     fast_logps_check = None  # the first-batch comparison with TRL's path, once made
+    generate_hook = None  # the fast sampling hook on the model, once installed
+
+    def install_fast_generate(self, bf16_autocast: bool = False) -> None:
+        """Sample through ``decoding.SharedPrefixGenerate``: the adapter merged, the shared system prompt run
+        once per generation batch; under bf16 autocast (weights cast once) where training autocasts fp32
+        weights."""
+        dtype = torch.bfloat16 if bf16_autocast and self.model.dtype == torch.float32 else None
+        self.generate_hook = SharedPrefixGenerate(self.model, self.processing_class.pad_token_id, autocast_dtype=dtype)
+        self.model.generate = self.generate_hook
+
+    def fast_paths_report(self) -> dict:
+        """Which speed paths ran: each may have fallen back (failed its check, raised) or stepped aside."""
+        hook = self.generate_hook
+        if hook is None:
+            generate = "not installed"
+        elif hook.failed:
+            generate = f"fell back: {hook.failed}"
+        else:
+            generate = f"stepped aside for {hook.stepped_aside}" if hook.stepped_aside else "used"
+        if not self.shared_prefix:
+            logps = "fell back"
+        else:
+            logps = "used" if self._fast_checked else "not used"
+        return {"generate_hook": generate, "fast_logps": logps, "fast_logps_check": self.fast_logps_check}
 
     def _fast_logps_ok(self, model, compute_aux_loss, extra) -> bool:
         if not self.shared_prefix or compute_aux_loss or any(v is not None for v in extra.values()):

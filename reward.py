@@ -291,7 +291,7 @@ class GuardedReward:
     def __call__(self, completions, **kwargs):
         try:
             return self.func(completions, **kwargs)
-        except Exception:  # noqa: BLE001 - isolate the failing item below
+        except Exception:  # isolate the failing item below
             if not isinstance(completions, (list, tuple)):
                 logger.error(
                     "%s got completions of type %s, not a list: nothing scored",

@@ -178,10 +178,10 @@ def run(grpo_trainer, args, dataset, output_dir: str, stopper, resuming: bool, i
     return {**record, "interrupted": interrupted}, history
 
 
-def cold_start(trainer, args, output_dir: str, stopper, attempt: dict, dropped: dict) -> bool:
+def cold_start(trainer, args, output_dir: str, stopper, attempt: dict, dropped: dict, plan=None) -> bool:
     """The phase before GRPO as a run needs it: run, continued (resuming), or taken as done (its adapter
-    loaded); recorded in the attempt; with --preflight, a preflight of the model after it
-    (preflight_after_sft.json). Returns whether a stop came during it (GRPO is then not started)."""
+    loaded); recorded in the attempt; given a preflight ``plan`` (--preflight), a preflight of the model
+    after it (preflight_after_sft.json). Returns whether a stop came during it (GRPO is then not started)."""
     is_main = trainer.accelerator.is_main_process
     resuming = bool(args.resume_from_checkpoint)
     if resuming and finished(output_dir):
@@ -203,8 +203,8 @@ def cold_start(trainer, args, output_dir: str, stopper, attempt: dict, dropped: 
         if is_main:
             record_attempt(output_dir, attempt)
         return True
-    if args.preflight:
-        report = preflight.run_preflight(trainer, args, trainer.train_dataset, dropped)
+    if plan is not None:
+        report = preflight.run_preflight(trainer, plan, trainer.train_dataset, dropped)
         report["sampled_from"] = f"the model after {record['steps']} cold-start steps"
         if is_main:
             write_json_atomic(os.path.join(output_dir, "preflight_after_sft.json"), report)

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 import os
 import pathlib
 import shutil
 import sys
 
 import data_utils
-import decoding
 import model_utils
 import plots
 import preflight
@@ -35,6 +33,7 @@ import report
 import reward
 import sft
 from fast_logps import FastLogpsTrainer
+from kv_cache import pick_attention
 from run_control import (
     CheckpointMarker,
     RewardHackingWatch,
@@ -53,8 +52,9 @@ from run_files import (
     user_errors,
     write_json_atomic,
 )
+from sampling import Sampling, end_ids
 from telemetry import CompletionLog, TelemetryMixin
-from trl_configs import build_configs
+from trl_configs import build_configs, planned_steps, prompts_per_step
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _resolve(args, state) -> dict:
     device = model_utils.pick_device()
     use_bf16, dtype = model_utils.training_precision(device, args.bf16)
     fast = model_utils.fast_paths_enabled(args.fast_paths, device, "train")
-    attention = model_utils.pick_attention(device, use_bf16) if fast else None
+    attention = pick_attention(device, use_bf16) if fast else None
     tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
     return {
         **{"resolved": resolved, "device": device, "use_bf16": use_bf16, "dtype": dtype},
@@ -179,9 +179,10 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         callbacks=[marker, stopper, watch],
     )
     trainer.sft_dataset = sft_ds
-    _install_fast_paths(trainer, args, hw)
-    eos = trainer.model.generation_config.eos_token_id
-    trainer.eos_ids = tuple({hw["tokenizer"].eos_token_id, *([eos] if isinstance(eos, int) else eos or [])} - {None})
+    if hw["fast"] and not args.use_vllm:  # sampling under bf16 autocast where training autocasts
+        trainer.install_fast_generate(bf16_autocast=hw["use_bf16"])
+    trainer.shared_prefix = hw["fast"]
+    trainer.eos_ids = end_ids(trainer.model, hw["tokenizer"])
     if args.completions_log_max > 0 and state.is_main_process:
         path = os.path.join(output_dir, "completions.jsonl")
         # resumed with no GRPO checkpoint (stopped in or just after the cold start): no GRPO step is kept
@@ -241,54 +242,28 @@ def _wandb_offline_unless_logged_in(output_dir: str) -> None:
 
 def run_length_line(args, train_rows: int, processes: int, why: str = "as given") -> str:
     """One line: how long the run is and why (settings.resolve_run_length says why)."""
-    per_step = args.per_device_train_batch_size * processes * args.gradient_accumulation_steps // args.num_generations
+    per_step = prompts_per_step(args, processes)
     shape = f"{per_step} prompts x {args.num_generations} completions per step"
     if args.max_steps == 0:
         return "Run length: no GRPO steps (--max_steps 0): the cold start alone."
     if args.max_steps > 0:
         return f"Run length: {args.max_steps} steps ({why}); {shape}."
-    steps = math.ceil(math.ceil(train_rows / max(per_step, 1)) * args.num_train_epochs)
+    steps = planned_steps(args, train_rows, processes)
     return (
         f"Run length: {args.num_train_epochs:g} epoch(s) of {train_rows} prompts, about {steps} steps ({why}); {shape}."
     )
 
 
-def _install_fast_paths(trainer, args, hw: dict) -> None:
-    """The loss's shared-prefix log-probs, and sampling with the adapter merged and the shared system
-    prompt run once per generation batch (under bf16 autocast where training autocasts)."""
-    import torch
-
-    trainer.shared_prefix = hw["fast"]
-    if hw["fast"] and not args.use_vllm:
-        autocast_dtype = torch.bfloat16 if hw["use_bf16"] and hw["dtype"] == torch.float32 else None
-        trainer.model.generate = decoding.SharedPrefixGenerate(
-            trainer.model, hw["tokenizer"].pad_token_id, autocast_dtype=autocast_dtype
-        )
-
-
-def fast_paths_report(trainer, run_config: dict) -> dict:
-    """Which speed paths actually ran (a path that failed its check or raised fell back)."""
-    report = dict(run_config["fast_paths"])
-    if report["enabled"]:
-        hook = trainer.model.__dict__.get("generate")
-        report["generate_hook"] = (
-            "not installed"
-            if hook is None
-            else f"fell back: {hook.failed}"
-            if hook.failed
-            else f"stepped aside for {hook.stepped_aside}"
-            if hook.stepped_aside
-            else "used"
-        )
-        report["fast_logps"] = (
-            "used"
-            if trainer.shared_prefix and trainer._fast_checked
-            else "not used"
-            if trainer.shared_prefix
-            else "fell back"
-        )
-        report["fast_logps_check"] = trainer.fast_logps_check
-    return report
+def preflight_plan(args, train_rows: int, processes: int) -> preflight.Plan:
+    """What the preflight samples (as the run samples) and knows of the run, from the settings."""
+    sampling = Sampling(
+        args.max_completion_length, args.temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty,
+        samples=args.num_generations, seed=args.seed,
+    )  # fmt: skip
+    return preflight.Plan(
+        sampling, args.preflight_prompts, prompts_per_step(args, processes), planned_steps(args, train_rows, processes),
+        args.max_prompt_length, args.sft_steps, args.prompt_template, args.prefill_think,
+    )  # fmt: skip
 
 
 def train(args, startup=None, callbacks=()) -> int:
@@ -341,7 +316,8 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
     for callback in callbacks:
         trainer.add_callback(callback)
     if args.preflight or args.preflight_only:
-        report = preflight.run_preflight(trainer, args, trainer.train_dataset, run_config["dropped"]["train"])
+        plan = preflight_plan(args, len(trainer.train_dataset), state.num_processes)
+        report = preflight.run_preflight(trainer, plan, trainer.train_dataset, run_config["dropped"]["train"])
         if state.is_main_process:
             write_json_atomic(os.path.join(output_dir, "preflight.json"), report)
             print("\n".join(preflight.summary_lines(report)), flush=True)
@@ -362,7 +338,8 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
 
     # the cold start first, unless resuming a GRPO checkpoint (which holds the adapter the cold start left)
     cold = args.sft_steps and not resume_ckpt
-    if cold and sft.cold_start(trainer, args, output_dir, stopper, attempt, run_config["dropped"]["train"]):
+    after = preflight_plan(args, len(trainer.train_dataset), state.num_processes) if args.preflight else None
+    if cold and sft.cold_start(trainer, args, output_dir, stopper, attempt, run_config["dropped"]["train"], after):
         if state.is_main_process:
             _write_report(output_dir)
         return 130  # stopped in the cold start: resume goes on from there
@@ -382,7 +359,8 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
             "train_wall_s": round(wall, 1),
             "steps": steps,
             "interrupted": interrupted,
-            "fast_paths": fast_paths_report(trainer, run_config),
+            "fast_paths": run_config["fast_paths"]
+            | (trainer.fast_paths_report() if run_config["fast_paths"]["enabled"] else {}),
         }
     )
     if state.is_main_process:

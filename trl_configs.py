@@ -10,6 +10,8 @@ value TRL refuses stops the run at once. TRL and PEFT are imported inside, on us
 
 from __future__ import annotations
 
+import math
+
 # Flags passed to GRPOConfig under their own name, unchanged.
 SAME_NAME = (
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -91,3 +93,15 @@ def build_sft_config(args, sft_dir: str, grpo):
         completion_only_loss=True,
         dataset_num_proc=None,
     )
+
+
+def prompts_per_step(args, processes: int) -> int:
+    """Prompts in one optimizer step: completions per step over the group size."""
+    return args.per_device_train_batch_size * processes * args.gradient_accumulation_steps // args.num_generations
+
+
+def planned_steps(args, train_rows: int, processes: int) -> int:
+    """The GRPO steps a run takes: ``--max_steps`` when > 0, else its epochs over ``train_rows`` prompts."""
+    if args.max_steps >= 0:
+        return args.max_steps
+    return math.ceil(math.ceil(train_rows / max(prompts_per_step(args, processes), 1)) * args.num_train_epochs)

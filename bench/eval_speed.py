@@ -30,16 +30,18 @@ import os
 import statistics
 import sys
 import time
-from types import SimpleNamespace
+from dataclasses import replace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import data_utils  # noqa: E402
-import decoding  # noqa: E402
-import evaluation as eval_mod  # noqa: E402
-import model_utils  # noqa: E402
-import reward  # noqa: E402
+import data_utils
+import decoding
+import evaluation as eval_mod
+import kv_cache
+import model_utils
+import reward
+from sampling import Sampling
 
 
 def matmul_flops(size: int = 2048, repeats: int = 5, dtype=None) -> float:
@@ -101,19 +103,13 @@ def load_paths(args):
     tokenizer = model_utils.load_tokenizer(resolved["base"])
     model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
     prompts = [data_utils.render_prompt(tokenizer, conv, True) for conv in rows["prompt"]]
-    ours_args = SimpleNamespace(
-        max_completion_length=args.max_completion_length,
-        num_samples=1,
-        temperature=0.0,
-        batch_size=args.batch_size,
-        seed=0,
-    )
-    short = SimpleNamespace(**{**vars(ours_args), "max_completion_length": 4})
+    ours_args = Sampling(args.max_completion_length, temperature=0.0, batch_size=args.batch_size, seed=0)
+    short = replace(ours_args, max_new_tokens=4)
     baseline_generate(model, tokenizer, prompts[:4], 4)  # warm-up both paths
     decoding.generate_batches(model, tokenizer, prompts[:4], short, "cpu")
     bf16_model = None
     if model_utils.cpu_has_bf16():
-        attention = model_utils.pick_attention("cpu", True)
+        attention = kv_cache.pick_attention("cpu", True)
         bf16_model = model_utils.load_model(resolved, torch.bfloat16, "cpu", attn_implementation=attention).eval()
         decoding.generate_batches(bf16_model, tokenizer, prompts[:4], short, "cpu")
     return rows, prompts, tokenizer, model, bf16_model, ours_args

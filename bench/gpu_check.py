@@ -43,8 +43,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from gpu_bundle import build_model, write_spec  # noqa: E402
-from gpu_measure import (  # noqa: E402
+from gpu_bundle import build_model, write_spec
+from gpu_measure import (
     Check,
     Peak,
     chars_reward,
@@ -103,10 +103,10 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
 
 def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
     import torch
-    from transformers import GenerationConfig
 
     import decoding
     import model_utils
+    from sampling import Sampling, cut_at_end, end_ids
 
     dtype, autocast = precision_as_trained(device)
     resolved = model_utils.resolve_model(run_dir)
@@ -138,18 +138,17 @@ def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
         )
         del merged, base
     with check.run("generate_hook_matches"):
-        eos = [tokenizer.eos_token_id]
-        config = GenerationConfig(
-            do_sample=False, max_new_tokens=opts.max_completion_length, eos_token_id=eos, pad_token_id=pad
-        )
+        end = end_ids(unmerged, tokenizer)
+        config = Sampling(opts.max_completion_length).generation_config(pad, end)
         autocast_dtype = torch.bfloat16 if autocast is not contextlib.nullcontext else None
         hook = decoding.SharedPrefixGenerate(unmerged, pad, autocast_dtype=autocast_dtype)
         with torch.no_grad():
             got = hook(input_ids=ids, attention_mask=mask, generation_config=config)
             with autocast():
                 want = unmerged.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        cut = lambda row: row[: next((j + 1 for j, t in enumerate(row) if t in eos), len(row))]  # noqa: E731 - TRL keeps tokens up to the first EOS
-        got_rows, want_rows = [cut(r) for r in got[:, width:].tolist()], [cut(r) for r in want[:, width:].tolist()]
+        # TRL keeps tokens up to the first end token
+        got_rows = [cut_at_end(r, end)[0] for r in got[:, width:].tolist()]
+        want_rows = [cut_at_end(r, end)[0] for r in want[:, width:].tolist()]
         reference = model_utils.load_model(resolved, torch.float32, device, merge=False).eval()
         result = compare_continuations(unmerged, reference, prompts, got_rows, want_rows, autocast)
         check.set(
@@ -245,6 +244,7 @@ def eval_agreement(outputs: dict, run_dir: str, device: str, opts) -> tuple[bool
 
     import decoding
     import model_utils
+    from sampling import Sampling
 
     (off, s_off), (on, s_on) = outputs["off"], outputs["on"]
     pairs = list(zip(off, on, strict=True))
@@ -264,9 +264,7 @@ def eval_agreement(outputs: dict, run_dir: str, device: str, opts) -> tuple[bool
     tokenizer = model_utils.load_tokenizer(run_dir)
     model = model_utils.load_model(resolved, model_utils.eval_dtype(device, None), device).eval()
     prompts = [r["prompt"] for r in on]
-    ns = argparse.Namespace(
-        batch_size=128, max_completion_length=opts.max_completion_length, num_samples=1, temperature=0.0, seed=42
-    )
+    ns = Sampling(opts.max_completion_length, temperature=0.0, batch_size=128, seed=42)
     texts, tokens = {}, {}
     for fast in (False, True):
         texts[fast], tokens[fast] = decoding.generate_batches(model, tokenizer, prompts, ns, device, fast)

@@ -27,8 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import plots  # noqa: E402
-from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE  # noqa: E402
+import plots
+from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE
 
 # What the report keeps of each evaluation summary.
 KEYS = ("n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "dropped")

@@ -32,7 +32,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import learning  # noqa: E402  (bench/learning.py, beside this script: the shared report-folder helpers)
+import learning  # bench/learning.py, beside this script: the shared report-folder helpers
 
 LEVELS = ("1", "2", "3", "4")
 # What both configurations train on; every level is measured. Levels 3-4 give no accuracy reward
@@ -162,8 +162,8 @@ def public(result: dict) -> dict:
 
 
 def cpu_gflops() -> float:
-    """fp32 matmul speed right now, GFLOP/s of 1024^2 products (../shared/PERF_NOTES.md has ~157 for
-    2048^2 on a quiet machine): a shared machine runs slower at times, and wall times are read
+    """fp32 matmul speed right now, GFLOP/s of 1024^2 products (bench/README.md, "Evaluation", has the
+    machine's figure when quiet): a shared machine runs slower at times, and wall times are read
     against this."""
     from eval_speed import matmul_flops  # bench/eval_speed.py, beside this script
 
@@ -176,7 +176,7 @@ def table(result: dict, title: str) -> None:
     print(f"{'level':6} {'base acc [95% CI]':28} {'trained acc [95% CI]':28} {'format b/t':12} pass@k b/t")
     for level, r in result["levels"].items():
         b, t = r["base"], r["trained"]
-        ci = lambda s: f"{s['accuracy']:.3f} [{s['accuracy_ci95'][0]:.3f}, {s['accuracy_ci95'][1]:.3f}]"  # noqa: E731
+        ci = lambda s: f"{s['accuracy']:.3f} [{s['accuracy_ci95'][0]:.3f}, {s['accuracy_ci95'][1]:.3f}]"
         pk = next(k for k in b if k.startswith("pass_at_"))
         fmt = f"{b['format_reward_mean']:.2f}/{t['format_reward_mean']:.2f}"
         print(f"{level:6} {ci(b):28} {ci(t):28} {fmt:12} {b[pk]}/{t[pk]}")

@@ -8,8 +8,8 @@ medians of several repeats. Our answer cache is emptied before every repeat, so 
 a cold start; within one repeat, repeated (gold, answer) pairs hit the cache exactly as GRPO's
 groups of near-identical answers do (the count of distinct pairs is printed).
 
-Completions come from tests/data (copied from ../shared/data: 50 real Qwen2.5-3B outputs on NuminaMath-TIR, prompt
-prefix stripped) when it is beside the checkout, else from the built-in test split; each
+Completions come from tests/data (50 real Qwen2.5-3B outputs on NuminaMath-TIR, prompt prefix
+stripped; tests/data/README.md) when it is there, else from the built-in test split; each
 problem yields the model's own completion plus right, wrong, unboxed, unpaired and malformed
 variants. The last line is one JSON object.
 """
@@ -27,8 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import answer_check  # noqa: E402
-import reward  # noqa: E402
+import answer_check
+import reward
 
 SEED_DATA = os.path.join(ROOT, "tests", "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
 

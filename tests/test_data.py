@@ -77,7 +77,7 @@ def test_every_builtin_gold_scores_one():
     ],
 )
 def test_builtin_level_ids(dataset_id, levels):
-    assert data_utils.parse_builtin_levels(dataset_id) == levels
+    assert list(data_utils.parse_builtin_spec(dataset_id)) == levels
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_builtin_level_ids(dataset_id, levels):
 )
 def test_bad_builtin_ids(bad):
     with pytest.raises(ValueError, match="builtin:1-2.*'@SHARE' \\(0 < SHARE <= 1\\)"):
-        data_utils.parse_builtin_levels(bad)
+        data_utils.parse_builtin_spec(bad)
 
 
 def test_a_share_thins_only_the_train_rows_of_its_levels():
@@ -116,7 +116,7 @@ def test_system_prompt_is_built_from_the_reward_tags():
 
 def test_the_original_prompt_is_the_originals_byte_for_byte():
     with open(os.path.join(os.path.dirname(__file__), "data", "original_system_prompt.json"), encoding="utf-8") as f:
-        reference = json.load(f)["system_prompt"]  # copied from ../shared/reference
+        reference = json.load(f)["system_prompt"]  # as the original evaluates it (tests/data/README.md)
     assert data_utils.system_prompt("original") == reference == data_utils.SYSTEM_PROMPT
 
 
@@ -335,9 +335,15 @@ def test_empty_folder(tmp_path):
 
 
 def test_hub_id_without_hub(monkeypatch, tmp_path):
+    import datasets
+    import huggingface_hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
+    # read once, at import: without these the loader retries an unreachable hub for ~20 s first
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
     with pytest.raises(DataError, match="--dataset_id builtin"):
         load_and_process_data("AI-MO/NuminaMath-TIR", "train[:5%]", "test[:5%]")
 

@@ -1,11 +1,15 @@
 """decoding.py: every generation speed path gives what transformers' stock path gives."""
 
+from dataclasses import replace
+
 import torch
 
 import decoding
 import fast_weights
+import kv_cache
 import model_utils
 from conftest import tiny_trainer
+from sampling import Sampling
 
 
 def test_shared_prefix_generate_matches_plain_generate(tiny_model_dir):
@@ -48,10 +52,8 @@ def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
 
 
 def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
-    name = model_utils.pick_attention("cpu", True)
-    assert (
-        name and model_utils.pick_attention("cpu", False) is None and model_utils.pick_attention("cuda", True) is None
-    )
+    name = kv_cache.pick_attention("cpu", True)
+    assert name and kv_cache.pick_attention("cpu", False) is None and kv_cache.pick_attention("cuda", True) is None
     plain = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
     upcast = model_utils.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name).eval()
     ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
@@ -155,7 +157,6 @@ def test_generate_hook_falls_back_to_generate_on_error(tiny_model_dir, monkeypat
 
 def _greedy_batch(tiny_run):
     """The tiny trained model, 8 prompts of every level, and their one-by-one greedy outputs."""
-    from types import SimpleNamespace
 
     import torch
 
@@ -168,17 +169,16 @@ def _greedy_batch(tiny_run):
     _, test = data_utils.load_and_process_data("builtin", None, "test")
     rows = test.select(range(0, 800, 100))  # every level: prompts of different lengths
     prompts = [data_utils.render_prompt(tokenizer, p, True) for p in rows["prompt"]]
-    base = {"max_completion_length": 6, "num_samples": 1, "temperature": 0.0, "seed": 0}
-    single, _ = decoding.generate_batches(model, tokenizer, prompts, SimpleNamespace(batch_size=1, **base), "cpu")
+    base = Sampling(max_new_tokens=6, temperature=0.0, seed=0)
+    single, _ = decoding.generate_batches(model, tokenizer, prompts, base, "cpu")
     return model, tokenizer, prompts, base, single
 
 
 def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
     """Batched generation on a cached shared prefix matches one-by-one generation without it."""
-    from types import SimpleNamespace
 
     model, tokenizer, prompts, base, single = _greedy_batch(tiny_run)
-    batched, _ = decoding.generate_batches(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
+    batched, _ = decoding.generate_batches(model, tokenizer, prompts, replace(base, batch_size=8), "cpu")
     assert decoding.shared_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
     assert batched == single
 
@@ -186,17 +186,14 @@ def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
 def test_batch_is_lowered_to_fit_free_memory(tiny_run, monkeypatch, caplog):
     """A batch whose KV cache would not fit a quarter of free memory is split; outputs stay the same."""
     import logging
-    from types import SimpleNamespace
-
-    import model_utils
 
     model, tokenizer, prompts, base, want = _greedy_batch(tiny_run)
-    tokens = max(len(tokenizer(p)["input_ids"]) for p in prompts) + base["max_completion_length"]
+    tokens = max(len(tokenizer(p)["input_ids"]) for p in prompts) + base.max_new_tokens
     row_bytes = 2 * 2 * 1 * 16 * tokens * 4  # layers x (k, v) x kv heads x head dim x tokens x fp32
-    monkeypatch.setattr(model_utils, "free_memory_bytes", lambda device: 4 * 3 * row_bytes)  # a quarter: 3 rows
-    assert model_utils.rows_that_fit(model, "cpu", tokens) == 3
+    monkeypatch.setattr(kv_cache, "free_memory_bytes", lambda device: 4 * 3 * row_bytes)  # a quarter: 3 rows
+    assert kv_cache.rows_that_fit(model, "cpu", tokens) == 3
     with caplog.at_level(logging.INFO):
-        got, _ = decoding.generate_batches(model, tokenizer, prompts, SimpleNamespace(batch_size=8, **base), "cpu")
+        got, _ = decoding.generate_batches(model, tokenizer, prompts, replace(base, batch_size=8), "cpu")
     assert got == want and "lowered to 3 prompts" in caplog.text
 
 
@@ -206,7 +203,7 @@ def test_reserved_cache_layer_behaves_like_the_dynamic_one():
     from transformers.cache_utils import DynamicLayer
 
     torch.manual_seed(0)
-    plain, reserved = DynamicLayer(), decoding.reserved_layer(room=3)
+    plain, reserved = DynamicLayer(), kv_cache.reserved_layer(room=3)
     steps = [
         ("update", 4),
         ("update", 1),
@@ -229,7 +226,7 @@ def test_reserved_cache_layer_behaves_like_the_dynamic_one():
             batch = len(arg)
         assert reserved.get_seq_length() == plain.get_seq_length()
         assert torch.equal(reserved.keys, plain.keys) and torch.equal(reserved.values, plain.values)
-    taken = decoding.reserved_layer(room=2, like=plain)
+    taken = kv_cache.reserved_layer(room=2, like=plain)
     assert torch.equal(taken.keys, plain.keys) and taken.get_seq_length() == plain.get_seq_length()
 
 
@@ -237,19 +234,19 @@ def test_bf16_decoding_keeps_its_cache_in_fp32_with_the_same_tokens(tiny_model_d
     """Where attention runs in fp32 on bf16 activations, the KV cache is stored in fp32 (cast once per
     token, not per step): exact, since bf16 -> fp32 is; the greedy tokens are those of a bf16 cache."""
     model = model_utils.load_model(
-        {"base": tiny_model_dir}, torch.bfloat16, attn_implementation=model_utils.pick_attention("cpu", True)
+        {"base": tiny_model_dir}, torch.bfloat16, attn_implementation=kv_cache.pick_attention("cpu", True)
     ).eval()
-    assert model_utils.cache_in_fp32(model)
-    assert not model_utils.cache_in_fp32(model_utils.load_model({"base": tiny_model_dir}, torch.float32))
+    assert kv_cache.cache_in_fp32(model)
+    assert not kv_cache.cache_in_fp32(model_utils.load_model({"base": tiny_model_dir}, torch.float32))
     prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
     rows, seen = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]], []
-    update = decoding.ReservedLayer.update
+    update = kv_cache.ReservedLayer.update
 
     def spy(self, *args, **kwargs):
         seen.append(self.k_buf.dtype if self.is_initialized else None)
         return update(self, *args, **kwargs)
 
-    monkeypatch.setattr(decoding.ReservedLayer, "update", spy)
+    monkeypatch.setattr(kv_cache.ReservedLayer, "update", spy)
     with torch.no_grad():
         fp32 = decoding.decode_shared_prefix(model, rows, 2, len(prefix), "cpu", 8, {2})
         assert set(seen) == {torch.float32}  # the prefix's layers adopted into fp32 buffers
@@ -301,11 +298,10 @@ def test_packed_linears_leave_bf16_alone_without_native_bf16(tiny_model_dir, mon
 
 def test_fast_paths_off_gives_the_same_greedy_outputs(tiny_run):
     """--fast_paths off (transformers' generate on left-padded batches) equals the fast path in fp32."""
-    from types import SimpleNamespace
 
     model, tokenizer, prompts, base, _ = _greedy_batch(tiny_run)
-    args = SimpleNamespace(batch_size=8, **base)
+    args = replace(base, batch_size=8)
     fast_texts, fast_ids = decoding.generate_batches(model, tokenizer, prompts, args, "cpu", fast=True)
     stock_texts, stock_ids = decoding.generate_batches(model, tokenizer, prompts, args, "cpu", fast=False)
     assert fast_ids == stock_ids and fast_texts == stock_texts
-    assert all(len(t[0]) <= base["max_completion_length"] for t in stock_ids)
+    assert all(len(t[0]) <= base.max_new_tokens for t in stock_ids)

@@ -133,12 +133,9 @@ def test_the_fast_log_probs_give_trls_gradient_under_each_knob(tiny_model_dir, t
 )
 def test_the_decode_loop_steps_aside_for_sampling_it_does_not_reproduce(tiny_model_dir, tmp_path, knob):
     """top-p, top-k, min-p, a repetition penalty: transformers' generate samples, said once and recorded."""
-    import train
-
     trainer = tiny_trainer(tiny_model_dir, tmp_path, *knob)
     trainer.model.train()
     trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    hook = trainer.model.__dict__["generate"]
-    assert hook.failed is None and knob[0].lstrip("-") in hook.stepped_aside
-    report = train.fast_paths_report(trainer, {"fast_paths": {"setting": "auto", "enabled": True}})
-    assert report["generate_hook"].startswith("stepped aside for ")
+    hook = trainer.generate_hook
+    assert trainer.model.generate is hook and hook.failed is None and knob[0].lstrip("-") in hook.stepped_aside
+    assert trainer.fast_paths_report()["generate_hook"].startswith("stepped aside for ")

@@ -1,10 +1,9 @@
 """preflight.py: the verdict's advice names only flags that are not already on."""
 
-from types import SimpleNamespace
-
 import pytest
 
 import preflight
+from sampling import Sampling
 
 
 def _report(format_mean: float) -> dict:
@@ -27,17 +26,16 @@ def _report(format_mean: float) -> dict:
     ],
 )
 def test_no_signal_advice_names_only_flags_not_already_on(template, prefill, advised, not_advised):
-    args = SimpleNamespace(prompt_template=template, prefill_think=prefill, max_completion_length=48)
-    verdict, problems = preflight.verdict(_report(0.0), args)
+    plan = preflight.Plan(Sampling(48, 1.0, samples=4), 8, 2, 40, prompt_template=template, prefill_think=prefill)
+    verdict, problems = preflight.verdict(_report(0.0), plan)
     assert verdict == "no_signal"
     assert all(a in problems[0] for a in advised) and not any(n in problems[0] for n in not_advised)
 
 
 @pytest.mark.parametrize("sft_steps, advised", [(0, True), (30, False)])
 def test_no_signal_advice_names_the_cold_start_unless_it_runs(sft_steps, advised):
-    args = SimpleNamespace(prompt_template="worked_example", prefill_think=True, max_completion_length=48)
-    args.sft_steps = sft_steps
-    verdict, problems = preflight.verdict(_report(1.0), args)
+    plan = preflight.Plan(Sampling(48, 1.0, samples=4), 8, 2, 40, sft_steps=sft_steps, prompt_template="worked_example")
+    verdict, problems = preflight.verdict(_report(1.0), plan)
     assert verdict == "no_signal" and ("--sft_steps" in problems[0]) == advised
     lines = preflight.summary_lines(
         {**_report(1.0), "verdict": verdict, "problems": problems, "prompts": 8, "completions": 32}
@@ -45,3 +43,16 @@ def test_no_signal_advice_names_the_cold_start_unless_it_runs(sft_steps, advised
         | {"sampled_from": "the model after 30 cold-start steps"}
     )
     assert "4 completions from the model after 30 cold-start steps" in lines[0]
+
+
+def test_the_preflight_samples_as_the_run_samples(tiny_model_dir):
+    """Its plan carries every sampling knob the run uses, the group size, the seed and the run's length."""
+    import settings
+    import train
+
+    argv = ["--model_id", tiny_model_dir, "--top_p", "0.9", "--min_p", "0.05", "--num_generations", "4"]
+    args, _ = settings.parse("train", [*argv, "--max_steps", "7", "--temperature", "0.7", "--seed", "3"])
+    plan = train.preflight_plan(args, train_rows=100, processes=1)
+    want = Sampling(args.max_completion_length, 0.7, top_p=0.9, min_p=0.05, samples=4, seed=3)
+    assert plan.sampling == want and plan.steps == 7 and plan.prompts == args.preflight_prompts
+    assert plan.prompts_per_step == args.per_device_train_batch_size // 4

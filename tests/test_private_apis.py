@@ -23,14 +23,14 @@ def test_transformers_DynamicLayer_state():  # noqa: N802 - named after the API
 
     layer = DynamicLayer()
     assert hasattr(layer, "is_initialized") and not layer.is_initialized, _broke(
-        "transformers", "DynamicLayer.is_initialized", "decoding.ReservedLayer"
+        "transformers", "DynamicLayer.is_initialized", "kv_cache.ReservedLayer"
     )
     k = torch.randn(2, 1, 3, 4)
     keys, values = layer.update(k, k.clone())
     for name in ("keys", "values", "device"):
-        assert hasattr(layer, name), _broke("transformers", f"DynamicLayer.{name}", "decoding.ReservedLayer")
+        assert hasattr(layer, name), _broke("transformers", f"DynamicLayer.{name}", "kv_cache.ReservedLayer")
     assert layer.get_seq_length() == 3 and torch.equal(keys, k), _broke(
-        "transformers", "DynamicLayer.update/get_seq_length", "decoding.ReservedLayer"
+        "transformers", "DynamicLayer.update/get_seq_length", "kv_cache.ReservedLayer"
     )
     for method in ("batch_select_indices", "batch_repeat_interleave"):
         assert callable(getattr(layer, method, None)), _broke("transformers", f"DynamicLayer.{method}", "decoding")
@@ -51,7 +51,7 @@ def test_transformers_AttentionInterface_register():  # noqa: N802
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     assert callable(AttentionInterface.register) and callable(AttentionMaskInterface.register), _broke(
-        "transformers", "AttentionInterface/AttentionMaskInterface.register", "model_utils.pick_attention"
+        "transformers", "AttentionInterface/AttentionMaskInterface.register", "kv_cache.pick_attention"
     )
     params = list(inspect.signature(sdpa_attention_forward).parameters)
     assert params[:5] == ["module", "query", "key", "value", "attention_mask"], _broke(

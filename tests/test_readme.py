@@ -32,11 +32,16 @@ def test_every_flag_is_in_the_reference():
 
 def test_readme_is_a_newcomers_page():
     readme = _read("README.md")
-    assert len(readme.encode()) < 12_000
-    assert "docs/flags.md" in readme
-    for name in sorted(os.listdir(ROOT)):  # the Layout section names every source file
+    assert len(readme.encode()) < 12_000  # detail goes to docs/ and bench/README.md
+    assert "docs/flags.md" in readme and "Python 3." in readme
+    heads = [line for line in readme.splitlines() if line.startswith("## ")]
+    order = ["Quick start", "Your own data", "Recipes and flags", "output contract", "Layout", "Tests"]
+    at = [next((i for i, h in enumerate(heads) if word in h), -1) for word in order]
+    assert -1 not in at and at == sorted(at), f"README sections out of a newcomer's order: {heads}"
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    for name in sorted(os.listdir(ROOT)):  # the layout tree names every source file
         if name.endswith(".py"):
-            assert f"`{name}`" in readme, f"{name} is missing from README.md's Layout"
+            assert name in layout.split(), f"{name} is missing from README.md's Layout"
 
 
 def test_quick_start_commands_exist_and_ci_runs_the_test_command():

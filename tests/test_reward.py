@@ -13,7 +13,7 @@ import answer_check
 import reward
 from reward import accuracy_reward, answers_equal, extract_answer, extract_boxed, format_reward
 
-# 50 real Qwen2.5-3B completions of the original project (copied from ../shared/data, so a clean clone has them)
+# 50 real Qwen2.5-3B completions of the original project, on NuminaMath-TIR's test split (tests/data/README.md)
 SEED_DATA = os.path.join(os.path.dirname(__file__), "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
 OK = "<think>reasoning</think><answer>{}</answer>"
 
@@ -40,7 +40,7 @@ def test_every_self_test_case(section, kind, case):
 
 def test_the_original_self_test_is_all_there():
     with open(os.path.join(os.path.dirname(__file__), "data", "original_selftest_cases.json"), encoding="utf-8") as f:
-        reference = json.load(f)  # copied from ../shared/reference
+        reference = json.load(f)  # what the original's self-test prints (tests/data/README.md)
     with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
         ours = json.load(f)["original"]
     for kind, cases in reference.items():

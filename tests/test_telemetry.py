@@ -1,11 +1,11 @@
 """telemetry.py and preflight.py: contract telemetry, the completion log's bounds, the preflight verdict."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
 import preflight
+from sampling import Sampling
 from telemetry import CompletionLog, contract_telemetry
 
 
@@ -70,7 +70,7 @@ def _report(**over):
     ],
 )
 def test_the_preflight_verdict_and_its_fixes(report, verdict, message):
-    args = SimpleNamespace(max_completion_length=64, max_prompt_length=512)
-    got, problems = preflight.verdict(report, args)
+    plan = preflight.Plan(Sampling(64, 1.0, samples=4), 8, 2, 40, max_prompt_length=512)
+    got, problems = preflight.verdict(report, plan)
     assert got == verdict and (message is None) == (not problems)
     assert message is None or any(message in p for p in problems)
