@@ -442,3 +442,19 @@ def test_mathverify_regression_cases(column, exceptions):
     verdicts = _regression_verdicts(column)
     misses = {i for i, (got, want) in verdicts.items() if got != want}
     assert misses == set(exceptions), {i: verdicts[i] for i in misses ^ set(exceptions)}
+
+
+@pytest.mark.slow
+def test_the_reward_benchmark_times_every_path_on_the_same_scores():
+    """bench/reward_speed.py (make bench): TRL, ours with the cache off, emptied and warm, one JSON line."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "bench/reward_speed.py", "--n", "60", "--repeats", "1"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("trl_items_per_s", "ours_items_per_s", "ours_nocache_items_per_s", "ours_warm_cache_items_per_s"):
+        assert result[key] > 0, key
+    assert result["n"] == 60 and result["ours_correct"] + result["ours_none"] <= 60
