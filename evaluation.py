@@ -272,8 +272,8 @@ def _main(argv: list[str] | None) -> int:
             file=sys.stderr,
         )
         return 130
-    finally:
-        for _, _, path, _ in jobs:
+    finally:  # every claim made here, the results file's too when a later check refused
+        for path in {output_file, *(job[2] for job in jobs)} - {None}:
             release(lock_path(path))
     summary = columns[args.model_dir]
     print(metrics.accuracy_line(summary))

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 
-from run_files import UsageError, claim, finite, read_json, safe_name
+from run_files import UsageError, claim, finite, read_json, release, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +93,23 @@ def plan_output(args, label: str, path: str | None = None) -> str:
     claim(lock_path(path), f"results file {path!r}")  # before the checks below: two evaluations cannot both pass them
     if args.overwrite or args.resume:
         return path
-    if os.path.exists(partial_path(path)):
-        raise UsageError(
-            f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume to "
-            "continue it, or --overwrite to start over."
-        )
-    for p in (path, summary_path(path)):
-        if os.path.exists(p):
+    try:
+        if os.path.exists(partial_path(path)):
             raise UsageError(
-                f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was "
-                "changed."
+                f"an interrupted evaluation of {path} left its finished records in {partial_path(path)}. Add --resume "
+                "to continue it, or --overwrite to start over."
             )
+        for p in (path, summary_path(path)):
+            if os.path.exists(p):
+                raise UsageError(
+                    f"{p} already exists. Pass --overwrite to replace it, or choose another --output_file. Nothing was "
+                    "changed."
+                )
+    except UsageError:
+        # A refusal gives the claim back: eval.py's main() called again in this process (a bench, a
+        # notebook) must not find the file held by itself.
+        release(lock_path(path))
+        raise
     return path
 
 
