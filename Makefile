@@ -13,6 +13,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Extra flags for the targets, e.g. make train ARGS="--max_steps 5"
 ARGS ?=
+# Test processes: one per core, at most 4 (each holds torch and a model). make test WORKERS=0 runs
+# in this process (a debugger's choice).
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: setup train test eval learn learn-levels bench gpu-bundle docs clean-venv
 
@@ -33,7 +36,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) reward.py > /dev/null
-	$(PY) -m pytest -q --doctest-modules reward.py answer_check.py answer_value.py boxes.py data_utils.py evaluation.py metrics.py run_files.py model_utils.py decoding.py kv_cache.py sampling.py fast_weights.py fast_logps.py builtin_data.py telemetry.py tests $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal --doctest-modules reward.py answer_check.py answer_value.py boxes.py data_utils.py evaluation.py metrics.py run_files.py model_utils.py decoding.py kv_cache.py sampling.py fast_weights.py fast_logps.py builtin_data.py telemetry.py tests $(ARGS)
 
 eval: $(STAMP)
 	bash eval.sh

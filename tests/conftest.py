@@ -3,6 +3,13 @@
 import os
 import sys
 
+# Under pytest-xdist every worker gets one core's worth of threads: two torch processes each
+# spinning two OpenMP threads on two cores slow each other several-fold. Set before torch loads;
+# subprocesses the tests start inherit it.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +36,11 @@ TINY_TRAIN_FLAGS = [
     "--learning_rate",
     "1e-2",
 ]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: a worker that picks one up near the end would keep the others waiting."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -233,7 +233,7 @@ def _eval_cmd(*argv):
 
 
 @pytest.mark.slow
-def test_of_two_evaluations_into_one_file_exactly_one_writes(tiny_run, tmp_path):
+def test_of_two_evaluations_into_one_file_exactly_one_writes(tiny_run, tmp_path, capsys):
     out = str(tmp_path / "same.json")
     argv = [
         "--model_dir",
@@ -251,10 +251,14 @@ def test_of_two_evaluations_into_one_file_exactly_one_writes(tiny_run, tmp_path)
     deadline = time.time() + 120
     while not os.path.exists(evaluate_mod.partial_path(out)) and time.time() < deadline:
         time.sleep(0.1)
-    second = subprocess.run(_eval_cmd(*argv), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # The second in this process (the claim is the OS's lock, so this is another process to it);
+    # a refusal reaching the shell as exit 2 and error lines is run_files.cli, tested through main.py.
+    with pytest.raises(SystemExit) as second:
+        _run_eval(*argv)
+    assert first.poll() is None, "the first evaluation ended before the second tried"
     first.communicate(timeout=300)
-    assert first.returncode == 0 and second.returncode == 2
-    assert f"pid {first.pid}" in second.stderr and "Generating" not in second.stderr
+    assert first.returncode == 0 and f"pid {first.pid}" in str(second.value)
+    assert "Generating" not in capsys.readouterr().err
     with open(out) as f:
         assert len(json.load(f)) == 40
 
@@ -299,8 +303,8 @@ def test_ctrl_c_keeps_finished_records_and_resume_completes_them(tiny_run, tmp_p
     kept = _lines(partial) - 1  # the settings line
     assert summary["complete"] is False and 3 <= kept < 60 and summary["missing"] == 60 - summary["n"]
     assert not os.path.exists(out)  # the final file appears only when everything is scored
-    refused = subprocess.run(_eval_cmd(*argv), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    with pytest.raises(SystemExit, match="--resume"):  # the same command again, without --resume
+        _run_eval(*argv)
     assert evaluate_mod.main([*argv, "--resume"]) == 0
     whole = str(tmp_path / "whole.json")
     assert evaluate_mod.main([*argv[:-1], whole]) == 0
@@ -667,3 +671,18 @@ def test_an_unknown_flag_is_one_line_naming_it(command):
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"error: unrecognized arguments: --bogus_flag 1. {command} --help lists the flags."
     ]
+
+
+def test_a_refused_evaluation_gives_its_claim_back(tiny_run, tmp_path):
+    """eval.py's main() called again in one process (a bench, a notebook): a refusal holds nothing."""
+    out = tmp_path / "taken.json"
+    out.write_text("[]")
+    argv = ["--model_dir", tiny_run, "--limit", "1", "--max_completion_length", "2", "--output_file", str(out)]
+    for _ in range(2):  # the second would say "being written by another process" if the first kept its claim
+        with pytest.raises(SystemExit, match="already exists"):
+            _run_eval(*argv)
+    (tmp_path / "fresh.compare.json").write_text("[]")  # the --compare base column's file, taken
+    compare = [*argv[:-1], str(tmp_path / "fresh.json"), "--compare", "base"]
+    with pytest.raises(SystemExit, match="fresh.compare.json already exists"):
+        _run_eval(*compare)
+    assert _run_eval(*compare[:-2]) == 0  # fresh.json was claimed before its compare file was refused

@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_learning_levels_reports_each_level_for_every_configuration(tiny_model_dir, tmp_path):
     out = tmp_path / "levels"
     cmd = [sys.executable, "bench/learning_levels.py", "--model", str(tiny_model_dir), "--out", str(out)]
