@@ -41,21 +41,8 @@ import evaluation as eval_mod
 import kv_cache
 import model_utils
 import reward
+from roofline import matmul_flops  # bench/roofline.py: this machine's probes
 from sampling import Sampling
-
-
-def matmul_flops(size: int = 2048, repeats: int = 5, dtype=None) -> float:
-    """Median matmul throughput of this machine (fp32 unless ``dtype``), FLOP/s."""
-    import torch
-
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
 
 
 def baseline_generate(

@@ -165,7 +165,7 @@ def cpu_gflops() -> float:
     """fp32 matmul speed right now, GFLOP/s of 1024^2 products (bench/README.md, "Evaluation", has the
     machine's figure when quiet): a shared machine runs slower at times, and wall times are read
     against this."""
-    from eval_speed import matmul_flops  # bench/eval_speed.py, beside this script
+    from roofline import matmul_flops  # bench/roofline.py, beside this script
 
     return round(matmul_flops(size=1024, repeats=10) / 1e9, 1)
 

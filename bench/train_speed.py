@@ -14,9 +14,17 @@ group size, max completion length, prompt template and seed. Only the engineerin
             autocast on CPUs with native bf16, attention in fp32, sampling from merged bf16
             weights with the shared system prompt prefilled once, log-probs on the shared prefix).
 
-Each runs in its own subprocess so its peak memory (max RSS) is its own. Reported: median
-seconds per step, completions/s, generated tokens/s, peak MB, mean completion length (the
-work each step actually did). The last line is one JSON object.
+Each runs in its own subprocess so its peak memory (max RSS) is its own. One whole generation
+round warms up; the timed steps end where a round ends, and the ratio is total wall time over
+them (a median would flatter ``--steps_per_generation`` > 1, whose later steps skip sampling).
+Reported: seconds per step, completions/s, generated tokens/s, peak MB, mean completion length
+(the work each step actually did), and each phase (generation, loss forward, backward) against
+this machine's limit (bench/roofline.py: matmul rate in the run's precision, copy bandwidth):
+``fraction_of_limit`` for the whole step, ``phase_fraction_of_limit`` per phase.
+
+    python bench/train_speed.py -- --steps_per_generation 2   # a lever on 'ours' only
+
+The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import roofline  # bench/roofline.py, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -69,8 +79,9 @@ CONFIGS = {
 }
 
 
-def worker(name: str, steps: int) -> None:
-    """Run one configuration and print its measurements as JSON (in a fresh process)."""
+def worker(name: str, steps: int, extra: list[str]) -> None:
+    """Run one configuration and print its measurements as JSON (in a fresh process): each step's
+    wall time, and each phase's seconds and the padded shape it processed."""
     import logging
 
     from transformers import TrainerCallback
@@ -79,11 +90,19 @@ def worker(name: str, steps: int) -> None:
     import train
 
     logging.disable(logging.WARNING)
-    args = flags.build_parser("train").parse_args([*CONFIGS[name], *WORK, "--max_steps", str(steps + 1)])
-    times, lengths = [], []
+    parser = flags.build_parser("train")
+    args = parser.parse_args([*CONFIGS[name], *WORK, *extra])
+    # Whole generation rounds only: one round warms up, the timed steps end where a round ends (a
+    # median of steps would flatter --steps_per_generation > 1, whose later steps skip sampling).
+    accumulation = args.gradient_accumulation_steps
+    round_steps = max(1, (args.steps_per_generation or accumulation) // accumulation)
+    timed_steps = -(-steps // round_steps) * round_steps
+    args = parser.parse_args([*CONFIGS[name], *WORK, *extra, "--max_steps", str(round_steps + timed_steps)])
+    times, lengths, phases = [], [], []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
+            phases.append({})
             self.start = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kw):
@@ -93,55 +112,135 @@ def worker(name: str, steps: int) -> None:
             if logs and "completions/mean_length" in logs:
                 lengths.append(logs["completions/mean_length"])
 
+    def timed(phase, fn, shape_of):
+        def wrapper(*a, **kw):
+            start = time.perf_counter()
+            out = fn(*a, **kw)
+            seconds = time.perf_counter() - start
+            shape = shape_of(a, kw, out)
+            record = phases[-1].setdefault(phase, {"s": 0.0, "shape": shape})
+            record["s"] += seconds
+            return out
+
+        return wrapper
+
+    def batch_of(inputs):
+        return [*inputs["prompt_ids"].shape, inputs["completion_ids"].shape[1]]
+
     with tempfile.TemporaryDirectory() as out:  # the baseline's --fast_paths off: TRL's and transformers' own paths
         trainer, _, _ = train.build_trainer(args, out)
         trainer.add_callback(Timer())
+        # Wrapped on the instance: TRL's training_step calls these three, whichever path runs inside.
+        trainer._generate_and_score_completions = timed(
+            "generation", trainer._generate_and_score_completions, lambda a, kw, out: batch_of(out)
+        )
+        trainer.compute_loss = timed("loss_forward", trainer.compute_loss, lambda a, kw, out: batch_of(a[1]))
+        trainer.accelerator.backward = timed("backward", trainer.accelerator.backward, lambda a, kw, out: None)
         trainer.train()
-    timed, timed_lengths = times[1:], lengths[1:]  # step 1 is the warm-up
+        config = trainer.model.config.to_dict()
+    timed_lengths = lengths[round_steps:] or lengths  # the first round is the warm-up
     print(
         json.dumps(
             {
-                "step_s": timed,
+                "step_s": times[round_steps:],
+                "phases": phases[round_steps:],
+                "round_steps": round_steps,
                 "mean_length": statistics.mean(timed_lengths),
                 "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "completions_per_step": args.per_device_train_batch_size,
+                "bf16": bool(trainer.args.bf16),
+                "model_config": {k: config.get(k) for k in MODEL_KEYS},
             }
         )
     )
 
 
+MODEL_KEYS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+)
+
+
+def roofline_figures(r: dict, machine: dict) -> dict:
+    """The configuration's phases against this machine's limit (bench/roofline.py)."""
+    from types import SimpleNamespace
+
+    shape = roofline.Shape.of(SimpleNamespace(**r["model_config"]))
+    m = roofline.Machine(machine["bf16_flops"] if r["bf16"] else machine["fp32_flops"], machine["bandwidth"])
+    limits, measured = [], {p: [] for p in PHASES}
+    for step in r["phases"]:
+        limit = {}
+        for phase in PHASES:
+            record = step.get(phase)
+            measured[phase].append(record["s"] if record else 0.0)
+            if phase == "backward":  # the batch the loss ran on
+                record = step.get("loss_forward")
+            limit[phase] = roofline.phase_limits_s(shape, roofline.Batch(*record["shape"]), m)[phase] if record else 0.0
+        limits.append(limit)
+    figures = roofline.fractions(measured, limits, r["step_s"])
+    figures["phase_s"] = {p: round(statistics.median(v), 3) for p, v in measured.items()}
+    figures["phase_limit_s"] = {p: round(statistics.median(x[p] for x in limits), 3) for p in PHASES}
+    return figures
+
+
+PHASES = ("generation", "loss_forward", "backward")
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=4, help="timed GRPO steps per configuration (after 1 warm-up)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Flags after -- go to main.py for 'ours' only (one lever at a time).",
+    )
+    p.add_argument("--steps", type=int, default=4, help="timed GRPO steps per configuration (after 1 warm-up round)")
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    own, extra = (
+        (sys.argv[1:], [])
+        if "--" not in sys.argv
+        else (sys.argv[1 : sys.argv.index("--")], sys.argv[sys.argv.index("--") + 1 :])
+    )
+    args = p.parse_args(own)
     if args._worker:
-        worker(args._worker, args.steps)
+        worker(args._worker, args.steps, extra)
         return 0
+    import torch
+
+    machine = {
+        "fp32_flops": roofline.matmul_flops(),
+        "bf16_flops": roofline.matmul_flops(dtype=torch.bfloat16),
+        "bandwidth": roofline.copy_bandwidth(),
+    }
     results = {}
     for name in ("baseline", "ours"):
-        done = subprocess.run(
-            [sys.executable, __file__, "--_worker", name, "--steps", str(args.steps)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        cmd = [sys.executable, __file__, "--_worker", name, "--steps", str(args.steps)]
+        done = subprocess.run([*cmd, "--", *extra] if name == "ours" else cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
             return done.returncode
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     for name, r in results.items():
-        step = statistics.median(r["step_s"])
+        wall = sum(r["step_s"])  # whole rounds, all their steps: the ratio's basis
         r.update(
-            step_median_s=step,
-            per_s=r["completions_per_step"] / step,
-            tokens_per_s=r["completions_per_step"] * r["mean_length"] / step,
+            step_median_s=statistics.median(r["step_s"]),
+            per_s=r["completions_per_step"] * len(r["step_s"]) / wall,
+            tokens_per_s=r["completions_per_step"] * len(r["step_s"]) * r["mean_length"] / wall,
+            **roofline_figures(r, machine),
         )
         print(
-            f"{name:8s}: {step:6.1f} s/step  {r['per_s']:.3f} completions/s  {r['tokens_per_s']:6.1f} tokens/s  peak "
-            f"{r['peak_mb']:.0f} MB  mean completion {r['mean_length']:.1f} tokens  "
-            f"({' '.join(CONFIGS[name]) or 'main.py defaults'})"
+            f"{name:8s}: {wall / len(r['step_s']):6.1f} s/step  {r['per_s']:.3f} completions/s  "
+            f"{r['tokens_per_s']:6.1f} tokens/s  peak {r['peak_mb']:.0f} MB  "
+            f"mean completion {r['mean_length']:.1f} tokens  {r['fraction_of_limit']:.1%} of the limit  "
+            f"({' '.join(CONFIGS[name] + (extra if name == 'ours' else [])) or 'main.py defaults'})"
         )
+        for phase in PHASES:
+            print(
+                f"          {phase:12s} {r['phase_s'][phase]:6.2f} s (limit {r['phase_limit_s'][phase]:.3f} s: "
+                f"{r['phase_fraction_of_limit'][phase] or 0:.1%})"
+            )
     b, o = results["baseline"], results["ours"]
     print(
         json.dumps(
@@ -152,13 +251,26 @@ def main() -> int:
                 "baseline_tokens_per_s": round(b["tokens_per_s"], 1),
                 "ours_tokens_per_s": round(o["tokens_per_s"], 1),
                 "token_ratio": round(o["tokens_per_s"] / b["tokens_per_s"], 2),
+                "fraction_of_limit": o["fraction_of_limit"],
+                "phase_fraction_of_limit": o["phase_fraction_of_limit"],
+                "phase_s": o["phase_s"],
+                "phase_limit_s": o["phase_limit_s"],
+                "baseline_fraction_of_limit": b["fraction_of_limit"],
+                "baseline_phase_fraction_of_limit": b["phase_fraction_of_limit"],
+                "baseline_phase_s": b["phase_s"],
                 "baseline_peak_mb": round(b["peak_mb"]),
                 "ours_peak_mb": round(o["peak_mb"]),
                 "baseline_step_s": [round(x, 2) for x in b["step_s"]],
                 "ours_step_s": [round(x, 2) for x in o["step_s"]],
                 "baseline_mean_length": round(b["mean_length"], 1),
                 "ours_mean_length": round(o["mean_length"], 1),
-                "steps": args.steps,
+                "steps": len(o["step_s"]),
+                "ours_extra_flags": extra,
+                "matmul_gflops": {
+                    "fp32": round(machine["fp32_flops"] / 1e9, 1),
+                    "bf16": round(machine["bf16_flops"] / 1e9, 1),
+                },
+                "bandwidth_gb_s": round(machine["bandwidth"] / 1e9, 1),
             }
         )
     )
