@@ -183,8 +183,9 @@ def roofline_figures(r: dict, machine: dict) -> dict:
             limit[phase] = roofline.phase_limits_s(shape, roofline.Batch(*record["shape"]), m)[phase] if record else 0.0
         limits.append(limit)
     figures = roofline.fractions(measured, limits, r["step_s"])
-    figures["phase_s"] = {p: round(statistics.median(v), 3) for p, v in measured.items()}
-    figures["phase_limit_s"] = {p: round(statistics.median(x[p] for x in limits), 3) for p in PHASES}
+    # Means per step, not medians: with --steps_per_generation 2 every other step samples nothing.
+    figures["phase_s"] = {p: round(statistics.mean(v), 3) for p, v in measured.items()}
+    figures["phase_limit_s"] = {p: round(statistics.mean(x[p] for x in limits), 3) for p in PHASES}
     return figures
 
 

@@ -75,3 +75,4 @@ def test_train_speed_turns_each_steps_phases_into_fractions_of_the_limit():
     assert got["phase_fraction_of_limit"]["backward"] == round(2 * limits["backward"] / 4.5, 4)
     whole = limits["generation"] + 2 * (limits["loss_forward"] + limits["backward"])
     assert got["fraction_of_limit"] == round(whole / 14.0, 4) and 0 < got["fraction_of_limit"] < 1
+    assert got["phase_s"]["generation"] == 2.5  # a mean per step: the step that reused its round sampled nothing
