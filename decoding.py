@@ -319,9 +319,7 @@ class SharedPrefixGenerate:
         lean = None
         if self.lean:
             self.lean_skipped = LeanDecoder.why_not(self.model)
-            lean = None if self.lean_skipped else LeanDecoder.of(self.model)
-            if lean is None and self.lean_skipped is None:
-                self.lean_skipped = "not enough free memory for its copy of the weights"
+            lean = None if self.lean_skipped else LeanDecoder(self.model)
             self.lean_used = self.lean_used or lean is not None
         new = decode_shared_prefix(
             self.model, rows[::k], self.pad_id, shared, input_ids.device, sampling.max_new_tokens, end,

@@ -5,9 +5,11 @@ A decode step through transformers runs about a hundred small torch ops per laye
 views, mask and cache bookkeeping, autocast checks) around seven matmuls; at 16 rows on 2 cores
 those cost as much as the matmuls themselves (profile: bench/README.md, "A lean decode step").
 This step runs the same arithmetic in the same dtypes as transformers' step under the caller's
-autocast: q/k/v and gate/up each one matmul (their weights concatenated, packed for oneDNN), one
-RMSNorm op, and cascade attention: each row's query scores the shared prefix's keys (stored once)
-and the row's own keys, one softmax over both, so the prefix is not read once per row.
+autocast: the linear layers as fast_weights left them (merged, cast, packed), one RMSNorm op,
+and cascade attention: each row's query scores the shared prefix's keys (stored once) and the
+row's own keys, one softmax over both, so the prefix is not read once per row. (Fusing q/k/v and
+gate/up into one matmul each saved ~2 ms a step but cost ~0.25 s a round to copy and pack the
+weights: bench/README.md.)
 
     lean = LeanDecoder.of(model)            # inside generation_weights(): the weights it samples with
     state = lean.start(cache, mask, shared, room)   # after transformers ran the prompts
@@ -23,9 +25,6 @@ model lacks; such a model samples through transformers as before.
 from __future__ import annotations
 
 import torch
-
-from fast_weights import linear_fn
-from model_utils import free_memory_bytes
 
 # Families whose decoder layer is exactly: RMSNorm, q/k/v (bias optional), rotary embedding, GQA
 # attention, o_proj, residual; RMSNorm, SiLU-gated MLP, residual; final RMSNorm and a linear head.
@@ -43,20 +42,20 @@ def _weight(module):
     return None
 
 
-def _fused(modules, device: str):
-    """One linear function computing ``modules`` side by side (outputs concatenated), or None."""
-    parts = [_weight(m) for m in modules]
-    if any(p is None for p in parts) or len({w.dtype for w, _ in parts}) != 1:
-        return None
-    weight = torch.cat([w.detach() for w, _ in parts])
-    bias = None
-    if any(b is not None for _, b in parts):
-        bias = torch.cat([b.detach() if b is not None else w.new_zeros(w.shape[0]) for w, b in parts])
-    return linear_fn(weight, bias, device)
+def _linear(module):
+    """The function computing ``module`` as it stands: the packed forward ``packed_linears``
+    installed (nothing is packed again), else torch's linear in the weight's dtype."""
+    weight, bias = _weight(module)
+    layer = module if type(module) is torch.nn.Linear else module.base_layer
+    packed = layer.__dict__.get("forward")  # fast_weights.packed_linears puts it there
+    if packed is not None:
+        return packed
+    return lambda x: torch.nn.functional.linear(x.to(weight.dtype), weight, bias)
 
 
 class LeanDecoder:
-    """A model's decode-step weights, fused and packed once per generation round."""
+    """A model's decode step, calling the linear layers as they stand (merged, cast, packed by
+    fast_weights' contexts): it copies no weights, so building it costs nothing per round."""
 
     @staticmethod
     def why_not(model) -> str | None:
@@ -85,13 +84,8 @@ class LeanDecoder:
 
     @classmethod
     def of(cls, model) -> LeanDecoder | None:
-        """The lean step for ``model`` as its weights stand now, or None where ``why_not`` or where
-        its fused copy of the weights would take more than a quarter of the free memory."""
-        if cls.why_not(model):
-            return None
-        free = free_memory_bytes("cpu")
-        weights = sum(m.weight.nbytes for m in model.modules() if type(m) is torch.nn.Linear)
-        return None if free is not None and weights > free / 4 else cls(model)
+        """The lean step for ``model`` as its weights stand now, or None where ``why_not``."""
+        return None if cls.why_not(model) else cls(model)
 
     def __init__(self, model):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -99,7 +93,6 @@ class LeanDecoder:
         self.embed, self.rotary, self.norm = decoder.embed_tokens, decoder.rotary_emb, decoder.norm
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.intermediate = cfg.intermediate_size
         self.layers = []
         for layer in decoder.layers:
             a, m = layer.self_attn, layer.mlp
@@ -107,14 +100,17 @@ class LeanDecoder:
                 {
                     "norm_in": layer.input_layernorm,
                     "norm_mid": layer.post_attention_layernorm,
-                    "qkv": _fused((a.q_proj, a.k_proj, a.v_proj), "cpu"),
-                    "o": _fused((a.o_proj,), "cpu"),
-                    "gate_up": _fused((m.gate_proj, m.up_proj), "cpu"),
-                    "down": _fused((m.down_proj,), "cpu"),
+                    "q": _linear(a.q_proj),
+                    "k": _linear(a.k_proj),
+                    "v": _linear(a.v_proj),
+                    "o": _linear(a.o_proj),
+                    "gate": _linear(m.gate_proj),
+                    "up": _linear(m.up_proj),
+                    "down": _linear(m.down_proj),
                     "scaling": a.scaling,
                 }
             )
-        self.head = _fused((base.get_output_embeddings(),), "cpu")
+        self.head = _linear(base.get_output_embeddings())
 
     def start(self, cache, mask, shared: int, room: int) -> LeanState:
         """Take over from transformers after it ran the prompts into ``cache`` (rows laid out
@@ -176,10 +172,10 @@ class LeanState:
         cos, sin = lean.rotary(x[:, None], positions[:, None])
         cos, sin = cos.float(), sin.float()  # (rows, 1, head_dim): broadcast over heads
         for layer, (pk, pv), (ok, ov) in zip(lean.layers, self.prefix, self.own, strict=True):
-            qkv = layer["qkv"](_rms(layer["norm_in"], x)).float()
-            q = _rotate(qkv[:, : h * d].view(n, h, d), cos, sin)
-            k = _rotate(qkv[:, h * d : (h + kv) * d].view(n, kv, d), cos, sin)
-            ok[:, :, at], ov[:, :, at] = k, qkv[:, (h + kv) * d :].view(n, kv, d)
+            normed = _rms(layer["norm_in"], x)
+            q = _rotate(layer["q"](normed).float().view(n, h, d), cos, sin)
+            ok[:, :, at] = _rotate(layer["k"](normed).float().view(n, kv, d), cos, sin)
+            ov[:, :, at] = layer["v"](normed).float().view(n, kv, d)
             q = q.view(n, kv, h // kv, d) * layer["scaling"]  # each kv head's query heads together
             scores = torch.matmul(q, ok[:, :, : at + 1].transpose(-1, -2)).masked_fill(~valid, float("-inf"))
             if pk.shape[1]:
@@ -190,7 +186,7 @@ class LeanState:
             else:
                 out = torch.matmul(torch.softmax(scores, -1), ov[:, :, : at + 1])
             x = x + layer["o"](out.reshape(n, h * d)).float()
-            gate, up = layer["gate_up"](_rms(layer["norm_mid"], x)).split(lean.intermediate, -1)
-            x = x + layer["down"](torch.nn.functional.silu(gate) * up).float()
+            normed = _rms(layer["norm_mid"], x)
+            x = x + layer["down"](torch.nn.functional.silu(layer["gate"](normed)) * layer["up"](normed)).float()
         self.length = at + 1
         return lean.head(_rms(lean.norm, x)).float()

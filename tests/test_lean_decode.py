@@ -139,16 +139,3 @@ def test_a_model_the_lean_step_does_not_cover_is_named_and_decodes_as_before(tmp
     with torch.no_grad():
         want = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
     assert torch.equal(got, want)
-
-
-@pytest.mark.parametrize("bias", [False, True])
-def test_fused_linears_equal_the_separate_ones(bias):
-    """q/k/v (Qwen2 has biases) and gate/up as one matmul: the same outputs, side by side."""
-    from lean_decode import _fused
-
-    torch.manual_seed(0)
-    layers = [torch.nn.Linear(16, n, bias=bias) for n in (16, 8, 8)]
-    x = torch.randn(5, 16)
-    with torch.no_grad():
-        fused = _fused(layers, "cpu")(x)
-        assert torch.allclose(fused, torch.cat([m(x) for m in layers], -1), atol=1e-6)
