@@ -19,7 +19,6 @@ from transformers.cache_utils import DynamicLayer
 
 from fast_weights import generation_weights, packed_linears
 from kv_cache import cache_in_fp32, expanded_prefix_cache, prefix_cache, reserved_layer, rows_that_fit
-from lean_decode import LeanDecoder
 from sampling import Sampling, end_ids, generate_stock
 
 logger = logging.getLogger(__name__)
@@ -147,7 +146,7 @@ def other_sampling(generation_config) -> list[str]:
 
 # ---------------------------------------------------------------- the decode loop
 def decode_compacting(
-    model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0, repeats: int = 1, lean=None
+    model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0, repeats: int = 1
 ):
     """Greedy (or sampled) decoding that drops each row from the batch as soon as it ends.
 
@@ -160,9 +159,6 @@ def decode_compacting(
     With ``repeats`` = k > 1, each row is decoded k times (row 0's k samples first): its prompt
     runs once and the prompt's keys, values and last logits are copied to the k samples, instead
     of prefilling k identical rows (a third of a pass@8 evaluation's time here, bench/README.md).
-
-    With ``lean`` (a ``lean_decode.LeanDecoder``), the steps after the prompts run through it
-    instead of the model: the same arithmetic to rounding, at about half the cost per step.
     """
     cache = cache if cache is not None else DynamicCache(config=model.config)
     done_at = cache.get_seq_length()
@@ -176,25 +172,19 @@ def decode_compacting(
     outputs: list[list[int]] = [[] for _ in range(ids.shape[0] * repeats)]
     step_ids, step_pos = ids[:, done_at:], positions[:, done_at:]
     last_pos = positions[:, -1]
-    state = None  # the lean decode state, once it takes over from the model
     for step in range(max_new_tokens):
-        if step > 0 and lean is not None:
-            if state is None:
-                state = lean.start(cache, mask, done_at, max_new_tokens - step)
-            logits = state.step(step_ids[:, 0], step_pos[:, 0])
-        else:
-            logits = (
-                model(
-                    input_ids=step_ids,
-                    attention_mask=mask,
-                    position_ids=step_pos,
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                .logits[:, -1, :]
-                .float()
+        logits = (
+            model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_pos,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
+            .logits[:, -1, :]
+            .float()
+        )
         if step == 0 and repeats > 1:  # the prompts ran once each: copy them to their samples
             logits = logits.repeat_interleave(repeats, 0)
             for layer in cache.layers:
@@ -211,11 +201,8 @@ def decode_compacting(
         if keep.numel() == 0:
             break
         if keep.numel() < active.numel():
-            if state is not None:
-                state.select(keep)
-            else:
-                for layer in cache.layers:
-                    layer.batch_select_indices(keep)
+            for layer in cache.layers:
+                layer.batch_select_indices(keep)
             active, nxt, mask, last_pos = active[keep], nxt[keep], mask[keep], last_pos[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         last_pos = last_pos + 1
@@ -235,16 +222,15 @@ def decode_shared_prefix(
     *,
     cache=None,
     repeats: int = 1,
-    lean=None,
 ):
     """New tokens for token ``rows`` (each sampled ``repeats`` times, in order) by
     ``decode_compacting`` on the [prefix][padding][own tokens] layout, the ``shared``-token
     prefix run once (or taken from ``cache``, its KV cache at batch 1) and each row's own
-    tokens once whatever ``repeats``; ``lean`` as in ``decode_compacting``."""
+    tokens once whatever ``repeats``."""
     ids, mask, _ = shared_prefix_layout(rows, pad_id, shared)
     ids, mask = ids.to(device), mask.to(device)
     cache = expanded_prefix_cache(model, rows[0][:shared], device, len(rows), cache) if shared else None
-    return decode_compacting(model, ids, mask, cache, max_new_tokens, eos_ids, temperature, repeats, lean)
+    return decode_compacting(model, ids, mask, cache, max_new_tokens, eos_ids, temperature, repeats)
 
 
 class SharedPrefixGenerate:
@@ -257,12 +243,10 @@ class SharedPrefixGenerate:
     ``autocast_dtype``, sampling runs under that autocast from weights cast once). Rows come in
     left-padded and go out with the same prompt width, so TRL's slicing of completions holds.
     Calls the decode loop does not reproduce go to ``generate`` (merged weights still); any error
-    switches the hook to plain ``generate`` for good (logged once). With ``lean`` (the default),
-    decode steps after the prompts run through ``lean_decode`` where the model allows it;
-    ``lean_skipped`` then says why not.
+    switches the hook to plain ``generate`` for good (logged once).
     """
 
-    def __init__(self, model, pad_id: int, shared: bool = True, autocast_dtype=None, lean: bool = True):
+    def __init__(self, model, pad_id: int, shared: bool = True, autocast_dtype=None):
         self.model, self.inner, self.pad_id, self.shared, self.autocast_dtype = (
             model,
             model.generate,
@@ -270,11 +254,8 @@ class SharedPrefixGenerate:
             shared,
             autocast_dtype,
         )
-        self.lean = lean
         self.failed = None  # the error that switched this hook off, if any
         self.stepped_aside = None  # sampling settings the decode loop leaves to transformers' generate
-        self.lean_used = False  # whether a decode loop ran through lean_decode
-        self.lean_skipped = None if lean else "off"  # why decode steps ran through the model instead
 
     def __call__(self, input_ids=None, attention_mask=None, **kwargs):
         if self.failed is None:
@@ -316,14 +297,9 @@ class SharedPrefixGenerate:
         output: the prompts as given, then new tokens, padded after each row's end."""
         width = input_ids.shape[1]
         k = group_size(rows)  # GRPO's groups: each prompt k times in a row, prefilled once
-        lean = None
-        if self.lean:
-            self.lean_skipped = LeanDecoder.why_not(self.model)
-            lean = None if self.lean_skipped else LeanDecoder(self.model)
-            self.lean_used = self.lean_used or lean is not None
         new = decode_shared_prefix(
             self.model, rows[::k], self.pad_id, shared, input_ids.device, sampling.max_new_tokens, end,
-            sampling.temperature, repeats=k, lean=lean,
+            sampling.temperature, repeats=k,
         )  # fmt: skip
         out = torch.full(
             (len(rows), width + max(map(len, new))), self.pad_id, dtype=input_ids.dtype, device=input_ids.device

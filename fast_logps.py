@@ -118,16 +118,7 @@ class FastLogpsTrainer(GRPOTrainer):
             logps = "fell back"
         else:
             logps = "used" if self._fast_checked else "not used"
-        if hook is None or hook.failed:
-            lean = "not used"
-        else:
-            lean = "used" if hook.lean_used else f"not used: {hook.lean_skipped or 'no decode loop ran'}"
-        return {
-            "generate_hook": generate,
-            "lean_decode": lean,
-            "fast_logps": logps,
-            "fast_logps_check": self.fast_logps_check,
-        }
+        return {"generate_hook": generate, "fast_logps": logps, "fast_logps_check": self.fast_logps_check}
 
     def _fast_logps_ok(self, model, compute_aux_loss, extra) -> bool:
         if not self.shared_prefix or compute_aux_loss or any(v is not None for v in extra.values()):

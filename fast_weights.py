@@ -70,31 +70,6 @@ def generation_weights(model, dtype=None):
                 tuner._disable_adapters = False
 
 
-def _can_pack(dtype, device: str) -> bool:
-    """Whether oneDNN packs ``dtype`` weights here: on CPU with oneDNN, bf16 only where the CPU
-    computes it natively (on AVX2-only CPUs oneDNN refuses to pack bf16)."""
-    ops = torch.ops.mkldnn
-    usable = (
-        device == "cpu"
-        and torch.backends.mkldnn.is_available()
-        and hasattr(ops, "_reorder_linear_weight")
-        and hasattr(ops, "_linear_pointwise")
-    )
-    return usable and (dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_bf16()))
-
-
-def linear_fn(weight, bias, device: str = "cpu"):
-    """``x -> x @ weight.T + bias`` in ``weight``'s dtype (``x`` cast to it), from a weight packed
-    once for oneDNN where ``_can_pack``, else torch's own linear. No gradients."""
-    weight = weight.detach()
-    bias = None if bias is None else bias.detach().to(weight.dtype)
-    if not _can_pack(weight.dtype, device):
-        return lambda x: torch.nn.functional.linear(x.to(weight.dtype), weight, bias)
-    ops = torch.ops.mkldnn
-    packed = ops._reorder_linear_weight(weight, 64)  # 64: the batch size it is tuned for
-    return lambda x: ops._linear_pointwise(x.to(weight.dtype), packed, bias, "none", [], "")
-
-
 @contextlib.contextmanager
 def packed_linears(model, device: str = "cpu"):
     """Inside the block, every plain linear layer runs through oneDNN with its weight packed once.
@@ -108,16 +83,30 @@ def packed_linears(model, device: str = "cpu"):
     weights would take more than a quarter of free memory; bf16 layers are left unpacked on CPUs
     without native bf16 (AVX2 only), where oneDNN refuses to pack them.
     """
-    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and _can_pack(m.weight.dtype, device)]
+    ops = torch.ops.mkldnn
+    usable = (
+        device == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_reorder_linear_weight")
+        and hasattr(ops, "_linear_pointwise")
+    )
+    dtypes = (torch.float32, torch.bfloat16) if usable and cpu_has_bf16() else (torch.float32,)
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype in dtypes] if usable else []
     free = free_memory_bytes(device) if layers else None
     if not layers or (free is not None and sum(m.weight.nbytes for m in layers) > free / 4):
         yield
         return
 
+    def packed_forward(weight, bias):
+        dtype = weight.dtype
+        packed = ops._reorder_linear_weight(weight.detach(), 64)  # 64: the batch size it is tuned for
+        bias = None if bias is None else bias.detach().to(dtype)
+        return lambda x: ops._linear_pointwise(x.to(dtype), packed, bias, "none", [], "")
+
     try:
         with torch.no_grad():
             for layer in layers:
-                layer.forward = linear_fn(layer.weight, layer.bias, device)
+                layer.forward = packed_forward(layer.weight, layer.bias)
         yield
     finally:
         for layer in layers:
