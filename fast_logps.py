@@ -18,7 +18,7 @@ from transformers import DynamicCache
 from trl import GRPOTrainer
 from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
-from decoding import SharedPrefixGenerate, group_size, shared_prefix_layout, shared_prefix_len
+from decoding import SharedPrefixGenerate, shared_prefix_layout, shared_prefix_len
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +39,8 @@ def shared_prefix_logps(
     The same numbers as running every full row through the model and taking the completion
     positions (TRL's ``_get_per_token_logps_and_entropies``), for less work: the prompt prefix
     every row shares (the chat-templated system prompt, most of each prompt here) runs once,
-    its keys and values shared by all rows (gradients flow back through them); where the rows are
-    GRPO's groups (each prompt k times in a row), each prompt's own tokens run once too, their keys
-    and values shared by its k completions; and the vocabulary projection covers only the real
-    completion tokens, not every position.
+    its keys and values shared by all rows (gradients flow back through them), and the
+    vocabulary projection covers only the real completion tokens, not every position.
 
     Args:
         backbone: the decoder stack (``model.get_decoder()``; LoRA layers inside it count).
@@ -56,43 +54,22 @@ def shared_prefix_logps(
     completion_ids, completion_mask = input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:]
     rows = [ids[m.bool()].tolist() for ids, m in zip(prompt_ids, prompt_mask, strict=True)]
     shared = shared_prefix_len(rows) if len(rows) > 1 else 0
-    k = group_size(rows)  # GRPO's groups: each prompt k times in a row, its own tokens run once
-    laid, laid_mask, total = shared_prefix_layout(rows[::k], pad_id, shared)
-    width = total - shared  # each prompt's own tokens, left-padded to the longest
-    own_ids, own_mask = laid[:, shared:].to(input_ids.device), laid_mask[:, shared:].to(attention_mask.device)
-    mask = torch.cat([own_mask.long().repeat_interleave(k, 0), completion_mask.long()], dim=1)
+    laid, laid_mask, total = shared_prefix_layout(rows, pad_id, shared)
+    width = total - shared  # each row's own prompt tokens, left-padded to the longest
+    ids = torch.cat([laid[:, shared:].to(input_ids.device), completion_ids], dim=1)
+    mask = torch.cat([laid_mask[:, shared:].to(attention_mask.device), completion_mask.long()], dim=1)
     positions = shared + (mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = None
     if shared:
         cache = DynamicCache(config=backbone.config)
         backbone(input_ids=input_ids.new_tensor([rows[0][:shared]]), cache=cache, use_cache=True)
-        cache.batch_repeat_interleave(len(rows) // k)
+        cache.batch_repeat_interleave(len(rows))
         mask = torch.cat([mask.new_ones((len(rows), shared)), mask], dim=1)
-    if k == 1:  # prompts and completions in one pass
-        ids = torch.cat([own_ids, completion_ids], dim=1)
-        hidden = backbone(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None
-        ).last_hidden_state
-        # The hidden state before each completion token predicts it: columns width-1 .. width+C-2.
-        hidden = hidden[:, width - 1 : width - 1 + logits_to_keep]
-    else:  # each prompt once, its keys and values (with their gradients) shared by its k completions
-        cache = cache if cache is not None else DynamicCache(config=backbone.config)
-        prompt_hidden = backbone(
-            input_ids=own_ids,
-            attention_mask=mask[::k, : shared + width],
-            position_ids=positions[::k, :width],
-            cache=cache,
-            use_cache=True,
-        ).last_hidden_state
-        # The prompt's last hidden state predicts completion token 0; completion column j-1 predicts j.
-        hidden = prompt_hidden[:, -1:].repeat_interleave(k, 0)
-        if logits_to_keep > 1:
-            cache.batch_repeat_interleave(k)
-            rest = backbone(
-                input_ids=completion_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, width:-1],
-                cache=cache, use_cache=True,
-            ).last_hidden_state  # fmt: skip
-            hidden = torch.cat([hidden, rest], dim=1)
+    hidden = backbone(
+        input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None
+    ).last_hidden_state
+    # The hidden state before each completion token predicts it: columns width-1 .. width+C-2.
+    hidden = hidden[:, width - 1 : width - 1 + logits_to_keep]
     valid = completion_mask.bool()
     weight, bias = lm_head.weight, lm_head.bias
     outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
@@ -175,9 +152,8 @@ class FastLogpsTrainer(GRPOTrainer):
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
 
     def _check_fast_logps(self, model, input_ids, attention_mask, logits_to_keep):
-        """Compare both paths on up to 4 rows (two completions each of two prompts where the batch
-        is GRPO's groups, so each prompt runs once for its completions; else rows spread over the
-        batch), without gradients. True/False: use the fast path from now on or never; None: no tokens yet.
+        """Compare both paths on up to 4 rows spread over the batch (different prompts), without
+        gradients. True/False: use the fast path from now on or never; None: no tokens yet.
 
         With fp32 weights both run in fp32 (autocast off, including the autocast accelerate
         wraps around the model's forward), where they agree to ~1e-6 nats per token, so even a
@@ -185,15 +161,7 @@ class FastLogpsTrainer(GRPOTrainer):
         rounding the two orders of work differs by ~0.02 nats on average; a layout mistake is
         off by nats.
         """
-        prompts = [
-            ids[m.bool()].tolist()
-            for ids, m in zip(input_ids[:, :-logits_to_keep], attention_mask[:, :-logits_to_keep], strict=True)
-        ]
-        k = group_size(prompts)
-        if k > 1 and len(prompts) > k:  # two completions of two prompts: the grouped layout is checked too
-            rows = torch.tensor([0, 1, k, k + 1])
-        else:
-            rows = torch.linspace(0, input_ids.size(0) - 1, min(4, input_ids.size(0))).long().unique()
+        rows = torch.linspace(0, input_ids.size(0) - 1, min(4, input_ids.size(0))).long().unique()
         args = (model, input_ids[rows], attention_mask[rows], logits_to_keep)
         exact = model.dtype == torch.float32
         saved = self.accelerator.autocast_handler, model.__dict__.get("forward")
