@@ -19,6 +19,7 @@ from trl import GRPOTrainer
 from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
 from decoding import SharedPrefixGenerate, shared_prefix_layout, shared_prefix_len
+from fast_weights import FrozenCasts
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class FastLogpsTrainer(GRPOTrainer):
     _fast_checked = False
     fast_logps_check = None  # the first-batch comparison with TRL's path, once made
     generate_hook = None  # the fast sampling hook on the model, once installed
+    frozen_casts = None  # the frozen weights' autocast-dtype copies (fast_weights.FrozenCasts)
 
     def install_fast_generate(self, bf16_autocast: bool = False) -> None:
         """Sample through ``decoding.SharedPrefixGenerate``: the adapter merged, the shared system prompt run
@@ -135,8 +137,14 @@ class FastLogpsTrainer(GRPOTrainer):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         logps, entropies = [], []
         step = batch_size or input_ids.size(0)
+        device = input_ids.device.type
+        if self.frozen_casts is None:
+            self.frozen_casts = FrozenCasts()
         for start in range(0, input_ids.size(0), step):
             with self.accelerator.autocast():
+                dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+                frozen = self.frozen_casts.swapped(base, dtype, device, skip=(base.get_output_embeddings(),))
+            with self.accelerator.autocast(), frozen:
                 lp, ent = shared_prefix_logps(
                     base.get_decoder(),
                     base.get_output_embeddings(),

@@ -111,3 +111,55 @@ def packed_linears(model, device: str = "cpu"):
     finally:
         for layer in layers:
             layer.__dict__.pop("forward", None)
+
+
+class FrozenCasts:
+    """Copies of a model's frozen linear weights in the autocast dtype, made once and swapped in
+    for each loss pass, so autocast does not cast them again on every call.
+
+    Under CPU bf16 autocast every linear layer casts its fp32 weight to bf16 on each call (torch
+    caches casts only of weights that require gradients); LoRA's base weights never change, so
+    one copy serves the whole run. The copy is exactly what autocast would have made (the same
+    rounding of the same tensor), so log-probs and gradients are bit for bit the same (tested);
+    a weight changed in place is copied again. CPU only (measured there, bench/README.md), and
+    skipped when the copies would take more than a quarter of the free memory.
+    """
+
+    def __init__(self):
+        self.copies: dict[int, tuple] = {}  # id(weight) -> (weight, its version when copied, copy)
+
+    def copy_of(self, weight, dtype):
+        kept = self.copies.get(id(weight))
+        if kept is None or kept[0] is not weight or kept[1] != weight._version or kept[2].dtype != dtype:
+            kept = (weight, weight._version, torch.nn.Parameter(weight.detach().to(dtype), requires_grad=False))
+            self.copies[id(weight)] = kept
+        return kept[2]
+
+    @contextlib.contextmanager
+    def swapped(self, model, dtype, device: str, skip=()):
+        """Inside, frozen fp32 ``nn.Linear`` weights of ``model`` (not the modules in ``skip``) are
+        their ``dtype`` copies; a no-op without a dtype or off CPU."""
+        skipped = {id(m) for m in skip}
+        layers = []
+        if dtype is not None and dtype != torch.float32 and device == "cpu":
+            layers = [
+                m
+                for m in model.modules()
+                if type(m) is torch.nn.Linear
+                and id(m) not in skipped
+                and m.weight.dtype == torch.float32
+                and not m.weight.requires_grad
+            ]
+        free = free_memory_bytes(device) if layers else None
+        needed = sum(m.weight.numel() * dtype.itemsize for m in layers if id(m.weight) not in self.copies)
+        if not layers or (free is not None and needed > free / 4):
+            yield
+            return
+        originals = [(m, m.weight) for m in layers]
+        try:
+            for m, weight in originals:
+                m.weight = self.copy_of(weight, dtype)
+            yield
+        finally:
+            for m, weight in originals:
+                m.weight = weight

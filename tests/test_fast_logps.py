@@ -1,5 +1,7 @@
 """fast_logps.py: shared-prefix log-probs equal TRL's own, are used only where exact, and fall back."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -139,3 +141,38 @@ def test_the_decode_loop_steps_aside_for_sampling_it_does_not_reproduce(tiny_mod
     hook = trainer.generate_hook
     assert trainer.model.generate is hook and hook.failed is None and knob[0].lstrip("-") in hook.stepped_aside
     assert trainer.fast_paths_report()["generate_hook"].startswith("stepped aside for ")
+
+
+def test_frozen_weights_cast_once_give_the_same_bits(tiny_model_dir, tmp_path):
+    """Under bf16 autocast the loss runs from bf16 copies of the frozen base weights, made once:
+    log-probs and LoRA gradients equal autocast's own casts bit for bit, the copies are reused
+    across steps and remade after an in-place change, and the fp32 weights are back afterwards."""
+    import fast_weights
+
+    trainer = tiny_trainer(tiny_model_dir, tmp_path, "--bf16")  # bf16 autocast on any CPU
+    model = trainer.model.train()
+    ids, mask, keep = _rows_with_shared_prefix()
+    before = dict(model.named_parameters())
+    results = []
+    for casts in (None, fast_weights.FrozenCasts()):
+        trainer.frozen_casts = casts or fast_weights.FrozenCasts()
+        if casts is None:  # autocast's own per-call casts: a FrozenCasts that never swaps
+            trainer.frozen_casts.swapped = lambda *a, **k: contextlib.nullcontext()
+        model.zero_grad()
+        logps, _, _ = trainer._fast_logps(model, ids, mask, keep, None, False)
+        (logps * torch.arange(1, 25).view(4, 6)).sum().backward()
+        results.append((logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (lp_a, g_a), (lp_b, g_b) = results
+    assert lp_a.dtype == torch.float32 and torch.equal(lp_a, lp_b)
+    assert all(torch.equal(a, b) for a, b in zip(g_a, g_b, strict=True)) and any(a.abs().sum() > 0 for a in g_a)
+    assert all(p is before[n] and p.dtype == torch.float32 for n, p in model.named_parameters())
+    copies = trainer.frozen_casts.copies
+    assert copies and all(c.dtype == torch.bfloat16 for _, _, c in copies.values())
+    kept = {k: c for k, (_, _, c) in copies.items()}
+    trainer._fast_logps(model, ids, mask, keep, None, False)
+    assert all(copies[k][2] is c for k, c in kept.items())  # reused, not cast again
+    weight = next(w for w, _, _ in copies.values())
+    with torch.no_grad():
+        weight.mul_(2)  # changed in place: its copy is remade
+    trainer._fast_logps(model, ids, mask, keep, None, False)
+    assert torch.equal(copies[id(weight)][2], weight.detach().to(torch.bfloat16))

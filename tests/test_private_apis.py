@@ -164,6 +164,16 @@ def test_accelerate_original_forward_and_autocast_handler():
     )
 
 
+def test_torch_Tensor__version():  # noqa: N802
+    """fast_weights.FrozenCasts remakes a weight's copy when the weight changed in place: it reads
+    the tensor's version counter, which every in-place op bumps."""
+    w = torch.zeros(3)
+    before = w._version
+    with torch.no_grad():
+        w.add_(1)
+    assert w._version > before, _broke("torch", "Tensor._version (in-place counter)", "fast_weights.FrozenCasts")
+
+
 def test_every_private_name_we_use_has_a_contract_test():
     """A new private API in the speed code must come with a test here."""
     import os
@@ -182,5 +192,6 @@ def test_every_private_name_we_use_has_a_contract_test():
     tested = {
         "_get_per_token_logps_and_entropies", "_original_forward", "_reorder_linear_weight", "_linear_pointwise",
         "_is_mkldnn_bf16_supported", "_disable_adapters", "_generate_and_score_completions", "_logs", "_metrics",
+        "_version",
     }  # fmt: skip
     assert used - ours - tested == set(), f"private names without a contract test: {sorted(used - ours - tested)}"
