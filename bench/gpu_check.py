@@ -70,7 +70,7 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
     out = os.path.join(work, f"run-{fast}")
     argv = ["--model_id", model_dir, "--output_dir", out, "--dataset_id", "builtin:1", "--train_split", "train[:256]"]
     argv += ["--max_steps", str(opts.steps + 1), "--save_steps", str(opts.steps + 1), "--seed", "0", "--bf16"]
-    argv += ["--per_device_train_batch_size", "16", "--num_generations", "4", "--report_to", "none"]
+    argv += ["--per_device_train_batch_size", str(opts.batch_size), "--num_generations", "4", "--report_to", "none"]
     argv += ["--max_completion_length", str(opts.max_completion_length), "--fast_paths", fast]
     argv += ["--reward_funcs", "format,accuracy,chars"]
     times: list[float] = []
@@ -334,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         "--max_completion_length", type=int, default=32, help="new tokens per completion, in training and evaluation"
     )
     p.add_argument("--eval_limit", type=int, default=64, help="problems evaluated per path")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=16,
+        help="completions per GRPO step (4 per prompt); the CPU test uses fewer, the GPU check keeps 16",
+    )
     p.add_argument("--work_dir", default=None, help="keep runs and results here (default: a temporary folder, removed)")
     p.add_argument("--json_out", default=None, help="also write the result JSON to this file")
     opts = p.parse_args(argv)

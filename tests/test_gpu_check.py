@@ -41,6 +41,8 @@ def test_every_check_passes_on_cpu(tmp_path):
         "1",
         "--eval_limit",
         "8",
+        "--batch_size",
+        "8",
         "--max_completion_length",
         "8",
         "--json_out",
