@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny Llama with the embedded model's real tokenizer, and one tiny trained run."""
+"""Shared fixtures: a tiny Llama with a small tokenizer in the embedded model's image, and one tiny trained run."""
 
 import os
 import sys
@@ -43,16 +43,51 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def small_tokenizer(source):
+    """A byte-level BPE tokenizer like ``source`` (same special tokens at the same ids, same
+    pre-tokenizer, decoder and chat template) with merges learned from the built-in problems and
+    the prompts only: ~950 tokens instead of 49,152. The tiny model's LM head and every log-prob
+    over the vocabulary shrink with it, which is most of a tiny training's compute."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    import builtin_data
+    import prompts
+
+    specials = [source.added_tokens_decoder[i].content for i in sorted(source.added_tokens_decoder)]
+    backend = source.backend_tokenizer
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = backend.pre_tokenizer, backend.decoder
+    texts = [f"{r['problem']}\n{r['solution']}" for r in builtin_data.builtin_records()["train"][::8]]
+    texts += [prompts.system_prompt(name) for name in prompts.PROMPT_TEMPLATES]
+    texts += ["system user assistant <think> </think> <answer> </answer>"]
+    # Every byte is a token (as in any byte-level BPE), so any text still encodes.
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2048, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=source.bos_token,
+        eos_token=source.eos_token,
+        pad_token=source.pad_token,
+        unk_token=source.unk_token,
+        chat_template=source.chat_template,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A 2-layer, 32-wide Llama (random weights) saved with SmolLM2's tokenizer and chat template."""
+    """A 2-layer, 32-wide Llama (random weights) saved with a small tokenizer made in the image of
+    SmolLM2's (``small_tokenizer``: its special tokens, pre-tokenizer and chat template)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     import model_utils
 
     folder, name = os.path.split(model_utils._embedded_gguf_path())
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer = small_tokenizer(AutoTokenizer.from_pretrained(folder, gguf_file=name))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

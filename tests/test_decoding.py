@@ -15,7 +15,7 @@ from sampling import Sampling
 def test_shared_prefix_generate_matches_plain_generate(tiny_model_dir):
     """The hook train.py installs for TRL's generation gives the same greedy tokens, same layout."""
     model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
-    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
     width = max(map(len, rows))
     ids = torch.tensor([[2] * (width - len(r)) + r for r in rows])
@@ -31,7 +31,7 @@ def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
     """Inside: logits equal the unmerged adapter's (fp32); after: the very same base tensors, bit for bit."""
     trainer = tiny_trainer(tiny_model_dir, tmp_path)
     model = trainer.model.eval()
-    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    ids = torch.tensor([[1, 690, 198, 67, 2, 198, 69, 70]])
     before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
     with torch.no_grad():
         plain = model(input_ids=ids).logits
@@ -56,7 +56,7 @@ def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
     assert name and kv_cache.pick_attention("cpu", False) is None and kv_cache.pick_attention("cuda", True) is None
     plain = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
     upcast = model_utils.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name).eval()
-    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    ids = torch.tensor([[1, 690, 198, 67, 2, 198, 69, 70]])
     with torch.no_grad():
         assert torch.allclose(plain(input_ids=ids).logits, upcast(input_ids=ids).logits, atol=1e-6)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -65,7 +65,7 @@ def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
 
 
 def _prompt_batch():
-    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
     width = max(map(len, rows))
     ids = torch.tensor([[2] * (width - len(r)) + r for r in rows])
@@ -95,7 +95,7 @@ def test_each_prompt_prefilled_once_for_its_samples(tiny_model_dir):
     """k samples per prompt from one prefill (pass@k, GRPO groups): the same tokens, for the same
     seed, as prefilling k copies of each prompt; greedy, every copy is the prompt's greedy output."""
     model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
-    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
     k, shared, eos = 4, len(prefix), {2}
     copies = [r for r in rows for _ in range(k)]
@@ -238,7 +238,7 @@ def test_bf16_decoding_keeps_its_cache_in_fp32_with_the_same_tokens(tiny_model_d
     ).eval()
     assert kv_cache.cache_in_fp32(model)
     assert not kv_cache.cache_in_fp32(model_utils.load_model({"base": tiny_model_dir}, torch.float32))
-    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows, seen = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]], []
     update = kv_cache.ReservedLayer.update
 
@@ -264,7 +264,7 @@ def test_packed_linears_match_and_restore(tiny_run):
     import model_utils
 
     model = model_utils.load_model(model_utils.resolve_model(tiny_run), torch.float32, "cpu").eval()
-    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    ids = torch.tensor([[1, 690, 198, 67, 2, 198, 69, 70]])
     with torch.no_grad():
         plain = model(input_ids=ids).logits
         with fast_weights.packed_linears(model, "cpu"):
@@ -287,7 +287,7 @@ def test_packed_linears_leave_bf16_alone_without_native_bf16(tiny_model_dir, mon
 
     monkeypatch.setattr(fast_weights, "cpu_has_bf16", lambda: False)
     model = model_utils.load_model({"base": tiny_model_dir}, torch.bfloat16, "cpu").eval()
-    ids = torch.tensor([[1, 9690, 198, 67, 2, 198, 69, 70]])
+    ids = torch.tensor([[1, 690, 198, 67, 2, 198, 69, 70]])
     with torch.no_grad():
         plain = model(input_ids=ids).logits
         with fast_weights.packed_linears(model, "cpu"):

@@ -13,7 +13,7 @@ from conftest import tiny_trainer
 def _rows_with_shared_prefix():
     """4 prompts (a shared 9-token prefix, own parts of 1-4 tokens, left-padded) + completions
     right-padded to 6 (lengths 6, 4, 1, 3)."""
-    prefix = [1, 9690, 198, 67, 2, 198, 1, 4093, 198]
+    prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     own = [[69, 70, 71], [72], [73, 74, 75, 76], [77, 78]]
     completions = [[80, 81, 82, 83, 84, 85], [86, 87, 88, 2], [2], [89, 90, 2]]
     width = len(prefix) + max(map(len, own))
