@@ -48,9 +48,11 @@ BUNDLE_LIMIT_MB = 60
 
 
 # ---------------------------------------------------------------- the small model
-def write_spec(spec_dir: str, layers: int, seed: int = 0) -> str:
+def write_spec(spec_dir: str, layers: int, seed: int = 0, tokenizer: str | None = None) -> str:
     """Config and tokenizer of the embedded model, cut to ``layers``, with the seed to build it.
-    No weights: the model is built from the seed where the check runs."""
+    No weights: the model is built from the seed where the check runs. ``tokenizer``: a folder
+    whose tokenizer replaces the embedded one, the vocabulary cut to its size (the CPU test uses
+    the test suite's small one: the 49,152-token LM head was most of that test's time)."""
     from transformers import AutoConfig, AutoTokenizer
 
     import model_utils
@@ -58,13 +60,15 @@ def write_spec(spec_dir: str, layers: int, seed: int = 0) -> str:
     source = model_utils.ensure_embedded_model()
     config = AutoConfig.from_pretrained(source)
     config.num_hidden_layers = layers
+    tok = AutoTokenizer.from_pretrained(tokenizer or source)
+    if tokenizer:
+        config.vocab_size = len(tok)
     os.makedirs(spec_dir, exist_ok=True)
     config.save_pretrained(spec_dir)
-    AutoTokenizer.from_pretrained(source).save_pretrained(spec_dir)
+    tok.save_pretrained(spec_dir)
     with open(os.path.join(spec_dir, SPEC_FILE), "w") as f:
-        json.dump(
-            {"from": model_utils.EMBEDDED_NAME, "layers": layers, "seed": seed, "logit_scale": LOGIT_SCALE}, f, indent=1
-        )
+        spec = {"from": model_utils.EMBEDDED_NAME, "layers": layers, "seed": seed, "logit_scale": LOGIT_SCALE}
+        json.dump({**spec, "tokenizer": tokenizer or model_utils.EMBEDDED_NAME}, f, indent=1)
     return spec_dir
 
 

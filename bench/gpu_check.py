@@ -177,8 +177,9 @@ def fast_logps_exact(check: Check, run_dir: str, device: str) -> None:
         lengths = [12, 7, 1, 12, 4, 9]
         width = max(map(len, prompts))
         rows, masks = [], []
+        top = min(40000, len(tokenizer))  # ids the vocabulary has (a spec may carry a small tokenizer)
         for p, n in zip(prompts, lengths, strict=True):
-            completion = torch.randint(100, 40000, (n,), generator=gen).tolist()
+            completion = torch.randint(100, top, (n,), generator=gen).tolist()
             rows.append([pad] * (width - len(p)) + p + completion + [pad] * (keep - n))
             masks.append([0] * (width - len(p)) + [1] * (len(p) + n) + [0] * (keep - n))
         ids, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)

@@ -30,13 +30,15 @@ CHECKS = {
 
 
 @pytest.mark.slow
-def test_every_check_passes_on_cpu(tmp_path):
+def test_every_check_passes_on_cpu(tiny_model_dir, tmp_path):
+    """The embedded model's shape at 2 layers, with the tiny model's small vocabulary."""
     out = tmp_path / "result.json"
+    spec = gpu_bundle.write_spec(str(tmp_path / "spec"), layers=2, tokenizer=tiny_model_dir)
     argv = [
         "--device",
         "cpu",
-        "--layers",
-        "2",
+        "--model_spec",
+        spec,
         "--steps",
         "1",
         "--eval_limit",
@@ -58,7 +60,7 @@ def test_every_check_passes_on_cpu(tmp_path):
     for key in ("train_step_s_off", "train_step_s_on", "eval_s_off", "eval_s_on", "decode_ms_per_step"):
         assert last["timings"][key], key
     assert not any(k.endswith("_peak_mb_on") for k in last["timings"])  # GPU memory: CUDA only, left out here
-    assert last["details"]["model"]["layers"] == 2
+    assert last["details"]["model"]["layers"] == 2 and last["details"]["model"]["spec"] == spec
 
 
 def test_a_divergence_beyond_rounding_is_not_explained(tiny_model_dir):
