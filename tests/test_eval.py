@@ -23,7 +23,7 @@ def _run_eval(*argv):
 
 @pytest.fixture(scope="module")
 def tiny_eval(tiny_run, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("eval") / "tiny.json")
+    out = str(tmp_path_factory.mktemp("eval") / "new" / "tiny.json")  # eval.py makes the missing folder
     assert _run_eval("--model_dir", tiny_run, "--limit", "5", "--max_completion_length", "8", "--output_file", out) == 0
     with open(out) as f:
         records = json.load(f)
@@ -422,21 +422,27 @@ def test_a_model_folder_without_weights_or_tokenizer(tiny_model_dir, tmp_path):
 
 
 def test_eval_sh_reads_relative_paths_from_the_callers_folder(tiny_run, tmp_path):
+    """What eval.sh hands eval.py, recorded by a stand-in Python (eval.py itself runs end to end in
+    test_eval_sh_runs_the_newest_run_against_its_base): relative paths become the caller's."""
     import shutil
 
     shutil.copytree(tiny_run, tmp_path / "myrun", ignore=shutil.ignore_patterns(".*.lock", ".run.lock"))
-    env = dict(os.environ, MODEL_DIR="myrun", LIMIT="2", MAX_COMPLETION_LENGTH="2", COMPARE="none")
-    extra = ["--output_file", "out/x.json"]  # a relative path as an extra argument: the caller's folder
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, MODEL_DIR="myrun", LIMIT="2", MAX_COMPLETION_LENGTH="2", COMPARE="none", PYTHON=str(fake))
+    extra = ["--output_file", "out/x.json", "--base_model=myrun"]  # relative paths as extra arguments
     done = subprocess.run(
-        ["bash", os.path.join(ROOT, "eval.sh"), *extra],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ["bash", os.path.join(ROOT, "eval.sh"), *extra], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "out" / "x.json").is_file() and (tmp_path / "out" / "x.summary.json").is_file()
+    argv = record.read_text().splitlines()
+    assert argv == [
+        "eval.py",  # run from the checkout
+        *("--model_dir", str(tmp_path / "myrun"), "--limit", "2", "--max_completion_length", "2"),
+        *("--output_file", str(tmp_path / "out" / "x.json"), f"--base_model={tmp_path / 'myrun'}"),
+    ]
 
 
 def test_eval_sh_without_a_venv_says_make_setup(tmp_path):
