@@ -63,8 +63,23 @@ def ensure_embedded_model() -> str:
     conversion never leaves a half-written model that a later run would load.
     """
     final = os.path.join(cache_dir(), EMBEDDED_NAME)
-    if os.path.isfile(os.path.join(final, "config.json")) and os.path.isfile(os.path.join(final, "model.safetensors")):
+    if _converted(final):
         return final
+    import fcntl
+
+    os.makedirs(cache_dir(), exist_ok=True)
+    # Processes that start together (torchrun's, a test suite's workers) convert once: the others
+    # wait here, then find the copy. The OS drops the lock if the converting process dies.
+    with open(os.path.join(cache_dir(), f".{EMBEDDED_NAME}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return final if _converted(final) else _convert_embedded(final)
+
+
+def _converted(final: str) -> bool:
+    return all(os.path.isfile(os.path.join(final, f)) for f in ("config.json", "model.safetensors"))
+
+
+def _convert_embedded(final: str) -> str:
     gguf_path = _embedded_gguf_path()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -85,7 +100,6 @@ def ensure_embedded_model() -> str:
     plain.tie_weights()
     plain.generation_config.eos_token_id = tokenizer.eos_token_id
     plain.generation_config.pad_token_id = tokenizer.pad_token_id
-    os.makedirs(cache_dir(), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}-", dir=cache_dir())
     try:
         plain.save_pretrained(tmp, safe_serialization=True)

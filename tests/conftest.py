@@ -86,8 +86,8 @@ def tiny_model_dir(tmp_path_factory):
 
     import model_utils
 
-    folder, name = os.path.split(model_utils._embedded_gguf_path())
-    tokenizer = small_tokenizer(AutoTokenizer.from_pretrained(folder, gguf_file=name))
+    # The converted copy's tokenizer loads in 0.3 s; from the GGUF file it takes ~9 s.
+    tokenizer = small_tokenizer(AutoTokenizer.from_pretrained(model_utils.ensure_embedded_model()))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

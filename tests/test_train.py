@@ -223,6 +223,32 @@ def test_embedded_model_converts_to_a_plain_checkpoint():
     assert model.num_parameters() == 134_515_008
 
 
+def test_processes_that_start_together_convert_the_embedded_model_once(tmp_path, monkeypatch):
+    """torchrun's processes or a test suite's workers on a fresh machine: one converts, the others
+    wait for its copy (the lock is per open file, so two threads here contend like two processes)."""
+    import threading
+
+    monkeypatch.setenv("TRL_GRPO_CACHE", str(tmp_path))
+    calls = []
+
+    def slow_convert(final):
+        calls.append(final)
+        time.sleep(0.5)
+        os.makedirs(final)
+        for name in ("config.json", "model.safetensors"):
+            open(os.path.join(final, name), "w").close()
+        return final
+
+    monkeypatch.setattr(model_utils, "_convert_embedded", slow_convert)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(model_utils.ensure_embedded_model())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(calls) == 1 and got == [str(tmp_path / model_utils.EMBEDDED_NAME)] * 3
+
+
 def test_default_output_dir_stays_inside_ckpts():
     args = flags.build_parser("train").parse_args(["--model_id", "../../etc/passwd", "--dataset_id", "../x"])
     out = run_files.default_output_dir(args)
