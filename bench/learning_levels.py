@@ -71,14 +71,16 @@ def eval_py(argv: list[str]) -> None:
 
 
 def main_py(argv: list[str]) -> None:
-    """``python main.py ARGV``, run in this process like ``eval_py``: TRL, torch and transformers
-    load once for the three trainings instead of once each (about 11 s a time on 2 cores). A
-    stop (Ctrl-C) saves a checkpoint there as it would in main.py, and ends this script."""
-    import main as train_command
+    """``python main.py ARGV``, run in this process like ``eval_py`` (main.py's own two calls, so the
+    entry point stays one nothing imports): TRL, torch and transformers load once for the three
+    trainings instead of once each (about 11 s a time on 2 cores). A stop (Ctrl-C) saves a
+    checkpoint as it would in main.py, and ends this script."""
+    import settings
+    import train as train_module
     from run_files import cli
 
     print("+ python main.py", " ".join(argv), flush=True)
-    code = cli(lambda: train_command.main(argv))
+    code = cli(lambda: train_module.train(*settings.parse("train", argv)))
     if code:
         raise SystemExit(f"main.py {' '.join(argv)} exited with {code}; rerun this script with --resume to go on.")
 
