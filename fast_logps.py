@@ -16,9 +16,9 @@ import torch
 from accelerate.utils import AutocastKwargs
 from transformers import DynamicCache
 from trl import GRPOTrainer
-from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
 from decoding import SharedPrefixGenerate, shared_prefix_layout, shared_prefix_len
+from fast_lm_head import LeanChunkedLogProb
 from fast_weights import FrozenCasts
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def shared_prefix_logps(
     valid = completion_mask.bool()
     weight, bias = lm_head.weight, lm_head.bias
     outputs = ("log_probs", "entropy") if compute_entropy else ("log_probs",)
-    logps, entropy, *_ = ChunkedLogProbFunction.apply(
+    logps, entropy, *_ = LeanChunkedLogProb.apply(  # TRL's kernel; its CPU backward in cache-sized blocks
         hidden[valid], weight, bias, completion_ids[valid], temperature, 32768, None, 1.0, outputs
     )
     # masked_scatter keeps an all-padding batch connected to the graph (a zero gradient, not an error)

@@ -176,3 +176,33 @@ def test_frozen_weights_cast_once_give_the_same_bits(tiny_model_dir, tmp_path):
         weight.mul_(2)  # changed in place: its copy is remade
     trainer._fast_logps(model, ids, mask, keep, None, False)
     assert torch.equal(copies[id(weight)][2], weight.detach().to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("vocab,tokens", [(49152, 40), (952, 70), (40003, 33)])
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("grads", ["log_probs", "entropy", "both"])
+def test_the_lean_lm_head_backward_gives_trls_gradients_bit_for_bit(vocab, tokens, autocast, grads):
+    """fast_lm_head.LeanChunkedLogProb against TRL's ChunkedLogProbFunction: the embedded model's
+    vocabulary (two chunks), the tests' small one, an odd one; fp32 and CPU bf16 autocast; the
+    log-prob gradient, an entropy gradient, both; gradients for hidden states, weight and bias."""
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    import fast_lm_head
+
+    gen = torch.Generator().manual_seed(vocab + tokens)
+    hidden = torch.randn(tokens, 24, generator=gen)
+    weight, bias = torch.randn(vocab, 24, generator=gen) * 0.3, torch.randn(vocab, generator=gen)
+    ids = torch.randint(0, vocab, (tokens,), generator=gen)
+    weights = torch.rand(tokens, generator=gen) - 0.5  # GRPO's per-token loss weights: either sign
+    got = []
+    for fn in (ChunkedLogProbFunction, fast_lm_head.LeanChunkedLogProb):
+        leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logps, entropy, *_ = fn.apply(*leaves, ids, 0.7, 32768, None, 1.0, ("log_probs", "entropy"))
+        loss = {"log_probs": (logps * weights).sum(), "entropy": entropy.sum(), "both": (logps * weights).sum()}[grads]
+        if grads == "both":
+            loss = loss + 0.1 * entropy.sum()
+        loss.backward()
+        got.append([leaf.grad for leaf in leaves])
+    for want, lean in zip(*got, strict=True):
+        assert torch.equal(want, lean), (want - lean).abs().max()

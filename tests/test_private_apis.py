@@ -138,6 +138,30 @@ def test_trl_ChunkedLogProbFunction_apply():  # noqa: N802
     assert entropy.shape == (5,)
 
 
+def test_trl_ChunkedLogProbFunction_backward_state():  # noqa: N802
+    """fast_lm_head.LeanChunkedLogProb reimplements the CPU backward from what the forward keeps."""
+    from trl.kernels import chunked_logprob
+
+    seen = {}
+
+    class Probe(chunked_logprob.ChunkedLogProbFunction):
+        @staticmethod
+        def backward(ctx, *grads):
+            seen.update(ctx.kernel_args, saved=len(ctx.saved_tensors), dtype=ctx.compute_dtype, chunk=ctx.chunk_size)
+            return (None,) * 9
+
+    hidden = torch.randn(3, 4, requires_grad=True)
+    logps, *_ = Probe.apply(
+        hidden, torch.randn(7, 4), None, torch.tensor([1, 2, 3]), 1.0, 64, None, 1.0, ("log_probs",)
+    )
+    logps.sum().backward()
+    want = {"logit_scale", "softcap", "inv_t", "HAS_SOFTCAP", "saved", "dtype", "chunk"}
+    assert want <= set(seen) and seen["saved"] == 6 and seen["chunk"] == 64, _broke(
+        "trl", "ChunkedLogProbFunction's saved tensors or ctx.kernel_args/compute_dtype/chunk_size", "fast_lm_head"
+    )
+    assert isinstance(chunked_logprob.TOKEN_CHUNK_SIZE, int), _broke("trl", "TOKEN_CHUNK_SIZE", "fast_lm_head")
+
+
 def test_trl_GRPOConfig_loss_type_help():  # noqa: N802
     import checks
 
@@ -181,7 +205,14 @@ def test_every_private_name_we_use_has_a_contract_test():
     from conftest import ROOT
 
     used = set()
-    for name in ("decoding.py", "fast_weights.py", "fast_logps.py", "model_utils.py", "telemetry.py"):
+    for name in (
+        "decoding.py",
+        "fast_weights.py",
+        "fast_logps.py",
+        "fast_lm_head.py",
+        "model_utils.py",
+        "telemetry.py",
+    ):
         with open(os.path.join(ROOT, name)) as f:
             used |= set(re.findall(r"\.(_[a-z][a-z_]+)\b", f.read()))
     ours = {
