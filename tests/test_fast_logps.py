@@ -181,11 +181,11 @@ def test_frozen_weights_cast_once_give_the_same_bits(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("vocab,tokens", [(49152, 40), (952, 70), (40003, 33)])
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("grads", ["log_probs", "entropy", "both"])
-def test_the_lean_lm_head_backward_gives_trls_gradients_bit_for_bit(vocab, tokens, autocast, grads):
+def test_the_lean_lm_head_gives_trls_outputs_and_gradients_bit_for_bit(vocab, tokens, autocast, grads):
     """fast_lm_head.LeanChunkedLogProb against TRL's ChunkedLogProbFunction: the embedded model's
-    vocabulary (two chunks), the tests' small one, an odd one; fp32 and CPU bf16 autocast; the
-    log-prob gradient, an entropy gradient, both; gradients for hidden states, weight and bias."""
-    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+    vocabulary (two chunks), the tests' small one, an odd one; fp32 and CPU bf16 autocast; every
+    output; the log-prob gradient, an entropy gradient, both; gradients for hidden states, weight, bias."""
+    from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS, ChunkedLogProbFunction
 
     import fast_lm_head
 
@@ -198,11 +198,12 @@ def test_the_lean_lm_head_backward_gives_trls_gradients_bit_for_bit(vocab, token
     for fn in (ChunkedLogProbFunction, fast_lm_head.LeanChunkedLogProb):
         leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            logps, entropy, *_ = fn.apply(*leaves, ids, 0.7, 32768, None, 1.0, ("log_probs", "entropy"))
+            out = fn.apply(*leaves, ids, 0.7, 32768, None, 1.0, ("log_probs", *OPTIONAL_OUTPUTS))
+        logps, entropy = out[:2]
         loss = {"log_probs": (logps * weights).sum(), "entropy": entropy.sum(), "both": (logps * weights).sum()}[grads]
         if grads == "both":
             loss = loss + 0.1 * entropy.sum()
         loss.backward()
-        got.append([leaf.grad for leaf in leaves])
+        got.append([t.detach() for t in out] + [leaf.grad for leaf in leaves])
     for want, lean in zip(*got, strict=True):
-        assert torch.equal(want, lean), (want - lean).abs().max()
+        assert torch.equal(want, lean), (want.float() - lean.float()).abs().max()

@@ -160,6 +160,13 @@ def test_trl_ChunkedLogProbFunction_backward_state():  # noqa: N802
         "trl", "ChunkedLogProbFunction's saved tensors or ctx.kernel_args/compute_dtype/chunk_size", "fast_lm_head"
     )
     assert isinstance(chunked_logprob.TOKEN_CHUNK_SIZE, int), _broke("trl", "TOKEN_CHUNK_SIZE", "fast_lm_head")
+    params = list(inspect.signature(chunked_logprob._forward_tile).parameters)
+    assert params[:12] == [
+        "tile", "tile_stride", "targets", "running_max", "sum_exp", "x_sum_exp", "sq_sum_exp", "z_sum",
+        "max_before_target", "target_logit", "vocab_start", "n_cols",
+    ] and {"HAS_ENTROPY", "HAS_IS_TOP1", "BLOCK_SIZE"} <= set(params), _broke(
+        "trl", "_forward_tile's arguments", "fast_lm_head.LeanChunkedLogProb.forward"
+    )  # fmt: skip
 
 
 def test_trl_GRPOConfig_loss_type_help():  # noqa: N802
@@ -223,6 +230,6 @@ def test_every_private_name_we_use_has_a_contract_test():
     tested = {
         "_get_per_token_logps_and_entropies", "_original_forward", "_reorder_linear_weight", "_linear_pointwise",
         "_is_mkldnn_bf16_supported", "_disable_adapters", "_generate_and_score_completions", "_logs", "_metrics",
-        "_version",
+        "_version", "_forward_tile",
     }  # fmt: skip
     assert used - ours - tested == set(), f"private names without a contract test: {sorted(used - ours - tested)}"
