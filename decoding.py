@@ -19,6 +19,8 @@ from transformers.cache_utils import DynamicLayer
 
 from fast_weights import generation_weights, packed_linears
 from kv_cache import cache_in_fp32, expanded_prefix_cache, prefix_cache, reserved_layer, rows_that_fit
+from lean_decode import LeanDecoder
+from model_utils import free_memory_bytes
 from sampling import Sampling, end_ids, generate_stock
 
 logger = logging.getLogger(__name__)
@@ -146,7 +148,7 @@ def other_sampling(generation_config) -> list[str]:
 
 # ---------------------------------------------------------------- the decode loop
 def decode_compacting(
-    model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0, repeats: int = 1
+    model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0, repeats: int = 1, lean=None
 ):
     """Greedy (or sampled) decoding that drops each row from the batch as soon as it ends.
 
@@ -159,6 +161,9 @@ def decode_compacting(
     With ``repeats`` = k > 1, each row is decoded k times (row 0's k samples first): its prompt
     runs once and the prompt's keys, values and last logits are copied to the k samples, instead
     of prefilling k identical rows (a third of a pass@8 evaluation's time here, bench/README.md).
+
+    With ``lean`` (a ``lean_decode.LeanDecoder``), the model runs the prompts and the lean step every
+    token after (same logits to rounding, not bit for bit; training's sampling only).
     """
     cache = cache if cache is not None else DynamicCache(config=model.config)
     done_at = cache.get_seq_length()
@@ -172,24 +177,30 @@ def decode_compacting(
     outputs: list[list[int]] = [[] for _ in range(ids.shape[0] * repeats)]
     step_ids, step_pos = ids[:, done_at:], positions[:, done_at:]
     last_pos = positions[:, -1]
+    state = None  # the lean step's keys and values, once it takes over
     for step in range(max_new_tokens):
-        logits = (
-            model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=step_pos,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
+        if state is not None:
+            logits = state.step(step_ids[:, 0], step_pos[:, 0])
+        else:
+            logits = (
+                model(
+                    input_ids=step_ids,
+                    attention_mask=mask,
+                    position_ids=step_pos,
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                .logits[:, -1, :]
+                .float()
             )
-            .logits[:, -1, :]
-            .float()
-        )
         if step == 0 and repeats > 1:  # the prompts ran once each: copy them to their samples
             logits = logits.repeat_interleave(repeats, 0)
             for layer in cache.layers:
                 layer.batch_repeat_interleave(repeats)
             mask, last_pos = mask.repeat_interleave(repeats, 0), last_pos.repeat_interleave(repeats, 0)
+        if step == 0 and lean is not None:
+            state = lean.start(cache, mask, done_at, max_new_tokens)
         if temperature > 0:
             nxt = sample_rows(logits, temperature)
         else:
@@ -201,10 +212,14 @@ def decode_compacting(
         if keep.numel() == 0:
             break
         if keep.numel() < active.numel():
-            for layer in cache.layers:
-                layer.batch_select_indices(keep)
+            if state is not None:
+                state.select(keep)
+            else:
+                for layer in cache.layers:
+                    layer.batch_select_indices(keep)
             active, nxt, mask, last_pos = active[keep], nxt[keep], mask[keep], last_pos[keep]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        if state is None:
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         last_pos = last_pos + 1
         step_ids, step_pos = nxt[:, None], last_pos[:, None]
     return outputs
@@ -222,15 +237,16 @@ def decode_shared_prefix(
     *,
     cache=None,
     repeats: int = 1,
+    lean=None,
 ):
     """New tokens for token ``rows`` (each sampled ``repeats`` times, in order) by
     ``decode_compacting`` on the [prefix][padding][own tokens] layout, the ``shared``-token
     prefix run once (or taken from ``cache``, its KV cache at batch 1) and each row's own
-    tokens once whatever ``repeats``."""
+    tokens once whatever ``repeats``; ``lean``: see ``decode_compacting``."""
     ids, mask, _ = shared_prefix_layout(rows, pad_id, shared)
     ids, mask = ids.to(device), mask.to(device)
     cache = expanded_prefix_cache(model, rows[0][:shared], device, len(rows), cache) if shared else None
-    return decode_compacting(model, ids, mask, cache, max_new_tokens, eos_ids, temperature, repeats)
+    return decode_compacting(model, ids, mask, cache, max_new_tokens, eos_ids, temperature, repeats, lean)
 
 
 class SharedPrefixGenerate:
@@ -243,10 +259,12 @@ class SharedPrefixGenerate:
     ``autocast_dtype``, sampling runs under that autocast from weights cast once). Rows come in
     left-padded and go out with the same prompt width, so TRL's slicing of completions holds.
     Calls the decode loop does not reproduce go to ``generate`` (merged weights still); any error
-    switches the hook to plain ``generate`` for good (logged once).
+    switches the hook to plain ``generate`` for good (logged once). With ``lean``, decode steps
+    after the prompts run ``lean_decode``'s step where the model allows (``lean_skipped`` says why
+    not), from its own packed copy of the merged weights (so the model's layers are not packed).
     """
 
-    def __init__(self, model, pad_id: int, shared: bool = True, autocast_dtype=None):
+    def __init__(self, model, pad_id: int, shared: bool = True, autocast_dtype=None, lean: bool = True):
         self.model, self.inner, self.pad_id, self.shared, self.autocast_dtype = (
             model,
             model.generate,
@@ -254,8 +272,10 @@ class SharedPrefixGenerate:
             shared,
             autocast_dtype,
         )
+        self.lean = lean
         self.failed = None  # the error that switched this hook off, if any
         self.stepped_aside = None  # sampling settings the decode loop leaves to transformers' generate
+        self.lean_skipped = None  # why the lean decode step was not used, once known
 
     def __call__(self, input_ids=None, attention_mask=None, **kwargs):
         if self.failed is None:
@@ -269,37 +289,54 @@ class SharedPrefixGenerate:
     def _fast(self, input_ids=None, attention_mask=None, **kwargs):
         device_type = input_ids.device.type if input_ids is not None else "cpu"
         autocast = torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
-        with (
-            generation_weights(self.model, self.autocast_dtype),
-            packed_linears(self.model, device_type),
-            autocast,
-            torch.no_grad(),
-        ):
-            if input_ids is None or attention_mask is None or {"cache", "past_key_values"} & set(kwargs):
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
-            shared = shared_prefix_len(rows) if self.shared and len(rows) > 1 else 0
-            plain = (
-                plain_sampling_settings(kwargs.get("generation_config"))
-                if set(kwargs) <= {"generation_config", "pad_token_id"}
-                else None
-            )
-            if plain is None:  # sampling the decode loop does not reproduce (top-p, penalties, ...)
-                reason = other_sampling(kwargs["generation_config"]) if "generation_config" in kwargs else []
-                if reason and self.stepped_aside is None:
-                    self.stepped_aside = ", ".join(reason)
-                    logger.info("sampling with %s: transformers' generate samples (merged weights)", self.stepped_aside)
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            return self._decode(input_ids, rows, shared, *plain)
+        with generation_weights(self.model, self.autocast_dtype), autocast, torch.no_grad():
+            plan = self._plan(input_ids, attention_mask, kwargs)
+            lean = self._lean(device_type) if plan is not None else None
+            with packed_linears(self.model, device_type) if lean is None else contextlib.nullcontext():
+                if plan is None:
+                    return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+                return self._decode(input_ids, *plan, lean)
 
-    def _decode(self, input_ids, rows, shared: int, sampling: Sampling, end: tuple[int, ...]):
+    def _plan(self, input_ids, attention_mask, kwargs):
+        """``(rows, shared prefix length, sampling, end ids)`` where the decode loop reproduces the call,
+        else None (``generate`` then runs it)."""
+        if input_ids is None or attention_mask is None or {"cache", "past_key_values"} & set(kwargs):
+            return None
+        plain = (
+            plain_sampling_settings(kwargs.get("generation_config"))
+            if set(kwargs) <= {"generation_config", "pad_token_id"}
+            else None
+        )
+        if plain is None:  # sampling the decode loop does not reproduce (top-p, penalties, ...)
+            reason = other_sampling(kwargs["generation_config"]) if "generation_config" in kwargs else []
+            if reason and self.stepped_aside is None:
+                self.stepped_aside = ", ".join(reason)
+                logger.info("sampling with %s: transformers' generate samples (merged weights)", self.stepped_aside)
+            return None
+        rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
+        shared = shared_prefix_len(rows) if self.shared and len(rows) > 1 else 0
+        return (rows, shared, *plain)
+
+    def _lean(self, device_type: str):
+        """The lean decode step for the weights as they stand (merged), or None (``lean_skipped`` why)."""
+        if not self.lean:
+            return None
+        self.lean_skipped = "not on CPU" if device_type != "cpu" else LeanDecoder.why_not(self.model)
+        if self.lean_skipped is None:
+            free = free_memory_bytes(device_type)
+            weights = sum(m.weight.nbytes for m in self.model.modules() if type(m) is torch.nn.Linear)
+            if free is not None and weights > free / 4:
+                self.lean_skipped = "its packed copy of the weights would take over a quarter of free memory"
+        return None if self.lean_skipped else LeanDecoder(self.model)
+
+    def _decode(self, input_ids, rows, shared: int, sampling: Sampling, end: tuple[int, ...], lean=None):
         """``decode_compacting`` (rows leave the batch at their end), laid out like ``generate``'s
         output: the prompts as given, then new tokens, padded after each row's end."""
         width = input_ids.shape[1]
         k = group_size(rows)  # GRPO's groups: each prompt k times in a row, prefilled once
         new = decode_shared_prefix(
             self.model, rows[::k], self.pad_id, shared, input_ids.device, sampling.max_new_tokens, end,
-            sampling.temperature, repeats=k,
+            sampling.temperature, repeats=k, lean=lean,
         )  # fmt: skip
         out = torch.full(
             (len(rows), width + max(map(len, new))), self.pad_id, dtype=input_ids.dtype, device=input_ids.device

@@ -120,7 +120,13 @@ class FastLogpsTrainer(GRPOTrainer):
             logps = "fell back"
         else:
             logps = "used" if self._fast_checked else "not used"
-        return {"generate_hook": generate, "fast_logps": logps, "fast_logps_check": self.fast_logps_check}
+        lean = None if hook is None else "not used" if not hook.lean else hook.lean_skipped or "used"
+        return {
+            "generate_hook": generate,
+            "lean_decode": lean,  # "used", "not used", or why the model cannot take it (lean_decode.py)
+            "fast_logps": logps,
+            "fast_logps_check": self.fast_logps_check,
+        }
 
     def _fast_logps_ok(self, model, compute_aux_loss, extra) -> bool:
         if not self.shared_prefix or compute_aux_loss or any(v is not None for v in extra.values()):

@@ -70,6 +70,34 @@ def generation_weights(model, dtype=None):
                 tuner._disable_adapters = False
 
 
+def _packable_dtypes(device: str) -> tuple:
+    """Weight dtypes oneDNN packs here: fp32, and bf16 where the CPU computes it natively (oneDNN
+    refuses to pack bf16 on AVX2-only CPUs); none off CPU or without oneDNN."""
+    ops = torch.ops.mkldnn
+    usable = (
+        device == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_reorder_linear_weight")
+        and hasattr(ops, "_linear_pointwise")
+    )
+    if not usable:
+        return ()
+    return (torch.float32, torch.bfloat16) if cpu_has_bf16() else (torch.float32,)
+
+
+def linear_fn(weight, bias, device: str = "cpu"):
+    """``x -> x @ weight.T + bias`` computed in ``weight``'s dtype (the input is cast to it), from a
+    oneDNN-packed copy of the weight where ``_packable_dtypes`` allows (see ``packed_linears``)."""
+    weight = weight.detach()
+    bias = None if bias is None else bias.detach().to(weight.dtype)
+    dtype = weight.dtype
+    if dtype not in _packable_dtypes(device):
+        return lambda x: torch.nn.functional.linear(x.to(dtype), weight, bias)
+    ops = torch.ops.mkldnn
+    packed = ops._reorder_linear_weight(weight, 64)  # 64: the batch size it is tuned for
+    return lambda x: ops._linear_pointwise(x.to(dtype), packed, bias, "none", [], "")
+
+
 @contextlib.contextmanager
 def packed_linears(model, device: str = "cpu"):
     """Inside the block, every plain linear layer runs through oneDNN with its weight packed once.
@@ -83,30 +111,16 @@ def packed_linears(model, device: str = "cpu"):
     weights would take more than a quarter of free memory; bf16 layers are left unpacked on CPUs
     without native bf16 (AVX2 only), where oneDNN refuses to pack them.
     """
-    ops = torch.ops.mkldnn
-    usable = (
-        device == "cpu"
-        and torch.backends.mkldnn.is_available()
-        and hasattr(ops, "_reorder_linear_weight")
-        and hasattr(ops, "_linear_pointwise")
-    )
-    dtypes = (torch.float32, torch.bfloat16) if usable and cpu_has_bf16() else (torch.float32,)
-    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype in dtypes] if usable else []
+    dtypes = _packable_dtypes(device)
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype in dtypes]
     free = free_memory_bytes(device) if layers else None
     if not layers or (free is not None and sum(m.weight.nbytes for m in layers) > free / 4):
         yield
         return
-
-    def packed_forward(weight, bias):
-        dtype = weight.dtype
-        packed = ops._reorder_linear_weight(weight.detach(), 64)  # 64: the batch size it is tuned for
-        bias = None if bias is None else bias.detach().to(dtype)
-        return lambda x: ops._linear_pointwise(x.to(dtype), packed, bias, "none", [], "")
-
     try:
         with torch.no_grad():
             for layer in layers:
-                layer.forward = packed_forward(layer.weight, layer.bias)
+                layer.forward = linear_fn(layer.weight, layer.bias, device)
         yield
     finally:
         for layer in layers:

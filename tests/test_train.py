@@ -337,6 +337,7 @@ def test_run_records_which_fast_paths_ran(tiny_run):
     with open(os.path.join(tiny_run, run_files.RUN_STATE)) as f:
         report = json.load(f)["attempts"][-1]["fast_paths"]
     assert report["setting"] == "auto" and report["enabled"] and report["generate_hook"] == "used"
+    assert report["lean_decode"] == "used"
     assert report["fast_logps"] == "used" and report["fast_logps_check"]["passed"]
 
 
