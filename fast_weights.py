@@ -50,9 +50,11 @@ def generation_weights(model, dtype=None):
             if merge:
                 for layer in tuners:
                     weight = layer.base_layer.weight
-                    merged = weight.detach().clone()
+                    merged = None  # weight + each delta: the same sums as adding them to a copy, one pass less
                     for name in layer.active_adapters:
-                        merged += layer.get_delta_weight(name).to(merged.dtype)
+                        delta = layer.get_delta_weight(name).to(weight.dtype)
+                        merged = weight.detach() + delta if merged is None else merged.add_(delta)
+                    merged = weight.detach().clone() if merged is None else merged
                     swapped.append((layer.base_layer, weight, layer))
                     layer.base_layer.weight = torch.nn.Parameter(merged.to(dtype or weight.dtype), requires_grad=False)
                     layer._disable_adapters = True

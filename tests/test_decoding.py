@@ -64,6 +64,31 @@ def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
     assert (a - b).abs().max() < 0.05 * a.abs().max()
 
 
+def test_cpu_fp32_attention_runs_grouped_heads_as_they_are(tiny_model_dir, monkeypatch):
+    """A padded batch (a mask) under bf16 autocast: torch's kernel on the grouped key/value heads gives
+    the outputs of repeating them bit for bit, and the gradients to rounding."""
+    name = kv_cache.pick_attention("cpu", True)
+    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name)
+    assert model.config.num_attention_heads > model.config.num_key_value_heads  # grouped
+    ids, mask, _ = _prompt_batch()
+    grouped, calls = kv_cache._sdpa_grouped, []
+    monkeypatch.setattr(kv_cache, "_sdpa_grouped", lambda *a: calls.append(1) or grouped(*a))
+
+    def run():
+        embeds = model.get_input_embeddings()(ids).detach().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(inputs_embeds=embeds, attention_mask=mask).logits.float()
+        logits.square().mean().backward()
+        return logits.detach(), embeds.grad
+
+    fast = run()
+    assert len(calls) == model.config.num_hidden_layers
+    monkeypatch.setattr(kv_cache, "_grouped_with_mask", lambda *a: False)
+    stock = run()
+    assert len(calls) == model.config.num_hidden_layers and torch.equal(fast[0], stock[0])
+    assert torch.allclose(fast[1], stock[1], rtol=1e-4, atol=1e-7)
+
+
 def _prompt_batch():
     prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
