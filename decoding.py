@@ -21,9 +21,13 @@ from fast_weights import generation_weights, packed_linears
 from kv_cache import cache_in_fp32, expanded_prefix_cache, prefix_cache, reserved_layer, rows_that_fit
 from lean_decode import LeanDecoder
 from model_utils import free_memory_bytes
-from sampling import Sampling, end_ids, generate_stock
+from sampling import Sampling, end_ids, generate_stock, other_sampling, plain_sampling_settings, sample_rows
 
 logger = logging.getLogger(__name__)
+
+# Prompts per chunk of ``lean_prefill``: enough rows for the linear layers to run at full speed,
+# few enough that a chunk of length-sorted prompts holds little padding.
+PREFILL_ROWS = 32
 
 
 # ---------------------------------------------------------------- the shared-prefix layout
@@ -72,83 +76,33 @@ def shared_prefix_layout(rows, pad_id: int, shared: int, width: int | None = Non
     return ids, mask, total
 
 
-def sample_rows(logits, temperature: float):
-    """One token per row from softmax(logits / temperature), by inverse CDF.
-
-    The same distribution as ``torch.multinomial`` (what HF ``generate`` uses), for one uniform
-    draw per row instead of an exponential per vocabulary entry (timings: bench/README.md, "Where
-    the speed paths' figures live").
-    """
-    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum_(-1)
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[1] - 1)
-
-
-# Generation settings the plain decode loop reproduces, with their neutral values; anything
-# else set in a GenerationConfig sends the call to HF ``generate``.
-_NEUTRAL_GENERATION = {
-    "top_k": (None, 0),
-    "top_p": (None, 1.0),
-    "min_p": (None, 0.0),
-    "typical_p": (None, 1.0),
-    "top_h": (None,),
-    "epsilon_cutoff": (None, 0.0),
-    "eta_cutoff": (None, 0.0),
-    "repetition_penalty": (None, 1.0),
-    "no_repeat_ngram_size": (None, 0),
-    "min_new_tokens": (None, 0),
-    "min_length": (None, 0),
-    "num_beams": (None, 1),
-    "num_return_sequences": (None, 1),
-    "use_cache": (None, True),
-}
-_IGNORED_GENERATION = {
-    "max_new_tokens",
-    "max_length",
-    "do_sample",
-    "temperature",
-    "pad_token_id",
-    "bos_token_id",
-    "eos_token_id",
-    "disable_compile",
-    "transformers_version",
-    "_from_model_config",
-}
-
-
-def plain_sampling_settings(generation_config) -> tuple[Sampling, tuple[int, ...]] | None:
-    """``(sampling, end ids)`` when ``generation_config`` asks for nothing but plain sampling (or
-    greedy decoding) up to ``max_new_tokens``; None otherwise.
-
-    >>> from transformers import GenerationConfig
-    >>> config = GenerationConfig(do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, eos_token_id=2)
-    >>> sampling, end = plain_sampling_settings(config)
-    >>> sampling.max_new_tokens, sampling.temperature, sampling.plain, end
-    (8, 0.7, True, (2,))
-    >>> plain_sampling_settings(GenerationConfig(do_sample=True, top_p=0.9, max_new_tokens=8)) is None
-    True
-    """
-    if generation_config is None or not generation_config.max_new_tokens or other_sampling(generation_config):
-        return None
-    eos = generation_config.eos_token_id
-    eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(sorted(eos))
-    temperature = (generation_config.temperature or 1.0) if generation_config.do_sample else 0.0
-    return Sampling(generation_config.max_new_tokens, temperature), eos
-
-
-def other_sampling(generation_config) -> list[str]:
-    """The settings of ``generation_config`` beyond plain sampling (``top_p=0.9``, ...), which the decode
-    loop does not reproduce."""
-    return [
-        f"{key}={value}"
-        for key, value in generation_config.to_diff_dict().items()
-        if key not in _IGNORED_GENERATION and value not in _NEUTRAL_GENERATION.get(key, (None,))
-    ]
-
-
 # ---------------------------------------------------------------- the decode loop
+class _CachedSteps:
+    """Decode steps through the model itself, over a KV cache of rows laid out as its ``mask`` says."""
+
+    def __init__(self, model, cache, mask):
+        self.model, self.cache, self.mask = model, cache, mask
+
+    def step(self, tokens, positions):
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=positions[:, None],
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1, :].float()
+
+    def select(self, rows) -> None:
+        for layer in self.cache.layers:
+            layer.batch_select_indices(rows)
+        self.mask = self.mask[rows]
+
+
 def decode_compacting(
-    model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0, repeats: int = 1, lean=None
+    model, ids, mask, cache, max_new_tokens: int, eos_ids, temperature: float = 0.0, repeats: int = 1
 ):
     """Greedy (or sampled) decoding that drops each row from the batch as soon as it ends.
 
@@ -161,9 +115,6 @@ def decode_compacting(
     With ``repeats`` = k > 1, each row is decoded k times (row 0's k samples first): its prompt
     runs once and the prompt's keys, values and last logits are copied to the k samples, instead
     of prefilling k identical rows (a third of a pass@8 evaluation's time here, bench/README.md).
-
-    With ``lean`` (a ``lean_decode.LeanDecoder``), the model runs the prompts and the lean step every
-    token after (same logits to rounding, not bit for bit; training's sampling only).
     """
     cache = cache if cache is not None else DynamicCache(config=model.config)
     done_at = cache.get_seq_length()
@@ -172,39 +123,33 @@ def decode_compacting(
         kv_dtype = torch.float32 if cache_in_fp32(model) else None
         cache.layers = [reserved_layer(room, like=layer, dtype=kv_dtype) for layer in cache.layers]
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    eos = torch.tensor(sorted(eos_ids), device=ids.device)
-    active = torch.arange(ids.shape[0] * repeats, device=ids.device)
-    outputs: list[list[int]] = [[] for _ in range(ids.shape[0] * repeats)]
-    step_ids, step_pos = ids[:, done_at:], positions[:, done_at:]
-    last_pos = positions[:, -1]
-    state = None  # the lean step's keys and values, once it takes over
+    out = model(
+        input_ids=ids[:, done_at:],
+        attention_mask=mask,
+        position_ids=positions[:, done_at:],
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    logits, last = out.logits[:, -1, :].float(), positions[:, -1]
+    if repeats > 1:  # the prompts ran once each: copy them to their samples
+        logits, mask, last = (t.repeat_interleave(repeats, 0) for t in (logits, mask, last))
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(repeats)
+    return _decode(_CachedSteps(model, cache, mask), logits, last, max_new_tokens, eos_ids, temperature)
+
+
+def _decode(steps, logits, last_pos, max_new_tokens: int, eos_ids, temperature: float):
+    """The decode loop from the prompts' last ``logits`` (rows at ``last_pos``) on: ``steps`` runs a
+    step (``step(tokens, positions)``) and drops rows (``select(rows)``)."""
+    eos = torch.tensor(sorted(eos_ids), device=logits.device)
+    active = torch.arange(logits.shape[0], device=logits.device)
+    outputs: list[list[int]] = [[] for _ in range(logits.shape[0])]
+    nxt = None
     for step in range(max_new_tokens):
-        if state is not None:
-            logits = state.step(step_ids[:, 0], step_pos[:, 0])
-        else:
-            logits = (
-                model(
-                    input_ids=step_ids,
-                    attention_mask=mask,
-                    position_ids=step_pos,
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                .logits[:, -1, :]
-                .float()
-            )
-        if step == 0 and repeats > 1:  # the prompts ran once each: copy them to their samples
-            logits = logits.repeat_interleave(repeats, 0)
-            for layer in cache.layers:
-                layer.batch_repeat_interleave(repeats)
-            mask, last_pos = mask.repeat_interleave(repeats, 0), last_pos.repeat_interleave(repeats, 0)
-        if step == 0 and lean is not None:
-            state = lean.start(cache, mask, done_at, max_new_tokens)
-        if temperature > 0:
-            nxt = sample_rows(logits, temperature)
-        else:
-            nxt = logits.argmax(-1)
+        if step:
+            logits = steps.step(nxt, last_pos)
+        nxt = sample_rows(logits, temperature) if temperature > 0 else logits.argmax(-1)
         finished = torch.isin(nxt, eos)
         for row, token in zip(active.tolist(), nxt.tolist(), strict=True):
             outputs[row].append(token)
@@ -212,17 +157,45 @@ def decode_compacting(
         if keep.numel() == 0:
             break
         if keep.numel() < active.numel():
-            if state is not None:
-                state.select(keep)
-            else:
-                for layer in cache.layers:
-                    layer.batch_select_indices(keep)
-            active, nxt, mask, last_pos = active[keep], nxt[keep], mask[keep], last_pos[keep]
-        if state is None:
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            steps.select(keep)
+            active, nxt, last_pos = active[keep], nxt[keep], last_pos[keep]
         last_pos = last_pos + 1
-        step_ids, step_pos = nxt[:, None], last_pos[:, None]
     return outputs
+
+
+def lean_prefill(model, lean, rows, pad_id: int, shared: int, device, room: int, repeats: int = 1, cache=None):
+    """The prompts' last logits (``repeats`` rows per prompt, in order), their last positions and
+    ``lean``'s state holding their keys and values, for token ``rows`` sharing their first ``shared``
+    tokens (whose KV cache at batch 1 ``cache`` may hold). The prompts' own tokens run through the
+    model in chunks of ``PREFILL_ROWS`` prompts of similar length, each padded only to its longest:
+    one evaluation batch of 128 prompts padded to its longest ran ~50% more tokens than it holds."""
+    prefix = (cache if cache is not None else prefix_cache(model, rows[0][:shared], device)) if shared else None
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    parts, logits = [], None
+    for start in range(0, len(rows), PREFILL_ROWS):
+        idx = order[start : start + PREFILL_ROWS]
+        ids, mask, _ = shared_prefix_layout([rows[i] for i in idx], pad_id, shared)
+        ids, mask = ids.to(device), mask.to(device)
+        chunk = expanded_prefix_cache(model, [], device, len(idx), prefix) if shared else None
+        chunk = chunk or DynamicCache(config=model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=ids[:, shared:],
+            attention_mask=mask,
+            position_ids=positions[:, shared:],
+            cache=chunk,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+        if logits is None:
+            logits = out.new_empty((len(rows) * repeats, out.shape[-1]), dtype=torch.float32)
+        where = torch.tensor(idx, device=device)
+        logits[(where[:, None] * repeats + torch.arange(repeats, device=device)).flatten()] = (
+            out.float().repeat_interleave(repeats, 0)
+        )
+        parts.append((where, chunk, mask[:, shared:]))
+    last = torch.tensor([len(r) - 1 for r in rows], device=device).repeat_interleave(repeats)
+    return logits, last, lean.start(prefix, shared, parts, room, repeats)
 
 
 def decode_shared_prefix(
@@ -242,11 +215,28 @@ def decode_shared_prefix(
     """New tokens for token ``rows`` (each sampled ``repeats`` times, in order) by
     ``decode_compacting`` on the [prefix][padding][own tokens] layout, the ``shared``-token
     prefix run once (or taken from ``cache``, its KV cache at batch 1) and each row's own
-    tokens once whatever ``repeats``; ``lean``: see ``decode_compacting``."""
+    tokens once whatever ``repeats``. With ``lean`` (a ``lean_decode.LeanDecoder``), the model runs
+    the prompts (``lean_prefill``) and the lean step every token after: the same logits to
+    rounding, not bit for bit (tests/test_lean_decode.py)."""
+    if lean is not None:
+        room = max(map(len, rows)) - shared + max_new_tokens
+        logits, last, state = lean_prefill(model, lean, rows, pad_id, shared, device, room, repeats, cache)
+        return _decode(state, logits, last, max_new_tokens, eos_ids, temperature)
     ids, mask, _ = shared_prefix_layout(rows, pad_id, shared)
     ids, mask = ids.to(device), mask.to(device)
     cache = expanded_prefix_cache(model, rows[0][:shared], device, len(rows), cache) if shared else None
-    return decode_compacting(model, ids, mask, cache, max_new_tokens, eos_ids, temperature, repeats, lean)
+    return decode_compacting(model, ids, mask, cache, max_new_tokens, eos_ids, temperature, repeats)
+
+
+def lean_decoder(model, device_type: str) -> tuple[LeanDecoder | None, str | None]:
+    """``model``'s lean decode step for its weights as they stand, else None and why not."""
+    why = "not on CPU" if device_type != "cpu" else LeanDecoder.why_not(model)
+    if why is None:
+        free = free_memory_bytes(device_type)
+        weights = sum(m.weight.nbytes for m in model.modules() if type(m) is torch.nn.Linear)
+        if free is not None and weights > free / 4:
+            why = "its packed copy of the weights would take over a quarter of free memory"
+    return (None, why) if why else (LeanDecoder(model), None)
 
 
 class SharedPrefixGenerate:
@@ -321,13 +311,8 @@ class SharedPrefixGenerate:
         """The lean decode step for the weights as they stand (merged), or None (``lean_skipped`` why)."""
         if not self.lean:
             return None
-        self.lean_skipped = "not on CPU" if device_type != "cpu" else LeanDecoder.why_not(self.model)
-        if self.lean_skipped is None:
-            free = free_memory_bytes(device_type)
-            weights = sum(m.weight.nbytes for m in self.model.modules() if type(m) is torch.nn.Linear)
-            if free is not None and weights > free / 4:
-                self.lean_skipped = "its packed copy of the weights would take over a quarter of free memory"
-        return None if self.lean_skipped else LeanDecoder(self.model)
+        lean, self.lean_skipped = lean_decoder(self.model, device_type)
+        return lean
 
     def _decode(self, input_ids, rows, shared: int, sampling: Sampling, end: tuple[int, ...], lean=None):
         """``decode_compacting`` (rows leave the batch at their end), laid out like ``generate``'s
@@ -351,7 +336,14 @@ class SharedPrefixGenerate:
 
 
 def generate_batches(
-    model, tokenizer, prompts: list[str], sampling: Sampling, device: str, fast: bool = True, on_batch=None
+    model,
+    tokenizer,
+    prompts: list[str],
+    sampling: Sampling,
+    device: str,
+    fast: bool = True,
+    on_batch=None,
+    lean: LeanDecoder | bool = True,
 ) -> tuple[list[list[str]], list[list[list[int]]]]:
     """Completions (``sampling.samples`` per prompt) and their token ids (each up to and including its end-of-sequence
     token), in prompt order.
@@ -360,11 +352,13 @@ def generate_batches(
     token prefix all prompts share (system prompt and chat template) is run through the model
     once and its KV cache reused by every batch; each batch then holds [prefix][left padding][own
     tokens], with the padding masked out, so positions and outputs match an unpadded run.
-    Batches go longest first; a row leaves its batch as soon as it ends
-    (``decode_compacting``), and linear layers run from packed weights on CPU
-    (``packed_linears``). Without ``fast``: transformers' ``generate`` on
-    left-padded batches, nothing else. Only generated tokens are decoded. ``on_batch(indices,
-    texts, token_ids)`` is called after each batch with that batch's prompts' results.
+    Batches go longest first; a row leaves its batch as soon as it ends (``_decode``). On CPU, where
+    the model allows (``lean``: True, or a ``lean_decode.LeanDecoder``, or False), prompts run in
+    chunks of similar length (``lean_prefill``) and every decode step after through the lean step:
+    the same logits to rounding, 128/128 identical completions in bench/eval_speed.py; else the
+    model's own step from packed weights (``packed_linears``). Without ``fast``: transformers'
+    ``generate`` on left-padded batches, nothing else. Only generated tokens are decoded.
+    ``on_batch(indices, texts, token_ids)`` is called after each batch with its prompts' results.
     """
     from tqdm import tqdm
 
@@ -386,7 +380,10 @@ def generate_batches(
         )
     end = end_ids(model, tokenizer)
     torch.manual_seed(sampling.seed)
-    packed = packed_linears(model, device) if fast else contextlib.nullcontext()
+    if lean is True:
+        lean = lean_decoder(model, torch.device(device).type)[0] if fast else None
+    # the lean step packs its own weights; transformers' prefill then runs at sizes packing barely helps
+    packed = packed_linears(model, device) if fast and not lean else contextlib.nullcontext()
     with packed, torch.inference_mode():
         cache = prefix_cache(model, encoded[0][:shared], device) if shared else None
         for start in tqdm(range(0, len(order), batch), desc="Generating", unit="batch"):
@@ -395,7 +392,7 @@ def generate_batches(
             if fast:
                 new = decode_shared_prefix(
                     model, rows, tokenizer.pad_token_id, shared, device, sampling.max_new_tokens, end,
-                    sampling.temperature, cache=cache, repeats=k,
+                    sampling.temperature, cache=cache, repeats=k, lean=lean or None,
                 )  # fmt: skip
             else:
                 new = generate_stock(model, rows, tokenizer.pad_token_id, end, sampling, device)

@@ -120,6 +120,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
         )
         raise
     wall = time.time() - start
+    meta["fast_paths"]["lean_decode"] = generated.get("lean_decode")  # None: nothing left to generate
     records = [partial.records[i] for i in range(len(rows))]
     summary = {**metrics.summarize(records, args.num_samples), **meta, "complete": True}
     summary["telemetry"] = contract_telemetry(
@@ -170,7 +171,11 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
         args.max_completion_length, args.temperature, samples=args.num_samples, batch_size=args.batch_size,
         seed=args.seed,
     )  # fmt: skip
-    decoding.generate_batches(model, tokenizer, [rows[i]["prompt"] for i in todo], sampling, device, fast, on_batch)
+    # the lean decode step (lean_decode.py): the same logits to rounding, where the model allows it
+    lean, why_not = decoding.lean_decoder(model, torch.device(device).type) if fast else (None, "fast paths off")
+    counts["lean_decode"] = why_not or "used"
+    prompts = [rows[i]["prompt"] for i in todo]
+    decoding.generate_batches(model, tokenizer, prompts, sampling, device, fast, on_batch, lean=lean or False)
     del model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()

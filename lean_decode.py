@@ -1,10 +1,10 @@
-"""A decode step for Llama and Qwen2 models on CPU written directly in torch ops: what a training
-generation round's decode steps run instead of the transformers model (``decoding.decode_compacting``
-hands over after the prompts' prefill).
+"""A decode step for Llama and Qwen2 models on CPU written directly in torch ops: what training's
+sampling and evaluation's generation run instead of the transformers model after it ran the prompts
+(``decoding.lean_prefill``).
 
-    lean = LeanDecoder.of(model)                    # inside fast_weights.generation_weights()
-    state = lean.start(cache, mask, shared, room)   # after transformers ran the prompts into cache
-    logits = state.step(tokens, positions)          # one new token per row; state.select(rows) drops rows
+    lean = LeanDecoder.of(model)                     # training: inside fast_weights.generation_weights()
+    state = lean.start(prefix, shared, parts, room)  # after transformers ran the prompts
+    logits = state.step(tokens, positions)           # one new token per row; state.select(rows) drops rows
 
 Why: at 16 rows on 2 cores a decode step through transformers spends more time in ~100 small ops and
 the Python around them per layer (PEFT and accelerate wrappers, cache and mask bookkeeping) than in
@@ -116,31 +116,48 @@ class LeanDecoder:
             )
         self.head = _fused((base.get_output_embeddings(),), "cpu")
 
-    def start(self, cache, mask, shared: int, room: int) -> LeanState:
-        """Take over after transformers ran the prompts into ``cache``: rows laid out
-        [``shared`` prefix tokens][padding][own tokens] (``mask`` 0 on padding), the prefix the
-        same in every row. ``room``: new tokens to make space for."""
-        return LeanState(self, cache, mask, shared, room)
+    def start(self, prefix, shared: int, parts, room: int, repeats: int = 1) -> LeanState:
+        """Take over after transformers ran the prompts. ``prefix``: a KV cache whose row 0 starts with
+        the ``shared`` prefix tokens every row shares (None if 0). ``parts``: one ``(rows, cache,
+        own_mask)`` per batch of prompts run after the prefix: the rows they take in the decode,
+        their cache ([prefix][padding][own tokens] per row) and the mask of their own part (0 on
+        padding). Each prompt becomes ``repeats`` rows (row x ``repeats`` + 0 .. ``repeats`` - 1).
+        ``room``: new tokens to make space for."""
+        return LeanState(self, prefix, shared, parts, room, repeats)
 
 
 class LeanState:
     """The keys and values a lean decode works on: the prefix's once, each row's own after it, both
     laid out key/value head first so every matmul of the attention runs on views, not copies."""
 
-    def __init__(self, lean: LeanDecoder, cache, mask, shared: int, room: int):
+    def __init__(self, lean: LeanDecoder, prefix, shared: int, parts, room: int, repeats: int = 1):
         self.lean, self.shared = lean, shared
-        n, own = mask.shape[0], mask.shape[1] - shared
+        n = repeats * sum(len(rows) for rows, _, _ in parts)
+        own = max(m.shape[1] for _, _, m in parts)  # parts are right-aligned to the longest
+        where = [(rows[:, None] * repeats + torch.arange(repeats)).flatten() for rows, _, _ in parts]
         self.prefix, self.own = [], []
-        for layer in cache.layers:
-            keys, values = layer.keys.float(), layer.values.float()  # attention runs in fp32
-            self.prefix.append((keys[0, :, :shared].transpose(-1, -2).contiguous(), values[0, :, :shared].contiguous()))
-            kv, d = keys.shape[1], keys.shape[-1]
-            k, v = keys.new_empty((kv, n, own + room, d)), values.new_empty((kv, n, own + room, d))
-            k[:, :, :own], v[:, :, :own] = keys[:, :, shared:].transpose(0, 1), values[:, :, shared:].transpose(0, 1)
+        for i, layer in enumerate(prefix.layers if shared else [None] * len(lean.layers)):
+            if shared:  # attention runs in fp32
+                keys, values = layer.keys[0].float(), layer.values[0].float()
+                self.prefix.append((keys[:, :shared].transpose(-1, -2).contiguous(), values[:, :shared].contiguous()))
+            else:
+                self.prefix.append((None, None))
+            k = v = None
+            for rows, (_, cache, mask) in zip(where, parts, strict=True):
+                keys, values = cache.layers[i].keys[:, :, shared:], cache.layers[i].values[:, :, shared:]
+                if k is None:  # zeros on padding: masked, but must not be inf or nan
+                    k = keys.new_zeros((keys.shape[1], n, own + room, keys.shape[-1]), dtype=torch.float32)
+                    v = values.new_zeros((values.shape[1], n, own + room, values.shape[-1]), dtype=torch.float32)
+                width = mask.shape[1]
+                k[:, rows, own - width : own] = keys.repeat_interleave(repeats, 0).transpose(0, 1).float()
+                v[:, rows, own - width : own] = values.repeat_interleave(repeats, 0).transpose(0, 1).float()
             self.own.append((k, v))
         # Added to the scores: 0 where a row may attend, -inf on its padding; new positions are 0.
         self.bias = torch.zeros((1, n, 1, shared + own + room))
-        self.bias[0, :, 0, : mask.shape[1]].masked_fill_(mask == 0, float("-inf"))
+        for rows, (_, _, mask) in zip(where, parts, strict=True):
+            pad = torch.ones((len(rows), own), dtype=torch.bool)
+            pad[:, own - mask.shape[1] :] = (mask == 0).repeat_interleave(repeats, 0)
+            self.bias[0, rows, 0, shared : shared + own] = torch.zeros(pad.shape).masked_fill_(pad, float("-inf"))
         self.length = own  # own positions filled
 
     def select(self, rows) -> None:

@@ -4,6 +4,9 @@ every generator shares (evaluation, the preflight, the GPU check, training's gen
     sampling = Sampling(max_new_tokens=96, temperature=0.7, samples=4)
     new = generate_stock(model, token_rows, pad_id, end_ids(model, tokenizer), sampling, "cpu")
 
+``plain_sampling_settings`` says whether a transformers ``GenerationConfig`` asks for nothing the
+fast decode loop does not reproduce; ``sample_rows`` draws its tokens.
+
 A completion ends at the first of its model's end tokens (``end_ids``: the tokenizer's and every
 one the generation config lists; Qwen2.5-Instruct lists two); one cut at ``max_new_tokens`` has
 none (``cut_at_end`` says which).
@@ -95,3 +98,79 @@ def generate_stock(model, rows: list[list[int]], pad_id: int, end: tuple[int, ..
     ids, mask = left_pad(rows, pad_id, device)
     out = model.generate(input_ids=ids, attention_mask=mask, generation_config=sampling.generation_config(pad_id, end))
     return [cut_at_end(tokens, end)[0] for tokens in out[:, ids.shape[1] :].tolist()]
+
+
+def sample_rows(logits, temperature: float):
+    """One token per row from softmax(logits / temperature), by inverse CDF.
+
+    The same distribution as ``torch.multinomial`` (what HF ``generate`` uses), for one uniform
+    draw per row instead of an exponential per vocabulary entry (timings: bench/README.md, "Where
+    the speed paths' figures live").
+    """
+    import torch
+
+    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum_(-1)
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+
+
+# Generation settings the plain decode loop reproduces, with their neutral values; anything
+# else set in a GenerationConfig sends the call to HF ``generate``.
+_NEUTRAL_GENERATION = {
+    "top_k": (None, 0),
+    "top_p": (None, 1.0),
+    "min_p": (None, 0.0),
+    "typical_p": (None, 1.0),
+    "top_h": (None,),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+    "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "min_new_tokens": (None, 0),
+    "min_length": (None, 0),
+    "num_beams": (None, 1),
+    "num_return_sequences": (None, 1),
+    "use_cache": (None, True),
+}
+_IGNORED_GENERATION = {
+    "max_new_tokens",
+    "max_length",
+    "do_sample",
+    "temperature",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "disable_compile",
+    "transformers_version",
+    "_from_model_config",
+}
+
+
+def plain_sampling_settings(generation_config) -> tuple[Sampling, tuple[int, ...]] | None:
+    """``(sampling, end ids)`` when ``generation_config`` asks for nothing but plain sampling (or
+    greedy decoding) up to ``max_new_tokens``; None otherwise.
+
+    >>> from transformers import GenerationConfig
+    >>> config = GenerationConfig(do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, eos_token_id=2)
+    >>> sampling, end = plain_sampling_settings(config)
+    >>> sampling.max_new_tokens, sampling.temperature, sampling.plain, end
+    (8, 0.7, True, (2,))
+    >>> plain_sampling_settings(GenerationConfig(do_sample=True, top_p=0.9, max_new_tokens=8)) is None
+    True
+    """
+    if generation_config is None or not generation_config.max_new_tokens or other_sampling(generation_config):
+        return None
+    eos = generation_config.eos_token_id
+    eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(sorted(eos))
+    temperature = (generation_config.temperature or 1.0) if generation_config.do_sample else 0.0
+    return Sampling(generation_config.max_new_tokens, temperature), eos
+
+
+def other_sampling(generation_config) -> list[str]:
+    """The settings of ``generation_config`` beyond plain sampling (``top_p=0.9``, ...), which the decode
+    loop does not reproduce."""
+    return [
+        f"{key}={value}"
+        for key, value in generation_config.to_diff_dict().items()
+        if key not in _IGNORED_GENERATION and value not in _NEUTRAL_GENERATION.get(key, (None,))
+    ]

@@ -8,6 +8,7 @@ import decoding
 import fast_weights
 import kv_cache
 import model_utils
+import sampling
 from conftest import tiny_trainer
 from sampling import Sampling
 
@@ -147,7 +148,7 @@ def test_unsupported_generation_settings_go_to_generate(tiny_model_dir):
     config = GenerationConfig(
         do_sample=False, max_new_tokens=6, repetition_penalty=1.5, pad_token_id=2, eos_token_id=[2]
     )
-    assert decoding.plain_sampling_settings(config) is None
+    assert sampling.plain_sampling_settings(config) is None
     got = decoding.SharedPrefixGenerate(model, pad_id=2)(input_ids=ids, attention_mask=mask, generation_config=config)
     want = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     assert got.shape == want.shape and torch.equal(
@@ -159,7 +160,7 @@ def test_sample_rows_draws_from_the_softmax():
     torch.manual_seed(0)
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(20000, 1)
     for temperature in (1.0, 0.5):
-        draws = decoding.sample_rows(logits, temperature)
+        draws = sampling.sample_rows(logits, temperature)
         freq = torch.bincount(draws, minlength=5).float() / len(draws)
         assert (freq - torch.softmax(logits[0] / temperature, -1)).abs().max() < 0.015
         assert freq[4] == 0
@@ -206,6 +207,22 @@ def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
     batched, _ = decoding.generate_batches(model, tokenizer, prompts, replace(base, batch_size=8), "cpu")
     assert decoding.shared_prefix_len([tokenizer(p)["input_ids"] for p in prompts]) > 50
     assert batched == single
+
+
+def test_prompts_run_in_chunks_of_similar_length_give_the_same_greedy_outputs(tiny_run, monkeypatch):
+    """The lean path runs the prompts' own tokens in length-sorted chunks (here of 3 prompts) and
+    places each chunk's keys and values at its rows: outputs match one-by-one generation, each
+    prompt's samples included, and the stock decode loop's."""
+    model, tokenizer, prompts, base, single = _greedy_batch(tiny_run)
+    chunks = []
+    expand = decoding.expanded_prefix_cache
+    monkeypatch.setattr(decoding, "PREFILL_ROWS", 3)
+    monkeypatch.setattr(decoding, "expanded_prefix_cache", lambda *a: chunks.append(a[3]) or expand(*a))
+    twice = replace(base, batch_size=8, samples=2)
+    got, _ = decoding.generate_batches(model, tokenizer, prompts, twice, "cpu")
+    assert chunks == [3, 3, 2] and got == [s * 2 for s in single]
+    stock, _ = decoding.generate_batches(model, tokenizer, prompts, twice, "cpu", lean=False)
+    assert stock == got and chunks[3:] == [8]  # the stock loop: one batch of 8
 
 
 def test_batch_is_lowered_to_fit_free_memory(tiny_run, monkeypatch, caplog):

@@ -219,7 +219,7 @@ def test_unreachable_hub_model_fails_clearly(monkeypatch, tmp_path):
 
 def test_summary_records_the_fast_paths(tiny_eval):
     _, _, summary = tiny_eval
-    assert summary["fast_paths"] == {"setting": "auto", "enabled": True}  # auto on CPU
+    assert summary["fast_paths"] == {"setting": "auto", "enabled": True, "lean_decode": "used"}  # auto on CPU
 
 
 # ---------------------------------------------------------------- reliability: claims, partial results, checkpoints

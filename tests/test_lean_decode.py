@@ -45,7 +45,8 @@ def _logits_per_step(model, rows, shared, lean, tokens, drop_after=2):
     cache = cache or DynamicCache(config=model.config)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:], cache=cache)
-    state = lean.start(cache, mask, shared, room=tokens.shape[1]) if lean else None
+    parts = [(torch.arange(len(rows)), cache, mask[:, shared:])]
+    state = lean.start(cache, shared, parts, room=tokens.shape[1]) if lean else None
     last, out, alive = positions[:, -1], [], torch.arange(len(rows))
     for step in range(tokens.shape[1]):
         last = last + 1
