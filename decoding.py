@@ -157,10 +157,25 @@ def _decode(steps, logits, last_pos, max_new_tokens: int, eos_ids, temperature: 
         if keep.numel() == 0:
             break
         if keep.numel() < active.numel():
+            keep = kept_in_place(keep)
             steps.select(keep)
             active, nxt, last_pos = active[keep], nxt[keep], last_pos[keep]
         last_pos = last_pos + 1
     return outputs
+
+
+def kept_in_place(keep):
+    """The surviving rows ``keep`` (ascending) in the order that moves fewest: survivors already
+    among the first ``len(keep)`` slots stay there, the last ones fill the freed slots.
+
+    >>> kept_in_place(torch.tensor([0, 2, 3, 5, 7])).tolist()
+    [0, 5, 2, 3, 7]
+    """
+    m = keep.numel()
+    order, freed = torch.arange(m, device=keep.device), torch.ones(m, dtype=torch.bool, device=keep.device)
+    freed[keep[keep < m]] = False
+    order[freed] = keep[keep >= m]
+    return order
 
 
 def lean_prefill(model, lean, rows, pad_id: int, shared: int, device, room: int, repeats: int = 1, cache=None):

@@ -127,8 +127,9 @@ class LeanDecoder:
 
 
 class LeanState:
-    """The keys and values a lean decode works on: the prefix's once, each row's own after it, both
-    laid out key/value head first so every matmul of the attention runs on views, not copies."""
+    """The keys and values a lean decode works on: the prefix's once, key/value head first; each
+    row's own after it, row first, so that rows leaving the batch cost a copy of the few rows moved
+    into their slots (``select``) and every product of the attention runs on views."""
 
     def __init__(self, lean: LeanDecoder, prefix, shared: int, parts, room: int, repeats: int = 1):
         self.lean, self.shared = lean, shared
@@ -145,25 +146,35 @@ class LeanState:
             k = v = None
             for rows, (_, cache, mask) in zip(where, parts, strict=True):
                 keys, values = cache.layers[i].keys[:, :, shared:], cache.layers[i].values[:, :, shared:]
-                if k is None:  # zeros on padding: masked, but must not be inf or nan
-                    k = keys.new_zeros((keys.shape[1], n, own + room, keys.shape[-1]), dtype=torch.float32)
-                    v = values.new_zeros((values.shape[1], n, own + room, values.shape[-1]), dtype=torch.float32)
+                if k is None:  # (rows, key/value heads, own positions + room, head dim)
+                    k = keys.new_empty((n, keys.shape[1], own + room, keys.shape[-1]), dtype=torch.float32)
+                    v = values.new_empty((n, values.shape[1], own + room, values.shape[-1]), dtype=torch.float32)
                 width = mask.shape[1]
-                k[:, rows, own - width : own] = keys.repeat_interleave(repeats, 0).transpose(0, 1).float()
-                v[:, rows, own - width : own] = values.repeat_interleave(repeats, 0).transpose(0, 1).float()
+                k[rows, :, own - width : own] = keys.repeat_interleave(repeats, 0).float()
+                v[rows, :, own - width : own] = values.repeat_interleave(repeats, 0).float()
+                k[rows, :, : own - width], v[rows, :, : own - width] = 0, 0  # masked, but must not be inf or nan
             self.own.append((k, v))
         # Added to the scores: 0 where a row may attend, -inf on its padding; new positions are 0.
-        self.bias = torch.zeros((1, n, 1, shared + own + room))
+        self.bias = torch.zeros((n, 1, 1, shared + own + room))
         for rows, (_, _, mask) in zip(where, parts, strict=True):
             pad = torch.ones((len(rows), own), dtype=torch.bool)
             pad[:, own - mask.shape[1] :] = (mask == 0).repeat_interleave(repeats, 0)
-            self.bias[0, rows, 0, shared : shared + own] = torch.zeros(pad.shape).masked_fill_(pad, float("-inf"))
+            self.bias[rows, 0, 0, shared : shared + own] = torch.zeros(pad.shape).masked_fill_(pad, float("-inf"))
         self.length = own  # own positions filled
 
     def select(self, rows) -> None:
-        """Keep only ``rows`` (indices into the current rows), in that order."""
-        self.own = [(k[:, rows], v[:, rows]) for k, v in self.own]
-        self.bias = self.bias[:, rows]
+        """Keep only ``rows`` (indices into the current rows), in that order: rows already in place
+        stay, the others are copied into their new slots (``decoding.kept_in_place`` orders the
+        survivors so that only the last rows move)."""
+        m = rows.numel()
+        moved = (rows != torch.arange(m, device=rows.device)).nonzero().squeeze(1)
+        if moved.numel():
+            src = rows[moved]  # indexing copies first, so overlapping moves are safe
+            for k, v in self.own:
+                k[moved], v[moved] = k[src], v[src]
+            self.bias[moved] = self.bias[src]
+        self.own = [(k[:m], v[:m]) for k, v in self.own]
+        self.bias = self.bias[:m]
 
     def step(self, tokens, positions):
         """fp32 logits of the next token after ``tokens`` (one per row) at ``positions``."""
@@ -188,19 +199,19 @@ class LeanState:
             qkv = qkv_fn(_rms(norm_in, x))
             qk = qkv[:, : (h + kv) * d].view(n, h + kv, d).float()
             qk = qk * cos + qk.roll(d // 2, -1) * sin
-            ok[:, :, at], ov[:, :, at] = (
-                qk[:, h:].transpose(0, 1),
-                qkv[:, (h + kv) * d :].view(n, kv, d).transpose(0, 1),
-            )
-            q = qk[:, :h].view(n, kv, g, d).transpose(0, 1).contiguous()  # (kv, n, g, d)
-            scores = q @ ok[:, :, : at + 1].transpose(-1, -2)  # (kv, n, g, own positions)
+            ok[:, :, at], ov[:, :, at] = qk[:, h:], qkv[:, (h + kv) * d :].view(n, kv, d)
+            q = qk[:, :h].reshape(n, kv, g, d)  # a copy: the products take it as batches of rows x heads
+            scores = q @ ok[:, :, : at + 1].transpose(-1, -2)  # (n, kv, g, own positions)
             if shared:  # every row's queries against the prefix's keys, stored once
-                scores = torch.cat(((q.view(kv, n * g, d) @ pk).view(kv, n, g, shared), scores), -1)
+                pre = (q.transpose(0, 1).reshape(kv, n * g, d) @ pk).view(kv, n, g, shared)
+                scores = torch.cat((pre.transpose(0, 1), scores), -1)
             p = torch.softmax(scores * scale + bias, -1)
-            out = p[..., shared:] @ ov[:, :, : at + 1]
+            out = p[..., shared:] @ ov[:, :, : at + 1]  # (n, kv, g, d)
             if shared:
-                out += (p[..., :shared].reshape(kv, n * g, shared) @ pv).view(kv, n, g, d)
-            x = x + o_fn(out.permute(1, 0, 2, 3).reshape(n, h * d))
+                out += (
+                    (p[..., :shared].transpose(0, 1).reshape(kv, n * g, shared) @ pv).view(kv, n, g, d).transpose(0, 1)
+                )
+            x = x + o_fn(out.view(n, h * d))
             gate_up = gate_up_fn(_rms(norm_mid, x))
             x = x + down_fn(torch.nn.functional.silu(gate_up[:, :width]) * gate_up[:, width:])
         self.length = at + 1
