@@ -181,36 +181,25 @@ def kept_in_place(keep):
 def lean_prefill(model, lean, rows, pad_id: int, shared: int, device, room: int, repeats: int = 1, cache=None):
     """The prompts' last logits (``repeats`` rows per prompt, in order), their last positions and
     ``lean``'s state holding their keys and values, for token ``rows`` sharing their first ``shared``
-    tokens (whose KV cache at batch 1 ``cache`` may hold). The prompts' own tokens run through the
-    model in chunks of ``PREFILL_ROWS`` prompts of similar length, each padded only to its longest:
-    one evaluation batch of 128 prompts padded to its longest ran ~50% more tokens than it holds."""
+    tokens (whose KV cache at batch 1 ``cache`` may hold; else the model runs them). The prompts'
+    own tokens run through the lean step's layers in chunks of ``PREFILL_ROWS`` prompts of similar
+    length, each padded only to its longest: one evaluation batch of 128 prompts padded to its
+    longest ran ~50% more tokens than it holds. ``room``: new tokens to make space for."""
     prefix = (cache if cache is not None else prefix_cache(model, rows[0][:shared], device)) if shared else None
+    state = lean.start(prefix, shared, len(rows) * repeats, max(map(len, rows)) - shared, room)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    parts, logits = [], None
+    logits = None
     for start in range(0, len(rows), PREFILL_ROWS):
         idx = order[start : start + PREFILL_ROWS]
         ids, mask, _ = shared_prefix_layout([rows[i] for i in idx], pad_id, shared)
-        ids, mask = ids.to(device), mask.to(device)
-        chunk = expanded_prefix_cache(model, [], device, len(idx), prefix) if shared else None
-        chunk = chunk or DynamicCache(config=model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            input_ids=ids[:, shared:],
-            attention_mask=mask,
-            position_ids=positions[:, shared:],
-            cache=chunk,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1, :]
+        where = torch.tensor(idx)
+        out = state.prefill(where, ids[:, shared:], mask[:, shared:], positions[:, shared:], repeats)
         if logits is None:
-            logits = out.new_empty((len(rows) * repeats, out.shape[-1]), dtype=torch.float32)
-        where = torch.tensor(idx, device=device)
-        logits[(where[:, None] * repeats + torch.arange(repeats, device=device)).flatten()] = (
-            out.float().repeat_interleave(repeats, 0)
-        )
-        parts.append((where, chunk, mask[:, shared:]))
-    last = torch.tensor([len(r) - 1 for r in rows], device=device).repeat_interleave(repeats)
-    return logits, last, lean.start(prefix, shared, parts, room, repeats)
+            logits = out.new_empty((len(rows) * repeats, out.shape[-1]))
+        logits[(where[:, None] * repeats + torch.arange(repeats)).flatten()] = out
+    last = torch.tensor([len(r) - 1 for r in rows]).repeat_interleave(repeats)
+    return logits, last, state
 
 
 def decode_shared_prefix(
@@ -234,8 +223,7 @@ def decode_shared_prefix(
     the prompts (``lean_prefill``) and the lean step every token after: the same logits to
     rounding, not bit for bit (tests/test_lean_decode.py)."""
     if lean is not None:
-        room = max(map(len, rows)) - shared + max_new_tokens
-        logits, last, state = lean_prefill(model, lean, rows, pad_id, shared, device, room, repeats, cache)
+        logits, last, state = lean_prefill(model, lean, rows, pad_id, shared, device, max_new_tokens, repeats, cache)
         return _decode(state, logits, last, max_new_tokens, eos_ids, temperature)
     ids, mask, _ = shared_prefix_layout(rows, pad_id, shared)
     ids, mask = ids.to(device), mask.to(device)

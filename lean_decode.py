@@ -42,14 +42,26 @@ def _weight_and_bias(module):
     return None
 
 
-def _fused(modules, device: str):
-    """One linear function computing ``modules`` side by side (outputs concatenated)."""
-    parts = [_weight_and_bias(m) for m in modules]
-    weight = torch.cat([w.detach() for w, _ in parts]) if len(parts) > 1 else parts[0][0].detach()
-    bias = None
-    if any(b is not None for _, b in parts):
-        bias = torch.cat([b.detach() if b is not None else w.new_zeros(w.shape[0]) for w, b in parts])
-    return linear_fn(weight, bias, device)
+class _Fused:
+    """``modules`` computed side by side (outputs concatenated): at decode sizes as one matmul from a
+    oneDNN-packed copy of their weights; at prefill sizes (``wide``) from their own weights, where
+    torch's plain matmul ran faster than the packed one (bench/README.md)."""
+
+    def __init__(self, modules, device: str):
+        self.parts = [tuple(t.detach() if t is not None else None for t in _weight_and_bias(m)) for m in modules]
+        weight = torch.cat([w for w, _ in self.parts]) if len(self.parts) > 1 else self.parts[0][0]
+        bias = None
+        if any(b is not None for _, b in self.parts):
+            bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in self.parts])
+        self.packed = linear_fn(weight, bias, device)
+
+    def __call__(self, x):
+        return self.packed(x)
+
+    def wide(self, x) -> list:
+        """Each module's output for ``x``, separately (concatenating them cost more than it saves)."""
+        x = x.to(self.parts[0][0].dtype)
+        return [torch.nn.functional.linear(x, w, None if b is None else b.to(w.dtype)) for w, b in self.parts]
 
 
 def _rms(norm, x):
@@ -105,25 +117,22 @@ class LeanDecoder:
             self.layers.append(
                 (
                     layer.input_layernorm,
-                    _fused((a.q_proj, a.k_proj, a.v_proj), "cpu"),
-                    _fused((a.o_proj,), "cpu"),
+                    _Fused((a.q_proj, a.k_proj, a.v_proj), "cpu"),
+                    _Fused((a.o_proj,), "cpu"),
                     layer.post_attention_layernorm,
-                    _fused((m.gate_proj, m.up_proj), "cpu"),
-                    _fused((m.down_proj,), "cpu"),
+                    _Fused((m.gate_proj, m.up_proj), "cpu"),
+                    _Fused((m.down_proj,), "cpu"),
                     a.scaling,
                     _weight_and_bias(m.gate_proj)[0].shape[0],  # where gate ends in gate_up's output
                 )
             )
-        self.head = _fused((base.get_output_embeddings(),), "cpu")
+        self.head = _Fused((base.get_output_embeddings(),), "cpu")
 
-    def start(self, prefix, shared: int, parts, room: int, repeats: int = 1) -> LeanState:
-        """Take over after transformers ran the prompts. ``prefix``: a KV cache whose row 0 starts with
-        the ``shared`` prefix tokens every row shares (None if 0). ``parts``: one ``(rows, cache,
-        own_mask)`` per batch of prompts run after the prefix: the rows they take in the decode,
-        their cache ([prefix][padding][own tokens] per row) and the mask of their own part (0 on
-        padding). Each prompt becomes ``repeats`` rows (row x ``repeats`` + 0 .. ``repeats`` - 1).
-        ``room``: new tokens to make space for."""
-        return LeanState(self, prefix, shared, parts, room, repeats)
+    def start(self, prefix, shared: int, n: int, own: int, room: int) -> LeanState:
+        """An empty state for ``n`` rows: ``prefix``, a KV cache whose row 0 starts with the ``shared``
+        prefix tokens every row shares (None if 0); room for ``own`` prompt tokens per row after it
+        (``LeanState.prefill`` fills them) and ``room`` new tokens."""
+        return LeanState(self, prefix, shared, n, own, room)
 
 
 class LeanState:
@@ -131,36 +140,70 @@ class LeanState:
     row's own after it, row first, so that rows leaving the batch cost a copy of the few rows moved
     into their slots (``select``) and every product of the attention runs on views."""
 
-    def __init__(self, lean: LeanDecoder, prefix, shared: int, parts, room: int, repeats: int = 1):
-        self.lean, self.shared = lean, shared
-        n = repeats * sum(len(rows) for rows, _, _ in parts)
-        own = max(m.shape[1] for _, _, m in parts)  # parts are right-aligned to the longest
-        where = [(rows[:, None] * repeats + torch.arange(repeats)).flatten() for rows, _, _ in parts]
+    def __init__(self, lean: LeanDecoder, prefix, shared: int, n: int, own: int, room: int):
+        self.lean, self.shared, self.length = lean, shared, own  # own positions, filled by prefill
         self.prefix, self.own = [], []
-        for i, layer in enumerate(prefix.layers if shared else [None] * len(lean.layers)):
+        for i in range(len(lean.layers)):
             if shared:  # attention runs in fp32
-                keys, values = layer.keys[0].float(), layer.values[0].float()
+                keys, values = prefix.layers[i].keys[0].float(), prefix.layers[i].values[0].float()
                 self.prefix.append((keys[:, :shared].transpose(-1, -2).contiguous(), values[:, :shared].contiguous()))
             else:
                 self.prefix.append((None, None))
-            k = v = None
-            for rows, (_, cache, mask) in zip(where, parts, strict=True):
-                keys, values = cache.layers[i].keys[:, :, shared:], cache.layers[i].values[:, :, shared:]
-                if k is None:  # (rows, key/value heads, own positions + room, head dim)
-                    k = keys.new_empty((n, keys.shape[1], own + room, keys.shape[-1]), dtype=torch.float32)
-                    v = values.new_empty((n, values.shape[1], own + room, values.shape[-1]), dtype=torch.float32)
-                width = mask.shape[1]
-                k[rows, :, own - width : own] = keys.repeat_interleave(repeats, 0).float()
-                v[rows, :, own - width : own] = values.repeat_interleave(repeats, 0).float()
-                k[rows, :, : own - width], v[rows, :, : own - width] = 0, 0  # masked, but must not be inf or nan
+            k = torch.empty((n, lean.kv_heads, own + room, lean.head_dim))  # rows first
+            v = torch.empty((n, lean.kv_heads, own + room, lean.head_dim))
+            k[:, :, :own], v[:, :, :own] = 0, 0  # masked where no prompt token lands, but never inf or nan
             self.own.append((k, v))
         # Added to the scores: 0 where a row may attend, -inf on its padding; new positions are 0.
         self.bias = torch.zeros((n, 1, 1, shared + own + room))
-        for rows, (_, _, mask) in zip(where, parts, strict=True):
-            pad = torch.ones((len(rows), own), dtype=torch.bool)
-            pad[:, own - mask.shape[1] :] = (mask == 0).repeat_interleave(repeats, 0)
-            self.bias[rows, 0, 0, shared : shared + own] = torch.zeros(pad.shape).masked_fill_(pad, float("-inf"))
-        self.length = own  # own positions filled
+        self.bias[..., shared : shared + own] = float("-inf")
+
+    def prefill(self, prompts, ids, mask, positions, repeats: int = 1):
+        """Run prompts' own tokens ``ids`` (left-padded, ``mask`` 0 on padding, at ``positions``; one
+        prompt a row) into the rows ``prompts`` x ``repeats`` + 0 .. ``repeats`` - 1, right-aligned to
+        the state's own positions; fp32 logits after each prompt's last token, ``repeats`` per prompt."""
+        with torch.autocast("cpu", enabled=False):
+            return self._prefill(prompts, ids, mask, positions, repeats)
+
+    def _prefill(self, prompts, ids, mask, positions, repeats):
+        lean, shared, own = self.lean, self.shared, self.length
+        (r, w), h, kv, d = ids.shape, lean.heads, lean.kv_heads, lean.head_dim
+        g, at = h // kv, own - w
+        rows = (prompts[:, None] * repeats + torch.arange(repeats)).flatten()
+        x = lean.embed(ids).view(r * w, -1)
+        cos, sin = lean.rotary(x, positions.reshape(r * w, 1))  # (tokens, 1, d), broadcast over heads
+        cos, sin = cos.float(), sin.float()
+        sin = torch.cat((-sin[..., : d // 2], sin[..., d // 2 :]), -1)  # as in _step
+        # query i sees key j <= i that is no padding; a padding query sees itself (finite, never used)
+        seen = torch.ones((w, w), dtype=torch.bool).tril() & (mask.bool()[:, None, :] | torch.eye(w, dtype=torch.bool))
+        bias = torch.zeros((r, 1, 1, w, shared + w))
+        bias[..., shared:] = torch.zeros((r, w, w)).masked_fill_(~seen, float("-inf"))[:, None, None]
+        for (norm_in, qkv_fn, o_fn, norm_mid, gate_up_fn, down_fn, scale, _), (pk, pv), (ok, ov) in zip(
+            lean.layers, self.prefix, self.own, strict=True
+        ):
+            q, keys, values = qkv_fn.wide(_rms(norm_in, x))
+            q, keys = q.view(r * w, h, d).float(), keys.view(r * w, kv, d).float()
+            q, keys = q * cos + q.roll(d // 2, -1) * sin, keys * cos + keys.roll(d // 2, -1) * sin
+            keys = keys.view(r, w, kv, d).transpose(1, 2)  # (r, kv, w, d)
+            values = values.view(r, w, kv, d).transpose(1, 2).float()
+            ok[rows, :, at:own] = keys.repeat_interleave(repeats, 0) if repeats > 1 else keys
+            ov[rows, :, at:own] = values.repeat_interleave(repeats, 0) if repeats > 1 else values
+            q = q.view(r, w, kv, g, d).permute(0, 2, 3, 1, 4)  # (r, kv, g, w, d)
+            scores = q @ keys.unsqueeze(2).transpose(-1, -2)  # (r, kv, g, w, w)
+            if shared:  # the prefix's keys, stored once
+                pre = (q.transpose(0, 1).reshape(kv, r * g * w, d) @ pk).view(kv, r, g, w, shared)
+                scores = torch.cat((pre.transpose(0, 1), scores), -1)
+            p = torch.softmax(scores * scale + bias, -1)
+            out = p[..., shared:] @ values.unsqueeze(2)  # (r, kv, g, w, d)
+            if shared:
+                pre = (p[..., :shared].transpose(0, 1).reshape(kv, r * g * w, shared) @ pv).view(kv, r, g, w, d)
+                out = out + pre.transpose(0, 1)
+            x = x + o_fn.wide(out.permute(0, 3, 1, 2, 4).reshape(r * w, h * d))[0]
+            gate, up = gate_up_fn.wide(_rms(norm_mid, x))
+            x = x + down_fn.wide(torch.nn.functional.silu(gate) * up)[0]
+        pad = torch.zeros((r, w)).masked_fill_(mask == 0, float("-inf"))
+        self.bias[rows, 0, 0, shared + at : shared + own] = pad.repeat_interleave(repeats, 0)
+        logits = lean.head(_rms(lean.norm, x.view(r, w, -1)[:, -1])).float()
+        return logits.repeat_interleave(repeats, 0) if repeats > 1 else logits
 
     def select(self, rows) -> None:
         """Keep only ``rows`` (indices into the current rows), in that order: rows already in place

@@ -29,6 +29,8 @@ from telemetry import contract_telemetry
 
 # no_signal: at least this share of groups have rewards that do not vary (GRPO's advantage is 0)
 NO_SIGNAL_AT = 0.9
+# The format this rarely written (mean format reward below it): the prompt, not the sampling, is the fix
+FORMAT_RARE = 0.1
 # warn: the share at which each milder problem is reported
 WARN_AT = {"zero_variance_group_fraction": 0.5, "truncated_fraction": 0.5, "unparseable_gold_fraction": 0.2}
 # A GRPO step costs about this many times its sampling and scoring (bench/README.md, "GRPO step":
@@ -167,23 +169,25 @@ def _mean(values) -> float | None:
 def verdict(report: dict, plan: Plan) -> tuple[str, list[str]]:
     """("ok" | "warn" | "no_signal", one message with its fix per problem found)."""
     problems, zero = [], report["zero_variance_group_fraction"]
+    format_flags = [
+        flag
+        for flag, on in (
+            ("--prompt_template worked_example", plan.prompt_template == "worked_example"),
+            ("--prefill_think", plan.prefill_think),
+        )
+        if not on
+    ]  # advise only what is not on already
+    format_fix = None
+    if report["format_reward_mean"] < FORMAT_RARE and format_flags:
+        format_fix = f"try {' with '.join(format_flags)} (the prompt states the format and shows an example)"
     if zero >= NO_SIGNAL_AT:
         fix = "raise --temperature or --num_generations, or start from an easier --dataset_id"
         if not plan.sft_steps:
             fix += ", or teach worked solutions first with a cold start: --sft_steps 30"
-        format_flags = [
-            flag
-            for flag, on in (
-                ("--prompt_template worked_example", plan.prompt_template == "worked_example"),
-                ("--prefill_think", plan.prefill_think),
-            )
-            if not on
-        ]  # advise only what is not on already
-        if report["format_reward_mean"] == 0 and format_flags:
-            fix = f"try {' with '.join(format_flags)} (the prompt states the format and shows an example)"
-        problems.append(f"{zero:.0%} of groups score the same: no learning signal; {fix}.")
+        problems.append(f"{zero:.0%} of groups score the same: no learning signal; {format_fix or fix}.")
     elif zero >= WARN_AT["zero_variance_group_fraction"]:
-        problems.append(f"{zero:.0%} of groups score the same (no signal from them): raise --num_generations.")
+        fix = format_fix or "raise --num_generations"
+        problems.append(f"{zero:.0%} of groups score the same (no signal from them): {fix}.")
     if report["truncated_fraction"] >= WARN_AT["truncated_fraction"]:
         problems.append(
             f"{report['truncated_fraction']:.0%} of completions hit the {plan.sampling.max_new_tokens} token limit: "

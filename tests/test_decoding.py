@@ -211,18 +211,20 @@ def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny_run):
 
 def test_prompts_run_in_chunks_of_similar_length_give_the_same_greedy_outputs(tiny_run, monkeypatch):
     """The lean path runs the prompts' own tokens in length-sorted chunks (here of 3 prompts) and
-    places each chunk's keys and values at its rows: outputs match one-by-one generation, each
+    writes each chunk's keys and values to its rows: outputs match one-by-one generation, each
     prompt's samples included, and the stock decode loop's."""
     model, tokenizer, prompts, base, single = _greedy_batch(tiny_run)
+    import lean_decode
+
     chunks = []
-    expand = decoding.expanded_prefix_cache
+    prefill = lean_decode.LeanState.prefill
     monkeypatch.setattr(decoding, "PREFILL_ROWS", 3)
-    monkeypatch.setattr(decoding, "expanded_prefix_cache", lambda *a: chunks.append(a[3]) or expand(*a))
+    monkeypatch.setattr(lean_decode.LeanState, "prefill", lambda s, p, *a: chunks.append(len(p)) or prefill(s, p, *a))
     twice = replace(base, batch_size=8, samples=2)
     got, _ = decoding.generate_batches(model, tokenizer, prompts, twice, "cpu")
     assert chunks == [3, 3, 2] and got == [s * 2 for s in single]
     stock, _ = decoding.generate_batches(model, tokenizer, prompts, twice, "cpu", lean=False)
-    assert stock == got and chunks[3:] == [8]  # the stock loop: one batch of 8
+    assert stock == got and len(chunks) == 3  # the stock loop: transformers' prefill of the whole batch
 
 
 def test_batch_is_lowered_to_fit_free_memory(tiny_run, monkeypatch, caplog):

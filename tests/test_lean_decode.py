@@ -38,16 +38,22 @@ def _rows(shared: int):
 
 
 def _logits_per_step(model, rows, shared, lean, tokens, drop_after=2):
-    """Each decode step's logits for teacher-forced ``tokens`` (rows x steps), row 1 leaving the batch
-    after step ``drop_after``: through transformers, or through ``lean`` after transformers' prefill."""
+    """The prompts' last logits, then each decode step's for teacher-forced ``tokens`` (rows x
+    steps), row 1 leaving the batch after step ``drop_after``: through transformers, or through
+    ``lean`` (its prefill of the prompts' own tokens after transformers ran the shared prefix)."""
     ids, mask, _ = decoding.shared_prefix_layout(rows, PAD, shared)
-    cache = kv_cache.expanded_prefix_cache(model, rows[0][:shared], "cpu", len(rows)) if shared else None
-    cache = cache or DynamicCache(config=model.config)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:], cache=cache)
-    parts = [(torch.arange(len(rows)), cache, mask[:, shared:])]
-    state = lean.start(cache, shared, parts, room=tokens.shape[1]) if lean else None
-    last, out, alive = positions[:, -1], [], torch.arange(len(rows))
+    if lean:
+        prefix = kv_cache.prefix_cache(model, rows[0][:shared], "cpu") if shared else None
+        state = lean.start(prefix, shared, len(rows), ids.shape[1] - shared, room=tokens.shape[1])
+        first = state.prefill(torch.arange(len(rows)), ids[:, shared:], mask[:, shared:], positions[:, shared:])
+    else:
+        state = None
+        cache = kv_cache.expanded_prefix_cache(model, rows[0][:shared], "cpu", len(rows)) if shared else None
+        cache = cache or DynamicCache(config=model.config)
+        first = model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:], cache=cache)
+        first = first.logits[:, -1].float()
+    last, out, alive = positions[:, -1], [first], torch.arange(len(rows))
     for step in range(tokens.shape[1]):
         last = last + 1
         tok = tokens[alive, step]
@@ -77,7 +83,7 @@ def test_lean_step_gives_transformers_logits(family, shared):
     with torch.no_grad():
         stock = _logits_per_step(model, _rows(shared), shared, None, tokens)
         lean = _logits_per_step(model, _rows(shared), shared, LeanDecoder(model), tokens)
-    assert len(stock) == len(lean) == 6 and lean[-1].shape == (2, 300)
+    assert len(stock) == len(lean) == 7 and lean[-1].shape == (2, 300)
     for a, b in zip(stock, lean, strict=True):
         assert a.shape == b.shape
         assert torch.allclose(a, b, atol=2e-6, rtol=0), (a - b).abs().max()  # logits up to ~1.2

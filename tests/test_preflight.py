@@ -32,6 +32,17 @@ def test_no_signal_advice_names_only_flags_not_already_on(template, prefill, adv
     assert all(a in problems[0] for a in advised) and not any(n in problems[0] for n in not_advised)
 
 
+@pytest.mark.parametrize(
+    "format_mean, advised", [(0.02, "--prompt_template worked_example"), (0.5, "--num_generations")]
+)
+def test_groups_mostly_without_signal_advise_the_prompt_when_the_format_is_rare(format_mean, advised):
+    """One lucky completion in 32 turns no_signal into warn; the advice still names the prompt while the
+    format is almost never written."""
+    plan = preflight.Plan(Sampling(48, 1.0, samples=4), 8, 2, 40, prompt_template="original")
+    verdict, problems = preflight.verdict({**_report(format_mean), "zero_variance_group_fraction": 0.875}, plan)
+    assert verdict == "warn" and advised in problems[0]
+
+
 @pytest.mark.parametrize("sft_steps, advised", [(0, True), (30, False)])
 def test_no_signal_advice_names_the_cold_start_unless_it_runs(sft_steps, advised):
     plan = preflight.Plan(Sampling(48, 1.0, samples=4), 8, 2, 40, sft_steps=sft_steps, prompt_template="worked_example")

@@ -226,7 +226,7 @@ def test_every_private_name_we_use_has_a_contract_test():
     ours = {
         "_adopt", "_views", "_fast", "_decode", "_fast_logps", "_fast_logps_ok", "_check_fast_logps", "_fast_checked",
         "_start", "_sdpa_cpu_fp32", "_read_config", "_check_model_dir", "_embedded_gguf_path", "_disable_adapters",
-        "_observe", "_telemetry_failed", "_keep_until", "_plan", "_lean", "_step",
+        "_observe", "_telemetry_failed", "_keep_until", "_plan", "_lean", "_step", "_prefill",
     }  # fmt: skip
     tested = {
         "_get_per_token_logps_and_entropies", "_original_forward", "_reorder_linear_weight", "_linear_pointwise",
