@@ -162,11 +162,11 @@ FLAGS = [
     _f("vllm_mode", "generation", TRAIN, "vLLM in the training process, or a separate `trl vllm-serve`",
        default="colocate", choices=["colocate", "server"]),
     _f("fast_paths", "generation", BOTH, "speed paths (shared-prefix sampling and log-probs, merged/packed weights, "
-       "fp32 CPU attention): 'on', 'off' (TRL's and transformers' stock paths only), or 'auto' (on where measured "
-       "faster: CPU and CUDA training)", default="auto", choices=list(FAST_PATHS_CHOICES),
-       eval={"help": "speed paths (shared-prefix KV cache, rows leaving at their end, packed weights, fp32 CPU "
-             "attention): 'on', 'off' (transformers' generate only), or 'auto' (on where measured faster: CPU; off "
-             "on CUDA)"}),
+       "the lean CPU decode step, fp32 CPU attention): 'on', 'off' (TRL's and transformers' stock paths only), or "
+       "'auto' (on where measured faster: CPU and CUDA training)", default="auto", choices=list(FAST_PATHS_CHOICES),
+       eval={"help": "speed paths (shared-prefix KV cache, rows leaving at their end, the lean CPU decode step "
+             "or packed weights, fp32 CPU attention): 'on', 'off' (transformers' generate only), or 'auto' (on "
+             "where measured faster: CPU; off on CUDA)"}),
     _f("device", "generation", EVAL, "'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'", default="auto"),
     _f("seed", "generation", BOTH, "random seed (data order, sampling, LoRA init)", type=int, default=42,
        eval={"help": "sampling seed"}),
