@@ -25,12 +25,29 @@ def _rows_with_shared_prefix():
     return torch.tensor(ids), torch.tensor(mask), 6
 
 
-def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path):
-    """Log-probs, entropies and LoRA gradients equal TRL's full-row computation (fp32)."""
+def _groups_of_a_prompt():
+    """GRPO's layout: 3 prompts (own parts of 2, 1 and 3 tokens) x 3 completions each, right-padded
+    to 5 (one empty, one at the cap, the rest in between), the groups not in order."""
+    prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
+    own = [[69, 70], [71], [72, 73, 74]]
+    completions = [[80, 81, 2], [82, 83, 84, 85, 86], [], [87, 2], [88], [89, 90, 91, 92, 2], [93], [94, 95], [2]]
+    width = len(prefix) + 3
+    ids, mask = [], []
+    for i, c in enumerate(completions):
+        p = prefix + own[[0, 1, 2, 1, 0, 2, 2, 0, 1][i]]
+        ids.append([2] * (width - len(p)) + p + c + [2] * (5 - len(c)))
+        mask.append([0] * (width - len(p)) + [1] * len(p) + [1] * len(c) + [0] * (5 - len(c)))
+    return torch.tensor(ids), torch.tensor(mask), 5
+
+
+@pytest.mark.parametrize("rows", [_rows_with_shared_prefix, _groups_of_a_prompt])
+def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path, rows):
+    """Log-probs, entropies and LoRA gradients equal TRL's full-row computation (fp32): distinct
+    prompts, and rows of the same prompts packed together."""
     from trl import GRPOTrainer
 
     trainer = tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16")  # fp32: the two orders of work agree to rounding
-    ids, mask, keep = _rows_with_shared_prefix()
+    ids, mask, keep = rows()
     assert trainer._fast_logps_ok(trainer.model, False, {})
     results = []
     for fn in (
@@ -41,7 +58,8 @@ def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path):
     ):
         trainer.model.zero_grad()
         logps, entropy, _ = fn()
-        (logps * torch.arange(1, 25).view(4, 6)).sum().backward()  # position-dependent weights catch misalignment
+        weights = torch.arange(1, 1 + logps.numel()).view(logps.shape)  # position-dependent: catch misalignment
+        (logps * weights).sum().backward()
         grads = [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
         results.append((logps.detach(), entropy.detach(), grads))
     (lp_a, ent_a, g_a), (lp_b, ent_b, g_b) = results
@@ -78,6 +96,29 @@ def test_shared_prefix_logps_turn_off_after_a_failed_check(tiny_model_dir, tmp_p
         want, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, mask, keep)
     assert torch.equal(got, want) and trainer.shared_prefix is False
     assert "using TRL's path" in caplog.text
+
+
+@pytest.mark.parametrize("hole", ["completion", "prompt"])
+def test_rows_packing_cannot_take_go_to_trls_path(tiny_model_dir, tmp_path, monkeypatch, hole):
+    """A completion mask with a hole (TRL never makes one) or a row with no prompt token: TRL's path
+    for that batch, the fast path still on for the next."""
+    from trl import GRPOTrainer
+
+    trainer = tiny_trainer(tiny_model_dir, tmp_path)
+    ids, mask, keep = _rows_with_shared_prefix()
+    if hole == "completion":
+        mask[0, -3] = 0
+    else:
+        mask[2, :-keep] = 0
+    assert not fast_logps.packable(mask, keep)
+    with pytest.raises(ValueError, match="TRL's path"):
+        fast_logps.shared_prefix_logps(
+            trainer.model.get_base_model().get_decoder(), trainer.model.get_base_model().lm_head, ids, mask, keep
+        )
+    with torch.no_grad():
+        got, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)
+        want, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, mask, keep)
+    assert torch.equal(got, want) and trainer.shared_prefix is True
 
 
 def test_kl_penalty_runs_on_the_fast_log_probs(tiny_model_dir, tmp_path):
@@ -160,7 +201,7 @@ def test_frozen_weights_cast_once_give_the_same_bits(tiny_model_dir, tmp_path):
             trainer.frozen_casts.swapped = lambda *a, **k: contextlib.nullcontext()
         model.zero_grad()
         logps, _, _ = trainer._fast_logps(model, ids, mask, keep, None, False)
-        (logps * torch.arange(1, 25).view(4, 6)).sum().backward()
+        (logps * torch.arange(1, 1 + logps.numel()).view(logps.shape)).sum().backward()
         results.append((logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
     (lp_a, g_a), (lp_b, g_b) = results
     assert lp_a.dtype == torch.float32 and torch.equal(lp_a, lp_b)
