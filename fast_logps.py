@@ -210,7 +210,7 @@ class FastLogpsTrainer(GRPOTrainer):
         for start in range(0, input_ids.size(0), step):
             with self.accelerator.autocast():
                 dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-                frozen = self.frozen_casts.swapped(base, dtype, device, skip=(base.get_output_embeddings(),))
+                frozen = self.frozen_casts.swapped(base, dtype, device)
             with self.accelerator.autocast(), frozen:
                 lp, ent = shared_prefix_logps(
                     base.get_decoder(),

@@ -134,8 +134,9 @@ class FrozenCasts:
     for each loss pass, so autocast does not cast them again on every call.
 
     Under CPU bf16 autocast every linear layer casts its fp32 weight to bf16 on each call (torch
-    caches casts only of weights that require gradients); LoRA's base weights never change, so
-    one copy serves the whole run. The copy is exactly what autocast would have made (the same
+    caches casts only of weights that require gradients), and the LM head's log-prob kernel casts
+    each vocabulary chunk of its weight, forward and backward; frozen weights never change, so one
+    copy serves the whole run. The copy is exactly what autocast would have made (the same
     rounding of the same tensor), so log-probs and gradients are bit for bit the same (tested);
     a weight changed in place is copied again. CPU only (measured there, bench/README.md), and
     skipped when the copies would take more than a quarter of the free memory.

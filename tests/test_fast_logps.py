@@ -209,6 +209,7 @@ def test_frozen_weights_cast_once_give_the_same_bits(tiny_model_dir, tmp_path):
     assert all(p is before[n] and p.dtype == torch.float32 for n, p in model.named_parameters())
     copies = trainer.frozen_casts.copies
     assert copies and all(c.dtype == torch.bfloat16 for _, _, c in copies.values())
+    assert id(model.get_output_embeddings().weight) in copies  # the LM head's too: its kernel casts per chunk
     kept = {k: c for k, (_, _, c) in copies.items()}
     trainer._fast_logps(model, ids, mask, keep, None, False)
     assert all(copies[k][2] is c for k, c in kept.items())  # reused, not cast again
