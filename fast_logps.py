@@ -25,17 +25,63 @@ from fast_weights import FrozenCasts
 logger = logging.getLogger(__name__)
 
 
-def packed_layout(own: list[list[int]], completions: list[list[int]], pad_id: int):
+# What one (query, key) pair of the loss's attention costs against one position through the linear
+# layers, per FLOP: torch's CPU attention kernel ran at ~38 GFLOP/s where the layers' bf16 matmuls
+# ran at ~500 (2026-12-03, bench/README.md "Each prompt's rows packed for the loss"); GPU attention
+# kernels keep closer to their matmuls.
+ATTENTION_FLOP_WEIGHT = {"cpu": 13.0}
+ATTENTION_FLOP_WEIGHT_ELSEWHERE = 2.0
+
+
+def pair_cost(config, device_type: str) -> float:
+    """One attention (query, key) pair's cost in positions through the linear layers, for a
+    Llama-shaped ``config`` (q/k/v/o and a gated MLP): 4 x hidden FLOPs against 2 x the layer's weights."""
+    hidden = config.hidden_size
+    head = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    q, kv = config.num_attention_heads * head, (getattr(config, "num_key_value_heads", None) or 1) * head
+    weights = 2 * hidden * q + 2 * hidden * kv + 3 * hidden * config.intermediate_size
+    weight = ATTENTION_FLOP_WEIGHT.get(device_type, ATTENTION_FLOP_WEIGHT_ELSEWHERE)
+    return weight * 4 * q / (2 * weights)
+
+
+def rows_per_pack(groups: list[tuple[int, list[int]]], shared: int, cost_per_pair: float) -> int:
+    """How many rows of one prompt to pack into one sequence, for the least work: packs of all of them
+    run the prompt once and pad nothing, but a pack's attention grows with the square of its width,
+    so long completions in large groups go fewer to a pack (1: each row alone, right-padded).
+
+    Args:
+        groups: (own prompt length, completion lengths of its rows) per prompt.
+        shared: the shared prefix's length (keys every position also attends to).
+        cost_per_pair: ``pair_cost``.
+
+    >>> rows_per_pack([(16, [30, 25, 48, 20])] * 4, 105, 0.004)  # the default recipe: all 4 in one
+    4
+    >>> rows_per_pack([(16, [400, 512, 380, 450, 500, 512, 300, 420])] * 2, 105, 0.004)  # long ones
+    1
+    """
+    best, best_cost = 1, None
+    largest = max(len(lengths) for _, lengths in groups)
+    for m in sorted({1, largest, *(2**i for i in range(1, largest.bit_length()))}):
+        widths = [own + sum(lengths[i : i + m]) for own, lengths in groups for i in range(0, len(lengths), m)]
+        width = max(widths)
+        cost = len(widths) * width * (1 + cost_per_pair * (shared + width))
+        if best_cost is None or cost < best_cost:
+            best, best_cost = m, cost
+    return best
+
+
+def packed_layout(own: list[list[int]], completions: list[list[int]], pad_id: int, per_pack: int | None = None):
     """Rows that share a prompt packed into one sequence: [the prompt's own tokens][each row's completion].
 
     A GRPO batch holds each prompt ``num_generations`` times and pads every completion to the longest;
     packed, each prompt's tokens run once and no completion is padded (16 rows of the default recipe:
-    1,024 positions -> ~560). The mask lets a completion token see the prompt and the tokens of its own
+    1,024 positions -> ~600). The mask lets a completion token see the prompt and the tokens of its own
     row before it, so each hidden state is the one its full padded row would give.
 
     Args:
         own: each row's prompt tokens after the shared prefix (rows with equal lists share a sequence).
         completions: each row's completion tokens (its unmasked ones, in order).
+        per_pack: at most this many rows in one sequence (``rows_per_pack``; None: no limit).
     Returns:
         (ids (G, W), positions (G, W) counted from the end of the shared prefix, mask (G, 1, W, W)
         boolean, predictors: one flat index into the (G * W) hidden states per completion token, rows
@@ -46,16 +92,20 @@ def packed_layout(own: list[list[int]], completions: list[list[int]], pad_id: in
     ([[5, 6, 7, 8]], [[0, 1, 2, 1]], [0, 1, 0])
     >>> mask[0, 0].int().tolist()  # the second row's token sees the prompt, not the first row
     [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 1]]
+    >>> packed_layout([[5], [5]], [[6, 7], [8]], 0, per_pack=1)[0].tolist()  # one row a sequence
+    [[5, 6, 7], [5, 8, 0]]
     """
     groups: dict[tuple, list[int]] = {}
     for row, tokens in enumerate(own):
         groups.setdefault(tuple(tokens), []).append(row)
-    width = max(len(p) + sum(len(completions[r]) for r in rows) for p, rows in groups.items())
-    ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
-    positions = torch.zeros((len(groups), width), dtype=torch.long)
-    owner = torch.full((len(groups), width), -1, dtype=torch.long)  # 0: the prompt, r + 1: row r, -1: padding
+    step = per_pack or len(own)
+    packs = [(p, rows[i : i + step]) for p, rows in groups.items() for i in range(0, len(rows), step)]
+    width = max(len(p) + sum(len(completions[r]) for r in rows) for p, rows in packs)
+    ids = torch.full((len(packs), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(packs), width), dtype=torch.long)
+    owner = torch.full((len(packs), width), -1, dtype=torch.long)  # 0: the prompt, r + 1: row r, -1: padding
     predictors: list[list[int]] = [[] for _ in own]
-    for g, (prompt, rows) in enumerate(groups.items()):
+    for g, (prompt, rows) in enumerate(packs):
         n, at = len(prompt), len(prompt)
         ids[g, :n], positions[g, :n], owner[g, :n] = torch.tensor(prompt, dtype=torch.long), torch.arange(n), 0
         for r in rows:
@@ -116,7 +166,12 @@ def shared_prefix_logps(
     rows = [ids[m.bool()].tolist() for ids, m in zip(prompt_ids, prompt_mask, strict=True)]
     shared = shared_prefix_len(rows) if len(rows) > 1 else 0
     completions = [c[:n] for c, n in zip(completion_ids.tolist(), valid.sum(dim=1).tolist(), strict=True)]
-    ids, positions, mask, predictors = packed_layout([r[shared:] for r in rows], completions, pad_id)
+    own = [r[shared:] for r in rows]
+    groups: dict[tuple, tuple[int, list[int]]] = {}
+    for tokens, completion in zip(own, completions, strict=True):
+        groups.setdefault(tuple(tokens), (len(tokens), []))[1].append(len(completion))
+    per_pack = rows_per_pack(list(groups.values()), shared, pair_cost(backbone.config, input_ids.device.type))
+    ids, positions, mask, predictors = packed_layout(own, completions, pad_id, per_pack)
     cache = None
     if shared:
         cache = DynamicCache(config=backbone.config)

@@ -40,12 +40,17 @@ def _groups_of_a_prompt():
     return torch.tensor(ids), torch.tensor(mask), 5
 
 
-@pytest.mark.parametrize("rows", [_rows_with_shared_prefix, _groups_of_a_prompt])
-def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path, rows):
+@pytest.mark.parametrize(
+    "rows,per_pack",
+    [(_rows_with_shared_prefix, None), (_groups_of_a_prompt, None), (_groups_of_a_prompt, 2), (_groups_of_a_prompt, 1)],
+)
+def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path, monkeypatch, rows, per_pack):
     """Log-probs, entropies and LoRA gradients equal TRL's full-row computation (fp32): distinct
-    prompts, and rows of the same prompts packed together."""
+    prompts, and rows of the same prompts packed together (all of a prompt's, 2 or 1 a sequence)."""
     from trl import GRPOTrainer
 
+    if per_pack is not None:
+        monkeypatch.setattr(fast_logps, "rows_per_pack", lambda *a: per_pack)
     trainer = tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16")  # fp32: the two orders of work agree to rounding
     ids, mask, keep = rows()
     assert trainer._fast_logps_ok(trainer.model, False, {})
