@@ -125,10 +125,12 @@ def packed_layout(own: list[list[int]], completions: list[list[int]], pad_id: in
 
 
 def packable(attention_mask, logits_to_keep: int) -> bool:
-    """Whether ``shared_prefix_logps`` takes these rows: each has a prompt token, and each completion
-    mask is ones then zeros (TRL's, up to the end token; other masks go to TRL's path)."""
+    """Whether ``shared_prefix_logps`` takes these rows: each prompt mask is zeros then ones (TRL's
+    left padding) with a token, and each completion mask ones then zeros (TRL's, up to the end
+    token); other masks go to TRL's path."""
     prompt, completion = attention_mask[:, :-logits_to_keep], attention_mask[:, -logits_to_keep:]
-    return bool(prompt.any(dim=1).all()) and bool((completion.cumprod(dim=1) == completion).all())
+    left_padded = bool((prompt.flip(1).cumprod(dim=1) == prompt.flip(1)).all())
+    return left_padded and bool(prompt.any(dim=1).all()) and bool((completion.cumprod(dim=1) == completion).all())
 
 
 def shared_prefix_logps(

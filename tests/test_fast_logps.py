@@ -103,18 +103,34 @@ def test_shared_prefix_logps_turn_off_after_a_failed_check(tiny_model_dir, tmp_p
     assert "using TRL's path" in caplog.text
 
 
-@pytest.mark.parametrize("hole", ["completion", "prompt"])
+def test_a_batch_without_completion_tokens_gives_zeros_and_a_zero_gradient(tiny_model_dir, tmp_path):
+    """Every completion masked out (all truncated and masked, say): log-probs 0 like TRL's, and a
+    backward through them runs (a zero gradient), not an error."""
+    trainer = tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16")
+    ids, mask, keep = _groups_of_a_prompt()
+    mask[:, -keep:] = 0
+    assert fast_logps.packable(mask, keep)
+    logps, _, _ = trainer._fast_logps(trainer.model, ids, mask, keep, None, False)
+    assert torch.equal(logps, torch.zeros_like(logps))
+    trainer.model.zero_grad()
+    logps.sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in trainer.model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("hole", ["completion", "prompt", "inside the prompt"])
 def test_rows_packing_cannot_take_go_to_trls_path(tiny_model_dir, tmp_path, monkeypatch, hole):
-    """A completion mask with a hole (TRL never makes one) or a row with no prompt token: TRL's path
-    for that batch, the fast path still on for the next."""
+    """A mask with a hole in a completion or a prompt (TRL never makes one) or a row with no prompt
+    token: TRL's path for that batch, the fast path still on for the next."""
     from trl import GRPOTrainer
 
     trainer = tiny_trainer(tiny_model_dir, tmp_path)
     ids, mask, keep = _rows_with_shared_prefix()
     if hole == "completion":
         mask[0, -3] = 0
-    else:
+    elif hole == "prompt":
         mask[2, :-keep] = 0
+    else:
+        mask[1, -keep - 4] = 0
     assert not fast_logps.packable(mask, keep)
     with pytest.raises(ValueError, match="TRL's path"):
         fast_logps.shared_prefix_logps(
