@@ -36,7 +36,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) reward.py > /dev/null
-	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal --doctest-modules reward.py answer_check.py answer_value.py boxes.py data_utils.py evaluation.py metrics.py run_files.py model_utils.py decoding.py kv_cache.py sampling.py fast_weights.py fast_logps.py builtin_data.py telemetry.py tests $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal $(ARGS)
 
 eval: $(STAMP)
 	bash eval.sh

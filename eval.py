@@ -13,8 +13,8 @@ not shadow Python's builtin ``eval``); ``python eval.py --help`` lists the flags
 
 import sys
 
-from evaluation import main
-from run_files import cli
+from trl_grpo.evaluation.pipeline import main
+from trl_grpo.runs.cli import cli
 
 if __name__ == "__main__":
     sys.exit(cli(main))

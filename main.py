@@ -16,17 +16,17 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    import settings
-    from run_files import user_errors
+    from trl_grpo.runs.cli import user_errors
+    from trl_grpo.settings import resolve
 
     with user_errors():
-        args, startup = settings.parse("train", argv)
+        args, startup = resolve.parse("train", argv)
         import train
 
         return train.train(args, startup)
 
 
 if __name__ == "__main__":
-    from run_files import cli
+    from trl_grpo.runs.cli import cli
 
     sys.exit(cli(main))

@@ -25,16 +25,16 @@ import pathlib
 import shutil
 import sys
 
-import data_utils
-import model_utils
-import plots
-import preflight
-import report
-import reward
-import sft
-from fast_logps import FastLogpsTrainer
-from kv_cache import pick_attention
-from run_control import (
+from trl_grpo.answers import equivalence, registry
+from trl_grpo.data import prepare, splits
+from trl_grpo.fast.kv_cache import pick_attention
+from trl_grpo.fast.packed_logps import FastLogpsTrainer
+from trl_grpo.models import hardware, loading, locate
+from trl_grpo.models.sampling import Sampling, end_ids
+from trl_grpo.observe import plots, preflight, report
+from trl_grpo.observe.telemetry import CompletionLog, TelemetryMixin
+from trl_grpo.runs.cli import UsageError, user_errors
+from trl_grpo.runs.control import (
     CheckpointMarker,
     RewardHackingWatch,
     StopOnSignal,
@@ -42,19 +42,10 @@ from run_control import (
     take_finished_checkpoint,
     train_with_signal_stop,
 )
-from run_files import (
-    RUN_LOCK,
-    UsageError,
-    checkpoint_step,
-    prepare_output_dir,
-    record_attempt,
-    release,
-    user_errors,
-    write_json_atomic,
-)
-from sampling import Sampling, end_ids
-from telemetry import CompletionLog, TelemetryMixin
-from trl_configs import build_configs, planned_steps, prompts_per_step
+from trl_grpo.runs.files import release, write_json_atomic
+from trl_grpo.runs.folders import RUN_LOCK, checkpoint_step, prepare_output_dir, record_attempt
+from trl_grpo.settings.trl_configs import build_configs, planned_steps, prompts_per_step
+from trl_grpo.training import cold_start
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +77,13 @@ def prepare_datasets(args, tokenizer, context: int | None = None):
         "columns": (args.problem_column, args.solution_column, args.answer_column),
         "context": context,
     }
-    train_ds, dropped, held_out = data_utils.prompt_rows(
+    train_ds, dropped, held_out = prepare.prompt_rows(
         tokenizer, args.dataset_id, args.train_split, "train", held_out=args.test_split, **common
     )
     counts, eval_ds = {"train": dropped}, None
     if args.eval_steps:
-        known = {data_utils.normalise_problem(p) for p in train_ds["problem"]}
-        eval_ds, counts["eval"], held_out = data_utils.prompt_rows(
+        known = {splits.normalise_problem(p) for p in train_ds["problem"]}
+        eval_ds, counts["eval"], held_out = prepare.prompt_rows(
             tokenizer, args.dataset_id, args.test_split, "eval", exclude=known, **common
         )
     return train_ds, eval_ds, counts, held_out
@@ -109,19 +100,19 @@ def _resolve(args, state) -> dict:
     """Where the model comes from, its tokenizer, and the hardware choices: device, precision,
     attention, fast paths (``model_utils`` decides each)."""
     with state.main_process_first():  # convert the embedded model once, not once per process
-        resolved = model_utils.resolve_model(args.model_id)
+        resolved = locate.resolve_model(args.model_id)
     if resolved["adapter"]:
         raise UsageError(
             f"--model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes "
             "adapters)."
         )
     if not os.path.isdir(resolved["base"]):
-        model_utils.check_hub_model(resolved["base"])  # a clear error before any heavy work
-    device = model_utils.pick_device()
-    use_bf16, dtype = model_utils.training_precision(device, args.bf16)
-    fast = model_utils.fast_paths_enabled(args.fast_paths, device, "train")
+        locate.check_hub_model(resolved["base"])  # a clear error before any heavy work
+    device = hardware.pick_device()
+    use_bf16, dtype = hardware.training_precision(device, args.bf16)
+    fast = hardware.fast_paths_enabled(args.fast_paths, device, "train")
     attention = pick_attention(device, use_bf16) if fast else None
-    tokenizer = model_utils.load_tokenizer(resolved["base"], args.trust_remote_code)
+    tokenizer = loading.load_tokenizer(resolved["base"], args.trust_remote_code)
     return {
         **{"resolved": resolved, "device": device, "use_bf16": use_bf16, "dtype": dtype},
         **{"fast": fast, "attention": attention, "tokenizer": tokenizer},
@@ -132,17 +123,17 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     """The configured ``GRPOTrainer``, its signal-stop callback and the resolved run configuration."""
     from accelerate import PartialState
 
-    reward.set_verify_timeout(args.verify_timeout)
+    equivalence.set_verify_timeout(args.verify_timeout)
     state = PartialState()
     hw = _resolve(args, state)
-    context = model_utils.context_length(hw["resolved"]["base"])
+    context = locate.context_length(hw["resolved"]["base"])
     train_ds, eval_ds, dropped, held_out = prepare_datasets(
         args, hw["tokenizer"], context
     )  # data errors before the model loads
     sft_ds, sft_skipped = (
-        sft.sft_dataset(train_ds, args.prefill_think, hw["tokenizer"], context) if args.sft_steps else (None, {})
+        cold_start.sft_dataset(train_ds, args.prefill_think, hw["tokenizer"], context) if args.sft_steps else (None, {})
     )
-    rewards = reward.get_reward_funcs(args.reward_funcs)
+    rewards = registry.get_reward_funcs(args.reward_funcs)
     try:
         preflight.check_rewards(rewards, train_ds)
     except ValueError as exc:
@@ -151,7 +142,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     print(run_length_line(args, len(train_ds), state.num_processes, why), flush=True)
     if sft_ds is not None:
         print(f"Cold start first: {args.sft_steps} supervised steps on {len(sft_ds)} worked solutions.", flush=True)
-    model = model_utils.load_model(
+    model = loading.load_model(
         hw["resolved"], hw["dtype"], trust_remote_code=args.trust_remote_code, attn_implementation=hw["attention"]
     )
     check_lora_targets(model, args.lora_target_modules)
@@ -194,7 +185,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     run_config = {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "recipe": startup.recipe if startup else None,
-        "rewards": reward.reward_sources(args.reward_funcs),
+        "rewards": registry.reward_sources(args.reward_funcs),
         **{"output_dir": output_dir, "resumed_from": resume_ckpt, "model_source": hw["resolved"]["source"]},
         **{"model_path": hw["resolved"]["base"], "device": hw["device"], "dtype": str(hw["dtype"])},
         "attn_implementation": hw["attention"] or "model default",
@@ -273,7 +264,7 @@ def train(args, startup=None, callbacks=()) -> int:
     ``startup``: what settings.parse learned (``settings.Startup``: run length, changes on resume, the
     recipe file); ``callbacks``: extra ``TrainerCallback`` objects (benchmarks time steps with one).
     """
-    from settings import Startup
+    from trl_grpo.settings.resolve import Startup
 
     startup = startup or Startup()
     logging.basicConfig(
@@ -339,7 +330,8 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
     # the cold start first, unless resuming a GRPO checkpoint (which holds the adapter the cold start left)
     cold = args.sft_steps and not resume_ckpt
     after = preflight_plan(args, len(trainer.train_dataset), state.num_processes) if args.preflight else None
-    if cold and sft.cold_start(trainer, args, output_dir, stopper, attempt, run_config["dropped"]["train"], after):
+    dropped = run_config["dropped"]["train"]
+    if cold and cold_start.cold_start(trainer, args, output_dir, stopper, attempt, dropped, after):
         if state.is_main_process:
             _write_report(output_dir)
         return 130  # stopped in the cold start: resume goes on from there

@@ -36,13 +36,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import data_utils
-import decoding
-import evaluation as eval_mod
-import kv_cache
-import model_utils
-import reward
 from roofline import matmul_flops  # bench/roofline.py: this machine's probes
-from sampling import Sampling
+from trl_grpo.answers import rewards
+from trl_grpo.data.prompts import render_prompt
+from trl_grpo.evaluation import pipeline as eval_mod
+from trl_grpo.fast import decoding, kv_cache
+from trl_grpo.models import hardware, loading, locate
+from trl_grpo.models.sampling import Sampling
 
 
 def baseline_generate(
@@ -75,8 +75,8 @@ def baseline_generate(
 
 
 def score(completions: list[str], prompts: list[str], rows) -> list[tuple]:
-    fmt = reward.format_reward(completions, prompts=prompts)
-    acc = reward.accuracy_reward(completions, rows["solution"], answer=rows["answer"])
+    fmt = rewards.format_reward(completions, prompts=prompts)
+    acc = rewards.accuracy_reward(completions, rows["solution"], answer=rows["answer"])
     return list(zip(fmt, acc, strict=True))
 
 
@@ -86,18 +86,18 @@ def load_paths(args):
 
     _, test = data_utils.load_and_process_data("builtin", None, "test")
     rows = test.select(range(0, len(test), max(1, len(test) // args.n)))[: args.n]
-    resolved = model_utils.resolve_model("embedded")
-    tokenizer = model_utils.load_tokenizer(resolved["base"])
-    model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
-    prompts = [data_utils.render_prompt(tokenizer, conv, True) for conv in rows["prompt"]]
+    resolved = locate.resolve_model("embedded")
+    tokenizer = loading.load_tokenizer(resolved["base"])
+    model = loading.load_model(resolved, torch.float32, "cpu").eval()
+    prompts = [render_prompt(tokenizer, conv, True) for conv in rows["prompt"]]
     ours_args = Sampling(args.max_completion_length, temperature=0.0, batch_size=args.batch_size, seed=0)
     short = replace(ours_args, max_new_tokens=4)
     baseline_generate(model, tokenizer, prompts[:4], 4)  # warm-up both paths
     decoding.generate_batches(model, tokenizer, prompts[:4], short, "cpu")
     bf16_model = None
-    if model_utils.cpu_has_bf16():
+    if hardware.cpu_has_bf16():
         attention = kv_cache.pick_attention("cpu", True)
-        bf16_model = model_utils.load_model(resolved, torch.bfloat16, "cpu", attn_implementation=attention).eval()
+        bf16_model = loading.load_model(resolved, torch.bfloat16, "cpu", attn_implementation=attention).eval()
         decoding.generate_batches(bf16_model, tokenizer, prompts[:4], short, "cpu")
     return rows, prompts, tokenizer, model, bf16_model, ours_args
 

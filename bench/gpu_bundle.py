@@ -55,9 +55,9 @@ def write_spec(spec_dir: str, layers: int, seed: int = 0, tokenizer: str | None 
     the test suite's small one: the 49,152-token LM head was most of that test's time)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    import model_utils
+    from trl_grpo.models import locate
 
-    source = model_utils.ensure_embedded_model()
+    source = locate.ensure_embedded_model()
     config = AutoConfig.from_pretrained(source)
     config.num_hidden_layers = layers
     tok = AutoTokenizer.from_pretrained(tokenizer or source)
@@ -67,8 +67,8 @@ def write_spec(spec_dir: str, layers: int, seed: int = 0, tokenizer: str | None 
     config.save_pretrained(spec_dir)
     tok.save_pretrained(spec_dir)
     with open(os.path.join(spec_dir, SPEC_FILE), "w") as f:
-        spec = {"from": model_utils.EMBEDDED_NAME, "layers": layers, "seed": seed, "logit_scale": LOGIT_SCALE}
-        json.dump({**spec, "tokenizer": tokenizer or model_utils.EMBEDDED_NAME}, f, indent=1)
+        spec = {"from": locate.EMBEDDED_NAME, "layers": layers, "seed": seed, "logit_scale": LOGIT_SCALE}
+        json.dump({**spec, "tokenizer": tokenizer or locate.EMBEDDED_NAME}, f, indent=1)
     return spec_dir
 
 

@@ -62,11 +62,11 @@ from gpu_measure import (
 
 
 def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: str) -> str | None:
-    import reward
-    import settings
     import train
+    from trl_grpo.answers import registry
+    from trl_grpo.settings import resolve
 
-    reward.REWARD_FUNCS.setdefault("chars", chars_reward)
+    registry.REWARD_FUNCS.setdefault("chars", chars_reward)
     out = os.path.join(work, f"run-{fast}")
     argv = ["--model_id", model_dir, "--output_dir", out, "--dataset_id", "builtin:1", "--train_split", "train[:256]"]
     argv += ["--max_steps", str(opts.steps + 1), "--save_steps", str(opts.steps + 1), "--seed", "0", "--bf16"]
@@ -75,7 +75,7 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
     argv += ["--reward_funcs", "format,accuracy,chars"]
     times: list[float] = []
     with check.run(f"train_{fast}"):
-        args, startup = settings.parse("train", argv)
+        args, startup = resolve.parse("train", argv)
         with Peak(device) as peak:
             code = train.train(args, startup, callbacks=[step_timer(device, times)])
         with open(os.path.join(out, "run_config.json")) as f:
@@ -104,22 +104,22 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
 def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
     import torch
 
-    import decoding
-    import model_utils
-    from sampling import Sampling, cut_at_end, end_ids
+    from trl_grpo.fast import decoding
+    from trl_grpo.models import loading, locate
+    from trl_grpo.models.sampling import Sampling, cut_at_end, end_ids
 
     dtype, autocast = precision_as_trained(device)
-    resolved = model_utils.resolve_model(run_dir)
-    tokenizer = model_utils.load_tokenizer(run_dir)
+    resolved = locate.resolve_model(run_dir)
+    tokenizer = loading.load_tokenizer(run_dir)
     prompts = sample_prompts(tokenizer, 8)
     pad = tokenizer.pad_token_id
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     with check.run("adapter_reloads"):
-        unmerged = model_utils.load_model(resolved, dtype, device, merge=False).eval()
-        merged = model_utils.load_model(resolved, dtype, device, merge=True).eval()
-        base = model_utils.load_model({"base": resolved["base"]}, dtype, device).eval()
+        unmerged = loading.load_model(resolved, dtype, device, merge=False).eval()
+        merged = loading.load_model(resolved, dtype, device, merge=True).eval()
+        base = loading.load_model({"base": resolved["base"]}, dtype, device).eval()
         with torch.no_grad(), autocast():
             a, b, c = (
                 m(input_ids=ids, attention_mask=mask).logits.float()[mask.bool()] for m in (unmerged, merged, base)
@@ -149,7 +149,7 @@ def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
         # TRL keeps tokens up to the first end token
         got_rows = [cut_at_end(r, end)[0] for r in got[:, width:].tolist()]
         want_rows = [cut_at_end(r, end)[0] for r in want[:, width:].tolist()]
-        reference = model_utils.load_model(resolved, torch.float32, device, merge=False).eval()
+        reference = loading.load_model(resolved, torch.float32, device, merge=False).eval()
         result = compare_continuations(unmerged, reference, prompts, got_rows, want_rows, autocast)
         check.set(
             "generate_hook_matches",
@@ -165,12 +165,12 @@ def fast_logps_exact(check: Check, run_dir: str, device: str) -> None:
     included on CUDA), with a control that must fail: the same rows with shifted completions."""
     import torch
 
-    import fast_logps
-    import model_utils
+    from trl_grpo.fast import packed_logps
+    from trl_grpo.models import loading, locate
 
     with check.run("fast_logps_exact_fp32"):
-        model = model_utils.load_model(model_utils.resolve_model(run_dir), torch.float32, device, merge=False).eval()
-        tokenizer = model_utils.load_tokenizer(run_dir)
+        model = loading.load_model(locate.resolve_model(run_dir), torch.float32, device, merge=False).eval()
+        tokenizer = loading.load_tokenizer(run_dir)
         prompts = sample_prompts(tokenizer, 6)
         gen = torch.Generator().manual_seed(0)
         keep, pad = 12, tokenizer.pad_token_id
@@ -186,12 +186,12 @@ def fast_logps_exact(check: Check, run_dir: str, device: str) -> None:
         base = model.get_base_model()
         with torch.no_grad():
             want = reference_logps(model, ids, mask, keep)
-            got, _ = fast_logps.shared_prefix_logps(
+            got, _ = packed_logps.shared_prefix_logps(
                 base.get_decoder(), base.get_output_embeddings(), ids, mask, keep, pad_id=pad
             )
             shifted = ids.clone()
             shifted[:, -keep:] = ids[:, -keep:].roll(1, dims=1)
-            control, _ = fast_logps.shared_prefix_logps(
+            control, _ = packed_logps.shared_prefix_logps(
                 base.get_decoder(), base.get_output_embeddings(), shifted, mask, keep, pad_id=pad
             )
         valid = mask[:, -keep:].bool()
@@ -211,7 +211,7 @@ def fast_logps_exact(check: Check, run_dir: str, device: str) -> None:
 
 def eval_runs(check: Check, run_dir: str, work: str, device: str, opts) -> None:
     """eval.py on the trained adapter with --fast_paths off, then on; then whether they agree."""
-    import evaluation as eval_mod
+    from trl_grpo.evaluation import pipeline as eval_mod
 
     outputs = {}
     for fast in ("off", "on"):
@@ -243,9 +243,9 @@ def eval_agreement(outputs: dict, run_dir: str, device: str, opts) -> tuple[bool
     the token level (the generation eval.py ran, repeated and checked to reproduce its records)."""
     import torch
 
-    import decoding
-    import model_utils
-    from sampling import Sampling
+    from trl_grpo.fast import decoding
+    from trl_grpo.models import hardware, loading, locate
+    from trl_grpo.models.sampling import Sampling
 
     (off, s_off), (on, s_on) = outputs["off"], outputs["on"]
     pairs = list(zip(off, on, strict=True))
@@ -261,9 +261,9 @@ def eval_agreement(outputs: dict, run_dir: str, device: str, opts) -> tuple[bool
     }
     if not text_diffs:
         return True, {"eval": details}
-    resolved = model_utils.resolve_model(run_dir)
-    tokenizer = model_utils.load_tokenizer(run_dir)
-    model = model_utils.load_model(resolved, model_utils.eval_dtype(device, None), device).eval()
+    resolved = locate.resolve_model(run_dir)
+    tokenizer = loading.load_tokenizer(run_dir)
+    model = loading.load_model(resolved, hardware.eval_dtype(device, None), device).eval()
     prompts = [r["prompt"] for r in on]
     ns = Sampling(opts.max_completion_length, temperature=0.0, batch_size=128, seed=42)
     texts, tokens = {}, {}
@@ -273,7 +273,7 @@ def eval_agreement(outputs: dict, run_dir: str, device: str, opts) -> tuple[bool
         [t[0] for t in texts[fast]] == [r["completion"] for r in records]
         for fast, records in ((True, on), (False, off))
     )
-    reference = model_utils.load_model(resolved, torch.float32, device).eval()
+    reference = loading.load_model(resolved, torch.float32, device).eval()
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     fast_rows, stock_rows = [t[0] for t in tokens[True]], [t[0] for t in tokens[False]]
     result = compare_continuations(model, reference, encoded, fast_rows, stock_rows, contextlib.nullcontext)
@@ -282,9 +282,9 @@ def eval_agreement(outputs: dict, run_dir: str, device: str, opts) -> tuple[bool
 
 
 def run_checks(opts) -> dict:
-    import model_utils
+    from trl_grpo.models import hardware
 
-    device = model_utils.pick_device(opts.device)
+    device = hardware.pick_device(opts.device)
     work = opts.work_dir or tempfile.mkdtemp(prefix="gpu_check-")
     check = Check()
     spec = opts.model_spec
@@ -301,7 +301,7 @@ def run_checks(opts) -> dict:
         p: version_of(p) for p in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify")
     }
     check.details["fast_paths_auto"] = {
-        job: model_utils.fast_paths_enabled("auto", device, job) for job in ("train", "eval")
+        job: hardware.fast_paths_enabled("auto", device, job) for job in ("train", "eval")
     }
     runs = {fast: train_run(check, fast, model_dir, work, opts, device) for fast in ("off", "on")}
     if runs["on"]:

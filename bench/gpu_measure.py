@@ -154,9 +154,9 @@ def reference_logps(model, ids, mask, keep: int):
 def chars_reward(completions, **kwargs) -> list[float]:
     """Varies within every group even for a random model (all completions hit the length limit,
     so rewards on the contract are all 0 and would leave the LoRA weights at their init)."""
-    import reward
+    from trl_grpo.answers import contract
 
-    return [min(len(reward.completion_text(c)), 400) / 100 for c in completions]
+    return [min(len(contract.completion_text(c)), 400) / 100 for c in completions]
 
 
 def lora_moved(path: str) -> bool:
@@ -172,9 +172,9 @@ def precision_as_trained(device: str):
     """(weight dtype, autocast context factory) as train.py trains with --bf16 on this device."""
     import torch
 
-    import model_utils
+    from trl_grpo.models import hardware
 
-    use_bf16, dtype = model_utils.training_precision(device, True)
+    use_bf16, dtype = hardware.training_precision(device, True)
     if use_bf16 and dtype == torch.float32:  # CPU: fp32 weights under bf16 autocast
         return dtype, lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     return dtype, contextlib.nullcontext
@@ -182,12 +182,10 @@ def precision_as_trained(device: str):
 
 def sample_prompts(tokenizer, n: int) -> list[list[int]]:
     import data_utils
+    from trl_grpo.data.prompts import render_prompt
 
     _, test = data_utils.load_and_process_data("builtin:1", None, f"test[:{n}]")
-    return [
-        tokenizer(data_utils.render_prompt(tokenizer, p, True), add_special_tokens=False)["input_ids"]
-        for p in test["prompt"]
-    ]
+    return [tokenizer(render_prompt(tokenizer, p, True), add_special_tokens=False)["input_ids"] for p in test["prompt"]]
 
 
 def describe_device(device: str) -> str:
@@ -220,14 +218,12 @@ def decode_profile(check: Check, run_dir: str, device: str, opts) -> None:
     import torch
     from transformers import GenerationConfig
 
-    import decoding
-    import model_utils
+    from trl_grpo.fast import decoding
+    from trl_grpo.models import hardware, loading, locate
 
     with check.measure("decode_profile"):
-        model = model_utils.load_model(
-            model_utils.resolve_model(run_dir), model_utils.eval_dtype(device, None), device
-        ).eval()
-        tokenizer = model_utils.load_tokenizer(run_dir)
+        model = loading.load_model(locate.resolve_model(run_dir), hardware.eval_dtype(device, None), device).eval()
+        tokenizer = loading.load_tokenizer(run_dir)
         prompts = sample_prompts(tokenizer, opts.eval_limit)
         steps, pad = opts.max_completion_length, tokenizer.pad_token_id
         never = [-1]  # no end-of-sequence token: every variant runs all steps, the same work

@@ -27,8 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import plots
-from data_utils import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE
+from trl_grpo.observe import plots
+from trl_grpo.settings.flags import DEFAULT_DATASET_ID, DEFAULT_PROMPT_TEMPLATE
 
 # What the report keeps of each evaluation summary.
 KEYS = ("n", "accuracy", "accuracy_ci95", "lenient_accuracy", "format_reward_mean", "format_distribution", "dropped")
@@ -87,9 +87,9 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def trained_prompt(train_extra: list[str]) -> str:
     """The prompt template the training will use (a recipe's, or main.py's default)."""
-    import settings
+    from trl_grpo.settings import resolve
 
-    args, _ = settings.parse("train", train_extra)
+    args, _ = resolve.parse("train", train_extra)
     return args.prompt_template or DEFAULT_PROMPT_TEMPLATE
 
 

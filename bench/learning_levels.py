@@ -61,11 +61,11 @@ KEYS = ("n", "accuracy", "accuracy_ci95", "format_reward_mean", "format_distribu
 def eval_py(argv: list[str]) -> None:
     """``python eval.py ARGV``, run in this process: torch, transformers and the tokenizer load once
     for all 32 evaluations instead of once each (about 9 s a time on 2 cores, bench/README.md)."""
-    import evaluation
-    from run_files import cli
+    from trl_grpo.evaluation import pipeline
+    from trl_grpo.runs.cli import cli
 
     print("+ python eval.py", " ".join(argv), flush=True)
-    code = cli(lambda: evaluation.main(argv))
+    code = cli(lambda: pipeline.main(argv))
     if code:
         raise SystemExit(f"eval.py {' '.join(argv)} exited with {code}; rerun this script with --resume to go on.")
 
@@ -75,19 +75,19 @@ def main_py(argv: list[str]) -> None:
     entry point stays one nothing imports): TRL, torch and transformers load once for the three
     trainings instead of once each (about 11 s a time on 2 cores). A stop (Ctrl-C) saves a
     checkpoint as it would in main.py, and ends this script."""
-    import settings
     import train as train_module
-    from run_files import cli
+    from trl_grpo.runs.cli import cli
+    from trl_grpo.settings import resolve
 
     print("+ python main.py", " ".join(argv), flush=True)
-    code = cli(lambda: train_module.train(*settings.parse("train", argv)))
+    code = cli(lambda: train_module.train(*resolve.parse("train", argv)))
     if code:
         raise SystemExit(f"main.py {' '.join(argv)} exited with {code}; rerun this script with --resume to go on.")
 
 
 def trains_with(flags: list[str]) -> argparse.Namespace:
     """The settings a configuration trains with, as main.py parses its flags."""
-    import flags as flag_table
+    from trl_grpo.settings import flags as flag_table
 
     return flag_table.build_parser("train").parse_known_args(flags)[0]
 
@@ -249,7 +249,7 @@ def main() -> int:
     }
     report["total_wall_s"] = round(time.time() - start, 1)
     report["cpu_gflops_start_end"] = [*speed, cpu_gflops()]
-    import plots
+    from trl_grpo.observe import plots
 
     plots.plot_levels(report, os.path.join(out, "learning_levels.png"))
     with open(os.path.join(out, "learning_levels.json"), "w") as f:

@@ -30,8 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import answer_check
-import reward
+from trl_grpo.answers import contract, equivalence, rewards
 
 SEED_DATA = os.path.join(ROOT, "tests", "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
 
@@ -46,9 +45,9 @@ def source_rows() -> tuple[list[tuple[str, str]], str]:
             c = r["completion"]
             rows.append((c[len(r["prompt"]) :] if c.startswith(r["prompt"]) else c, r["solution"]))
         return rows, "tests/data seed_eval_qwen2.5-3b_numinamath_test50.json"
-    import builtin_data
+    from trl_grpo.data import builtin
 
-    test = builtin_data.builtin_records()["test"][:50]
+    test = builtin.builtin_records()["test"][:50]
     return [
         (f"<think>{r['solution']}</think><answer>{r['answer']}</answer>", r["solution"]) for r in test
     ], "built-in test split"
@@ -59,7 +58,7 @@ def build_completions(n: int) -> tuple[list[str], list[str], str]:
     rows, source = source_rows()
     variants = []
     for i, (completion, solution) in enumerate(rows):
-        gold = reward.gold_answer(solution) or "0"
+        gold = contract.gold_answer(solution) or "0"
         wrong = f"{gold}+{i % 7 + 1}"
         variants += [
             (completion, solution),  # the model's own output, as it was
@@ -85,23 +84,23 @@ def main() -> int:
     conversational = [[{"role": "assistant", "content": c}] for c in completions]
     # warm-up: imports, our helper process, sympy caches on both sides
     trl_accuracy_reward(conversational[:30], solutions[:30])
-    reward.accuracy_reward(conversational[:30], solutions[:30])
+    rewards.accuracy_reward(conversational[:30], solutions[:30])
 
     def cold():
-        answer_check._CACHE.clear()
-        return reward.accuracy_reward(conversational, solutions)
+        equivalence._CACHE.clear()
+        return rewards.accuracy_reward(conversational, solutions)
 
     def without_cache():
-        answer_check._CACHE.clear()
-        saved = answer_check._CACHE_SIZE
-        answer_check._CACHE_SIZE = 0  # every item goes to the helper process (or the integer fast path)
+        equivalence._CACHE.clear()
+        saved = equivalence._CACHE_SIZE
+        equivalence._CACHE_SIZE = 0  # every item goes to the helper process (or the integer fast path)
         try:
-            return reward.accuracy_reward(conversational, solutions)
+            return rewards.accuracy_reward(conversational, solutions)
         finally:
-            answer_check._CACHE_SIZE = saved
+            equivalence._CACHE_SIZE = saved
 
     def warm():  # the cache as the previous call (cold or warm) left it: every pair seen before
-        return reward.accuracy_reward(conversational, solutions)
+        return rewards.accuracy_reward(conversational, solutions)
 
     # warm right after ours: it finds the cache that cold call filled
     paths = {"trl": lambda: trl_accuracy_reward(conversational, solutions), "nocache": without_cache}
@@ -117,14 +116,14 @@ def main() -> int:
     assert outs["warm"] == our_scores
     assert nocache_scores == our_scores
     agree = sum(a == b for a, b in zip(trl_scores, our_scores, strict=True))
-    pairs = {(reward.gold_answer(s), reward.extract_answer(c)) for c, s in zip(completions, solutions, strict=True)}
+    pairs = {(contract.gold_answer(s), contract.extract_answer(c)) for c, s in zip(completions, solutions, strict=True)}
     print(
         f"source: {source}; {args.n} completions, {len(pairs)} distinct (gold, answer) pairs; median of {args.repeats}"
     )
     print(f"TRL accuracy_reward : {trl_s:8.3f} s  {args.n / trl_s:9.1f} items/s  (no hard time bound)")
     print(
         f"ours accuracy_reward: {ours_s:8.3f} s  {args.n / ours_s:9.1f} items/s  (hard bound "
-        f"{answer_check._VERIFY_TIMEOUT_S:.0f} s per item)"
+        f"{equivalence._VERIFY_TIMEOUT_S:.0f} s per item)"
     )
     print(f"ours, cache off     : {nocache_s:8.3f} s  {args.n / nocache_s:9.1f} items/s")
     print(f"ours, cache warm    : {warm_s:8.3f} s  {args.n / warm_s:9.1f} items/s  (the same pairs again)")

@@ -86,8 +86,8 @@ def worker(name: str, steps: int, extra: list[str]) -> None:
 
     from transformers import TrainerCallback
 
-    import flags
     import train
+    from trl_grpo.settings import flags
 
     logging.disable(logging.WARNING)
     parser = flags.build_parser("train")

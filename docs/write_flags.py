@@ -17,7 +17,7 @@ OUT = os.path.join(ROOT, "docs", "flags.md")
 
 
 def table(command: str, group: str) -> list[str]:
-    import flags
+    from trl_grpo.settings import flags
 
     parser = flags.build_parser(command)
     rows = ["| flag | recipe key | default | meaning |", "| --- | --- | --- | --- |"]
@@ -31,7 +31,7 @@ def table(command: str, group: str) -> list[str]:
 
 
 def render() -> str:
-    import flags
+    from trl_grpo.settings import flags
 
     lines = [
         "# Flags",

@@ -51,14 +51,13 @@ def small_tokenizer(source):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    import builtin_data
-    import prompts
+    from trl_grpo.data import builtin, prompts
 
     specials = [source.added_tokens_decoder[i].content for i in sorted(source.added_tokens_decoder)]
     backend = source.backend_tokenizer
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer, tok.decoder = backend.pre_tokenizer, backend.decoder
-    texts = [f"{r['problem']}\n{r['solution']}" for r in builtin_data.builtin_records()["train"][::8]]
+    texts = [f"{r['problem']}\n{r['solution']}" for r in builtin.builtin_records()["train"][::8]]
     texts += [prompts.system_prompt(name) for name in prompts.PROMPT_TEMPLATES]
     texts += ["system user assistant <think> </think> <answer> </answer>"]
     # Every byte is a token (as in any byte-level BPE), so any text still encodes.
@@ -84,10 +83,10 @@ def tiny_model_dir(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    import model_utils
+    from trl_grpo.models import locate
 
     # The converted copy's tokenizer loads in 0.3 s; from the GGUF file it takes ~9 s.
-    tokenizer = small_tokenizer(AutoTokenizer.from_pretrained(model_utils.ensure_embedded_model()))
+    tokenizer = small_tokenizer(AutoTokenizer.from_pretrained(locate.ensure_embedded_model()))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -123,8 +122,8 @@ def tiny_trainer(tiny_model_dir, tmp_path, *extra):
     """A GRPO trainer of the tiny model (fast paths on by default), LoRA B randomized."""
     import torch
 
-    import flags
     import train
+    from trl_grpo.settings import flags
 
     args = flags.build_parser("train").parse_args(
         ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--save_strategy", "no", *extra]

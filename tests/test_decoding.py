@@ -4,18 +4,15 @@ from dataclasses import replace
 
 import torch
 
-import decoding
-import fast_weights
-import kv_cache
-import model_utils
-import sampling
 from conftest import tiny_trainer
-from sampling import Sampling
+from trl_grpo.fast import decoding, kv_cache, merged_weights
+from trl_grpo.models import loading, sampling
+from trl_grpo.models.sampling import Sampling
 
 
 def test_shared_prefix_generate_matches_plain_generate(tiny_model_dir):
     """The hook train.py installs for TRL's generation gives the same greedy tokens, same layout."""
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    model = loading.load_model({"base": tiny_model_dir}, torch.float32).eval()
     prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
     width = max(map(len, rows))
@@ -36,9 +33,9 @@ def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
     before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        with fast_weights.generation_weights(model):
+        with merged_weights.generation_weights(model):
             merged = model(input_ids=ids).logits
-        with fast_weights.generation_weights(model, torch.bfloat16):
+        with merged_weights.generation_weights(model, torch.bfloat16):
             running = [
                 m for name, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in name
             ]  # LoRA A/B are merged in, switched off
@@ -55,8 +52,8 @@ def test_generation_weights_merge_and_restore(tiny_model_dir, tmp_path):
 def test_cpu_fp32_attention_matches_sdpa(tiny_model_dir):
     name = kv_cache.pick_attention("cpu", True)
     assert name and kv_cache.pick_attention("cpu", False) is None and kv_cache.pick_attention("cuda", True) is None
-    plain = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
-    upcast = model_utils.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name).eval()
+    plain = loading.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    upcast = loading.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name).eval()
     ids = torch.tensor([[1, 690, 198, 67, 2, 198, 69, 70]])
     with torch.no_grad():
         assert torch.allclose(plain(input_ids=ids).logits, upcast(input_ids=ids).logits, atol=1e-6)
@@ -69,7 +66,7 @@ def test_cpu_fp32_attention_runs_grouped_heads_as_they_are(tiny_model_dir, monke
     """A padded batch (a mask) under bf16 autocast: torch's kernel on the grouped key/value heads gives
     the outputs of repeating them bit for bit, and the gradients to rounding."""
     name = kv_cache.pick_attention("cpu", True)
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name)
+    model = loading.load_model({"base": tiny_model_dir}, torch.float32, attn_implementation=name)
     assert model.config.num_attention_heads > model.config.num_key_value_heads  # grouped
     ids, mask, _ = _prompt_batch()
     grouped, calls = kv_cache._sdpa_grouped, []
@@ -103,7 +100,7 @@ def test_trl_style_greedy_generation_matches_generate(tiny_model_dir):
     """TRL passes a GenerationConfig: the decode loop gives generate's tokens up to each row's end."""
     from transformers import GenerationConfig
 
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    model = loading.load_model({"base": tiny_model_dir}, torch.float32).eval()
     ids, mask, width = _prompt_batch()
     plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=2)
     hook = decoding.SharedPrefixGenerate(model, pad_id=2)
@@ -120,7 +117,7 @@ def test_trl_style_greedy_generation_matches_generate(tiny_model_dir):
 def test_each_prompt_prefilled_once_for_its_samples(tiny_model_dir):
     """k samples per prompt from one prefill (pass@k, GRPO groups): the same tokens, for the same
     seed, as prefilling k copies of each prompt; greedy, every copy is the prompt's greedy output."""
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    model = loading.load_model({"base": tiny_model_dir}, torch.float32).eval()
     prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]]
     k, shared, eos = 4, len(prefix), {2}
@@ -143,7 +140,7 @@ def test_each_prompt_prefilled_once_for_its_samples(tiny_model_dir):
 def test_unsupported_generation_settings_go_to_generate(tiny_model_dir):
     from transformers import GenerationConfig
 
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    model = loading.load_model({"base": tiny_model_dir}, torch.float32).eval()
     ids, mask, width = _prompt_batch()
     config = GenerationConfig(
         do_sample=False, max_new_tokens=6, repetition_penalty=1.5, pad_token_id=2, eos_token_id=[2]
@@ -169,7 +166,7 @@ def test_sample_rows_draws_from_the_softmax():
 def test_generate_hook_falls_back_to_generate_on_error(tiny_model_dir, monkeypatch, caplog):
     from transformers import GenerationConfig
 
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    model = loading.load_model({"base": tiny_model_dir}, torch.float32).eval()
     ids, mask, width = _prompt_batch()
     hook = decoding.SharedPrefixGenerate(model, pad_id=2)
     monkeypatch.setattr(decoding, "decode_shared_prefix", lambda *a, **k: 1 / 0)  # a broken decode loop
@@ -187,14 +184,15 @@ def _greedy_batch(tiny_run):
     import torch
 
     import data_utils
-    import model_utils
+    from trl_grpo.data.prompts import render_prompt
+    from trl_grpo.models import loading, locate
 
-    resolved = model_utils.resolve_model(tiny_run)
-    tokenizer = model_utils.load_tokenizer(tiny_run)
-    model = model_utils.load_model(resolved, torch.float32, "cpu").eval()
+    resolved = locate.resolve_model(tiny_run)
+    tokenizer = loading.load_tokenizer(tiny_run)
+    model = loading.load_model(resolved, torch.float32, "cpu").eval()
     _, test = data_utils.load_and_process_data("builtin", None, "test")
     rows = test.select(range(0, 800, 100))  # every level: prompts of different lengths
-    prompts = [data_utils.render_prompt(tokenizer, p, True) for p in rows["prompt"]]
+    prompts = [render_prompt(tokenizer, p, True) for p in rows["prompt"]]
     base = Sampling(max_new_tokens=6, temperature=0.0, seed=0)
     single, _ = decoding.generate_batches(model, tokenizer, prompts, base, "cpu")
     return model, tokenizer, prompts, base, single
@@ -214,7 +212,7 @@ def test_prompts_run_in_chunks_of_similar_length_give_the_same_greedy_outputs(ti
     writes each chunk's keys and values to its rows: outputs match one-by-one generation, each
     prompt's samples included, and the stock decode loop's."""
     model, tokenizer, prompts, base, single = _greedy_batch(tiny_run)
-    import lean_decode
+    from trl_grpo.fast import lean_decode
 
     chunks = []
     prefill = lean_decode.LeanState.prefill
@@ -277,11 +275,11 @@ def test_reserved_cache_layer_behaves_like_the_dynamic_one():
 def test_bf16_decoding_keeps_its_cache_in_fp32_with_the_same_tokens(tiny_model_dir, monkeypatch):
     """Where attention runs in fp32 on bf16 activations, the KV cache is stored in fp32 (cast once per
     token, not per step): exact, since bf16 -> fp32 is; the greedy tokens are those of a bf16 cache."""
-    model = model_utils.load_model(
+    model = loading.load_model(
         {"base": tiny_model_dir}, torch.bfloat16, attn_implementation=kv_cache.pick_attention("cpu", True)
     ).eval()
     assert kv_cache.cache_in_fp32(model)
-    assert not kv_cache.cache_in_fp32(model_utils.load_model({"base": tiny_model_dir}, torch.float32))
+    assert not kv_cache.cache_in_fp32(loading.load_model({"base": tiny_model_dir}, torch.float32))
     prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows, seen = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]], []
     update = kv_cache.ReservedLayer.update
@@ -305,16 +303,16 @@ def test_packed_linears_match_and_restore(tiny_run):
     """oneDNN-packed linears give the same logits (fp32 rounding only) and leave no trace after."""
     import torch
 
-    import model_utils
+    from trl_grpo.models import loading, locate
 
-    model = model_utils.load_model(model_utils.resolve_model(tiny_run), torch.float32, "cpu").eval()
+    model = loading.load_model(locate.resolve_model(tiny_run), torch.float32, "cpu").eval()
     ids = torch.tensor([[1, 690, 198, 67, 2, 198, 69, 70]])
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        with fast_weights.packed_linears(model, "cpu"):
+        with merged_weights.packed_linears(model, "cpu"):
             patched = [m for m in model.modules() if "forward" in m.__dict__]
             packed = model(input_ids=ids).logits
-        with fast_weights.packed_linears(model, "cuda"):  # not a CPU: nothing to do
+        with merged_weights.packed_linears(model, "cuda"):  # not a CPU: nothing to do
             assert not any("forward" in m.__dict__ for m in model.modules())
     if torch.backends.mkldnn.is_available():
         assert patched and all(type(m) is torch.nn.Linear for m in patched)
@@ -327,14 +325,14 @@ def test_packed_linears_leave_bf16_alone_without_native_bf16(tiny_model_dir, mon
     layers run unpacked and give the plain logits (fp32 ones are packed: test above)."""
     import torch
 
-    import model_utils
+    from trl_grpo.models import loading
 
-    monkeypatch.setattr(fast_weights, "cpu_has_bf16", lambda: False)
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.bfloat16, "cpu").eval()
+    monkeypatch.setattr(merged_weights, "cpu_has_bf16", lambda: False)
+    model = loading.load_model({"base": tiny_model_dir}, torch.bfloat16, "cpu").eval()
     ids = torch.tensor([[1, 690, 198, 67, 2, 198, 69, 70]])
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        with fast_weights.packed_linears(model, "cpu"):
+        with merged_weights.packed_linears(model, "cpu"):
             patched = [m for m in model.modules() if "forward" in m.__dict__]
             packed = model(input_ids=ids).logits
     assert patched == [] and torch.equal(plain, packed)

@@ -5,8 +5,8 @@ import contextlib
 import pytest
 import torch
 
-import fast_logps
 from conftest import tiny_trainer
+from trl_grpo.fast import packed_logps
 
 
 # ---------------------------------------------------------------- fast paths: same numbers as the plain ones
@@ -50,7 +50,7 @@ def test_shared_prefix_logps_match_trls_path(tiny_model_dir, tmp_path, monkeypat
     from trl import GRPOTrainer
 
     if per_pack is not None:
-        monkeypatch.setattr(fast_logps, "rows_per_pack", lambda *a: per_pack)
+        monkeypatch.setattr(packed_logps, "rows_per_pack", lambda *a: per_pack)
     trainer = tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16")  # fp32: the two orders of work agree to rounding
     ids, mask, keep = rows()
     assert trainer._fast_logps_ok(trainer.model, False, {})
@@ -94,7 +94,7 @@ def test_shared_prefix_logps_turn_off_after_a_failed_check(tiny_model_dir, tmp_p
     trainer = tiny_trainer(tiny_model_dir, tmp_path)
     ids, mask, keep = _rows_with_shared_prefix()
     monkeypatch.setattr(
-        fast_logps, "shared_prefix_logps", lambda *a, **k: (torch.zeros(len(a[2]), keep), None)
+        packed_logps, "shared_prefix_logps", lambda *a, **k: (torch.zeros(len(a[2]), keep), None)
     )  # a broken fast path
     with torch.no_grad():
         got, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, keep)
@@ -109,7 +109,7 @@ def test_a_batch_without_completion_tokens_gives_zeros_and_a_zero_gradient(tiny_
     trainer = tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16")
     ids, mask, keep = _groups_of_a_prompt()
     mask[:, -keep:] = 0
-    assert fast_logps.packable(mask, keep)
+    assert packed_logps.packable(mask, keep)
     logps, _, _ = trainer._fast_logps(trainer.model, ids, mask, keep, None, False)
     assert torch.equal(logps, torch.zeros_like(logps))
     trainer.model.zero_grad()
@@ -131,9 +131,9 @@ def test_rows_packing_cannot_take_go_to_trls_path(tiny_model_dir, tmp_path, monk
         mask[2, :-keep] = 0
     else:
         mask[1, -keep - 4] = 0
-    assert not fast_logps.packable(mask, keep)
+    assert not packed_logps.packable(mask, keep)
     with pytest.raises(ValueError, match="TRL's path"):
-        fast_logps.shared_prefix_logps(
+        packed_logps.shared_prefix_logps(
             trainer.model.get_base_model().get_decoder(), trainer.model.get_base_model().lm_head, ids, mask, keep
         )
     with torch.no_grad():
@@ -175,9 +175,9 @@ def _vary(completions, **kwargs):
 )
 def test_the_fast_log_probs_give_trls_gradient_under_each_knob(tiny_model_dir, tmp_path, monkeypatch, knob):
     """One generated batch, its loss's LoRA gradient through the shared-prefix log-probs and through TRL's."""
-    import reward
+    from trl_grpo.answers import registry
 
-    monkeypatch.setitem(reward.REWARD_FUNCS, "vary", _vary)
+    monkeypatch.setitem(registry.REWARD_FUNCS, "vary", _vary)
     trainer = tiny_trainer(tiny_model_dir, tmp_path, "--no-bf16", "--reward_funcs", "vary", *knob)
     trainer.model.train()
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
@@ -209,15 +209,15 @@ def test_frozen_weights_cast_once_give_the_same_bits(tiny_model_dir, tmp_path):
     """Under bf16 autocast the loss runs from bf16 copies of the frozen base weights, made once:
     log-probs and LoRA gradients equal autocast's own casts bit for bit, the copies are reused
     across steps and remade after an in-place change, and the fp32 weights are back afterwards."""
-    import fast_weights
+    from trl_grpo.fast import merged_weights
 
     trainer = tiny_trainer(tiny_model_dir, tmp_path, "--bf16")  # bf16 autocast on any CPU
     model = trainer.model.train()
     ids, mask, keep = _rows_with_shared_prefix()
     before = dict(model.named_parameters())
     results = []
-    for casts in (None, fast_weights.FrozenCasts()):
-        trainer.frozen_casts = casts or fast_weights.FrozenCasts()
+    for casts in (None, merged_weights.FrozenCasts()):
+        trainer.frozen_casts = casts or merged_weights.FrozenCasts()
         if casts is None:  # autocast's own per-call casts: a FrozenCasts that never swaps
             trainer.frozen_casts.swapped = lambda *a, **k: contextlib.nullcontext()
         model.zero_grad()
@@ -250,7 +250,7 @@ def test_the_lean_lm_head_gives_trls_outputs_and_gradients_bit_for_bit(vocab, to
     output; the log-prob gradient, an entropy gradient, both; gradients for hidden states, weight, bias."""
     from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS, ChunkedLogProbFunction
 
-    import fast_lm_head
+    from trl_grpo.fast import lm_head
 
     gen = torch.Generator().manual_seed(vocab + tokens)
     hidden = torch.randn(tokens, 24, generator=gen)
@@ -258,7 +258,7 @@ def test_the_lean_lm_head_gives_trls_outputs_and_gradients_bit_for_bit(vocab, to
     ids = torch.randint(0, vocab, (tokens,), generator=gen)
     weights = torch.rand(tokens, generator=gen) - 0.5  # GRPO's per-token loss weights: either sign
     got = []
-    for fn in (ChunkedLogProbFunction, fast_lm_head.LeanChunkedLogProb):
+    for fn in (ChunkedLogProbFunction, lm_head.LeanChunkedLogProb):
         leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = fn.apply(*leaves, ids, 0.7, 32768, None, 1.0, ("log_probs", *OPTIONAL_OUTPUTS))

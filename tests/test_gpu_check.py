@@ -67,9 +67,9 @@ def test_a_divergence_beyond_rounding_is_not_explained(tiny_model_dir):
     """Same model on both sides (no rounding noise): a token far from the top is a real difference."""
     import contextlib
 
-    import model_utils
+    from trl_grpo.models import loading
 
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    model = loading.load_model({"base": tiny_model_dir}, torch.float32).eval()
     prompt = [1, 690, 198, 67, 2, 198, 69, 70]
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]

@@ -5,12 +5,10 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-import decoding
-import fast_weights
-import kv_cache
-import model_utils
 from conftest import tiny_trainer
-from lean_decode import LeanDecoder
+from trl_grpo.fast import decoding, kv_cache, merged_weights
+from trl_grpo.fast.lean_decode import LeanDecoder
+from trl_grpo.models import loading
 
 PAD = 0
 SIZES = {
@@ -100,7 +98,7 @@ def test_lean_step_under_bf16_is_as_close_to_fp32_as_transformers():
     rows = _rows(6)
     with torch.no_grad():
         exact = _logits_per_step(model, rows, 6, None, tokens)
-        with fast_weights.generation_weights(model, torch.bfloat16), torch.autocast("cpu", dtype=torch.bfloat16):
+        with merged_weights.generation_weights(model, torch.bfloat16), torch.autocast("cpu", dtype=torch.bfloat16):
             stock = _logits_per_step(model, rows, 6, None, tokens)
             lean = _logits_per_step(model, rows, 6, LeanDecoder(model), tokens)
     off_stock = max((a - b).abs().max().item() for a, b in zip(exact, stock, strict=True))
@@ -110,12 +108,12 @@ def test_lean_step_under_bf16_is_as_close_to_fp32_as_transformers():
 
 def test_the_hook_decodes_through_the_lean_step(tiny_model_dir, monkeypatch):
     """Same greedy tokens as generate, with the lean step doing every decode step after the prompts."""
-    import lean_decode
+    from trl_grpo.fast import lean_decode
 
     calls = []
     step = lean_decode.LeanState.step
     monkeypatch.setattr(lean_decode.LeanState, "step", lambda self, *a: calls.append(1) or step(self, *a))
-    model = model_utils.load_model({"base": tiny_model_dir}, torch.float32).eval()
+    model = loading.load_model({"base": tiny_model_dir}, torch.float32).eval()
     prefix = [1, 690, 198, 67, 2, 198, 1, 493, 198]
     rows = [prefix + [69, 70, 71], prefix + [72], prefix + [73, 74]] * 2
     width = max(map(len, rows))
@@ -144,5 +142,5 @@ def test_why_not_names_what_the_lean_step_cannot_run(tiny_model_dir, tmp_path):
     assert "'gpt2' is not one of" in LeanDecoder.why_not(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2)))
     model = tiny_trainer(tiny_model_dir, tmp_path).model
     assert LeanDecoder.why_not(model) == "an adapter is active and not merged in"  # LoRA, unmerged
-    with fast_weights.generation_weights(model):
+    with merged_weights.generation_weights(model):
         assert LeanDecoder.why_not(model) is None

@@ -2,8 +2,8 @@
 
 import pytest
 
-import preflight
-from sampling import Sampling
+from trl_grpo.models.sampling import Sampling
+from trl_grpo.observe import preflight
 
 
 def _report(format_mean: float) -> dict:
@@ -58,11 +58,11 @@ def test_no_signal_advice_names_the_cold_start_unless_it_runs(sft_steps, advised
 
 def test_the_preflight_samples_as_the_run_samples(tiny_model_dir):
     """Its plan carries every sampling knob the run uses, the group size, the seed and the run's length."""
-    import settings
     import train
+    from trl_grpo.settings import resolve
 
     argv = ["--model_id", tiny_model_dir, "--top_p", "0.9", "--min_p", "0.05", "--num_generations", "4"]
-    args, _ = settings.parse("train", [*argv, "--max_steps", "7", "--temperature", "0.7", "--seed", "3"])
+    args, _ = resolve.parse("train", [*argv, "--max_steps", "7", "--temperature", "0.7", "--seed", "3"])
     plan = train.preflight_plan(args, train_rows=100, processes=1)
     want = Sampling(args.max_completion_length, 0.7, top_p=0.9, min_p=0.05, samples=4, seed=3)
     assert plan.sampling == want and plan.steps == 7 and plan.prompts == args.preflight_prompts

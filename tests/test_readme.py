@@ -20,11 +20,11 @@ def test_the_flag_reference_is_current():
 
 
 def test_every_flag_is_in_the_reference():
-    import evaluation
-    import flags
+    from trl_grpo.evaluation import pipeline
+    from trl_grpo.settings import flags
 
     reference = _read("docs/flags.md")
-    for parser in (flags.build_parser("train"), evaluation.build_parser()):
+    for parser in (flags.build_parser("train"), pipeline.build_parser()):
         for action in parser._actions:
             for option in action.option_strings:
                 assert option in ("-h", "--help") or f"`{option}`" in reference, option

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-import report
+from trl_grpo.observe import report
 
 NEEDS_BROWSER = "headless Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
 

@@ -9,9 +9,11 @@ import time
 
 import pytest
 
-import answer_check
-import reward
-from reward import accuracy_reward, answers_equal, extract_answer, extract_boxed, format_reward
+from trl_grpo.answers import boxes, contract, equivalence, registry, rewards, selftest
+from trl_grpo.answers.boxes import extract_boxed
+from trl_grpo.answers.contract import extract_answer
+from trl_grpo.answers.equivalence import answers_equal
+from trl_grpo.answers.rewards import accuracy_reward, format_reward
 
 # 50 real Qwen2.5-3B completions of the original project, on NuminaMath-TIR's test split (tests/data/README.md)
 SEED_DATA = os.path.join(os.path.dirname(__file__), "data", "seed_eval_qwen2.5-3b_numinamath_test50.json")
@@ -19,7 +21,7 @@ OK = "<think>reasoning</think><answer>{}</answer>"
 
 
 def _selftest_cases():
-    with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
+    with open(selftest.SELFTEST_FILE, encoding="utf-8") as f:
         cases = json.load(f)
     return [
         (section, kind, case)
@@ -33,7 +35,7 @@ def _selftest_cases():
 def test_every_self_test_case(section, kind, case):
     """The original's cases verbatim and ours: reward.py returns the recorded value, and every
     difference from the original's value has a stated reason."""
-    assert reward._SELFTEST_FUNCS[kind](case) == case["ours"]
+    assert selftest._SELFTEST_FUNCS[kind](case) == case["ours"]
     if section == "original" and case["ours"] != case["original"]:
         assert case.get("why"), f"{case['input'][:60]!r}: differs from the original without a reason"
 
@@ -41,7 +43,7 @@ def test_every_self_test_case(section, kind, case):
 def test_the_original_self_test_is_all_there():
     with open(os.path.join(os.path.dirname(__file__), "data", "original_selftest_cases.json"), encoding="utf-8") as f:
         reference = json.load(f)  # what the original's self-test prints (tests/data/README.md)
-    with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
+    with open(selftest.SELFTEST_FILE, encoding="utf-8") as f:
         ours = json.load(f)["original"]
     for kind, cases in reference.items():
         assert [{k: c[k] for k in ("input", "original", "solution") if k in c} for c in ours[kind]] == cases
@@ -50,7 +52,7 @@ def test_the_original_self_test_is_all_there():
 def test_the_value_table_pins_units_and_hedges():
     """At least 40 labelled cases of what accuracy credits: units that must pass (1.0), hedges that must
     fail (0.0), each with its reason; the self-test and the parametrized test above run them."""
-    with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
+    with open(selftest.SELFTEST_FILE, encoding="utf-8") as f:
         cases = json.load(f)["ours"]["value"]
     assert len(cases) >= 40 and all(c["why"] for c in cases)
     by_label = {label: [c["ours"] for c in cases if c["label"] == label] for label in ("unit", "value", "hedge")}
@@ -59,13 +61,13 @@ def test_the_value_table_pins_units_and_hedges():
 
 
 def test_the_self_test_fails_when_a_value_changes(tmp_path, monkeypatch):
-    with open(reward.SELFTEST_FILE, encoding="utf-8") as f:
+    with open(selftest.SELFTEST_FILE, encoding="utf-8") as f:
         cases = json.load(f)
     cases["ours"]["format_reward"][0]["ours"] = 0.5  # a rule change would show like this
     changed = tmp_path / "selftest.json"
     changed.write_text(json.dumps(cases), encoding="utf-8")
-    monkeypatch.setattr(reward, "SELFTEST_FILE", str(changed))
-    assert reward._self_test() == 1
+    monkeypatch.setattr(selftest, "SELFTEST_FILE", str(changed))
+    assert selftest.self_test() == 1
 
 
 @pytest.mark.parametrize(
@@ -232,11 +234,11 @@ def test_none_and_empty_completions():
 
 
 def test_registry_and_guard():
-    funcs = reward.get_reward_funcs("format,accuracy")
+    funcs = registry.get_reward_funcs("format,accuracy")
     assert [f.__name__ for f in funcs] == ["format_reward", "accuracy_reward"]
     assert pickle.loads(pickle.dumps(funcs[0]))([OK.format("\\boxed{1}")]) == [1.0]
     with pytest.raises(ValueError, match="Unknown reward 'acc'.*accuracy"):
-        reward.get_reward_funcs("format,acc")
+        registry.get_reward_funcs("format,acc")
 
 
 def _explodes_on_b(completions, **kwargs):
@@ -246,7 +248,7 @@ def _explodes_on_b(completions, **kwargs):
 
 
 def test_guard_isolates_a_raising_sample():
-    guarded = reward.GuardedReward(_explodes_on_b)
+    guarded = rewards.GuardedReward(_explodes_on_b)
     assert guarded(["a", "b", "c"], solution=["x", "y", "z"]) == [1.0, None, 1.0]
 
 
@@ -261,14 +263,14 @@ RUNAWAY = [
 
 @pytest.fixture()
 def short_bound():
-    old = answer_check._VERIFY_TIMEOUT_S
-    reward.set_verify_timeout(2.0)
+    old = equivalence._VERIFY_TIMEOUT_S
+    equivalence.set_verify_timeout(2.0)
     yield 2.0
-    reward.set_verify_timeout(old)
+    equivalence.set_verify_timeout(old)
 
 
 def _score_runaway(pred: str) -> tuple[float, float]:
-    reward.set_verify_timeout(2.0)
+    equivalence.set_verify_timeout(2.0)
     start = time.time()
     got = accuracy_reward([OK.format("\\boxed{" + pred + "}")], ["\\boxed{7^{7^{7}} + 1}"])[0]
     return got, time.time() - start
@@ -329,22 +331,22 @@ def test_a_batch_of_runaway_items_costs_about_one_call_bound(short_bound):
     comps = [OK.format("\\boxed{9^{9^{9^{" + str(9 + i) + "}}}}") for i in range(8)]
     start = time.time()
     assert accuracy_reward(comps, ["\\boxed{\\frac{3}{7}}"] * 8) == [0.0] * 8
-    assert time.time() - start < answer_check.CALL_BOUNDS * short_bound + 6  # plus helper start-ups
+    assert time.time() - start < equivalence.CALL_BOUNDS * short_bound + 6  # plus helper start-ups
 
 
 def test_a_timed_out_check_is_not_cached_as_a_verdict():
     pair = ("\\frac{3}{7}", "\\frac{6}{14}")
-    answer_check._CACHE.pop(pair, None)
-    assert reward.answers_equal(*pair, timeout_s=1e-4) is False  # no verdict in time: 0.0 now
-    assert pair not in answer_check._CACHE
-    assert reward.answers_equal(*pair) is True  # the default bound decides it
+    equivalence._CACHE.pop(pair, None)
+    assert equivalence.answers_equal(*pair, timeout_s=1e-4) is False  # no verdict in time: 0.0 now
+    assert pair not in equivalence._CACHE
+    assert equivalence.answers_equal(*pair) is True  # the default bound decides it
 
 
 def test_unclosed_answer_tags_are_linear():
     huge = "<think>x</think>" + "<answer>1" * 120_000  # ~1 MB, no </answer>: was quadratic (22-32 s)
     start = time.time()
-    assert reward.extract_answer(huge) is None and accuracy_reward([huge], ["\\boxed{1}"]) == [0.0]
-    assert reward.extract_answer("<answer>1</answer>" + "<answer>2" * 100_000) == "1"
+    assert contract.extract_answer(huge) is None and accuracy_reward([huge], ["\\boxed{1}"]) == [0.0]
+    assert contract.extract_answer("<answer>1</answer>" + "<answer>2" * 100_000) == "1"
     assert time.time() - start < 5
 
 
@@ -362,7 +364,7 @@ def test_unclosed_answer_tags_are_linear():
     ],
 )
 def test_placeholder_golds_are_skipped_even_when_copied(gold):
-    copied = OK.format("\\boxed{" + (reward.extract_boxed(gold) or gold) + "}")
+    copied = OK.format("\\boxed{" + (boxes.extract_boxed(gold) or gold) + "}")
     assert accuracy_reward([copied], [gold]) == [None]
     assert accuracy_reward([copied], [""], answer=[gold]) == [None]
 
@@ -377,84 +379,5 @@ def test_short_text_golds_still_compare(gold, pred):
 
 @pytest.mark.parametrize("completions", [None, 5, "not a list"])
 def test_the_guarded_reward_never_raises(completions):
-    for func in reward.get_reward_funcs("format,accuracy"):
+    for func in registry.get_reward_funcs("format,accuracy"):
         assert isinstance(func(completions, solution=None, prompts=None), list)
-
-
-# ---------------------------------------------------------------- real model output
-# Labels decided by reading each record (prompt prefix stripped): does the answer block hold
-# the gold answer, and does the completion follow the strict contract?
-SEED_CORRECT = {1, 2, 3, 4, 5, 9, 12, 16, 18, 24, 25, 28, 29, 32, 34, 37, 42, 47}
-# 1/22/23/30/45: a stray second </answer>; 3/18/25/28/34: no think pair; others: truncated or untagged
-SEED_FORMAT_HALF = {2, 4, 5, 9, 10, 12, 16, 24, 29, 32, 37, 38, 42, 44, 47, 49}
-
-
-def _seed_records():
-    with open(SEED_DATA) as f:
-        records = json.load(f)
-    for r in records:
-        c = r["completion"]
-        r["completion"] = c[len(r["prompt"]) :] if c.startswith(r["prompt"]) else c
-    return records
-
-
-def test_real_model_output_matches_hand_labels():
-    records = _seed_records()
-    acc = accuracy_reward([r["completion"] for r in records], [r["solution"] for r in records])
-    fmt = format_reward([r["completion"] for r in records])
-    assert {i for i, a in enumerate(acc) if a == 1.0} == SEED_CORRECT
-    assert None not in acc  # every NuminaMath gold here has a box
-    assert {i for i, f in enumerate(fmt) if f == 0.5} == SEED_FORMAT_HALF
-    assert not any(f == 1.0 for f in fmt)  # no record boxed its answer inside <answer>
-
-
-# ---------------------------------------------------------------- Math-Verify's public regression cases
-# Indices (in tests/data/mathverify_regression.json) where our verdict differs from the expected one, and why.
-EXCEPTIONS_AS_ANSWER = {
-    48: "two different boxes (20, 143) in one answer block are two parts; math-verify takes the last box",
-}
-EXCEPTIONS_AS_SOLUTION = {
-    **EXCEPTIONS_AS_ANSWER,
-    19: "'$1$ and $2$ and $3$' mixes prose and math: not wholly one expression, so None",
-    25: "the gold is a broken box (doubled backslashes, no closing brace) in prose: None",
-    26: "'$21,16$ or $11$' mixes prose and math: None",
-}
-
-
-def _regression_verdicts(column: str) -> dict[int, float | None]:
-    with open(os.path.join(os.path.dirname(__file__), "data", "mathverify_regression.json"), encoding="utf-8") as f:
-        cases = json.load(f)["cases"]
-    out = {}
-    for i, case in enumerate(cases):
-        completion = OK.format(case["prediction"])
-        if column == "answer":
-            got = accuracy_reward([completion], [""], answer=[case["gold"]])[0]
-        else:
-            got = accuracy_reward([completion], [case["gold"]])[0]
-        out[i] = (got, float(case["expected"]))
-    return out
-
-
-@pytest.mark.parametrize("column,exceptions", [("answer", EXCEPTIONS_AS_ANSWER), ("solution", EXCEPTIONS_AS_SOLUTION)])
-def test_mathverify_regression_cases(column, exceptions):
-    """51 gold/prediction pairs from Math-Verify's tests, each prediction in our contract: every
-    verdict agrees except the named ones (was 41/51 as the answer column, 4/51 as the solution)."""
-    verdicts = _regression_verdicts(column)
-    misses = {i for i, (got, want) in verdicts.items() if got != want}
-    assert misses == set(exceptions), {i: verdicts[i] for i in misses ^ set(exceptions)}
-
-
-@pytest.mark.slow
-def test_the_reward_benchmark_times_every_path_on_the_same_scores():
-    """bench/reward_speed.py (make bench): TRL, ours with the cache off, emptied and warm, one JSON line."""
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, "bench/reward_speed.py", "--n", "60", "--repeats", "1"]
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ("trl_items_per_s", "ours_items_per_s", "ours_nocache_items_per_s", "ours_warm_cache_items_per_s"):
-        assert result[key] > 0, key
-    assert result["n"] == 60 and result["ours_correct"] + result["ours_none"] <= 60

@@ -10,9 +10,8 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-import train_speed
-
 import roofline
+import train_speed
 
 SMOLLM2 = SimpleNamespace(  # SmolLM2-135M-Instruct's config.json
     num_hidden_layers=30,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sampling import Sampling, cut_at_end, end_ids
+from trl_grpo.models.sampling import Sampling, cut_at_end, end_ids
 
 
 class _Tokenizer:

@@ -5,12 +5,10 @@ import os
 
 import pytest
 
-import evaluation
-import flags
 import main
-import recipe
-import settings
 from conftest import TINY_TRAIN_FLAGS
+from trl_grpo.evaluation import pipeline
+from trl_grpo.settings import flags, recipe, resolve
 
 
 def _recipe(tmp_path, text, name="r.yaml"):
@@ -27,7 +25,7 @@ def test_a_recipe_sets_defaults_and_the_command_line_wins(tmp_path):
         "epsilon_high: 0.28\nscale_rewards: none\nlr_scheduler_type: cosine\nreward_funcs: [format, accuracy]\n"
         "model_name_or_path: embedded\ndataset_name: builtin:2\n",
     )
-    args, startup = settings.parse("train", ["--config", path, "--learning_rate", "3e-4"])
+    args, startup = resolve.parse("train", ["--config", path, "--learning_rate", "3e-4"])
     assert args.learning_rate == 3e-4 and args.epsilon_high == 0.28 and args.scale_rewards == "none"
     assert args.lr_scheduler_type == "cosine" and args.reward_funcs == "format,accuracy"
     assert args.model_id == "embedded" and args.dataset_id == "builtin:2"  # open-r1 spellings
@@ -37,9 +35,9 @@ def test_a_recipe_sets_defaults_and_the_command_line_wins(tmp_path):
 
 def test_values_from_the_recipe_count_as_given(tmp_path):
     """num_train_epochs in a recipe means epochs, as when typed: the quick 40-step default does not apply."""
-    args, startup = settings.parse("train", ["--config", _recipe(tmp_path, "num_train_epochs: 2\n")])
+    args, startup = resolve.parse("train", ["--config", _recipe(tmp_path, "num_train_epochs: 2\n")])
     assert args.max_steps == -1 and "num_train_epochs given" in startup.run_length
-    args, startup = settings.parse("train", [])
+    args, startup = resolve.parse("train", [])
     assert args.max_steps == flags.QUICK_RECIPE_STEPS
 
 
@@ -62,31 +60,31 @@ def test_values_from_the_recipe_count_as_given(tmp_path):
 )
 def test_a_bad_recipe_is_one_line_naming_the_key(tmp_path, text, message):
     with pytest.raises(SystemExit) as err:
-        settings.parse("train", ["--config", _recipe(tmp_path, text)])
+        resolve.parse("train", ["--config", _recipe(tmp_path, text)])
     assert message in str(err.value) and len(str(err.value).splitlines()) == 1
 
 
 def test_trainer_fields_are_converted_and_a_field_with_its_own_flag_is_that_flag(tmp_path):
     path = _recipe(tmp_path, "trainer:\n  max_grad_norm: 0.5\n  adam_beta2: '0.99'\n  logging_first_step: true\n")
-    args, startup = settings.parse("train", ["--config", path, "--trainer", "adam_epsilon=1e-6"])
+    args, startup = resolve.parse("train", ["--config", path, "--trainer", "adam_epsilon=1e-6"])
     assert args.max_grad_norm == 0.5 and "max_grad_norm" in startup.given
     assert args.trainer == {"adam_beta2": 0.99, "logging_first_step": True, "adam_epsilon": 1e-6}
-    args, _ = settings.parse("train", ["--config", path, "--max_grad_norm", "2.0"])
+    args, _ = resolve.parse("train", ["--config", path, "--max_grad_norm", "2.0"])
     assert args.max_grad_norm == 2.0  # the command line still wins over trainer:
     with pytest.raises(SystemExit, match="expected KEY=VALUE"):
-        settings.parse("train", ["--trainer", "adam_beta2"])
+        resolve.parse("train", ["--trainer", "adam_beta2"])
 
 
 def test_a_trainer_value_grpoconfig_refuses_stops_before_any_load(tmp_path):
     with pytest.raises(SystemExit, match="refused by GRPOConfig"):
-        settings.parse("train", ["--trainer", "generation_batch_size=7"])  # not divisible by num_generations
+        resolve.parse("train", ["--trainer", "generation_batch_size=7"])  # not divisible by num_generations
 
 
 def test_eval_reads_a_recipe_too(tmp_path):
-    args, _ = settings.parse("eval", ["--config", _recipe(tmp_path, "limit: 5\ntemperature: 0.7\nnum_samples: 2\n")])
+    args, _ = resolve.parse("eval", ["--config", _recipe(tmp_path, "limit: 5\ntemperature: 0.7\nnum_samples: 2\n")])
     assert (args.limit, args.temperature, args.num_samples) == (5, 0.7, 2)
     with pytest.raises(SystemExit, match="trainer: sets training fields"):
-        settings.parse("eval", ["--config", _recipe(tmp_path, "trainer:\n  adam_beta2: 0.9\n", "e.yaml")])
+        resolve.parse("eval", ["--config", _recipe(tmp_path, "trainer:\n  adam_beta2: 0.9\n", "e.yaml")])
 
 
 @pytest.mark.parametrize(
@@ -105,7 +103,7 @@ def test_eval_reads_a_recipe_too(tmp_path):
 )
 def test_the_knobs_are_checked_before_loading(flag, value, message):
     with pytest.raises(SystemExit) as err:
-        settings.parse("train", [flag, value])
+        resolve.parse("train", [flag, value])
     assert message in str(err.value)
 
 
@@ -153,11 +151,11 @@ def broken_reward(completions, **kwargs):
     ],
 )
 def test_a_bad_reward_is_one_line_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch, spec, message):
-    import model_utils
+    from trl_grpo.models import loading
 
     (tmp_path / "my_rewards.py").write_text(REWARD_FILE)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(model_utils, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     argv = ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--output_dir", str(tmp_path / "run")]
     with pytest.raises(SystemExit) as err:
         main.main([*argv, "--reward_funcs", "format," + spec.format(file="my_rewards.py")])
@@ -200,7 +198,7 @@ def test_a_reward_from_a_file_is_logged_and_evaluated(recipe_run, tmp_path):
     assert any("rewards/short_reward/mean" in e for e in history)
     result = str(tmp_path / "e.json")
     assert (
-        evaluation.main(["--model_dir", out, "--limit", "3", "--max_completion_length", "4", "--output_file", result])
+        pipeline.main(["--model_dir", out, "--limit", "3", "--max_completion_length", "4", "--output_file", result])
         == 0
     )
     with open(result[:-5] + ".summary.json") as f:
@@ -212,9 +210,9 @@ def test_resume_allows_logging_fields_and_refuses_learning_ones(recipe_run):
     out, _ = recipe_run
     ckpt = os.path.join(out, "checkpoint-1")
     with pytest.raises(SystemExit) as err:
-        settings.parse("train", ["--output_dir", out, "--resume_from_checkpoint", ckpt, "--trainer", "adam_beta2=0.9"])
+        resolve.parse("train", ["--output_dir", out, "--resume_from_checkpoint", ckpt, "--trainer", "adam_beta2=0.9"])
     assert "--trainer adam_beta2: the run was started with 0.99, not 0.9" in str(err.value)
-    args, startup = settings.parse(
+    args, startup = resolve.parse(
         "train", ["--output_dir", out, "--resume_from_checkpoint", ckpt, "--trainer", "logging_first_step=true"]
     )
     assert startup.changed_on_resume == {"trainer.logging_first_step": [None, True]}
@@ -224,12 +222,13 @@ def test_resume_allows_logging_fields_and_refuses_learning_ones(recipe_run):
 # ---------------------------------------------------------------- data and prompt options
 def test_a_local_folder_laid_out_by_configuration(tmp_path):
     import data_utils
+    from trl_grpo.data import splits
 
     for config, n in (("main", 3), ("socratic", 5)):
         (tmp_path / "gsm" / config).mkdir(parents=True)
         rows = [{"question": f"{config} {i}?", "answer": f"w\n#### {i}"} for i in range(n)]
         (tmp_path / "gsm" / config / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(data_utils.DataError, match="several configurations \\(main, socratic\\).*--dataset_config"):
+    with pytest.raises(splits.DataError, match="several configurations \\(main, socratic\\).*--dataset_config"):
         data_utils.load_and_process_data(str(tmp_path / "gsm"), "train", None)
     train, _ = data_utils.load_and_process_data(str(tmp_path / "gsm"), "train", None, dataset_config="socratic")
     assert len(train) == 5 and train[0]["problem"].startswith("socratic")
@@ -239,12 +238,12 @@ def test_a_system_prompt_of_ones_own(tmp_path):
     import data_utils
 
     (tmp_path / "p.txt").write_text("Answer in a box.\n")
-    args, _ = settings.parse("train", ["--system_prompt", f"@{tmp_path / 'p.txt'}"])
+    args, _ = resolve.parse("train", ["--system_prompt", f"@{tmp_path / 'p.txt'}"])
     assert args.system_prompt == "Answer in a box."  # the run records the text, not the file
     train, _ = data_utils.load_and_process_data("builtin:1", "train[:2]", None, system=args.system_prompt)
     assert train[0]["prompt"][0] == {"role": "system", "content": "Answer in a box."}
     with pytest.raises(SystemExit, match="cannot be read"):
-        settings.parse("train", ["--system_prompt", "@/no/such/file.txt"])
+        resolve.parse("train", ["--system_prompt", "@/no/such/file.txt"])
 
 
 # ---------------------------------------------------------------- recipes/
@@ -260,7 +259,7 @@ def test_every_recipe_reads_and_checks(name, monkeypatch):
     from conftest import ROOT
 
     monkeypatch.chdir(ROOT)
-    args, startup = settings.parse("train", ["--config", f"recipes/{name}"])
+    args, startup = resolve.parse("train", ["--config", f"recipes/{name}"])
     assert startup.recipe["sha256"] and args.model_id
     assert set(RECIPES) >= {"cpu_quick.yaml", "original.yaml", "qwen2.5-0.5b_numina.yaml", "qwen2.5-3b_numina.yaml"}
     assert set(RECIPES) >= set(CPU_RECIPES)
@@ -288,7 +287,7 @@ def test_make_train_runs_the_cpu_recipe():
     with open(os.path.join(ROOT, "Makefile")) as f:
         assert "main.py --config recipes/cpu_quick.yaml" in f.read()
     defaults = flags.defaults("train")
-    args, _ = settings.parse("train", ["--config", os.path.join(ROOT, "recipes", "cpu_quick.yaml")])
+    args, _ = resolve.parse("train", ["--config", os.path.join(ROOT, "recipes", "cpu_quick.yaml")])
     assert all(getattr(args, k) == v for k, v in defaults.items() if k not in ("config", "trainer"))  # the defaults
 
 
@@ -302,5 +301,5 @@ def test_the_cold_start_recipe_is_what_learn_levels_measures(monkeypatch):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     measured = bench.trains_with([*bench.COLD_START_RECIPE, *(f"--{k}={v}" for k, v in bench.SFT.items())])
-    recipe, _ = settings.parse("train", ["--config", os.path.join(ROOT, "recipes", "cold_start.yaml")])
+    recipe, _ = resolve.parse("train", ["--config", os.path.join(ROOT, "recipes", "cold_start.yaml")])
     assert vars(recipe) | {"config": None, "trainer": None} == vars(measured) | {"trainer": None}

@@ -10,11 +10,11 @@ import torch
 
 import data_utils
 import main
-import reward
-import run_files
-import sft
-import sft_data
 from conftest import TINY_TRAIN_FLAGS
+from trl_grpo.answers import rewards
+from trl_grpo.data import sft_targets
+from trl_grpo.runs import folders
+from trl_grpo.training import cold_start
 
 
 # ---------------------------------------------------------------- targets
@@ -22,14 +22,14 @@ def test_a_target_is_what_grpo_scores_full_marks():
     train, _ = data_utils.load_and_process_data("builtin:1-4", "train[:40]", None)
     for row in train:
         prompt = "...<|im_start|>assistant\n<think>"  # the prefilled prompt GRPO samples from
-        target, why = sft_data.sft_target(row["solution"], row["answer"], prefill_think=True)
+        target, why = sft_targets.sft_target(row["solution"], row["answer"], prefill_think=True)
         assert why is None and target.endswith(f"<answer>\\boxed{{{row['answer']}}}</answer>")
-        assert reward.format_reward([target], prompts=[prompt]) == [1.0]
-        assert reward.accuracy_reward([target], [row["solution"]], [row["answer"]], [row["problem"]]) == [1.0]
+        assert rewards.format_reward([target], prompts=[prompt]) == [1.0]
+        assert rewards.accuracy_reward([target], [row["solution"]], [row["answer"]], [row["problem"]]) == [1.0]
         thinking = target.split("</think>")[0]
         assert "\\boxed" not in thinking and row["answer"] in thinking  # one final answer, and it is worked out
-    unprefilled, _ = sft_data.sft_target("2 + 3 = 5, so \\boxed{5}.", "5", prefill_think=False)
-    assert unprefilled.startswith("<think>2 + 3 = 5") and reward.format_reward([unprefilled]) == [1.0]
+    unprefilled, _ = sft_targets.sft_target("2 + 3 = 5, so \\boxed{5}.", "5", prefill_think=False)
+    assert unprefilled.startswith("<think>2 + 3 = 5") and rewards.format_reward([unprefilled]) == [1.0]
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_a_target_is_what_grpo_scores_full_marks():
     ],
 )
 def test_rows_without_a_usable_worked_solution_are_left_out(solution, answer, why):
-    assert sft_data.sft_target(solution, answer, True) == (None, why)
+    assert sft_targets.sft_target(solution, answer, True) == (None, why)
 
 
 def test_gsm8k_rationales_are_worked_solutions(tmp_path):
@@ -53,21 +53,21 @@ def test_gsm8k_rationales_are_worked_solutions(tmp_path):
             for i in range(30)]  # fmt: skip
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     train, _ = data_utils.load_and_process_data(str(path), "train", None)
-    out, skipped = sft_data.sft_rows(["p"] * len(train), train["solution"], train["answer"], True)
+    out, skipped = sft_targets.sft_rows(["p"] * len(train), train["solution"], train["answer"], True)
     assert len(out) == len(train) and not any(skipped.values())
     assert out[0]["completion"].startswith(f"{rows[0]['answer'].split(chr(10))[0]}")
 
 
 def test_a_dataset_without_worked_solutions_is_refused_naming_the_column_flags():
     with pytest.raises(ValueError, match="none of the 3 training rows has one.*--solution_column.*--sft_steps 0"):
-        sft_data.sft_rows(["p"] * 3, ["\\boxed{1}", "\\boxed{2}", "\\boxed{3}"], ["", "", ""], True)
+        sft_targets.sft_rows(["p"] * 3, ["\\boxed{1}", "\\boxed{2}", "\\boxed{3}"], ["", "", ""], True)
 
 
 def test_the_refusal_comes_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch):
     path = tmp_path / "answers_only.jsonl"
     rows = [{"question": f"{i} + 1?", "final_answer": str(i + 1)} for i in range(40)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    monkeypatch.setattr("model_utils.load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr("trl_grpo.models.loading.load_model", lambda *a, **k: pytest.fail("the model loaded"))
     with pytest.raises(SystemExit, match="--solution_column"):
         main.main(["--model_id", tiny_model_dir, "--dataset_id", str(path), "--sft_steps", "2", "--max_steps", "1",
                    "--output_dir", str(tmp_path / "run")])  # fmt: skip
@@ -79,7 +79,7 @@ SFT_FLAGS = [*TINY_TRAIN_FLAGS, "--sft_steps", "3", "--sft_batch_size", "4", "--
 
 
 def _state(run):
-    with open(os.path.join(run, run_files.RUN_STATE)) as f:
+    with open(os.path.join(run, folders.RUN_STATE)) as f:
         return json.load(f)
 
 
@@ -105,7 +105,7 @@ def test_the_cold_start_runs_before_grpo_and_leaves_its_adapter(sft_run, tiny_mo
     with open(os.path.join(sft_run, "run_config.json")) as f:
         config = json.load(f)
     assert config["sft"]["steps"] == 3 and config["sft"]["rows"] == 16 and config["args"]["sft_learning_rate"] == 0.01
-    with open(os.path.join(sft_run, sft.SFT_LOG)) as f:
+    with open(os.path.join(sft_run, cold_start.SFT_LOG)) as f:
         losses = [e["loss"] for e in json.load(f) if "loss" in e]
     assert len(losses) == 3 and all(v > 0 for v in losses)
     cold, final = _adapter(os.path.join(sft_run, "sft")), _adapter(sft_run)
@@ -113,9 +113,9 @@ def test_the_cold_start_runs_before_grpo_and_leaves_its_adapter(sft_run, tiny_mo
     # GRPO trained that very adapter: on the random tiny model every group scores 0 (no gradient), so it ends
     # exactly as the cold start left it, not at a fresh LoRA's zeros
     assert cold.keys() == final.keys() and all(torch.equal(cold[k], final[k]) for k in cold)
-    import model_utils
+    from trl_grpo.models import locate
 
-    resolved = model_utils.resolve_model(os.path.join(sft_run, "sft"))  # eval.py --model_dir RUN/sft takes it
+    resolved = locate.resolve_model(os.path.join(sft_run, "sft"))  # eval.py --model_dir RUN/sft takes it
     assert resolved["adapter"] and resolved["base"] == tiny_model_dir
     assert os.path.isfile(os.path.join(sft_run, "reward_curves.png"))
 
@@ -139,7 +139,7 @@ class _StopAt:
 
 def test_a_stop_in_the_cold_start_resumes_it_and_grpo_follows(tiny_model_dir, tmp_path, monkeypatch):
     out = str(tmp_path / "run")
-    monkeypatch.setattr(sft, "CheckpointMarker", _StopAt(1)(sft.CheckpointMarker))
+    monkeypatch.setattr(cold_start, "CheckpointMarker", _StopAt(1)(cold_start.CheckpointMarker))
     argv = ["--model_id", tiny_model_dir, "--output_dir", out, *SFT_FLAGS, "--save_steps", "1", "--no-preflight"]
     assert main.main(argv) == 130
     state = _state(out)
@@ -152,44 +152,49 @@ def test_a_stop_in_the_cold_start_resumes_it_and_grpo_follows(tiny_model_dir, tm
     state = _state(out)
     assert state["sft"]["steps"] == 3 and state["sft"]["complete"] and state["complete"] and state["steps"] == 2
     assert state["attempts"][-1]["sft"]["resumed_from"] == os.path.join(out, "sft", "checkpoint-2")  # not redone
-    with open(os.path.join(out, sft.SFT_LOG)) as f:
+    with open(os.path.join(out, cold_start.SFT_LOG)) as f:
         assert [e["step"] for e in json.load(f) if "loss" in e] == [1, 2, 3]
 
 
 def test_a_stop_in_grpo_does_not_redo_the_cold_start(tiny_model_dir, tmp_path):
     from transformers import TrainerCallback
 
-    import settings
     import train
+    from trl_grpo.settings import resolve
 
     out = str(tmp_path / "run")
     argv = ["--model_id", tiny_model_dir, "--output_dir", out, *SFT_FLAGS, "--save_steps", "1", "--no-preflight"]
-    args, startup = settings.parse("train", argv)
+    args, startup = resolve.parse("train", argv)
     assert train.train(args, startup, callbacks=[_StopAt(0)(TrainerCallback)()]) == 130
     cold = _adapter(os.path.join(out, "sft"))
-    log_before = os.path.getmtime(os.path.join(out, sft.SFT_LOG))
+    log_before = os.path.getmtime(os.path.join(out, cold_start.SFT_LOG))
     assert main.main(["--output_dir", out, "--resume_from_checkpoint", "last"]) == 0
     state = _state(out)
     assert state["complete"] and state["steps"] == 2 and "sft" not in state["attempts"][-1]
-    assert os.path.getmtime(os.path.join(out, sft.SFT_LOG)) == log_before
+    assert os.path.getmtime(os.path.join(out, cold_start.SFT_LOG)) == log_before
     assert all(torch.equal(cold[k], v) for k, v in _adapter(os.path.join(out, "sft")).items())
 
 
 def test_a_stop_just_after_the_cold_start_starts_grpo_from_its_adapter(tiny_model_dir, tmp_path, monkeypatch):
     out = str(tmp_path / "run")
-    monkeypatch.setattr(sft, "CheckpointMarker", _StopAt(2)(sft.CheckpointMarker))  # in its last step
+    monkeypatch.setattr(cold_start, "CheckpointMarker", _StopAt(2)(cold_start.CheckpointMarker))  # in its last step
     argv = ["--model_id", tiny_model_dir, "--output_dir", out, *SFT_FLAGS, "--no-preflight"]
     assert main.main(argv) == 130
     assert _state(out)["sft"]["complete"] and os.path.isfile(os.path.join(out, "sft", "adapter_model.safetensors"))
     monkeypatch.undo()
     loaded = []
-    monkeypatch.setattr(sft, "load_finished", lambda model, folder: loaded.append(folder) or sft_load(model, folder))
+
+    def spy(model, folder):
+        loaded.append(folder)
+        return sft_load(model, folder)
+
+    monkeypatch.setattr(cold_start, "load_finished", spy)
     assert main.main(["--output_dir", out, "--resume_from_checkpoint", "last"]) == 0
     state = _state(out)
     assert loaded == [out] and state["attempts"][-1]["sft"] == "finished before" and state["complete"]
 
 
-sft_load = sft.load_finished
+sft_load = cold_start.load_finished
 
 
 def test_the_cold_start_cannot_change_on_resume(sft_run):
@@ -217,12 +222,12 @@ def test_the_cold_start_leaves_the_model_as_grpo_expects_it(tiny_model_dir, tmp_
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from trl import GRPOTrainer
 
-    import settings
     import train
-    from run_control import StopOnSignal
+    from trl_grpo.runs.control import StopOnSignal
+    from trl_grpo.settings import resolve
 
     argv = ["--model_id", tiny_model_dir, *SFT_FLAGS, "--bf16", "--no-preflight", "--save_strategy", "no"]
-    args, _ = settings.parse("train", [*argv, "--temperature", "0.7"])
+    args, _ = resolve.parse("train", [*argv, "--temperature", "0.7"])
     trainer, _, _ = train.build_trainer(args, str(tmp_path / "run"))
     model, base = trainer.model, trainer.model.get_base_model()
     before = {k: (model.__dict__.get(k), base.__dict__.get(k)) for k in ("forward", "_original_forward")}
@@ -235,7 +240,7 @@ def test_the_cold_start_leaves_the_model_as_grpo_expects_it(tiny_model_dir, tmp_
 
     adapter = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
     expected = trl_logps()
-    record, _ = sft.run(trainer, args, trainer.sft_dataset, str(tmp_path / "run"), StopOnSignal(), False, True)
+    record, _ = cold_start.run(trainer, args, trainer.sft_dataset, str(tmp_path / "run"), StopOnSignal(), False, True)
     assert record["complete"] and trainer.accelerator.mixed_precision == "bf16"
     assert {k: (model.__dict__.get(k), base.__dict__.get(k)) for k in before} == before
     assert "_is_accelerate_prepared" not in model.__dict__  # GRPO's accelerator wraps it for its own precision

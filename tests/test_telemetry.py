@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-import preflight
-from sampling import Sampling
-from telemetry import CompletionLog, contract_telemetry
+from trl_grpo.models.sampling import Sampling
+from trl_grpo.observe import preflight
+from trl_grpo.observe.telemetry import CompletionLog, contract_telemetry
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,93 @@
+"""The rewards ``--reward_funcs`` names: the built-in ones, and a user's own from a file or module.
+
+    python main.py --reward_funcs format,accuracy,my_rewards.py:length_reward
+
+To add a built-in reward: write it in rewards.py (TRL's signature, a name ending in ``_reward``)
+and give it a name in ``REWARD_FUNCS`` below; the flag's help and the docs list it from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from trl_grpo.answers.rewards import GuardedReward, accuracy_reward, format_reward
+
+# Names users pass to --reward_funcs. TRL logs each as rewards/<function name>/mean.
+REWARD_FUNCS = {
+    "format": format_reward,
+    "accuracy": accuracy_reward,
+}
+
+
+def get_reward_funcs(names) -> list:
+    """Reward functions for ``names`` (a list or a comma-separated string), in order, each guarded: the
+    names of ``REWARD_FUNCS``, ``path/to/file.py:function`` or ``package.module:function`` (TRL's
+    signature: completions plus dataset columns as keyword arguments, a list of floats or None).
+
+    >>> [f.__name__ for f in get_reward_funcs("format,accuracy")]
+    ['format_reward', 'accuracy_reward']
+    """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"No reward functions given. Expected one or more of {sorted(REWARD_FUNCS)}.")
+    funcs = [GuardedReward(REWARD_FUNCS[n] if n in REWARD_FUNCS else _user_reward(n)) for n in names]
+    seen = [f.__name__ for f in funcs]
+    twice = sorted({n for n in seen if seen.count(n) > 1})
+    if twice:
+        raise ValueError(f"--reward_funcs names {twice[0]!r} twice: TRL logs each reward by its function name.")
+    return funcs
+
+
+def _user_reward(spec: str):
+    """The function ``spec`` names (``file.py:function`` or ``package.module:function``); ValueError if none."""
+    import importlib
+    import importlib.util
+
+    source, sep, name = spec.rpartition(":")
+    if not sep or not source or not name.isidentifier():
+        raise ValueError(
+            f"Unknown reward {spec!r}. Expected one or more of {sorted(REWARD_FUNCS)}, path/to/file.py:function or "
+            "package.module:function, e.g. --reward_funcs format,accuracy,my_rewards.py:length_reward."
+        )
+    if source.endswith(".py"):
+        if not os.path.isfile(source):
+            raise ValueError(f"--reward_funcs {spec}: no such file {source!r} (relative paths are read from here).")
+        module_name = "user_reward_" + re.sub(r"\W", "_", os.path.abspath(source))
+        loader = importlib.util.spec_from_file_location(module_name, source)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[module_name] = module  # picklable: the function's module can be found again
+        try:
+            loader.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's file: any error is theirs to see, in one line
+            raise ValueError(
+                f"--reward_funcs {spec}: {source} failed to import ({type(exc).__name__}: {exc})."
+            ) from None
+    else:
+        try:
+            module = importlib.import_module(source)
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise ValueError(
+                f"--reward_funcs {spec}: cannot import {source!r} ({type(exc).__name__}: {exc})."
+            ) from None
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise ValueError(f"--reward_funcs {spec}: {source} has no function {name!r}.")
+    return func
+
+
+def reward_sources(names: str) -> list[dict]:
+    """What each reward is, for run_config.json: its name, where it comes from, and a file's SHA-256."""
+    import hashlib
+
+    out = []
+    for spec in (n.strip() for n in names.split(",") if n.strip()):
+        entry = {"spec": spec, "name": REWARD_FUNCS[spec].__name__ if spec in REWARD_FUNCS else spec.rpartition(":")[2]}
+        path = spec.rpartition(":")[0]
+        if path.endswith(".py") and os.path.isfile(path):
+            with open(path, "rb") as f:
+                entry.update(file=os.path.abspath(path), sha256=hashlib.sha256(f.read()).hexdigest()[:16])
+        out.append(entry)
+    return out

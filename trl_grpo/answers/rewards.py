@@ -1,0 +1,154 @@
+"""Format and accuracy rewards in TRL's shape, shared by training and evaluation.
+
+    python reward.py            # the self-test table over these functions (selftest.py)
+
+``format_reward``: the contract's format score per completion (contract.py). When the prompt
+already ends with ``<think>`` (a prefilled assistant turn), the completion is scored as
+``<think>`` + completion; this is detected from TRL's ``prompts`` keyword, or forced with
+``think_prefilled=True``.
+
+``accuracy_reward``:
+  * gold: the dataset's ``answer`` column when present, else the last ``\\boxed{}`` of
+    ``solution``; missing or unusable gold -> ``None`` (TRL skips the sample; never 1.0).
+  * prediction: the last ``\\boxed{}`` of the last complete answer block after the reasoning,
+    else the block's text. No answer block -> 0.0; a box inside ``<think>`` or after
+    ``</answer>`` earns nothing; words around the box that change its value (``not``, ``or``)
+    earn nothing (values.py).
+  * equivalence: math-verify ``verify(gold, prediction)`` on parsed ``$...$`` expressions, so
+    ``0.5 = \\frac12``, ``\\sqrt8 = 2\\sqrt2``, sets in any order, ``(0,1) != [0,1)``,
+    ``12 = 12\\text{ sides} = 12 sides`` (unit words after a number dropped) and
+    ``50\\% = 50 = 0.5`` (math-verify's rule); then a plain-text fallback (``red`` = ``\\text{Red}``).
+  * every check runs in a killable helper process (equivalence.py) with a hard wall-clock bound
+    per item and per call (``set_verify_timeout``); a runaway check scores 0.0. This holds
+    in threads and worker processes, where math-verify's own signal-based timeout does not.
+
+Box policy (boxes.py): ``\\boxed{...}`` and ``\\fbox{...}`` count, with nested and escaped braces;
+``\\boxed 5`` (no braces) is not a box. ``GuardedReward`` wraps every reward a run uses so one
+failing sample scores None instead of ending training (TRL calls rewards without a try).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from trl_grpo.answers.boxes import around_boxes
+from trl_grpo.answers.contract import (
+    THINK_START,
+    answer_block,
+    completion_text,
+    extract_answer,
+    format_score,
+    gold_answer,
+)
+from trl_grpo.answers.equivalence import answers_equal_many
+from trl_grpo.answers.values import BOX_MARK, hedged_around_boxes
+
+logger = logging.getLogger(__name__)
+
+
+def hedged(text: str, gold: str | None = None) -> bool:
+    """Whether the words around the boxes of a completion's answer block change their value
+    (``not \\boxed{12}``, ``\\boxed{12} is wrong``): ``answer_value.hedged_around_boxes``.
+
+    >>> ok = hedged("<think>.</think><answer>The answer is \\\\boxed{12}.</answer>")
+    >>> ok, hedged("<think>.</think><answer>not \\\\boxed{12}</answer>")
+    (False, True)
+    """
+    skeleton = around_boxes(answer_block(text) or "", BOX_MARK)
+    return skeleton is not None and hedged_around_boxes(skeleton, gold)
+
+
+# ---------------------------------------------------------------- batched rewards (TRL's shape)
+def prefilled_flags(prompts, n: int, think_prefilled: bool | None) -> list[bool]:
+    """Per completion: was ``<think>`` already in the prompt? Explicit flag wins over detection."""
+    if think_prefilled is not None:
+        return [think_prefilled] * n
+    if prompts is None:
+        return [False] * n
+    return [completion_text(p).rstrip().endswith(THINK_START) for p in prompts]
+
+
+def format_reward(completions, prompts=None, think_prefilled: bool | None = None, **kwargs) -> list[float]:
+    """Format reward per completion: 0.0, 0.5 or 1.0 under the strict contract rules.
+
+    Args:
+        completions: strings, or lists of chat messages (``[{"role": "assistant", "content": ...}]``).
+        prompts: TRL passes these; a prompt ending in ``<think>`` means the think block was prefilled.
+        think_prefilled: force the prefilled reading on (True) or off (False) for all items.
+        **kwargs: other dataset columns and trainer arguments, ignored.
+
+    Returns:
+        One float per completion.
+
+    >>> format_reward(["<think>1+1=2</think><answer>\\\\boxed{2}</answer>", "<answer>2</answer>"])
+    [1.0, 0.0]
+    """
+    texts = [completion_text(c) for c in completions]
+    flags = prefilled_flags(prompts, len(texts), think_prefilled)
+    return [format_score(t, f) for t, f in zip(texts, flags, strict=True)]
+
+
+def accuracy_reward(completions, solution, answer=None, problem=None, **kwargs) -> list[float | None]:
+    """Accuracy reward per completion: 1.0 correct, 0.0 wrong or unanswered, None for unusable gold.
+
+    Args:
+        completions: strings, or lists of chat messages.
+        solution: the ``solution`` column that ``data_utils`` emits (final answer in ``\\boxed{}``).
+        answer: the optional ``answer`` column (gold final answer alone); preferred when present.
+        problem: the ``problem`` column (the problem text): its nouns count as units (``12 apples``).
+        **kwargs: other dataset columns and trainer arguments, ignored.
+
+    Returns:
+        One float or None per completion. Only the value is credited: ``\\boxed{12 is wrong}``,
+        ``not \\boxed{12}`` and ``\\boxed{13 = 12}`` earn 0.0 for the gold 12 (answer_value.py).
+
+    >>> accuracy_reward(["<think>.</think><answer>\\\\boxed{42}</answer>"] * 2, ["\\\\boxed{42}", "no box"])
+    [1.0, None]
+    """
+    n = len(completions)
+    answers = answer if answer is not None else [None] * n
+    problems = problem if problem is not None else [None] * n
+    golds = [gold_answer(sol, ans) for sol, ans in zip(solution, answers, strict=True)]
+    texts = [completion_text(c) for c in completions]
+    preds = [None if hedged(t, g) else extract_answer(t) for t, g in zip(texts, golds, strict=True)]
+    if len(preds) != len(golds) or len(problems) != n:
+        raise ValueError(f"{n} completions but {len(golds)} solutions and {len(problems)} problems.")
+    scored = [i for i, (g, p) in enumerate(zip(golds, preds, strict=True)) if g is not None and p is not None]
+    checks = answers_equal_many([(golds[i], preds[i]) for i in scored], problems=[problems[i] for i in scored])
+    verdicts = dict(zip(scored, checks, strict=True))
+    return [None if g is None else float(verdicts.get(i, False)) for i, g in enumerate(golds)]
+
+
+class GuardedReward:
+    """A reward function that never raises: a failing batch is rescored item by item, and an
+    item that still raises scores None (skipped by TRL) with the error logged. TRL does not
+    catch reward exceptions, so one bad sample would otherwise end a training run."""
+
+    def __init__(self, func) -> None:
+        self.func = func
+        self.__name__ = func.__name__  # TRL logs rewards/<__name__>/mean
+
+    def __call__(self, completions, **kwargs):
+        try:
+            return self.func(completions, **kwargs)
+        except Exception:  # isolate the failing item below
+            if not isinstance(completions, (list, tuple)):
+                logger.error(
+                    "%s got completions of type %s, not a list: nothing scored",
+                    self.__name__,
+                    type(completions).__name__,
+                )
+                return []
+            logger.exception("%s failed on a batch of %d; rescoring item by item", self.__name__, len(completions))
+        out = []
+        for i in range(len(completions)):
+            item_kwargs = {
+                k: (v[i : i + 1] if isinstance(v, list) and len(v) == len(completions) else v)
+                for k, v in kwargs.items()
+            }
+            try:
+                out.extend(self.func(completions[i : i + 1], **item_kwargs))
+            except Exception as exc:  # noqa: BLE001
+                logger.error("%s raised on item %d (%s: %s): scored None", self.__name__, i, type(exc).__name__, exc)
+                out.append(None)
+        return out

@@ -1,0 +1,1 @@
+"""Datasets into one schema: loading, columns, splits carved once, prompts, the built-in levels, SFT targets."""

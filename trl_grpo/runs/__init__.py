@@ -1,0 +1,1 @@
+"""Runs on disk: run folders, claims and atomic files, resume, result files, command-line plumbing."""

@@ -1,0 +1,116 @@
+"""How a run goes around ``trainer.train``: complete checkpoints marked, a clean stop on a signal, a
+watch for reward hacking, and a checkpoint already at the last step taken as it is.
+
+    python main.py [flags]          # train.py runs every training through these
+
+``CheckpointMarker`` writes COMPLETE into a checkpoint once it is fully written (resume never picks
+a half-written one); ``StopOnSignal`` with ``train_with_signal_stop`` turns the first Ctrl-C /
+SIGTERM into "finish the step, save, stop"; ``RewardHackingWatch`` warns when the training reward
+rises while held-out accuracy falls; ``take_finished_checkpoint`` finishes a resumed run whose
+checkpoint is at its last step (the trainer would train one step past it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from transformers import TrainerCallback
+
+from trl_grpo.runs.files import read_json
+from trl_grpo.runs.folders import COMPLETE_MARKER, checkpoint_step
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointMarker(TrainerCallback):
+    """Writes COMPLETE into a checkpoint once the trainer has finished writing it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if os.path.isdir(folder):
+                with open(os.path.join(folder, COMPLETE_MARKER), "w") as f:
+                    f.write(f"step {state.global_step}\n")
+
+
+class StopOnSignal(TrainerCallback):
+    """First Ctrl-C / SIGTERM: finish the step, save a checkpoint, stop. Second Ctrl-C: abort."""
+
+    def __init__(self):
+        self.stop_requested = False
+
+    def request_stop(self, signum, frame):
+        if self.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        logger.warning("Signal %d: saving a checkpoint after this step, then stopping (Ctrl-C again aborts).", signum)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class RewardHackingWatch(TrainerCallback):
+    """Warns when the training reward rises between two --eval_steps evaluations while the
+    held-out accuracy falls: the policy may be gaming the rewards rather than solving problems."""
+
+    def __init__(self):
+        self.rewards, self.last = [], None  # train rewards since the last evaluation; (reward, accuracy) then
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if logs.get("reward") is not None:
+            self.rewards.append(logs["reward"])
+        accuracy = logs.get("eval_rewards/accuracy_reward/mean")
+        if accuracy is None or not self.rewards:
+            return
+        reward = sum(self.rewards) / len(self.rewards)
+        if self.last and reward > self.last[0] and accuracy < self.last[1] - 0.02:
+            logger.warning(
+                "training reward rose %.3f -> %.3f while held-out accuracy fell %.3f -> %.3f: the policy may be "
+                "gaming the rewards; look at telemetry/* and completions.jsonl (python report.py RUN)",
+                self.last[0], reward, self.last[1], accuracy,
+            )  # fmt: skip
+        self.last, self.rewards = (reward, accuracy), []
+
+
+def train_with_signal_stop(trainer, stopper, resume_ckpt: str | None) -> float:
+    """``trainer.train`` with Ctrl-C / SIGTERM turned into save-and-stop; returns the wall time (s)."""
+    previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    start = time.time()
+    try:
+        trainer.train(resume_from_checkpoint=resume_ckpt)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return time.time() - start
+
+
+def nothing_left(checkpoint: str, max_steps: int) -> bool:
+    """Whether a checkpoint is already at the run's last step (``max_steps``, or the checkpoint's own when
+    the run goes by epochs)."""
+    state = read_json(os.path.join(checkpoint, "trainer_state.json"), "checkpoint state")
+    target = max_steps if max_steps > 0 else state.get("max_steps")
+    return isinstance(target, int) and target > 0 and state.get("global_step", 0) >= target
+
+
+def take_finished_checkpoint(trainer, checkpoint: str) -> float:
+    """The run's model becomes the checkpoint's adapter, trained no further; returns the wall time (0)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(trainer.model, load_file(os.path.join(checkpoint, "adapter_model.safetensors")))
+    trainer.state.global_step = checkpoint_step(checkpoint)
+    trainer.state.max_steps = trainer.state.global_step
+    trainer.state.log_history = read_json(os.path.join(checkpoint, "trainer_state.json"), "checkpoint state").get(
+        "log_history", []
+    )
+    logger.warning(
+        "%s is at the run's last step: nothing left to train; its adapter is saved as the run's.", checkpoint
+    )
+    return 0.0

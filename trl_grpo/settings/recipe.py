@@ -1,0 +1,241 @@
+"""Recipe files and GRPOConfig fields set by name: ``--config PATH.yaml``, its ``trainer:`` mapping and
+``--trainer KEY=VALUE``, read as TRL's ``TrlParser`` and open-r1's recipes read them.
+
+    python main.py --config recipes/cpu_quick.yaml --learning_rate 1e-4
+
+Precedence: built-in defaults < the recipe < the command line. A recipe's keys are flag names
+(open-r1's spellings too: ``model_name_or_path``, ``dataset_name``, ...), any ``GRPOConfig`` field
+(the same as under ``trainer:``), and ``env:`` (environment variables, as TRL sets them). Values
+are converted to the flag's or field's type (YAML 1.1 reads ``1e-5`` as a string: it is a number
+here); an unknown key, or a value of the wrong type, is an error that names it and the closest
+names, before anything loads. TRL is imported only when a key is not a flag (to read GRPOConfig).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import os
+import types
+import typing
+from dataclasses import dataclass
+
+from trl_grpo.data.splits import DataError
+from trl_grpo.settings import flags
+
+
+class RecipeError(DataError):
+    """A recipe key, value or ``--trainer`` entry that cannot be used; the message names it and the fix."""
+
+
+@dataclass
+class Recipe:
+    """What a recipe file sets: ``values`` per flag name, ``trainer`` (GRPOConfig fields without a flag),
+    and the file's path and SHA-256 (recorded in run_config.json)."""
+
+    path: str
+    sha256: str
+    values: dict
+    trainer: dict
+
+
+# open-r1 keys with another shape here: (flag, how the value maps), or a refusal.
+_OPEN_R1 = {
+    "torch_dtype": ("bf16", {"bfloat16": True, "float32": False, "auto": None}),
+    "use_peft": ("", {True: None}),  # always LoRA here: true is accepted, false refused
+}
+
+
+def load(path: str, command: str) -> Recipe:
+    """Read a recipe for ``command`` ('train' or 'eval'); sets its ``env:`` variables."""
+    import yaml
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        data = yaml.safe_load(raw.decode("utf-8")) if raw.strip() else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise RecipeError(f"--config {path}: cannot be read as YAML ({where}{what}).") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"--config {path}: expected a mapping of flag names to values, got {type(data).__name__}.")
+    env = data.pop("env", {}) or {}
+    if not isinstance(env, dict):
+        raise RecipeError(f"--config {path}: env: must map variable names to values.")
+    trainer = data.pop("trainer", {}) or {}
+    if not isinstance(trainer, dict):
+        raise RecipeError(f"--config {path}: trainer: must map GRPOConfig fields to values.")
+    if trainer and command != "train":
+        raise RecipeError(f"--config {path}: trainer: sets training fields; eval.py takes none.")
+    names, spellings = {f.name for f in flags.flags_of(command)}, flags.aliases(command)
+    values = {}
+    for key, value in data.items():
+        key = str(key)
+        name = spellings.get(key, key)
+        if key in _OPEN_R1:
+            name, value = _open_r1(key, value, path)
+            if not name:
+                continue
+        if name in names and name != "config":
+            values[name] = flag_value(flags.BY_NAME[name], value, f"--config {path}: {key}")
+        elif command == "train" and key in grpo_fields():
+            trainer.setdefault(key, value)
+        else:
+            raise RecipeError(f"--config {path}: unknown key {key!r}.{_closest(key, command)}")
+    for key, value in env.items():
+        os.environ[str(key)] = str(value)
+    return Recipe(path, hashlib.sha256(raw).hexdigest()[:16], values, dict(trainer))
+
+
+def _open_r1(key: str, value, path: str):
+    name, mapping = _OPEN_R1[key]
+    if value not in mapping:
+        raise RecipeError(f"--config {path}: {key}: {value!r} is not supported here; accepted: {list(mapping)}.")
+    return name, mapping[value]
+
+
+def _closest(key: str, command: str) -> str:
+    """`` Did you mean ...?`` with the nearest flag names (and GRPOConfig fields for training)."""
+    pool = [f.name for f in flags.flags_of(command)] + list(flags.aliases(command))
+    if command == "train":
+        pool += list(grpo_fields())
+    near = difflib.get_close_matches(key, pool, n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else " See docs/flags.md for the names."
+
+
+def flag_value(flag: flags.Flag, value, where: str):
+    """A recipe value converted to what ``flag`` takes, or ``RecipeError`` naming the key and the type."""
+    kw = flag.kwargs
+    if value is None:
+        if kw.get("default") is None or kw.get("action") == "append":
+            return None
+        raise RecipeError(f"{where}: null is not a value for --{flag.name}.")
+    if kw.get("action") in ("store_true",) or kw.get("action") is argparse.BooleanOptionalAction:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: expected true or false, got {value!r}.")
+        return value
+    if kw.get("action") == "append":  # --trainer given as a list of KEY=VALUE strings
+        raise RecipeError(f"{where}: write GRPOConfig fields under trainer: as a mapping.")
+    kind = kw.get("type", str)
+    if isinstance(value, list):
+        if flag.name == "report_to" and len(value) <= 1:
+            value = value[0] if value else "none"
+        elif kind is str:
+            value = ",".join(str(v) for v in value)
+        else:
+            raise RecipeError(f"{where}: expected one {kind.__name__}, got a list.")
+    try:
+        converted = _convert(kind, value)
+    except (TypeError, ValueError):
+        raise RecipeError(f"{where}: expected {kind.__name__}, got {value!r}.") from None
+    if kw.get("choices") and converted not in kw["choices"]:
+        raise RecipeError(f"{where}: {converted!r} is not one of {list(kw['choices'])}.")
+    return converted
+
+
+def _convert(kind, value):
+    if isinstance(value, bool) and kind is not bool:
+        raise TypeError("a boolean")
+    if kind is int:
+        number = float(value)
+        if number != int(number):
+            raise ValueError("not whole")
+        return int(number)
+    if kind is float:
+        return float(value)  # YAML 1.1 reads 1e-5 as a string
+    if isinstance(value, (dict, list)):
+        raise TypeError("a mapping or list")
+    return str(value)
+
+
+# ---------------------------------------------------------------- GRPOConfig fields by name
+def grpo_fields() -> dict:
+    """Every field of the installed ``GRPOConfig``: name -> its type (imports TRL, once)."""
+    global _FIELDS
+    if _FIELDS is None:
+        import dataclasses
+
+        from trl import GRPOConfig
+
+        hints = typing.get_type_hints(GRPOConfig)
+        _FIELDS = {f.name: hints.get(f.name, str) for f in dataclasses.fields(GRPOConfig) if f.init}
+    return _FIELDS
+
+
+_FIELDS: dict | None = None
+
+
+def parse_trainer_entries(entries: list[str] | None) -> dict:
+    """``--trainer KEY=VALUE`` entries as a mapping (VALUE read as YAML: numbers, true/false, lists)."""
+    import yaml
+
+    out = {}
+    for entry in entries or []:
+        key, sep, raw = entry.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--trainer {entry!r}: expected KEY=VALUE, e.g. --trainer adam_beta2=0.99.")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def trainer_values(entries: dict, where: str = "trainer: (or --trainer)") -> dict:
+    """``entries`` (GRPOConfig field -> value) converted to each field's type; ``RecipeError`` for a field
+    that does not exist (with the closest names) or a value its type cannot hold."""
+    fields = grpo_fields()
+    out = {}
+    for key, value in entries.items():
+        if key not in fields:
+            raise RecipeError(f"{where}: GRPOConfig has no field {key!r}.{_closest(key, 'train')}")
+        try:
+            out[key] = field_value(fields[key], value)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{where}: {key} takes {_type_name(fields[key])}, got {value!r}.") from None
+    return out
+
+
+def field_value(kind, value):
+    """``value`` as a dataclass field of type ``kind`` holds it (unions tried arm by arm).
+
+    >>> field_value(float, "1e-5"), field_value(int | None, None), field_value(list[str] | None, "a,b")
+    (1e-05, None, ['a', 'b'])
+    """
+    union = isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union
+    arms = typing.get_args(kind) if union else (kind,)
+    if value is None:
+        if type(None) in arms:
+            return None
+        raise ValueError("null")
+    for arm in (a for a in arms if a is not type(None)):
+        origin = typing.get_origin(arm) or arm
+        try:
+            if origin is bool:
+                if isinstance(value, bool):
+                    return value
+                continue
+            if origin in (int, float):
+                return _convert(origin, value)
+            if origin is list:
+                return list(value) if isinstance(value, (list, tuple)) else [v.strip() for v in str(value).split(",")]
+            if origin is dict:
+                if isinstance(value, dict):
+                    return value
+                continue
+            if origin is str or isinstance(origin, type) and issubclass(origin, str):
+                if not isinstance(value, (dict, list, bool)):
+                    return str(value)
+                continue
+            if typing.get_origin(arm) is typing.Literal and value in typing.get_args(arm):
+                return value
+        except (TypeError, ValueError):
+            continue
+    raise ValueError(f"no arm of {kind} holds {value!r}")
+
+
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
