@@ -19,9 +19,9 @@ Sources ``load_and_process_data`` accepts as ``dataset_id``:
     out like a hub dataset, or a single such file.
 
 ``load_and_process_data`` is the original project's entry point, here with this tool's defaults
-(trl_grpo/settings/flags.py). Behind it, trl_grpo/data/: sources.py (loading and splits),
-columns.py (which column is which), prompts.py (the system prompts), prepare.py (the rows a
-trainer or evaluation gets), splits.py (test rows carved once and never trained on).
+(trl_grpo/settings/flags.py). Behind it, in trl_grpo/data/: sources (loading and splits), columns
+(which column is which), prompts (the system prompts), prepare (the rows a trainer or evaluation
+gets), splits (test rows carved once and never trained on).
 """
 
 import argparse

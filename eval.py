@@ -7,8 +7,8 @@
         --split "test[:5%]" --max_completion_length 1024
     bash eval.sh                                              # newest run in ckpts/ vs its base
 
-The command itself: flags, pipeline and summary live in evaluation.py (a module name that does
-not shadow Python's builtin ``eval``); ``python eval.py --help`` lists the flags.
+The pipeline and its summary: trl_grpo/evaluation/pipeline.py; the flags: trl_grpo/settings/flags.py
+(``python eval.py --help`` lists them).
 """
 
 import sys

@@ -7,7 +7,8 @@
     accelerate launch --config_file configs/ddp.yaml main.py ...   # several GPUs
     torchrun --nproc_per_node 2 main.py ...                        # two CPU processes (gloo)
 
-The flags: flags.py (docs/flags.md); how they are read and checked: settings.py; the run: train.py.
+The flags: trl_grpo/settings/flags.py (docs/flags.md); how they are read and checked:
+trl_grpo/settings/resolve.py; the run: train.py.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ A run folder (``--output_dir``, default ``ckpts/<model>-<dataset>-<time>``) ends
                         resume, steps, wall time, which fast paths ran), and whether it finished
     log_history.json    the trainer's logged metrics per step
     reward_curves.png   format / accuracy / total reward means over steps (and the cold start's loss)
-    sft/, sft_log_history.json   with --sft_steps: the cold start's adapter, checkpoints and loss (sft.py)
+    sft/, sft_log_history.json   with --sft_steps: the cold start's adapter, checkpoints and loss
+                                 (trl_grpo/training/cold_start.py)
     checkpoint-N/       resumable checkpoints (COMPLETE marks a fully written one)
     runs/               tensorboard logs
     merged/             with --save_merged: a standalone merged model
@@ -90,10 +91,12 @@ def prepare_datasets(args, tokenizer, context: int | None = None):
 
 
 class RunTrainer(TelemetryMixin, FastLogpsTrainer):
-    """The trainer of a run: TRL's GRPOTrainer with the fast log-probs (fast_logps.py), and the
-    telemetry and completion log (telemetry.py)."""
+    """The trainer of a run: TRL's GRPOTrainer with the fast log-probs (trl_grpo/fast/packed_logps.py), and the
+    telemetry and completion log (trl_grpo/observe/telemetry.py)."""
 
-    sft_dataset = None  # the cold start's worked solutions (--sft_steps; sft.py), set by build_trainer
+    sft_dataset = (
+        None  # the cold start's worked solutions (--sft_steps; trl_grpo/training/cold_start.py), set by build_trainer
+    )
 
 
 def _resolve(args, state) -> dict:
@@ -232,7 +235,7 @@ def _wandb_offline_unless_logged_in(output_dir: str) -> None:
 
 
 def run_length_line(args, train_rows: int, processes: int, why: str = "as given") -> str:
-    """One line: how long the run is and why (settings.resolve_run_length says why)."""
+    """One line: how long the run is and why (resolve.resolve_run_length says why)."""
     per_step = prompts_per_step(args, processes)
     shape = f"{per_step} prompts x {args.num_generations} completions per step"
     if args.max_steps == 0:
@@ -258,10 +261,10 @@ def preflight_plan(args, train_rows: int, processes: int) -> preflight.Plan:
 
 
 def train(args, startup=None, callbacks=()) -> int:
-    """Run GRPO training as ``args`` say (settings.parse: checked, a resumed run's settings restored).
+    """Run GRPO training as ``args`` say (resolve.parse: checked, a resumed run's settings restored).
     Returns a process exit code.
 
-    ``startup``: what settings.parse learned (``settings.Startup``: run length, changes on resume, the
+    ``startup``: what resolve.parse learned (``resolve.Startup``: run length, changes on resume, the
     recipe file); ``callbacks``: extra ``TrainerCallback`` objects (benchmarks time steps with one).
     """
     from trl_grpo.settings.resolve import Startup

@@ -49,7 +49,8 @@ ORIGINAL = [
     "--lora_target_modules", "q_proj,v_proj", "--learning_rate", "1e-5", "--warmup_ratio", "0.05",
     "--prompt_template", "original", "--max_completion_length", "64", "--num_generations", "4",
 ]  # fmt: skip
-# The cold start before GRPO: supervised steps on the training rows' worked solutions (sft.py), then GRPO
+# The cold start before GRPO: supervised steps on the training rows' worked solutions
+# (trl_grpo/training/cold_start.py), then GRPO
 # at a third of the recipe's learning rate (3e-4 undoes what the cold start taught) on all four levels'
 # rows (GRPO now has signal on levels 3-4); each setting measured (bench/README.md, "Cold start").
 SFT = {"sft_steps": 60, "sft_learning_rate": 5e-4, "sft_batch_size": 8}

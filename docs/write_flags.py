@@ -1,4 +1,4 @@
-"""Write docs/flags.md, the flag reference of main.py and eval.py, from flags.py's one table.
+"""Write docs/flags.md, the flag reference of main.py and eval.py, from trl_grpo/settings/flags.py's one table.
 
     python docs/write_flags.py          # or: make docs; tests/test_readme.py checks the file is current
 
@@ -36,7 +36,8 @@ def render() -> str:
     lines = [
         "# Flags",
         "",
-        "Generated from `flags.py` by `python docs/write_flags.py` (`make docs`); a test fails when it is stale.",
+        "Generated from `trl_grpo/settings/flags.py` by `python docs/write_flags.py` (`make docs`); "
+        "a test fails when it is stale.",
         "Every flag can also be set in a recipe file (`--config PATH.yaml`) under its recipe key; flags on the",
         "command line win. Any other `GRPOConfig` field goes under `trainer:` in a recipe, or",
         "`--trainer KEY=VALUE` on the command line.",

@@ -1,4 +1,4 @@
-"""decoding.py: every generation speed path gives what transformers' stock path gives."""
+"""trl_grpo/fast/decoding.py: every generation speed path gives what transformers' stock path gives."""
 
 from dataclasses import replace
 

@@ -252,7 +252,7 @@ def test_of_two_evaluations_into_one_file_exactly_one_writes(tiny_run, tmp_path,
     while not os.path.exists(evaluate_mod.partial_path(out)) and time.time() < deadline:
         time.sleep(0.1)
     # The second in this process (the claim is the OS's lock, so this is another process to it);
-    # a refusal reaching the shell as exit 2 and error lines is run_files.cli, tested through main.py.
+    # a refusal reaching the shell as exit 2 and error lines is cli.cli, tested through main.py.
     with pytest.raises(SystemExit) as second:
         _run_eval(*argv)
     assert first.poll() is None, "the first evaluation ended before the second tried"

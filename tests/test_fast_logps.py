@@ -1,4 +1,4 @@
-"""fast_logps.py: shared-prefix log-probs equal TRL's own, are used only where exact, and fall back."""
+"""trl_grpo/fast/packed_logps.py: shared-prefix log-probs equal TRL's own, are used only where exact, and fall back."""
 
 import contextlib
 
@@ -245,7 +245,7 @@ def test_frozen_weights_cast_once_give_the_same_bits(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("grads", ["log_probs", "entropy", "both"])
 def test_the_lean_lm_head_gives_trls_outputs_and_gradients_bit_for_bit(vocab, tokens, autocast, grads):
-    """fast_lm_head.LeanChunkedLogProb against TRL's ChunkedLogProbFunction: the embedded model's
+    """lm_head.LeanChunkedLogProb against TRL's ChunkedLogProbFunction: the embedded model's
     vocabulary (two chunks), the tests' small one, an odd one; fp32 and CPU bf16 autocast; every
     output; the log-prob gradient, an entropy gradient, both; gradients for hidden states, weight, bias."""
     from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS, ChunkedLogProbFunction

@@ -1,4 +1,4 @@
-"""lean_decode.py: the lean decode step gives transformers' logits (to rounding), step after step,
+"""trl_grpo/fast/lean_decode.py: the lean decode step gives transformers' logits (to rounding), step after step,
 as rows leave; the training hook uses it where it can and says why not where it cannot."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""preflight.py: the verdict's advice names only flags that are not already on."""
+"""trl_grpo/observe/preflight.py: the verdict's advice names only flags that are not already on."""
 
 import pytest
 

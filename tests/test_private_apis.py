@@ -71,9 +71,11 @@ def test_peft_LoraLinear_internals():  # noqa: N802
     model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
     layer = next(m for m in model.modules() if isinstance(m, LoraLinear))
     for name in ("_disable_adapters", "merged", "use_dora", "active_adapters", "base_layer", "get_delta_weight"):
-        assert hasattr(layer, name), _broke("peft", f"lora.Linear.{name}", "fast_weights.generation_weights")
+        assert hasattr(layer, name), _broke("peft", f"lora.Linear.{name}", "merged_weights.generation_weights")
     layer._disable_adapters = True
-    assert layer.disable_adapters, _broke("peft", "what _disable_adapters switches", "fast_weights.generation_weights")
+    assert layer.disable_adapters, _broke(
+        "peft", "what _disable_adapters switches", "merged_weights.generation_weights"
+    )
 
 
 def test_torch_ops_mkldnn_reorder_linear_weight():
@@ -84,7 +86,7 @@ def test_torch_ops_mkldnn_reorder_linear_weight():
     packed = ops._reorder_linear_weight(weight, 64)
     out = ops._linear_pointwise(x, packed, None, "none", [], "")
     assert torch.allclose(out, x @ weight.T, atol=1e-5), _broke(
-        "torch", "mkldnn._reorder_linear_weight/_linear_pointwise", "fast_weights.packed_linears"
+        "torch", "mkldnn._reorder_linear_weight/_linear_pointwise", "merged_weights.packed_linears"
     )
     assert isinstance(bool(ops._is_mkldnn_bf16_supported()), bool)
 
@@ -95,13 +97,13 @@ def test_trl_GRPOTrainer_get_per_token_logps_and_entropies():  # noqa: N802
     params = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
     want = ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy"]
     assert params[: len(want)] == want, _broke(
-        "trl", "GRPOTrainer._get_per_token_logps_and_entropies's arguments", "fast_logps.FastLogpsTrainer"
+        "trl", "GRPOTrainer._get_per_token_logps_and_entropies's arguments", "packed_logps.FastLogpsTrainer"
     )
     from transformers import Trainer
 
     for attribute in ("is_deepspeed_enabled", "is_fsdp_enabled"):  # the gate reads them
         assert f"self.{attribute} =" in inspect.getsource(Trainer), _broke(
-            "transformers", f"Trainer.{attribute}", "fast_logps.FastLogpsTrainer._fast_logps_ok"
+            "transformers", f"Trainer.{attribute}", "packed_logps.FastLogpsTrainer._fast_logps_ok"
         )
 
 
@@ -133,13 +135,13 @@ def test_trl_ChunkedLogProbFunction_apply():  # noqa: N802
     )
     want = torch.log_softmax(hidden @ weight.T, -1).gather(-1, ids[:, None]).squeeze(-1)
     assert torch.allclose(logps, want, atol=1e-5), _broke(
-        "trl", "ChunkedLogProbFunction.apply's positional arguments or outputs", "fast_logps.shared_prefix_logps"
+        "trl", "ChunkedLogProbFunction.apply's positional arguments or outputs", "packed_logps.shared_prefix_logps"
     )
     assert entropy.shape == (5,)
 
 
 def test_trl_ChunkedLogProbFunction_backward_state():  # noqa: N802
-    """fast_lm_head.LeanChunkedLogProb reimplements the CPU backward from what the forward keeps."""
+    """lm_head.LeanChunkedLogProb reimplements the CPU backward from what the forward keeps."""
     from trl.kernels import chunked_logprob
 
     seen = {}
@@ -165,7 +167,7 @@ def test_trl_ChunkedLogProbFunction_backward_state():  # noqa: N802
         "tile", "tile_stride", "targets", "running_max", "sum_exp", "x_sum_exp", "sq_sum_exp", "z_sum",
         "max_before_target", "target_logit", "vocab_start", "n_cols",
     ] and {"HAS_ENTROPY", "HAS_IS_TOP1", "BLOCK_SIZE"} <= set(params), _broke(
-        "trl", "_forward_tile's arguments", "fast_lm_head.LeanChunkedLogProb.forward"
+        "trl", "_forward_tile's arguments", "lm_head.LeanChunkedLogProb.forward"
     )  # fmt: skip
 
 
@@ -191,18 +193,18 @@ def test_accelerate_original_forward_and_autocast_handler():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, _broke(
-        "accelerate", done.stderr.strip().splitlines()[-1], "fast_logps._check_fast_logps"
+        "accelerate", done.stderr.strip().splitlines()[-1], "packed_logps._check_fast_logps"
     )
 
 
 def test_torch_Tensor__version():  # noqa: N802
-    """fast_weights.FrozenCasts remakes a weight's copy when the weight changed in place: it reads
+    """merged_weights.FrozenCasts remakes a weight's copy when the weight changed in place: it reads
     the tensor's version counter, which every in-place op bumps."""
     w = torch.zeros(3)
     before = w._version
     with torch.no_grad():
         w.add_(1)
-    assert w._version > before, _broke("torch", "Tensor._version (in-place counter)", "fast_weights.FrozenCasts")
+    assert w._version > before, _broke("torch", "Tensor._version (in-place counter)", "merged_weights.FrozenCasts")
 
 
 def test_every_private_name_we_use_has_a_contract_test():

@@ -146,7 +146,7 @@ def test_format_prefilled_think(completion, prompt, flag, want):
         ("\\text{red}", "red", True),
         ("\\text{red}", "Red", True),  # case-insensitive text
         ("\\text{yes}", "\\text{no}", False),
-        ("12", "12\\text{ cm}", True),  # decided: a unit after the number is dropped (answer_value.UNITS)
+        ("12", "12\\text{ cm}", True),  # decided: a unit after the number is dropped (values.UNITS)
         ("12", "12\\text{ sides}", False),  # "sides" is no unit... unless the problem names it (self-test table)
         ("18", "18 yuan", True),
         ("2", "2x", False),  # but a variable is not a unit

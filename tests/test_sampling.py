@@ -1,4 +1,4 @@
-"""sampling.py: one settings object and one rule for where a completion ends, for every generator."""
+"""trl_grpo/models/sampling.py: one settings object and one rule for where a completion ends, for every generator."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""flags.py, settings.py, recipe.py, checks.py: recipe files, every GRPO knob, rewards from files, resume policy."""
+"""trl_grpo/settings/ (flags, resolve, recipe, checks): recipe files, every GRPO knob, reward files, resume policy."""
 
 import json
 import os

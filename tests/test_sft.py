@@ -1,5 +1,5 @@
-"""The cold start (--sft_steps): its targets (sft_data.py), a real SFT-then-GRPO run on a tiny model, and
-a stop and resume in either phase."""
+"""The cold start (--sft_steps): its targets (trl_grpo/data/sft_targets.py), a real SFT-then-GRPO run on a tiny
+model, and a stop and resume in either phase."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""telemetry.py and preflight.py: contract telemetry, the completion log's bounds, the preflight verdict."""
+"""trl_grpo/observe/telemetry.py and preflight.py: contract telemetry, the completion log's bounds, the verdict."""
 
 import json
 

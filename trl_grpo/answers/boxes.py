@@ -1,7 +1,7 @@
 """Boxed answers in text: ``\\boxed{...}`` / ``\\fbox{...}`` found with balanced braces, and the parts
 of an answer written in several boxes joined into one.
 
-    python -m pytest --doctest-modules boxes.py
+    python -m pytest --doctest-modules trl_grpo/answers/boxes.py
 
 Box policy: ``\\boxed{...}`` and ``\\fbox{...}`` count, with nested and escaped braces;
 ``\\boxed 5`` (no braces) is not a box: it renders ambiguously (LaTeX boxes one token). Every
@@ -15,7 +15,7 @@ import re
 
 BOXED = "\\boxed"
 BOX_COMMANDS = ("\\boxed", "\\fbox")
-# More distinct parts than this and the joined answer is over answer_check.MAX_ANSWER_CHARS anyway
+# More distinct parts than this and the joined answer is over equivalence.MAX_ANSWER_CHARS anyway
 # (each part a character plus ", "): the pairwise containment check, quadratic, is skipped.
 _MAX_PRUNED_PARTS = 400
 

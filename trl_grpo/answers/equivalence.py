@@ -3,7 +3,7 @@
     python -c "from trl_grpo.answers.equivalence import answers_equal; print(answers_equal('0.5', '\\\\frac{1}{2}'))"
 
 Used by reward.py's accuracy reward (and eval's lenient accuracy). First the prediction is reduced
-to its value (answer_value.py: lead-in and units off; a hedge such as ``12 is wrong`` earns
+to its value (trl_grpo/answers/values.py: lead-in and units off; a hedge such as ``12 is wrong`` earns
 nothing; each number-only side of an equation must equal the gold, so ``13 = 12`` earns nothing).
 Plain integers are compared here directly; everything else goes to math-verify
 (``verify(gold, prediction)`` on ``$...$`` parses, then a plain-text fallback) in a helper
@@ -51,7 +51,7 @@ def plain_text(s: str) -> str:
 
 
 # A gold answer is trusted: any words after its number are its unit ("18 yuan", "12\text{ sides}").
-# Predictions are reduced by answer_value.value_of, which credits only units and nouns of the problem.
+# Predictions are reduced by values.value_of, which credits only units and nouns of the problem.
 _NUMBER_WITH_UNIT = re.compile(
     r"([-+]?\d[\d,]*(?:\.\d+)?)(?:\s*\\(?:text|mbox|mathrm)\{[A-Za-z .]*\}|\s+[A-Za-z]{2,}[A-Za-z .]*)"
 )

@@ -22,7 +22,7 @@ already ends with ``<think>`` (a prefilled assistant turn), the completion is sc
     per item and per call (``set_verify_timeout``); a runaway check scores 0.0. This holds
     in threads and worker processes, where math-verify's own signal-based timeout does not.
 
-Box policy (boxes.py): ``\\boxed{...}`` and ``\\fbox{...}`` count, with nested and escaped braces;
+Box policy (trl_grpo/answers/boxes.py): ``\\boxed{...}`` and ``\\fbox{...}`` count, with nested and escaped braces;
 ``\\boxed 5`` (no braces) is not a box. ``GuardedReward`` wraps every reward a run uses so one
 failing sample scores None instead of ending training (TRL calls rewards without a try).
 """
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 def hedged(text: str, gold: str | None = None) -> bool:
     """Whether the words around the boxes of a completion's answer block change their value
-    (``not \\boxed{12}``, ``\\boxed{12} is wrong``): ``answer_value.hedged_around_boxes``.
+    (``not \\boxed{12}``, ``\\boxed{12} is wrong``): ``values.hedged_around_boxes``.
 
     >>> ok = hedged("<think>.</think><answer>The answer is \\\\boxed{12}.</answer>")
     >>> ok, hedged("<think>.</think><answer>not \\\\boxed{12}</answer>")
@@ -100,7 +100,7 @@ def accuracy_reward(completions, solution, answer=None, problem=None, **kwargs) 
 
     Returns:
         One float or None per completion. Only the value is credited: ``\\boxed{12 is wrong}``,
-        ``not \\boxed{12}`` and ``\\boxed{13 = 12}`` earn 0.0 for the gold 12 (answer_value.py).
+        ``not \\boxed{12}`` and ``\\boxed{13 = 12}`` earn 0.0 for the gold 12 (trl_grpo/answers/values.py).
 
     >>> accuracy_reward(["<think>.</think><answer>\\\\boxed{42}</answer>"] * 2, ["\\\\boxed{42}", "no box"])
     [1.0, None]

@@ -3,7 +3,7 @@
     python -c "import answer_value as v; print(v.value_of('The answer is 12 apples', 'How many apples?'))"
 
 The accuracy reward credits an answer only when all of it is the value. Before any equivalence
-check (answer_check.py), ``value_of`` reads the words in an answer:
+check (trl_grpo/answers/equivalence.py), ``value_of`` reads the words in an answer:
   * a lead-in phrase at the start comes off: ``The answer is 12``, ``Answer: 12``, ``so 12``;
   * units at the end come off: a word of ``UNITS`` (length, area, volume, mass, time, money,
     angles, percent, temperature, speed; singular or plural; ``\\text{ cm}^2``, ``km/h``), or a

@@ -4,7 +4,7 @@
 
 ``dataset_id``: ``builtin[:levels]``, a hub id, a ``save_to_disk`` folder, a folder of data files
 laid out like a hub dataset, or one file (files.py). Where a dataset has no test split, the test
-rows are carved once by problem text (splits.py). No torch.
+rows are carved once by problem text (trl_grpo/data/splits.py). No torch.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def load_splits(
     test_split: str | None,
     columns: tuple = (None, None, None),
     *,
-    prompt_template: str = "original",  # as standardize: the tool's own default is a flag's (flags.py)
+    prompt_template: str = "original",  # as standardize; the tool's default is a flag's (settings/flags.py)
     test_fraction: float = TEST_FRACTION,
     roles: tuple[str, ...] = ("train", "test"),
     config: str | None = None,
@@ -113,7 +113,7 @@ def load_splits(
         held_out = held_out_record("carved from train", test_split, problems, test_fraction)
         logger.info(
             "Dataset %s has no test split: %d of its %d problems are held out as test rows, chosen by their text "
-            "(splits.py); training never sees them.",
+            "(trl_grpo/data/splits.py); training never sees them.",
             dataset_id, len(available["test"]), len(available["test"]) + len(available["train"]),
         )  # fmt: skip
     for role, (name, _) in wanted.items():

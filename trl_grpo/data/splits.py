@@ -1,7 +1,7 @@
 """Which rows train and which test: split expressions, a test split carved by problem text where a
 dataset has none, overlapping splits refused, and test problems seen in training counted.
 
-    python -m pytest --doctest-modules splits.py
+    python -m pytest --doctest-modules trl_grpo/data/splits.py
 
 A dataset without a ``test`` split (a single .jsonl, most hub datasets' ``train`` alone) gets one
 carved from ``train`` by content: a row is a test row when the SHA-256 of its normalised problem

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser():
-    """eval.py's parser (flags.py holds both commands' flags)."""
+    """eval.py's parser (trl_grpo/settings/flags.py holds both commands' flags)."""
     return flags.build_parser("eval")
 
 
@@ -172,7 +172,7 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
         args.max_completion_length, args.temperature, samples=args.num_samples, batch_size=args.batch_size,
         seed=args.seed,
     )  # fmt: skip
-    # the lean decode step (lean_decode.py): the same logits to rounding, where the model allows it
+    # the lean decode step (trl_grpo/fast/lean_decode.py): the same logits to rounding, where the model allows it
     lean, why_not = decoding.lean_decoder(model, torch.device(device).type) if fast else (None, "fast paths off")
     counts["lean_decode"] = why_not or "used"
     prompts = [rows[i]["prompt"] for i in todo]

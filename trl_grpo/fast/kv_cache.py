@@ -3,7 +3,7 @@ lives (``ReservedLayer``: room reserved once, rows dropped in one copy), in what
 (``cache_in_fp32``), the attention implementation bf16 runs on a CPU (``pick_attention``), a
 shared prompt prefix's cache, and how many rows fit free memory (``rows_that_fit``).
 
-    decoding.py uses all of it; model_utils.load_model takes ``pick_attention``'s answer.
+    trl_grpo/fast/decoding.py uses all of it; loading.load_model takes ``pick_attention``'s answer.
 
 Each is tested against the stock transformers path in tests/test_decoding.py.
 """

@@ -2,7 +2,7 @@
 sampling and evaluation's generation run instead of the transformers model after it ran the prompts
 (``decoding.lean_prefill``).
 
-    lean = LeanDecoder.of(model)                     # training: inside fast_weights.generation_weights()
+    lean = LeanDecoder.of(model)                     # training: inside merged_weights.generation_weights()
     state = lean.start(prefix, shared, parts, room)  # after transformers ran the prompts
     logits = state.step(tokens, positions)           # one new token per row; state.select(rows) drops rows
 
@@ -32,7 +32,7 @@ FAMILIES = {"llama": "LlamaDecoderLayer", "qwen2": "Qwen2DecoderLayer"}
 
 def _weight_and_bias(module):
     """The (weight, bias) ``module`` computes with now: a plain linear layer, or a LoRA layer whose
-    adapter is merged in or switched off (fast_weights.generation_weights does both); else None."""
+    adapter is merged in or switched off (merged_weights.generation_weights does both); else None."""
     if type(module) is torch.nn.Linear:
         return module.weight, module.bias
     base = getattr(module, "base_layer", None)

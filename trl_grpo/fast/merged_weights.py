@@ -3,7 +3,7 @@ for oneDNN; the trained weights are put back untouched afterwards.
 
     with generation_weights(model, torch.bfloat16), packed_linears(model, "cpu"): ...
 
-Used by decoding.py (the training generate hook and eval's batches) when fast paths are on;
+Used by trl_grpo/fast/decoding.py (the training generate hook and eval's batches) when fast paths are on;
 tests/test_decoding.py compares each against the plain weights. Gains: bench/README.md.
 """
 

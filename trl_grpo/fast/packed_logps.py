@@ -215,7 +215,7 @@ class FastLogpsTrainer(GRPOTrainer):
     _fast_checked = False
     fast_logps_check = None  # the first-batch comparison with TRL's path, once made
     generate_hook = None  # the fast sampling hook on the model, once installed
-    frozen_casts = None  # the frozen weights' autocast-dtype copies (fast_weights.FrozenCasts)
+    frozen_casts = None  # the frozen weights' autocast-dtype copies (merged_weights.FrozenCasts)
 
     def install_fast_generate(self, bf16_autocast: bool = False) -> None:
         """Sample through ``decoding.SharedPrefixGenerate``: the adapter merged, the shared system prompt run
@@ -241,7 +241,7 @@ class FastLogpsTrainer(GRPOTrainer):
         lean = None if hook is None else "not used" if not hook.lean else hook.lean_skipped or "used"
         return {
             "generate_hook": generate,
-            "lean_decode": lean,  # "used", "not used", or why the model cannot take it (lean_decode.py)
+            "lean_decode": lean,  # "used", "not used", or why the model cannot take it (trl_grpo/fast/lean_decode.py)
             "fast_logps": logps,
             "fast_logps_check": self.fast_logps_check,
         }

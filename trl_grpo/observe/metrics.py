@@ -1,7 +1,7 @@
 """Scoring evaluation records with the training rewards, their summary statistics, and the table
 eval.py prints.
 
-    python -m pytest --doctest-modules metrics.py
+    python -m pytest --doctest-modules trl_grpo/observe/metrics.py
 
 Pure Python (no torch): accuracy with a Wilson interval, the format-reward distribution, lenient
 accuracy, pass@k and maj@k; ``print_table`` lays summaries side by side.

@@ -1,6 +1,6 @@
 """What a run's completions do with the output contract: the telemetry counted per batch.
 
-    python -m pytest --doctest-modules telemetry.py
+    python -m pytest --doctest-modules trl_grpo/observe/telemetry.py
 
 Each known way to game or break ``<think>...</think><answer>\\boxed{...}</answer>`` (repeated
 blocks, a box outside the answer, an empty reasoning block, text after the answer, an answer

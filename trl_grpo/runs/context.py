@@ -1,10 +1,10 @@
 """What an evaluation takes from the run it scores: the run's recorded settings (eval.py's defaults)
 and which rows it may score: the test rows the run held out, without any problem it trained on.
 
-    python eval.py --model_dir ckpts/RUN          # evaluation.py asks this module for both
+    python eval.py --model_dir ckpts/RUN          # trl_grpo/evaluation/pipeline.py asks this module for both
 
 A run folder's run_config.json (or its parent's, for a ``checkpoint-N`` folder) records its flags
-and its held-out test rows (source, count, a hash of their problems: splits.py). An evaluation of
+and its held-out test rows (source, count, a hash of their problems: trl_grpo/data/splits.py). An evaluation of
 the run recomputes those rows and refuses when the hash differs (the dataset changed since
 training); every other test split has the run's training problems left out and counted as
 ``contaminated``. The run's own --train_split is scored as training rows, and said to be.

@@ -42,7 +42,7 @@ _EARLY_FILES |= {"sft_log_history.json", "preflight_after_sft.json"}  # the cold
 _PREVIOUS_PREFIX = "previous-attempt-"
 
 
-SFT_DIR = "sft"  # the cold start's folder inside a run folder (sft.py)
+SFT_DIR = "sft"  # the cold start's folder inside a run folder (trl_grpo/training/cold_start.py)
 
 
 def default_output_dir(args) -> str:
@@ -65,7 +65,7 @@ def find_last_checkpoint(output_dir: str) -> str | None:
 
 def sft_progress(output_dir: str) -> bool:
     """Whether a run folder holds cold-start work to resume: the phase's finished adapter or a complete
-    checkpoint of it (sft.py)."""
+    checkpoint of it (trl_grpo/training/cold_start.py)."""
     folder = os.path.join(output_dir, SFT_DIR)
     return os.path.isfile(os.path.join(folder, COMPLETE_MARKER)) or find_last_checkpoint(folder) is not None
 

@@ -5,7 +5,7 @@
 
 A results file ``X.json`` has ``X.summary.json`` beside it, ``X.partial.jsonl`` while it is being
 written (a settings line, then one record per scored problem) and ``.X.json.lock`` while a process
-holds it. Used by evaluation.py.
+holds it. Used by trl_grpo/evaluation/pipeline.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 ``check_train`` (main.py) and ``check_eval`` (eval.py) raise one ``UsageError`` holding one line per
 problem, each naming the flag, its value and what would be accepted; ``cli`` prints them as
-``error:`` lines and exits 2. Called by settings.parse, so every entry point checks the same way.
+``error:`` lines and exits 2. Called by resolve.parse, so every entry point checks the same way.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ One table, ``FLAGS``: each flag's name, group (model, data, algorithm, generatio
 commands that take it, its argparse settings, and what differs for eval.py (a default taken from
 the run being evaluated, another help text). Names follow TRL's ``GRPOConfig`` and PEFT's
 ``LoraConfig`` fields so they map one to one; open-r1's spellings are aliases. A recipe file's
-keys are these names (``settings.py`` reads ``--config``). A leaf: no torch, no TRL, so ``--help``
+keys are these names (``trl_grpo/settings/resolve.py`` reads ``--config``). A leaf: no torch, no TRL, so ``--help``
 is instant.
 """
 

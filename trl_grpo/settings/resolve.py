@@ -1,11 +1,11 @@
 """From a command line (and a recipe) to the settings a command runs with, and what start-up learned.
 
-    python main.py --config recipes/cpu_quick.yaml --learning_rate 1e-4      # settings.parse("train", argv)
+    python main.py --config recipes/cpu_quick.yaml --learning_rate 1e-4      # resolve.parse("train", argv)
 
-``parse`` reads ``--config`` (recipe.py), sets the recipe's values as defaults so the command line
+``parse`` reads ``--config`` (trl_grpo/settings/recipe.py), sets the recipe's values as defaults so the command line
 wins, folds ``trainer:`` and ``--trainer KEY=VALUE`` into one mapping of GRPOConfig fields, restores
 a resumed run's settings (refusing a change to what it learns), settles the run length, and checks
-every value (checks.py): all before anything heavy loads. What it learned along the way is
+every value (trl_grpo/settings/checks.py): all before anything heavy loads. What it learned along the way is
 returned in ``Startup``, never stashed on the settings. eval.py's unset data flags take the
 evaluated run's own values (``fill_eval_defaults``).
 """

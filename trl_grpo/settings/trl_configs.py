@@ -4,7 +4,7 @@
 
 Every flag maps to the field of the same name (``--warmup_ratio`` to ``warmup_steps``, which
 transformers 5 reads as a ratio below 1); the ``trainer:`` mapping (``--trainer KEY=VALUE``) sets
-any other GRPOConfig field. checks.py builds the same configs once before anything loads, so a
+any other GRPOConfig field. trl_grpo/settings/checks.py builds the same configs once before anything loads, so a
 value TRL refuses stops the run at once. TRL and PEFT are imported inside, on use.
 """
 
@@ -66,7 +66,7 @@ def build_sft_config(args, sft_dir: str, grpo):
     """``SFTConfig`` of the cold start (``--sft_steps``): its own steps, learning rate and batch size; the
     device, precision, saving, seed and optimizer limits of the GRPO run ``grpo`` that follows it.
     Targets are never truncated (``max_length`` None): --max_completion_length bounds sampling, not
-    what is taught; rows too long for the model were left out before (sft.py)."""
+    what is taught; rows too long for the model were left out before (trl_grpo/training/cold_start.py)."""
     from trl import SFTConfig
 
     return SFTConfig(
