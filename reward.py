@@ -9,7 +9,7 @@ gold answer, 0.0 otherwise, None where the gold is unusable. Both take TRL's arg
 (completions plus every dataset column as keyword arguments) and return one value per completion.
 
 The rules in full: trl_grpo/answers/contract.py (tags, extraction, gold answers) and
-trl_grpo/answers/rewards.py (the reward functions); the names ``--reward_funcs`` takes:
+trl_grpo/answers/rewards.py (the reward functions and their names); a user's own rewards:
 trl_grpo/answers/registry.py; the case table: docs/rewards.md.
 """
 
@@ -18,8 +18,8 @@ import sys
 
 from trl_grpo.answers.boxes import extract_boxed
 from trl_grpo.answers.contract import extract_answer, gold_answer
-from trl_grpo.answers.registry import REWARD_FUNCS, get_reward_funcs
-from trl_grpo.answers.rewards import accuracy_reward, format_reward
+from trl_grpo.answers.registry import get_reward_funcs
+from trl_grpo.answers.rewards import REWARD_FUNCS, accuracy_reward, format_reward
 
 __all__ = [
     "REWARD_FUNCS",

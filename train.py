@@ -101,7 +101,7 @@ class RunTrainer(TelemetryMixin, FastLogpsTrainer):
 
 def _resolve(args, state) -> dict:
     """Where the model comes from, its tokenizer, and the hardware choices: device, precision,
-    attention, fast paths (``model_utils`` decides each)."""
+    attention, fast paths (models/hardware.py decides each)."""
     with state.main_process_first():  # convert the embedded model once, not once per process
         resolved = locate.resolve_model(args.model_id)
     if resolved["adapter"]:
@@ -117,8 +117,13 @@ def _resolve(args, state) -> dict:
     attention = pick_attention(device, use_bf16) if fast else None
     tokenizer = loading.load_tokenizer(resolved["base"], args.trust_remote_code)
     return {
-        **{"resolved": resolved, "device": device, "use_bf16": use_bf16, "dtype": dtype},
-        **{"fast": fast, "attention": attention, "tokenizer": tokenizer},
+        "resolved": resolved,
+        "device": device,
+        "use_bf16": use_bf16,
+        "dtype": dtype,
+        "fast": fast,
+        "attention": attention,
+        "tokenizer": tokenizer,
     }
 
 
@@ -184,25 +189,45 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         trainer.completion_log = CompletionLog(path, args.completions_log_every, args.completions_log_max, resumed_at)
     if state.is_main_process:
         trainer.model.print_trainable_parameters()  # as the original printed it
-    trainable, total = trainer.model.get_nb_trainable_parameters()
-    run_config = {
-        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-        "recipe": startup.recipe if startup else None,
-        "rewards": registry.reward_sources(args.reward_funcs),
-        **{"output_dir": output_dir, "resumed_from": resume_ckpt, "model_source": hw["resolved"]["source"]},
-        **{"model_path": hw["resolved"]["base"], "device": hw["device"], "dtype": str(hw["dtype"])},
-        "attn_implementation": hw["attention"] or "model default",
-        "fast_paths": {"setting": args.fast_paths, "enabled": hw["fast"]},
-        **{"bf16": hw["use_bf16"], "num_processes": state.num_processes, "train_rows": len(train_ds)},
-        **{"eval_rows": len(eval_ds) if eval_ds is not None else 0, "dropped": dropped, "held_out": held_out},
-        **{"trainable_params": trainable, "all_params": total},
-        "sft": {"steps": args.sft_steps, "rows": len(sft_ds), "left_out": sft_skipped} if sft_ds is not None else None,
-        "versions": _versions(),
+    data = {"train": train_ds, "eval": eval_ds, "dropped": dropped, "held_out": held_out}
+    data |= {"sft": sft_ds, "sft_left_out": sft_skipped}
+    run_config = _run_config(args, startup, output_dir, resume_ckpt, hw, state, trainer, data)
+    run_config |= {
         "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
         "lora_config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.to_dict().items()},
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     return trainer, stopper, run_config
+
+
+def _run_config(args, startup, output_dir, resume_ckpt, hw, state, trainer, data) -> dict:
+    """What run_config.json records of a run: its flags and recipe, where the model came from and
+    how it runs, the rows it trains on and holds out, its size and the library versions."""
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    sft_ds = data["sft"]
+    return {
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "recipe": startup.recipe if startup else None,
+        "rewards": registry.reward_sources(args.reward_funcs),
+        "output_dir": output_dir,
+        "resumed_from": resume_ckpt,
+        "model_source": hw["resolved"]["source"],
+        "model_path": hw["resolved"]["base"],
+        "device": hw["device"],
+        "dtype": str(hw["dtype"]),
+        "attn_implementation": hw["attention"] or "model default",
+        "fast_paths": {"setting": args.fast_paths, "enabled": hw["fast"]},
+        "bf16": hw["use_bf16"],
+        "num_processes": state.num_processes,
+        "train_rows": len(data["train"]),
+        "eval_rows": len(data["eval"]) if data["eval"] is not None else 0,
+        "dropped": data["dropped"],
+        "held_out": data["held_out"],
+        "trainable_params": trainable,
+        "all_params": total,
+        "sft": {"steps": args.sft_steps, "rows": len(sft_ds), "left_out": data["sft_left_out"]} if sft_ds else None,
+        "versions": _versions(),
+    }
 
 
 def check_lora_targets(model, targets: str) -> None:
@@ -251,13 +276,25 @@ def run_length_line(args, train_rows: int, processes: int, why: str = "as given"
 def preflight_plan(args, train_rows: int, processes: int) -> preflight.Plan:
     """What the preflight samples (as the run samples) and knows of the run, from the settings."""
     sampling = Sampling(
-        args.max_completion_length, args.temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty,
-        samples=args.num_generations, seed=args.seed,
-    )  # fmt: skip
+        args.max_completion_length,
+        args.temperature,
+        args.top_p,
+        args.top_k,
+        args.min_p,
+        args.repetition_penalty,
+        samples=args.num_generations,
+        seed=args.seed,
+    )
     return preflight.Plan(
-        sampling, args.preflight_prompts, prompts_per_step(args, processes), planned_steps(args, train_rows, processes),
-        args.max_prompt_length, args.sft_steps, args.prompt_template, args.prefill_think,
-    )  # fmt: skip
+        sampling,
+        args.preflight_prompts,
+        prompts_per_step(args, processes),
+        planned_steps(args, train_rows, processes),
+        args.max_prompt_length,
+        args.sft_steps,
+        args.prompt_template,
+        args.prefill_think,
+    )
 
 
 def train(args, startup=None, callbacks=()) -> int:
@@ -380,7 +417,9 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
             "Done: %s%d GRPO steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and "
             "reward_curves.png in %s",
             f"{cold['steps']} cold-start steps in {cold['train_wall_s'] / 60:.1f} min, then " if cold else "",
-            steps, wall / 60, output_dir,
-        )  # fmt: skip
+            steps,
+            wall / 60,
+            output_dir,
+        )
         print(f"Run folder: {output_dir}")
     return 0

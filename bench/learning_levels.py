@@ -45,10 +45,26 @@ TRAIN_DATA = ["--dataset_id", "builtin:1-2,3-4@0.25"]
 RECIPE = [*TRAIN_DATA, "--max_completion_length", "96", "--temperature", "0.7", "--learning_rate", "3e-4"]
 # The original project's configuration, at this benchmark's steps, data and completions per step.
 ORIGINAL = [
-    *TRAIN_DATA, "--lora_r", "8", "--lora_alpha", "32", "--lora_dropout", "0.01",
-    "--lora_target_modules", "q_proj,v_proj", "--learning_rate", "1e-5", "--warmup_ratio", "0.05",
-    "--prompt_template", "original", "--max_completion_length", "64", "--num_generations", "4",
-]  # fmt: skip
+    *TRAIN_DATA,
+    "--lora_r",
+    "8",
+    "--lora_alpha",
+    "32",
+    "--lora_dropout",
+    "0.01",
+    "--lora_target_modules",
+    "q_proj,v_proj",
+    "--learning_rate",
+    "1e-5",
+    "--warmup_ratio",
+    "0.05",
+    "--prompt_template",
+    "original",
+    "--max_completion_length",
+    "64",
+    "--num_generations",
+    "4",
+]
 # The cold start before GRPO: supervised steps on the training rows' worked solutions
 # (trl_grpo/training/cold_start.py), then GRPO
 # at a third of the recipe's learning rate (3e-4 undoes what the cold start taught) on all four levels'
@@ -155,10 +171,15 @@ def train_and_evaluate(name: str, flags: list[str], out_dir: str, args, base: di
     trained = evaluate(run_dir, out_dir, f"{name}-trained", args, settings)
     sft_wall = (state.get("sft") or {}).get("train_wall_s", 0.0)
     out = result(
-        args.levels, base, trained,
+        args.levels,
+        base,
+        trained,
         train_wall_s=round(sum(a.get("train_wall_s", 0.0) for a in state["attempts"]) + sft_wall, 1),
-        steps=state.get("steps"), sft_steps=settings.sft_steps, flags=flags, pass_temperature=settings.temperature,
-    )  # fmt: skip
+        steps=state.get("steps"),
+        sft_steps=settings.sft_steps,
+        flags=flags,
+        pass_temperature=settings.temperature,
+    )
     out["_base"], out["_run"] = base, run_dir
     return out
 
@@ -171,9 +192,15 @@ def sft_only(levels_result: dict, out_dir: str, args) -> dict:
     with open(os.path.join(run_dir, "run_state.json")) as f:
         sft_state = json.load(f)["sft"]
     return result(
-        args.levels, levels_result["_base"], trained, train_wall_s=sft_state["train_wall_s"], steps=0,
-        sft_steps=sft_state["steps"], flags=levels_result["flags"], pass_temperature=settings.temperature,
-    )  # fmt: skip
+        args.levels,
+        levels_result["_base"],
+        trained,
+        train_wall_s=sft_state["train_wall_s"],
+        steps=0,
+        sft_steps=sft_state["steps"],
+        flags=levels_result["flags"],
+        pass_temperature=settings.temperature,
+    )
 
 
 def public(result: dict) -> dict:

@@ -55,7 +55,7 @@ def test_transformers_AttentionInterface_register():  # noqa: N802
     )
     params = list(inspect.signature(sdpa_attention_forward).parameters)
     assert params[:5] == ["module", "query", "key", "value", "attention_mask"], _broke(
-        "transformers", "sdpa_attention_forward's arguments", "model_utils._sdpa_cpu_fp32"
+        "transformers", "sdpa_attention_forward's arguments", "kv_cache._sdpa_cpu_fp32"
     )
     assert callable(sdpa_mask)
 
@@ -159,16 +159,28 @@ def test_trl_ChunkedLogProbFunction_backward_state():  # noqa: N802
     logps.sum().backward()
     want = {"logit_scale", "softcap", "inv_t", "HAS_SOFTCAP", "saved", "dtype", "chunk"}
     assert want <= set(seen) and seen["saved"] == 6 and seen["chunk"] == 64, _broke(
-        "trl", "ChunkedLogProbFunction's saved tensors or ctx.kernel_args/compute_dtype/chunk_size", "fast_lm_head"
+        "trl",
+        "ChunkedLogProbFunction's saved tensors or ctx.kernel_args/compute_dtype/chunk_size",
+        "lm_head.py",
     )
-    assert isinstance(chunked_logprob.TOKEN_CHUNK_SIZE, int), _broke("trl", "TOKEN_CHUNK_SIZE", "fast_lm_head")
+    assert isinstance(chunked_logprob.TOKEN_CHUNK_SIZE, int), _broke("trl", "TOKEN_CHUNK_SIZE", "lm_head.py")
     params = list(inspect.signature(chunked_logprob._forward_tile).parameters)
     assert params[:12] == [
-        "tile", "tile_stride", "targets", "running_max", "sum_exp", "x_sum_exp", "sq_sum_exp", "z_sum",
-        "max_before_target", "target_logit", "vocab_start", "n_cols",
+        "tile",
+        "tile_stride",
+        "targets",
+        "running_max",
+        "sum_exp",
+        "x_sum_exp",
+        "sq_sum_exp",
+        "z_sum",
+        "max_before_target",
+        "target_logit",
+        "vocab_start",
+        "n_cols",
     ] and {"HAS_ENTROPY", "HAS_IS_TOP1", "BLOCK_SIZE"} <= set(params), _broke(
         "trl", "_forward_tile's arguments", "lm_head.LeanChunkedLogProb.forward"
-    )  # fmt: skip
+    )
 
 
 def test_trl_GRPOConfig_loss_type_help():  # noqa: N802
@@ -222,13 +234,39 @@ def test_every_private_name_we_use_has_a_contract_test():
         with open(path) as f:
             used |= set(re.findall(r"\.(_[a-z][a-z_]+)\b", f.read()))
     ours = {
-        "_adopt", "_views", "_fast", "_decode", "_fast_logps", "_fast_logps_ok", "_check_fast_logps", "_fast_checked",
-        "_start", "_sdpa_cpu_fp32", "_read_config", "_check_model_dir", "_embedded_gguf_path", "_disable_adapters",
-        "_observe", "_telemetry_failed", "_keep_until", "_plan", "_lean", "_step", "_prefill",
-    }  # fmt: skip
+        "_adopt",
+        "_views",
+        "_fast",
+        "_decode",
+        "_fast_logps",
+        "_fast_logps_ok",
+        "_check_fast_logps",
+        "_fast_checked",
+        "_start",
+        "_sdpa_cpu_fp32",
+        "_read_config",
+        "_check_model_dir",
+        "_embedded_gguf_path",
+        "_disable_adapters",
+        "_observe",
+        "_telemetry_failed",
+        "_keep_until",
+        "_plan",
+        "_lean",
+        "_step",
+        "_prefill",
+    }
     tested = {
-        "_get_per_token_logps_and_entropies", "_original_forward", "_reorder_linear_weight", "_linear_pointwise",
-        "_is_mkldnn_bf16_supported", "_disable_adapters", "_generate_and_score_completions", "_logs", "_metrics",
-        "_version", "_forward_tile",
-    }  # fmt: skip
+        "_get_per_token_logps_and_entropies",
+        "_original_forward",
+        "_reorder_linear_weight",
+        "_linear_pointwise",
+        "_is_mkldnn_bf16_supported",
+        "_disable_adapters",
+        "_generate_and_score_completions",
+        "_logs",
+        "_metrics",
+        "_version",
+        "_forward_tile",
+    }
     assert used - ours - tested == set(), f"private names without a contract test: {sorted(used - ours - tested)}"

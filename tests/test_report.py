@@ -23,11 +23,15 @@ def _synthetic_run(folder, n=10_000, groups_per_step=4, g=4):
             step, group, fmt = 1 + i // per_step, (i % per_step) // g, rng.choice([0.0, 0.5, 1.0])
             answer = f"= {i + 1}</think><answer>\\boxed{{{i + 1}}}</answer>" if fmt else "..."
             row = {
-                "step": step, "prompt_index": i // g, "group": group, "length": rng.randint(5, 48),
+                "step": step,
+                "prompt_index": i // g,
+                "group": group,
+                "length": rng.randint(5, 48),
                 "completion": f"needle-{i} {answer}",
                 "rewards": {"format_reward": fmt, "accuracy_reward": 1.0 if fmt == 1.0 else 0.0},
-                "advantage": rng.uniform(-1, 1), "truncated": fmt == 0.0,
-            }  # fmt: skip
+                "advantage": rng.uniform(-1, 1),
+                "truncated": fmt == 0.0,
+            }
             if i % g == 0:
                 row["prompt"] = f"<|im_start|>user\nWhat is {i} + 1?<|im_end|>\n<|im_start|>assistant\n<think>"
             f.write(json.dumps(row) + "\n")

@@ -49,8 +49,10 @@ def test_rows_without_a_usable_worked_solution_are_left_out(solution, answer, wh
 
 def test_gsm8k_rationales_are_worked_solutions(tmp_path):
     path = tmp_path / "gsm.jsonl"
-    rows = [{"question": f"Q{i}: what is {i} + 1,000?", "answer": f"{i} + 1000 = {i + 1000}\n#### {i + 1000}"}
-            for i in range(30)]  # fmt: skip
+    rows = [
+        {"question": f"Q{i}: what is {i} + 1,000?", "answer": f"{i} + 1000 = {i + 1000}\n#### {i + 1000}"}
+        for i in range(30)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     train, _ = data_utils.load_and_process_data(str(path), "train", None)
     out, skipped = sft_targets.sft_rows(["p"] * len(train), train["solution"], train["answer"], True)
@@ -69,8 +71,20 @@ def test_the_refusal_comes_before_the_model_loads(tiny_model_dir, tmp_path, monk
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setattr("trl_grpo.models.loading.load_model", lambda *a, **k: pytest.fail("the model loaded"))
     with pytest.raises(SystemExit, match="--solution_column"):
-        main.main(["--model_id", tiny_model_dir, "--dataset_id", str(path), "--sft_steps", "2", "--max_steps", "1",
-                   "--output_dir", str(tmp_path / "run")])  # fmt: skip
+        main.main(
+            [
+                "--model_id",
+                tiny_model_dir,
+                "--dataset_id",
+                str(path),
+                "--sft_steps",
+                "2",
+                "--max_steps",
+                "1",
+                "--output_dir",
+                str(tmp_path / "run"),
+            ]
+        )
     assert not os.path.exists(tmp_path / "run")
 
 

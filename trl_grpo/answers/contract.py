@@ -143,7 +143,7 @@ _PLACEHOLDERS = frozenset(
     ("", "n/a", "na", "none", "null", "nil", "nan", "-", "--", "?", "...", "tbd", "unknown", "no answer")
     + ("not applicable", "see above", "see solution", "see solution above", "see below", "see explanation")
     + ("see the solution", "answer", "solution")
-)  # fmt: skip
+)
 
 
 _PROSE = re.compile(r"(?:[A-Za-z]+[\s,.;:]+){5,}[A-Za-z]*[.!]?")  # six or more plain words

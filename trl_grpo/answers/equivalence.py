@@ -273,7 +273,7 @@ def answers_equal(gold: str, pred: str, timeout_s: float | None = None, problem:
 
 def plan_checks(gold: str, pred: str, problem: str | None = None) -> list[tuple[str, str]] | None:
     """The (gold, value) checks that must all hold for ``pred`` to equal ``gold``, or None when it is
-    refused unchecked (empty, too long, or a hedge: ``answer_value``)."""
+    refused unchecked (empty, too long, or a hedge: values.py)."""
     if not gold or not pred or len(pred) > MAX_ANSWER_CHARS:
         return None
     value = value_of(pred, problem, gold)

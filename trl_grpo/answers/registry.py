@@ -2,8 +2,9 @@
 
     python main.py --reward_funcs format,accuracy,my_rewards.py:length_reward
 
-To add a built-in reward: write it in rewards.py (TRL's signature, a name ending in ``_reward``)
-and give it a name in ``REWARD_FUNCS`` below; the flag's help and the docs list it from here.
+The built-in names are ``rewards.REWARD_FUNCS``: a built-in reward is added in rewards.py alone.
+A user's own is ``path/to/file.py:function`` or ``package.module:function``; every one is wrapped
+in ``GuardedReward`` so one failing sample cannot end a run.
 """
 
 from __future__ import annotations
@@ -12,13 +13,7 @@ import os
 import re
 import sys
 
-from trl_grpo.answers.rewards import GuardedReward, accuracy_reward, format_reward
-
-# Names users pass to --reward_funcs. TRL logs each as rewards/<function name>/mean.
-REWARD_FUNCS = {
-    "format": format_reward,
-    "accuracy": accuracy_reward,
-}
+from trl_grpo.answers.rewards import REWARD_FUNCS, GuardedReward
 
 
 def get_reward_funcs(names) -> list:

@@ -152,3 +152,12 @@ class GuardedReward:
                 logger.error("%s raised on item %d (%s: %s): scored None", self.__name__, i, type(exc).__name__, exc)
                 out.append(None)
         return out
+
+
+# Names users pass to --reward_funcs, and the one place a built-in reward is added: write it above
+# (TRL's signature, a name ending in _reward) and name it here. TRL logs each as
+# rewards/<function name>/mean.
+REWARD_FUNCS = {
+    "format": format_reward,
+    "accuracy": accuracy_reward,
+}

@@ -1,6 +1,6 @@
 """Which part of an answer is its value: lead-in phrases and units come off, hedges earn nothing.
 
-    python -c "import answer_value as v; print(v.value_of('The answer is 12 apples', 'How many apples?'))"
+    python -c "from trl_grpo.answers.values import value_of; print(value_of('The answer is 12 apples', 'apples?'))"
 
 The accuracy reward credits an answer only when all of it is the value. Before any equivalence
 check (trl_grpo/answers/equivalence.py), ``value_of`` reads the words in an answer:
@@ -20,7 +20,7 @@ check (trl_grpo/answers/equivalence.py), ``value_of`` reads the words in an answ
     earns nothing.
 Words the gold itself contains are part of the value (``\\text{odd}``, ``2ab``), and letters
 glued to a digit are variables (``2xy``), as are single letters (``x = 12`` stays credited).
-``numeric_sides`` names the sides of an equation that hold no variable: answer_check requires
+``numeric_sides`` names the sides of an equation that hold no variable: equivalence.py requires
 each to equal the gold, so ``13 = 12`` earns nothing while ``2 \\times 6 = 12`` does.
 
 A leaf: no torch, no math-verify; tests/data/reward_selftest.json holds the labelled cases.
@@ -89,9 +89,29 @@ _TEXT_WRAP = re.compile(r"\\(?:text|textrm|textbf|textit|mbox|mathrm|textnormal)
 _SPACES = re.compile(r"\\[,;:! ]|\\q?quad\b|~|\$")
 _TOKEN = re.compile(r"\\[A-Za-z]+|[A-Za-z]+|\d+(?:[.,]\d+)*|\s+|.", re.S)
 _RELATIONS = (
-    "\\neq", "\\ne", "\\approx", "\\geq", "\\ge", "\\leq", "\\le", "\\geqslant", "\\leqslant", "\\lt", "\\gt",
-    "\\sim", "\\simeq", "\\pm", "\\mp", "<", ">", "≈", "≠", "≥", "≤", "±",
-)  # fmt: skip
+    "\\neq",
+    "\\ne",
+    "\\approx",
+    "\\geq",
+    "\\ge",
+    "\\leq",
+    "\\le",
+    "\\geqslant",
+    "\\leqslant",
+    "\\lt",
+    "\\gt",
+    "\\sim",
+    "\\simeq",
+    "\\pm",
+    "\\mp",
+    "<",
+    ">",
+    "≈",
+    "≠",
+    "≥",
+    "≤",
+    "±",
+)
 _BRACED_POWER = re.compile(r"\^\s*\{\s*([23])\s*\}")
 _GREEK = re.compile(
     r"\\(?:alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|rho|"

@@ -1,6 +1,6 @@
 """The built-in dataset: math word problems generated deterministically, in four levels.
 
-    python -c "import builtin_data as b; print(b.builtin_records([1])['test'][0])"
+    python -c "from trl_grpo.data.builtin import builtin_records; print(builtin_records([1])['test'][0])"
 
 Level 1: two-number addition; 2: subtraction and multiplication; 3: two-step word problems;
 4: linear equations. 2,000 train and 200 test problems per level from ``BUILTIN_SEED``, test

@@ -65,9 +65,13 @@ def _config_folder(path: str, config: str | None) -> str:
 
     top_files = [f for f in os.listdir(path) if os.path.splitext(f)[1] in DATA_EXTS]
     named = sorted(
-        d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and d not in ("data", ".cache")
-        and not d.startswith(".") and holds_data(os.path.join(path, d))
-    )  # fmt: skip
+        d
+        for d in os.listdir(path)
+        if os.path.isdir(os.path.join(path, d))
+        and d not in ("data", ".cache")
+        and not d.startswith(".")
+        and holds_data(os.path.join(path, d))
+    )
     if config:
         if config not in named:
             raise DataError(

@@ -85,8 +85,9 @@ def prompt_rows(
         logger.warning(
             "Left out %d of %d problems that also occur in the training rows (contaminated): a model is not "
             "scored on what it trained on.",
-            len(seen), len(ds),
-        )  # fmt: skip
+            len(seen),
+            len(ds),
+        )
         ds = ds.select([i for i in range(len(ds)) if i not in seen])
         if len(ds) == 0:
             raise DataError(

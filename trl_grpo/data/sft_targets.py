@@ -1,7 +1,7 @@
 """The cold start's data: each training row's worked solution written in the output contract, the
 target of the supervised steps (``--sft_steps``) that run before GRPO.
 
-    python -c "import sft_data as s; print(s.sft_target(r'2 + 3 = \\boxed{5}.', '5', True))"
+    python -c "from trl_grpo.data.sft_targets import sft_target; print(sft_target(r'2 + 3 = \\boxed{5}.', '5', True))"
 
 GRPO can only reinforce a right answer it samples; on problems where the model never samples one
 every group scores the same and nothing is learned. A few supervised steps on worked solutions,

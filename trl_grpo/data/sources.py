@@ -114,8 +114,10 @@ def load_splits(
         logger.info(
             "Dataset %s has no test split: %d of its %d problems are held out as test rows, chosen by their text "
             "(trl_grpo/data/splits.py); training never sees them.",
-            dataset_id, len(available["test"]), len(available["test"]) + len(available["train"]),
-        )  # fmt: skip
+            dataset_id,
+            len(available["test"]),
+            len(available["test"]) + len(available["train"]),
+        )
     for role, (name, _) in wanted.items():
         if name not in available:
             raise DataError(

@@ -86,20 +86,18 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
     device = hardware.pick_device(args.device)
     dtype = hardware.eval_dtype(device, args.bf16)
     fast = hardware.fast_paths_enabled(args.fast_paths, device, "eval")
-    settings = {"model": label, "dataset_id": args.dataset_id, "split": args.split}
-    settings.update({k: getattr(args, k) for k in _SETTINGS})
-    # what a resumed evaluation must share with the partial one, beyond the flags: the rows' content,
-    # the weights, and how they run
-    settings.update(
-        rows_sha256=rows_digest(rows),
-        weights=weights_fingerprint(resolved),
-        **{"device": device, "dtype": str(dtype), "fast_paths": fast},
-    )
+    settings = _identity(args, label, rows, resolved, device, dtype, fast)
     partial = PartialResults(output_file, settings, args.resume and os.path.exists(partial_path(output_file)))
     meta = {
-        **{"model": label, "model_source": resolved["source"], "dataset_id": args.dataset_id, "split": args.split},
-        **{"settings": {**settings, "batch_size": args.batch_size}, "device": device, "dtype": str(dtype)},
-        **{"fast_paths": {"setting": args.fast_paths, "enabled": fast}, "results_file": output_file},
+        "model": label,
+        "model_source": resolved["source"],
+        "dataset_id": args.dataset_id,
+        "split": args.split,
+        "settings": {**settings, "batch_size": args.batch_size},
+        "device": device,
+        "dtype": str(dtype),
+        "fast_paths": {"setting": args.fast_paths, "enabled": fast},
+        "results_file": output_file,
         "dropped": {k: dropped[k] for k in ("prompt_too_long", "empty_problem", "contaminated")},
         "held_out": held_out,
         "contamination": {"checked_against": context["against"], "left_out": dropped["contaminated"]},
@@ -138,6 +136,16 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
     return summary
 
 
+def _identity(args, label, rows, resolved, device, dtype, fast) -> dict:
+    """What a resumed evaluation must share with the partial one: the flags, and beyond them the
+    rows' content, the weights, and how they run."""
+    settings = {"model": label, "dataset_id": args.dataset_id, "split": args.split}
+    settings.update({k: getattr(args, k) for k in _SETTINGS})
+    settings.update(rows_sha256=rows_digest(rows), weights=weights_fingerprint(resolved))
+    settings.update(device=device, dtype=str(dtype), fast_paths=fast)
+    return settings
+
+
 def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, fast) -> dict:
     """Generate and score every problem not in ``partial`` yet; returns counts for throughput."""
     todo = [i for i in range(len(rows)) if i not in partial.records]
@@ -169,9 +177,12 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
             counts["tokens"] += sum(map(len, ids))
 
     sampling = Sampling(
-        args.max_completion_length, args.temperature, samples=args.num_samples, batch_size=args.batch_size,
+        args.max_completion_length,
+        args.temperature,
+        samples=args.num_samples,
+        batch_size=args.batch_size,
         seed=args.seed,
-    )  # fmt: skip
+    )
     # the lean decode step (trl_grpo/fast/lean_decode.py): the same logits to rounding, where the model allows it
     lean, why_not = decoding.lean_decoder(model, torch.device(device).type) if fast else (None, "fast paths off")
     counts["lean_decode"] = why_not or "used"

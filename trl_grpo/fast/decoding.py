@@ -330,9 +330,17 @@ class SharedPrefixGenerate:
         width = input_ids.shape[1]
         k = group_size(rows)  # GRPO's groups: each prompt k times in a row, prefilled once
         new = decode_shared_prefix(
-            self.model, rows[::k], self.pad_id, shared, input_ids.device, sampling.max_new_tokens, end,
-            sampling.temperature, repeats=k, lean=lean,
-        )  # fmt: skip
+            self.model,
+            rows[::k],
+            self.pad_id,
+            shared,
+            input_ids.device,
+            sampling.max_new_tokens,
+            end,
+            sampling.temperature,
+            repeats=k,
+            lean=lean,
+        )
         out = torch.full(
             (len(rows), width + max(map(len, new))), self.pad_id, dtype=input_ids.dtype, device=input_ids.device
         )
@@ -401,9 +409,18 @@ def generate_batches(
             rows = [encoded[i] for i in idx]
             if fast:
                 new = decode_shared_prefix(
-                    model, rows, tokenizer.pad_token_id, shared, device, sampling.max_new_tokens, end,
-                    sampling.temperature, cache=cache, repeats=k, lean=lean or None,
-                )  # fmt: skip
+                    model,
+                    rows,
+                    tokenizer.pad_token_id,
+                    shared,
+                    device,
+                    sampling.max_new_tokens,
+                    end,
+                    sampling.temperature,
+                    cache=cache,
+                    repeats=k,
+                    lean=lean or None,
+                )
             else:
                 new = generate_stock(model, rows, tokenizer.pad_token_id, end, sampling, device)
             for row, tokens in enumerate(new):

@@ -77,8 +77,17 @@ class LeanChunkedLogProb(ChunkedLogProbFunction):
                 for r0 in range(t0, t1, ROWS):
                     r = slice(r0, min(r0 + ROWS, t1))
                     block = tile[r0 - t0 : r0 - t0 + ROWS]
-                    _forward_tile(block, block.stride(0), targets[r], *(s[r] for s in stats), v0, v1 - v0,
-                                  BLOCK_SIZE=None, **flags, **args)  # fmt: skip
+                    _forward_tile(
+                        block,
+                        block.stride(0),
+                        targets[r],
+                        *(s[r] for s in stats),
+                        v0,
+                        v1 - v0,
+                        BLOCK_SIZE=None,
+                        **flags,
+                        **args,
+                    )
         running_max, sum_exp, x_sum_exp, sq_sum_exp, z_sum, max_before_target, target_logit = stats
         log_z = running_max + torch.log(sum_exp)
         entropy = log_z - x_sum_exp / sum_exp if "entropy" in outputs else None
@@ -118,10 +127,16 @@ class LeanChunkedLogProb(ChunkedLogProbFunction):
                 for r0 in range(0, t1 - t0, ROWS):
                     r = slice(t0 + r0, min(t0 + r0 + ROWS, t1))
                     _gradient_block(
-                        tile[r0 : r0 + ROWS], targets[r], log_z[r], entropy[r],
-                        g_logp[r] if g_logp is not None else None, g_ent[r] if g_ent is not None else None,
-                        v0, args["logit_scale"], args["inv_t"],
-                    )  # fmt: skip
+                        tile[r0 : r0 + ROWS],
+                        targets[r],
+                        log_z[r],
+                        entropy[r],
+                        g_logp[r] if g_logp is not None else None,
+                        g_ent[r] if g_ent is not None else None,
+                        v0,
+                        args["logit_scale"],
+                        args["inv_t"],
+                    )
                 if grad_hidden is not None:
                     grad_hidden[t0:t1].addmm_(tile.float(), w.float())
                 if grad_weight is not None:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from trl_grpo.answers.registry import REWARD_FUNCS
+from trl_grpo.answers.rewards import REWARD_FUNCS
 
 # TRL logs each reward as rewards/<function name>/mean, and their weighted sum as "reward".
 CURVES = {name: f"rewards/{func.__name__}/mean" for name, func in REWARD_FUNCS.items()}
@@ -170,10 +170,16 @@ def plot_levels(report: dict, path: str) -> None:
     panels = [("recipe", report, _bar_sets(report))]
     if "original_config" in report:
         original = report["original_config"]
-        panels.append(("original configuration", original, [
-            ("untrained", LEVEL_BARS[0][2], {lv: r["base"] for lv, r in original["levels"].items()}),
-            ("trained", LEVEL_BARS[-1][2], {lv: r["trained"] for lv, r in original["levels"].items()}),
-        ]))  # fmt: skip
+        panels.append(
+            (
+                "original configuration",
+                original,
+                [
+                    ("untrained", LEVEL_BARS[0][2], {lv: r["base"] for lv, r in original["levels"].items()}),
+                    ("trained", LEVEL_BARS[-1][2], {lv: r["trained"] for lv, r in original["levels"].items()}),
+                ],
+            )
+        )
     widths = [len(sets) for _, _, sets in panels]
     fig, axes = plt.subplots(
         1, len(panels), figsize=(2.4 * sum(widths) + 2, 4.2), squeeze=False, gridspec_kw={"width_ratios": widths}

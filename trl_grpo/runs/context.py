@@ -52,13 +52,19 @@ def split_context(args) -> dict:
     same_data = (trained["dataset_id"], trained.get("dataset_config")) == (args.dataset_id, args.dataset_config)
     if same_data and args.split == trained.get("train_split", "train"):  # its own training rows: say so
         return {
-            "role": "train", "held_out": trained.get("test_split", "test"), "exclude": None, "recorded": None,
+            "role": "train",
+            "held_out": trained.get("test_split", "test"),
+            "exclude": None,
+            "recorded": None,
             "against": "none: these are the run's own training rows (not a held-out measure)",
-        }  # fmt: skip
+        }
     exclude = sources.training_problems(
-        trained["dataset_id"], trained.get("train_split", "train"), trained.get("test_split", "test"), columns,
+        trained["dataset_id"],
+        trained.get("train_split", "train"),
+        trained.get("test_split", "test"),
+        columns,
         trained.get("dataset_config"),
-    )  # fmt: skip
+    )
     return {
         "role": "eval",
         "held_out": None,

@@ -74,8 +74,11 @@ class RewardHackingWatch(TrainerCallback):
             logger.warning(
                 "training reward rose %.3f -> %.3f while held-out accuracy fell %.3f -> %.3f: the policy may be "
                 "gaming the rewards; look at telemetry/* and completions.jsonl (python report.py RUN)",
-                self.last[0], reward, self.last[1], accuracy,
-            )  # fmt: skip
+                self.last[0],
+                reward,
+                self.last[1],
+                accuracy,
+            )
         self.last, self.rewards = (reward, accuracy), []
 
 

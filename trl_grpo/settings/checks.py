@@ -99,32 +99,56 @@ def _check_knobs(args) -> list[str]:
 
     need(_finite(args.epsilon) and args.epsilon > 0, "epsilon", args.epsilon, "must be a positive number (PPO: 0.2)")
     if args.epsilon_high is not None:
-        need(_finite(args.epsilon_high) and args.epsilon_high >= args.epsilon, "epsilon_high", args.epsilon_high,
-             f"must be a number >= --epsilon {args.epsilon} (DAPO uses 0.28)")  # fmt: skip
+        need(
+            _finite(args.epsilon_high) and args.epsilon_high >= args.epsilon,
+            "epsilon_high",
+            args.epsilon_high,
+            f"must be a number >= --epsilon {args.epsilon} (DAPO uses 0.28)",
+        )
     if args.delta is not None:
         need(_finite(args.delta) and args.delta > 1, "delta", args.delta, "must be a number > 1 (e.g. 1 + 2 epsilon)")
-    need(0 < args.top_entropy_quantile <= 1, "top_entropy_quantile", args.top_entropy_quantile,
-         "must be in (0, 1] (1.0 keeps every token; the paper uses 0.2)")  # fmt: skip
+    need(
+        0 < args.top_entropy_quantile <= 1,
+        "top_entropy_quantile",
+        args.top_entropy_quantile,
+        "must be in (0, 1] (1.0 keeps every token; the paper uses 0.2)",
+    )
     need(args.num_iterations >= 1, "num_iterations", args.num_iterations, "must be 1 or more")
     need(args.sft_steps >= 0, "sft_steps", args.sft_steps, "must be >= 0 (0: no supervised cold start)")
-    need(_finite(args.sft_learning_rate) and args.sft_learning_rate > 0, "sft_learning_rate", args.sft_learning_rate,
-         "must be a positive number (2e-4 suits LoRA)")  # fmt: skip
+    need(
+        _finite(args.sft_learning_rate) and args.sft_learning_rate > 0,
+        "sft_learning_rate",
+        args.sft_learning_rate,
+        "must be a positive number (2e-4 suits LoRA)",
+    )
     need(args.sft_batch_size >= 1, "sft_batch_size", args.sft_batch_size, "must be 1 or more")
     need(_finite(args.weight_decay) and args.weight_decay >= 0, "weight_decay", args.weight_decay, "must be >= 0")
-    need(_finite(args.max_grad_norm) and args.max_grad_norm >= 0, "max_grad_norm", args.max_grad_norm,
-         "must be >= 0 (0: no clipping)")  # fmt: skip
+    need(
+        _finite(args.max_grad_norm) and args.max_grad_norm >= 0,
+        "max_grad_norm",
+        args.max_grad_norm,
+        "must be >= 0 (0: no clipping)",
+    )
     need(0 < args.top_p <= 1, "top_p", args.top_p, "must be in (0, 1] (1.0: off)")
     need(args.top_k >= 0, "top_k", args.top_k, "must be >= 0 (0: off)")
     if args.min_p is not None:
         need(0 <= args.min_p <= 1, "min_p", args.min_p, "must be in [0, 1]")
-    need(_finite(args.repetition_penalty) and args.repetition_penalty > 0, "repetition_penalty",
-         args.repetition_penalty, "must be a positive number (1.0: off)")  # fmt: skip
+    need(
+        _finite(args.repetition_penalty) and args.repetition_penalty > 0,
+        "repetition_penalty",
+        args.repetition_penalty,
+        "must be a positive number (1.0: off)",
+    )
     if args.lr_scheduler_type not in _KNOWN_SCHEDULES:
         from transformers.trainer_utils import SchedulerType
 
         accepted = [s.value for s in SchedulerType]
-        need(args.lr_scheduler_type in accepted, "lr_scheduler_type", repr(args.lr_scheduler_type),
-             f"expected one of {accepted}")  # fmt: skip
+        need(
+            args.lr_scheduler_type in accepted,
+            "lr_scheduler_type",
+            repr(args.lr_scheduler_type),
+            f"expected one of {accepted}",
+        )
     return problems
 
 

@@ -23,11 +23,29 @@ from trl_grpo.settings import checks, flags, recipe
 
 # Settings that may change when a run is resumed: they do not change what is learned.
 RESUME_SAFE = {
-    "output_dir", "resume_from_checkpoint", "max_steps", "num_train_epochs", "logging_steps", "save_strategy",
-    "save_steps", "save_total_limit", "eval_steps", "logging_dir", "report_to", "log_completions", "save_merged",
-    "fast_paths", "verify_timeout", "trust_remote_code", "preflight", "preflight_only", "preflight_prompts",
-    "completions_log_every", "completions_log_max", "config",
-}  # fmt: skip
+    "output_dir",
+    "resume_from_checkpoint",
+    "max_steps",
+    "num_train_epochs",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "eval_steps",
+    "logging_dir",
+    "report_to",
+    "log_completions",
+    "save_merged",
+    "fast_paths",
+    "verify_timeout",
+    "trust_remote_code",
+    "preflight",
+    "preflight_only",
+    "preflight_prompts",
+    "completions_log_every",
+    "completions_log_max",
+    "config",
+}
 # GRPOConfig fields set through trainer: that may change on resume: logging, saving, evaluating, reporting.
 RESUME_SAFE_TRAINER = ("logging_", "log_", "save_", "eval_", "report_to", "run_name", "push_to_hub", "hub_")
 RESUME_SAFE_TRAINER += ("disable_tqdm", "num_completions_to_print", "dataloader_", "per_device_eval_batch_size")

@@ -35,7 +35,7 @@ SFT_LOG = "sft_log_history.json"
 
 def sft_dataset(train_ds, prefill_think: bool, tokenizer, context: int | None):
     """``(dataset, skipped)``: a prompt-completion dataset of the training rows' worked solutions in the
-    output contract (``sft_data``), rows the model's context cannot hold left out (never cut), and the
+    output contract (data/sft_targets.py), rows the model's context cannot hold left out (never cut), and the
     count of rows left out by reason. ``DataError`` naming the column flags when none is left."""
     from datasets import Dataset
 
@@ -190,8 +190,10 @@ def cold_start(trainer, args, output_dir: str, stopper, attempt: dict, dropped: 
         logger.warning(
             "Stopped in the cold start (%d of %d steps). Resume with: python main.py --output_dir %s "
             "--resume_from_checkpoint last",
-            record["steps"], args.sft_steps, output_dir,
-        )  # fmt: skip
+            record["steps"],
+            args.sft_steps,
+            output_dir,
+        )
         attempt["interrupted"] = True
         if is_main:
             record_attempt(output_dir, attempt)
