@@ -27,7 +27,8 @@ import shutil
 import sys
 
 from trl_grpo.answers import equivalence, registry
-from trl_grpo.data import prepare, splits
+from trl_grpo.data import prepare
+from trl_grpo.data.seen import SeenProblems
 from trl_grpo.fast.kv_cache import pick_attention
 from trl_grpo.fast.packed_logps import FastLogpsTrainer
 from trl_grpo.models import hardware, loading, locate
@@ -83,7 +84,7 @@ def prepare_datasets(args, tokenizer, context: int | None = None):
     )
     counts, eval_ds = {"train": dropped}, None
     if args.eval_steps:
-        known = {splits.normalise_problem(p) for p in train_ds["problem"]}
+        known = SeenProblems.of(train_ds["problem"])
         eval_ds, counts["eval"], held_out = prepare.prompt_rows(
             tokenizer, args.dataset_id, args.test_split, "eval", exclude=known, **common
         )

@@ -111,7 +111,7 @@ def jsonl_run(tiny_model_dir, tmp_path_factory):
 
 
 def test_a_one_file_run_is_evaluated_on_exactly_the_rows_it_held_out(jsonl_run, tmp_path):
-    from trl_grpo.data import sources, splits
+    from trl_grpo.data import sources
 
     data, run = jsonl_run
     with open(os.path.join(run, "run_config.json")) as f:
@@ -127,7 +127,7 @@ def test_a_one_file_run_is_evaluated_on_exactly_the_rows_it_held_out(jsonl_run, 
     assert summary["held_out"]["problems_sha256"] == held_out["problems_sha256"]
     assert summary["n_records"] == held_out["rows"] and summary["dropped"]["contaminated"] == 0
     trained = sources.training_problems(data, "train", "test")
-    assert not {splits.normalise_problem(r["problem"]) for r in records} & trained
+    assert not any(trained.match(r["problem"]) for r in records)
     assert "training rows of the run" in summary["contamination"]["checked_against"]
 
 
@@ -154,8 +154,15 @@ def test_a_test_split_sharing_problems_with_training_is_scored_without_them(json
 
     from trl_grpo.data import sources
 
-    trained = sorted(sources.training_problems(data, "train", "test"))[:3]
-    rows = [{"problem": p, "solution": "\\boxed{1}"} for p in trained] + [
+    trained = sorted(sources.training_problems(data, "train", "test").exact)[:6]
+    fullwidth = str.maketrans("0123456789", "０１２３４５６７８９")
+    disguised = [
+        trained[3].translate(fullwidth),  # fullwidth digits
+        trained[4][:2] + "\u200b" + trained[4][2:].replace("?", " ?"),  # a zero-width space, a space before "?"
+        trained[5].replace("a", "\u0430", 1).replace("o", "\u03bf", 1),  # Cyrillic a, Greek o
+    ]
+    assert all(sources.normalise_problem(d) not in trained for d in disguised)  # not the same text
+    rows = [{"problem": p, "solution": "\\boxed{1}"} for p in trained[:3] + disguised] + [
         {"problem": "What is 9 x 9?", "solution": "\\boxed{81}"}
     ]
     folder = tmp_path / "other"
@@ -165,7 +172,8 @@ def test_a_test_split_sharing_problems_with_training_is_scored_without_them(json
     assert _run_eval(*args) == 0
     with open(evaluate_mod.summary_path(out)) as f:
         summary = json.load(f)
-    assert summary["dropped"]["contaminated"] == 3 and summary["n_records"] == 1
+    assert summary["dropped"]["contaminated"] == 6 and summary["n_records"] == 1
+    assert summary["contamination"]["matched"] == {"same text": 3, "after Unicode folding": 3}
 
 
 def test_the_runs_own_training_rows_are_said_to_be_so(jsonl_run, tmp_path, capsys):

@@ -17,7 +17,12 @@ check (trl_grpo/answers/equivalence.py), ``value_of`` reads the words in an answ
     (``approximately 12``), a number in words. ``HEDGE_WORDS`` lists the common ones; a word
     that is neither a unit nor a noun of the problem is refused just the same.
   * a relation the gold does not have (``\\neq 12``, ``\\approx 12``, ``\\geq 12``, ``\\pm 12``)
-    earns nothing.
+    earns nothing, and so does a question mark (``12?``);
+  * in other languages (hedges.py): their words for "not", "about", "more than", ... earn
+    nothing; other words in another script count as units only where the problem holds them
+    (``12 яблок`` for a problem about яблок, ``12个`` for one that counts 个).
+Around the boxes (``hedged_around_boxes``), arithmetic attached to a box changes its value too:
+``\\boxed{12} + 1``, ``\\boxed{12}0``, ``-\\boxed{12}``, ``\\boxed{12}^2`` earn nothing.
 Words the gold itself contains are part of the value (``\\text{odd}``, ``2ab``), and letters
 glued to a digit are variables (``2xy``), as are single letters (``x = 12`` stays credited).
 ``numeric_sides`` names the sides of an equation that hold no variable: equivalence.py requires
@@ -29,6 +34,8 @@ A leaf: no torch, no math-verify; tests/data/reward_selftest.json holds the labe
 from __future__ import annotations
 
 import re
+
+from trl_grpo.answers.hedges import FOREIGN_OR, foreign_hedge, question, unspaced
 
 
 def _listed(text: str) -> list[str]:
@@ -87,7 +94,7 @@ _LEAD_IN = re.compile(
 )
 _TEXT_WRAP = re.compile(r"\\(?:text|textrm|textbf|textit|mbox|mathrm|textnormal)\s*\{([^{}]*)\}")
 _SPACES = re.compile(r"\\[,;:! ]|\\q?quad\b|~|\$")
-_TOKEN = re.compile(r"\\[A-Za-z]+|[A-Za-z]+|\d+(?:[.,]\d+)*|\s+|.", re.S)
+_TOKEN = re.compile(r"\\[A-Za-z]+|[^\W\d_]+|\d+(?:[.,]\d+)*|\s+|.", re.S)
 _RELATIONS = (
     "\\neq",
     "\\ne",
@@ -120,12 +127,16 @@ _GREEK = re.compile(
 
 
 def words_of(text: str | None) -> set[str]:
-    """Lower-case letter runs of two or more letters in ``text`` (LaTeX commands left out).
+    """Lower-case words of ``text``: runs of two or more Latin letters (LaTeX commands left out) and
+    runs of letters of any other script.
 
     >>> sorted(words_of(r"How many \\text{apples} does \\frac{1}{2} Ann have?"))
     ['ann', 'apples', 'does', 'have', 'how', 'many']
+    >>> sorted(words_of("Сколько яблок?"))
+    ['сколько', 'яблок']
     """
-    return {m.group(0).lower() for m in re.finditer(r"(?<![\\A-Za-z])[A-Za-z]{2,}(?![A-Za-z])", text or "")}
+    found = re.finditer(r"(?<![\\A-Za-z])[^\W\d_]+", text or "")
+    return {w for w in (m.group(0).lower() for m in found) if not w.isascii() or len(w) >= 2}
 
 
 def problem_nouns(problem: str | None) -> frozenset[str]:
@@ -133,8 +144,11 @@ def problem_nouns(problem: str | None) -> frozenset[str]:
     function words and ``HEDGE_WORDS`` left out."""
     out = set()
     for w in words_of(problem):
-        out |= {w, w + "s", w + "es", w[:-1] if w.endswith("s") else w, w[:-2] if w.endswith("es") else w}
-    return frozenset(out - HEDGE_WORDS - _STOP)
+        if unspaced(w):  # no spaces between words: any short piece of the run may be the noun (个, 苹果)
+            out |= {w[i : i + n] for n in range(1, 7) for i in range(len(w) - n + 1)}
+        else:
+            out |= {w, w + "s", w + "es", w[:-1] if w.endswith("s") else w, w[:-2] if w.endswith("es") else w}
+    return frozenset(w for w in out - HEDGE_WORDS - _STOP if foreign_hedge(w) is None)
 
 
 def _normalise(answer: str) -> str:
@@ -160,7 +174,7 @@ def _strip_units(tokens: list[str], nouns: frozenset[str]) -> list[str]:
         t = tokens[end - 1]
         if t.isspace() or t in ".,;:!()/[]":
             end -= 1
-        elif len(t) == 1 and t.isalpha():
+        elif len(t) == 1 and t.isalpha() and t.isascii():
             after_value = previous(end - 1)[-1:].isdigit() or previous(end - 1) == "}"
             compound = end >= 2 and tokens[end - 2] == "/"  # km/h
             if not (t.lower() in UNITS and end >= 2 and (compound or tokens[end - 2].isspace() and after_value)):
@@ -180,7 +194,7 @@ def _math_word(word: str, before: str, gold_words: set[str]) -> bool:
     """Whether a letter run is mathematics: a known function name, a word of the gold, or letters glued
     to a digit (``2xy``)."""
     w = word.lower()
-    return w in _MATH_NAMES or w in gold_words or (before[-1:].isdigit() and w not in UNITS)
+    return w in _MATH_NAMES or w in gold_words or (before[-1:].isdigit() and w not in UNITS and w.isascii())
 
 
 def value_of(answer: str, problem: str | None = None, gold: str | None = None) -> str | None:
@@ -199,7 +213,9 @@ def value_of(answer: str, problem: str | None = None, gold: str | None = None) -
     ('12', '12', None)
     """
     gold_words = words_of(_normalise(gold or ""))
-    if any(r in answer and r not in (gold or "") for r in _RELATIONS):
+    if any(r in answer and r not in (gold or "") for r in _RELATIONS) or question(answer, gold or ""):
+        return None
+    if foreign_hedge(answer, gold or ""):
         return None
     text = _normalise(answer)
     lead = _LEAD_IN.match(text).end() if words_of(text) - gold_words else 0
@@ -208,7 +224,7 @@ def value_of(answer: str, problem: str | None = None, gold: str | None = None) -
     cores = [_strip_units(part, nouns) for part in parts]
     for core in cores:
         for before, t in zip(["", *core], core, strict=False):
-            if t[:1].isalpha() and len(t) >= 2 and not _math_word(t, before, gold_words):
+            if t[:1].isalpha() and (len(t) >= 2 or not t.isascii()) and not _math_word(t, before, gold_words):
                 return None  # a word that is not a unit: it changes the value
     values = ["".join(core).strip().rstrip(".").strip() for core in cores]
     if not all(values):
@@ -248,7 +264,9 @@ def hedged_around_boxes(skeleton: str, gold: str | None = None) -> bool:
     >>> hedged_around_boxes(f"The answer is {BOX_MARK}."), hedged_around_boxes(f"not {BOX_MARK}")
     (False, True)
     """
-    if any(r in skeleton and r not in (gold or "") for r in _RELATIONS):
+    if any(r in skeleton and r not in (gold or "") for r in _RELATIONS) or question(skeleton, gold or ""):
+        return True
+    if foreign_hedge(skeleton, gold or "") or _arithmetic_beside_a_box(skeleton) or _or_beside_a_number(skeleton):
         return True
     text, gold_words = _normalise(skeleton), words_of(_normalise(gold or ""))
     for m in re.finditer(r"(?<![\\A-Za-z])[A-Za-z]{2,}(?![A-Za-z])", text):
@@ -260,6 +278,36 @@ def hedged_around_boxes(skeleton: str, gold: str | None = None) -> bool:
                 continue
         if word in HEDGE_WORDS and word not in gold_words:
             return True
+    return False
+
+
+# What attached to a box changes the value it holds: an operator, a power, a digit, a factorial.
+_AFTER_BOX = re.compile(r"\s*(?:[-+*/^×÷·_]|\\(?:times|cdot|div|pm|mp)\b|\d|\.\d)|!")
+_BEFORE_BOX = re.compile(r"(?:[-+*/^×÷·_]|\d|\\(?:times|cdot|div|pm|mp|sqrt|frac))\s*$")
+
+
+def _arithmetic_beside_a_box(skeleton: str) -> bool:
+    """``\\boxed{12} + 1``, ``\\boxed{12}0``, ``\\boxed{12}^2``, ``\\boxed{12}!``, ``-\\boxed{12}``: a box
+    that is a term of a larger expression. A ``- `` opening a line is a list bullet, not a minus."""
+    for m in re.finditer(re.escape(BOX_MARK), skeleton):
+        # a short window before the box (linear in the text, however many boxes): its line's start if near
+        window = max(0, m.start() - 40)
+        before = skeleton[max(window, skeleton.rfind("\n", window, m.start()) + 1) : m.start()]
+        bullet = re.fullmatch(r"\s*-\s+", before)  # "- \boxed{12}" opening a line
+        if _AFTER_BOX.match(skeleton, m.end()) or (_BEFORE_BOX.search(before) and not bullet):
+            return True
+    return False
+
+
+def _or_beside_a_number(skeleton: str) -> bool:
+    """Another language's "or" with a number beside it outside the boxes (``\\boxed{12} oder 13``)."""
+    for word in FOREIGN_OR:
+        for m in re.finditer(re.escape(word), skeleton):
+            before, after = skeleton[max(0, m.start() - 40) : m.start()], skeleton[m.end() : m.end() + 40]
+            if not unspaced(word) and (before[-1:].isalpha() or after[:1].isalpha()):
+                continue  # inside another word
+            if before.rstrip()[-1:].isdigit() or after.lstrip()[:1].isdigit():
+                return True
     return False
 
 

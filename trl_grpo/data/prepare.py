@@ -12,10 +12,10 @@ import logging
 
 from trl_grpo.answers.contract import gold_answer
 from trl_grpo.data.prompts import render_prompt
+from trl_grpo.data.seen import FOLDED, SAME_TEXT, SeenProblems, contaminated
 from trl_grpo.data.sources import load_splits
 from trl_grpo.data.splits import (
     DataError,
-    contaminated,
 )
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def prompt_rows(
     role: str,
     *,
     held_out: str | None = "test",
-    exclude: set | None = None,
+    exclude: SeenProblems | None = None,
     template: str,
     system: str | None = None,
     dataset_config: str | None = None,
@@ -48,8 +48,9 @@ def prompt_rows(
         dataset_id, split: as ``load_and_process_data``.
         role: 'train' (training rows: the test split ``held_out`` is kept out of them, carved when
             the dataset has none) or 'eval' (the rows ``split`` names; a missing ``test`` is carved).
-        exclude: normalised problem texts known from training (``training_problems``): rows with
-            one of them are left out and counted as ``contaminated``.
+        exclude: the training problems (``sources.training_problems``): test rows matching one, as
+            written or in disguise (seen.py), are left out and counted as ``contaminated``, and
+            ``contaminated_by`` says how each matched.
         columns: (problem, solution, answer) column overrides.
         template, system: the system prompt by name, or your own text (``system`` wins).
         dataset_config: a hub dataset's configuration (or a local folder's configuration subfolder).
@@ -80,7 +81,7 @@ def prompt_rows(
         ds = ds.select(range(min(limit, len(ds))))
     ds = ds.add_column("problem_id", list(range(len(ds))))  # the row of the split, kept through the filters
     ds, dropped = drop_unusable_rows(ds)
-    seen = set(contaminated(ds["problem"], exclude)) if exclude else set()
+    seen = contaminated(ds["problem"], exclude) if exclude else {}
     if seen:
         logger.warning(
             "Left out %d of %d problems that also occur in the training rows (contaminated): a model is not "
@@ -95,6 +96,8 @@ def prompt_rows(
                 "model did not train on to score. Evaluate on another split or dataset."
             )
     dropped["contaminated"] = len(seen)
+    if exclude is not None:  # how each left-out problem matched a training one
+        dropped["contaminated_by"] = {how: list(seen.values()).count(how) for how in (SAME_TEXT, FOLDED)}
     ds, dropped["prompt_too_long"] = filter_by_prompt_length(
         ds, tokenizer, max_prompt_length, prefill_think, prompt_format, context
     )

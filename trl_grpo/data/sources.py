@@ -15,6 +15,7 @@ import os
 from trl_grpo.data import builtin, files
 from trl_grpo.data.columns import PROBLEM_COLUMNS, _pick, standardize
 from trl_grpo.data.prompts import system_prompt
+from trl_grpo.data.seen import SeenProblems
 from trl_grpo.data.splits import (
     TEST_FRACTION,
     DataError,
@@ -158,8 +159,8 @@ def _carve(ds, problem_column: str | None, fraction: float):
 
 def training_problems(
     dataset_id: str, train_split: str, test_split: str | None, columns=(None, None, None), config: str | None = None
-) -> set:
-    """The normalised problem texts of a run's training rows (its test split held out), for counting
-    test problems seen in training (``contaminated``)."""
+) -> SeenProblems:
+    """The problems of a run's training rows (its test split held out), for leaving out the test
+    problems seen in training (seen.py: as written or in disguise)."""
     train, _, _ = load_splits(dataset_id, train_split, test_split, columns, roles=("train",), config=config)
-    return {normalise_problem(p) for p in train["problem"]}
+    return SeenProblems.of(train["problem"])

@@ -1,5 +1,5 @@
 """Which rows train and which test: split expressions, a test split carved by problem text where a
-dataset has none, overlapping splits refused, and test problems seen in training counted.
+dataset has none, overlapping splits refused, and (seen.py) test problems seen in training counted.
 
     python -m pytest --doctest-modules trl_grpo/data/splits.py
 
@@ -126,12 +126,3 @@ def check_disjoint(train_expr: str, test_expr: str, n: int) -> None:
             f"are training rows). Give the two disjoint slices, e.g. --train_split '{train_name}[:90%]' --test_split "
             f"'{train_name}[90%:]', or leave --test_split as 'test'."
         )
-
-
-def contaminated(problems: list[str], known: set[str]) -> list[int]:
-    """Indices of ``problems`` whose normalised text is in ``known`` (normalised training problems).
-
-    >>> contaminated(["What is 2+2?", "What is 3+3?"], {normalise_problem("what is 2+2? ")})
-    [0]
-    """
-    return [i for i, p in enumerate(problems) if normalise_problem(p) in known]

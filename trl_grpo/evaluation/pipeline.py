@@ -100,7 +100,11 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
         "results_file": output_file,
         "dropped": {k: dropped[k] for k in ("prompt_too_long", "empty_problem", "contaminated")},
         "held_out": held_out,
-        "contamination": {"checked_against": context["against"], "left_out": dropped["contaminated"]},
+        "contamination": {
+            "checked_against": context["against"],
+            "left_out": dropped["contaminated"],
+            "matched": dropped.get("contaminated_by"),
+        },
     }
     checks_before, start = dict(equivalence.COUNTS), time.time()
     try:
