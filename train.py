@@ -27,6 +27,7 @@ import shutil
 import sys
 
 from trl_grpo.answers import equivalence, registry
+from trl_grpo.answers.rewards import GuardedReward
 from trl_grpo.data import prepare
 from trl_grpo.data.seen import SeenProblems
 from trl_grpo.fast.kv_cache import pick_attention
@@ -133,6 +134,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     from accelerate import PartialState
 
     equivalence.set_verify_timeout(args.verify_timeout)
+    GuardedReward.time_bound_s = args.reward_timeout
     state = PartialState()
     hw = _resolve(args, state)
     context = locate.context_length(hw["resolved"]["base"])

@@ -4,17 +4,20 @@ A phase's limit is the larger of two times: its floating-point work over the mea
 rate (in the precision the phase runs), and the bytes it must read over the measured memory
 bandwidth. ``fraction = limit / measured``: 1.0 would be the machine's ceiling.
 
-The work is counted from the model's shape and the tensor shapes the step really processed,
-padding included (a padded position costs what a real one does), and only what the phase
-cannot avoid in that shape: every linear layer of every processed token, attention over the
-causal context, the LM head where its output is needed. Per phase:
+The work is counted from the model's shape and the tokens the step really held, and only what
+the phase cannot avoid: padding is no work, a prefix all prompts share passes the layers once,
+and so does each distinct prompt (a group's rows share theirs); every linear layer of every
+such position and real completion token, attention over the causal context, the LM head where
+its output is needed. A path that did less than this would be wrong, so a phase can reach the
+limit but not pass it (tests/test_roofline.py). Per phase:
 
-  generation     prefill of each padded prompt (LM head on its last position only), then one
-                 decode step per completion position for every row: each step's matmuls, and
-                 the bytes it reads, the weights once (in the sampling precision) and every
-                 row's keys and values so far; each step is limited by the larger of the two.
-  loss forward   every row's prompt + completion through the layers, the LM head on the
-                 completion positions (the only ones the loss reads).
+  generation     prefill of the prompt positions (LM head on each row's last one), then one
+                 decode step per position of the longest completion, the real tokens spread
+                 over them: each step's matmuls, and the bytes it reads, the weights once (in
+                 the sampling precision) and the keys and values so far; each step is limited
+                 by the larger of the two.
+  loss forward   the prompt positions and every real completion token through the layers, the
+                 LM head on the completion tokens (the only ones the loss reads).
   backward       gradients with respect to activations through the frozen base weights (as many
                  FLOPs as the forward's linear layers and LM head) and attention's four products
                  (twice its forward); LoRA's own weight gradients are left out (under 2% here).
@@ -91,11 +94,36 @@ class Shape:
 
 @dataclass(frozen=True)
 class Batch:
-    """The tensor shapes a step's generation round produced (all padded)."""
+    """The tensor shapes a step's generation round produced (padded), and the work it holds.
+
+    ``prompt_positions``: the prompt positions no path can skip (the prefix all prompts share once,
+    then each distinct prompt's own tokens once: a group's rows share their prompt);
+    ``prompt_tokens`` and ``completion_tokens``: the real tokens of every row. Left None (a record
+    without them), the padded shape stands for the work.
+    """
 
     rows: int
     prompt_width: int
     completion_width: int
+    prompt_positions: float | None = None
+    prompt_tokens: float | None = None
+    completion_tokens: float | None = None
+
+    @property
+    def prompt_work(self) -> float:
+        return self.rows * self.prompt_width if self.prompt_positions is None else self.prompt_positions
+
+    @property
+    def completion_work(self) -> float:
+        return self.rows * self.completion_width if self.completion_tokens is None else self.completion_tokens
+
+    @property
+    def mean_prompt(self) -> float:
+        return self.prompt_width if self.prompt_tokens is None else self.prompt_tokens / self.rows
+
+    @property
+    def mean_completion(self) -> float:
+        return self.completion_work / self.rows
 
 
 @dataclass(frozen=True)
@@ -104,30 +132,49 @@ class Machine:
     bandwidth: float  # bytes/s
     weight_bytes: int = 2  # bytes per weight and per cached key/value element while sampling
 
+    @classmethod
+    def for_run(cls, bf16: bool, fp32_flops: float, bf16_flops: float, bandwidth: float) -> Machine:
+        """The limit of a run in its precision, from the fastest kernel the machine offers for it.
+
+        A bf16 phase can always run on the fp32 kernel (bf16 widens to fp32 exactly), so its rate is
+        the faster of the two probes: on a CPU that emulates bf16 (AVX-512 without avx512_bf16) the
+        bf16 probe is several times slower than fp32, and taking it alone put a step at 2.21x "the
+        limit". An fp32 run has fp32's rate and reads 4 bytes a weight while sampling.
+        """
+        flops = max(fp32_flops, bf16_flops) if bf16 else fp32_flops
+        return cls(flops, bandwidth, weight_bytes=2 if bf16 else 4)
+
 
 def generation_limit_s(shape: Shape, batch: Batch, machine: Machine) -> float:
-    r, p, c = batch.rows, batch.prompt_width, batch.completion_width
+    """The prompts' positions once, then one decode step per position of the longest completion; the
+    rows' real tokens spread evenly over the steps (the even spread gives the least time)."""
+    r, p, c = batch.rows, batch.mean_prompt, batch.completion_width
     head = 2 * shape.hidden * shape.vocab
-    prefill = r * (p * 2 * shape.linear_params + shape.attention_flops(p / 2) * p) + r * head
+    prefill = batch.prompt_work * (2 * shape.linear_params + shape.attention_flops(p / 2)) + r * head
     limit = prefill / machine.flops
     weights = (shape.linear_params + shape.hidden * shape.vocab) * machine.weight_bytes
+    active = batch.completion_work / c if c else 0  # rows decoding at a step, on average
     for t in range(c):
         context = p + t
-        flops = r * (2 * shape.linear_params + head + shape.attention_flops(context))
-        cache = r * shape.layers * 2 * shape.kv_dim * context * machine.weight_bytes
+        flops = active * (2 * shape.linear_params + head + shape.attention_flops(context))
+        cache = active * shape.layers * 2 * shape.kv_dim * context * machine.weight_bytes
         limit += max(flops / machine.flops, (weights + cache) / machine.bandwidth)
     return limit
 
 
+def _attention_flops(shape: Shape, batch: Batch) -> float:
+    """Prompt positions over half their prompt, completion tokens over the prompt and half the completion."""
+    p, c = batch.mean_prompt, batch.mean_completion
+    return batch.prompt_work * shape.attention_flops(p / 2) + batch.completion_work * shape.attention_flops(p + c / 2)
+
+
 def loss_forward_flops(shape: Shape, batch: Batch) -> float:
-    r, n = batch.rows, batch.prompt_width + batch.completion_width
-    layers = r * n * 2 * shape.linear_params + r * shape.attention_flops(n / 2) * n
-    return layers + r * batch.completion_width * 2 * shape.hidden * shape.vocab
+    layers = (batch.prompt_work + batch.completion_work) * 2 * shape.linear_params + _attention_flops(shape, batch)
+    return layers + batch.completion_work * 2 * shape.hidden * shape.vocab
 
 
 def backward_flops(shape: Shape, batch: Batch) -> float:
-    r, n = batch.rows, batch.prompt_width + batch.completion_width
-    return loss_forward_flops(shape, batch) + r * shape.attention_flops(n / 2) * n  # attention: 2x its forward
+    return loss_forward_flops(shape, batch) + _attention_flops(shape, batch)  # attention: 2x its forward
 
 
 def phase_limits_s(shape: Shape, batch: Batch, machine: Machine) -> dict[str, float]:

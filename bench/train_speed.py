@@ -19,7 +19,8 @@ round warms up; the timed steps end where a round ends, and the ratio is total w
 them (a median would flatter ``--steps_per_generation`` > 1, whose later steps skip sampling).
 Reported: seconds per step, completions/s, generated tokens/s, peak MB, mean completion length
 (the work each step actually did), and each phase (generation, loss forward, backward) against
-this machine's limit (bench/roofline.py: matmul rate in the run's precision, copy bandwidth):
+this machine's limit (bench/roofline.py: the fastest matmul the machine offers in the run's
+precision, copy bandwidth):
 ``fraction_of_limit`` for the whole step, ``phase_fraction_of_limit`` per phase.
 
     python bench/train_speed.py -- --steps_per_generation 2   # a lever on 'ours' only
@@ -125,7 +126,7 @@ def worker(name: str, steps: int, extra: list[str]) -> None:
         return wrapper
 
     def batch_of(inputs):
-        return [*inputs["prompt_ids"].shape, inputs["completion_ids"].shape[1]]
+        return [*inputs["prompt_ids"].shape, inputs["completion_ids"].shape[1], *real_work(inputs)]
 
     with tempfile.TemporaryDirectory() as out:  # the baseline's --fast_paths off: TRL's and transformers' own paths
         trainer, _, _ = train.build_trainer(args, out)
@@ -166,12 +167,26 @@ MODEL_KEYS = (
 )
 
 
+def real_work(inputs) -> list:
+    """[prompt positions no path can skip, real prompt tokens, real completion tokens] of a batch
+    (roofline.Batch): the prefix shared by all prompts once, then each distinct prompt's own tokens."""
+    prompts = []
+    for ids, mask in zip(inputs["prompt_ids"].tolist(), inputs["prompt_mask"].tolist(), strict=True):
+        prompts.append(tuple(t for t, m in zip(ids, mask, strict=True) if m))
+    distinct = sorted(set(prompts))
+    shared = 0
+    while distinct and all(len(p) > shared for p in distinct) and len({p[shared] for p in distinct}) == 1:
+        shared += 1
+    positions = shared + sum(len(p) - shared for p in distinct)
+    return [positions, sum(map(len, prompts)), int(inputs["completion_mask"].sum())]
+
+
 def roofline_figures(r: dict, machine: dict) -> dict:
     """The configuration's phases against this machine's limit (bench/roofline.py)."""
     from types import SimpleNamespace
 
     shape = roofline.Shape.of(SimpleNamespace(**r["model_config"]))
-    m = roofline.Machine(machine["bf16_flops"] if r["bf16"] else machine["fp32_flops"], machine["bandwidth"])
+    m = roofline.Machine.for_run(r["bf16"], machine["fp32_flops"], machine["bf16_flops"], machine["bandwidth"])
     limits, measured = [], {p: [] for p in PHASES}
     for step in r["phases"]:
         limit = {}

@@ -14,6 +14,7 @@ from conftest import ROOT
 from trl_grpo.answers import rewards
 from trl_grpo.evaluation import pipeline as evaluate_mod
 from trl_grpo.observe import metrics
+from trl_grpo.runs.context import run_folder, split_context
 from trl_grpo.settings import resolve
 
 
@@ -331,19 +332,28 @@ def test_resume_with_other_settings_is_refused(tiny_run, tmp_path):
         )
 
 
-def test_a_checkpoint_folder_is_evaluated_with_its_runs_settings(tiny_run, tmp_path, monkeypatch):
-    """An interrupted run has only checkpoints: eval.py reads the run's run_config.json from the parent."""
+@pytest.mark.parametrize("inside", ["checkpoint-2", "sft", "sft/checkpoint-3", "merged"])
+def test_a_folder_inside_a_run_is_evaluated_with_its_runs_settings(tiny_run, tmp_path, inside):
+    """A checkpoint, the cold start's adapter (README: evaluate RUN/sft to measure the cold start alone)
+    and the merged model: eval.py takes the data, prompt, length and held-out rows of the run they
+    belong to, as it does for the run folder itself."""
     import shutil
 
     run = tmp_path / "csv-run"
-    shutil.copytree(os.path.join(tiny_run, "checkpoint-2"), run / "checkpoint-2")
+    shutil.copytree(os.path.join(tiny_run, "checkpoint-2"), run / inside)
     with open(os.path.join(tiny_run, "run_config.json")) as f:
         cfg = json.load(f)
     cfg["args"].update(dataset_id="builtin:2", prompt_template="original", max_completion_length=5)
     (run / "run_config.json").write_text(json.dumps(cfg))
-    args = evaluate_mod.build_parser().parse_args(["--model_dir", str(run / "checkpoint-2")])
+    args = evaluate_mod.build_parser().parse_args(["--model_dir", str(run / inside)])
     resolve.fill_eval_defaults(args)
     assert (args.dataset_id, args.prompt_template, args.max_completion_length) == ("builtin:2", "original", 5)
+    assert split_context(args)["recorded"] == cfg["held_out"]  # the held-out rows the run recorded
+
+
+def test_a_folder_named_like_a_runs_part_outside_a_run_has_no_settings(tmp_path):
+    (tmp_path / "sft").mkdir()
+    assert run_folder(str(tmp_path / "sft")) is None and run_folder(str(tmp_path / "other" / "merged")) is None
 
 
 def test_an_unwritable_output_fails_before_any_work(tiny_run, tmp_path, monkeypatch):

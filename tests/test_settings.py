@@ -80,11 +80,13 @@ def test_a_trainer_value_grpoconfig_refuses_stops_before_any_load(tmp_path):
         resolve.parse("train", ["--trainer", "generation_batch_size=7"])  # not divisible by num_generations
 
 
-def test_eval_reads_a_recipe_too(tmp_path):
+def test_eval_reads_a_recipe_too(tmp_path, capsys):
     args, _ = resolve.parse("eval", ["--config", _recipe(tmp_path, "limit: 5\ntemperature: 0.7\nnum_samples: 2\n")])
     assert (args.limit, args.temperature, args.num_samples) == (5, 0.7, 2)
-    with pytest.raises(SystemExit, match="trainer: sets training fields"):
-        resolve.parse("eval", ["--config", _recipe(tmp_path, "trainer:\n  adam_beta2: 0.9\n", "e.yaml")])
+    resolve.parse("eval", ["--config", _recipe(tmp_path, "trainer:\n  adam_beta2: 0.9\nlearning_rate: 1\n", "e.yaml")])
+    assert "skips its training settings: trainer: adam_beta2, learning_rate" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown key 'adam_beta3'"):  # a key training lacks too: still refused
+        resolve.parse("eval", ["--config", _recipe(tmp_path, "adam_beta3: 0.9\n", "f.yaml")])
 
 
 @pytest.mark.parametrize(

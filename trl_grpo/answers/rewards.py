@@ -29,7 +29,12 @@ failing sample scores None instead of ending training (TRL calls rewards without
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
+import sys
+import threading
+import time
 
 from trl_grpo.answers.boxes import around_boxes
 from trl_grpo.answers.contract import (
@@ -119,26 +124,60 @@ def accuracy_reward(completions, solution, answer=None, problem=None, **kwargs) 
     return [None if g is None else float(verdicts.get(i, False)) for i, g in enumerate(golds)]
 
 
+class RewardError(ValueError):
+    """A reward returned what TRL cannot use (not one value per completion); the message names it."""
+
+
+class RewardStuck(KeyboardInterrupt):
+    """Ctrl-C while a reward ran past its time bound: the run stops here, naming the reward and where
+    it was (a KeyboardInterrupt, so it unwinds through TRL and the Trainer without being caught)."""
+
+
 class GuardedReward:
-    """A reward function that never raises: a failing batch is rescored item by item, and an
-    item that still raises scores None (skipped by TRL) with the error logged. TRL does not
-    catch reward exceptions, so one bad sample would otherwise end a training run."""
+    """A reward function as training calls it, made safe against the user's code:
+
+    * it gets its own copy of the completions (a reward that edits the list it is handed cannot
+      change what the next reward scores or what the completion log records);
+    * a batch that raises is rescored item by item, and an item that still raises scores None
+      (skipped by TRL) with the error logged: TRL does not catch reward exceptions;
+    * a NaN or infinite value scores None and is counted (``non_finite``), instead of poisoning
+      its group's advantages;
+    * a list of the wrong length is ``RewardError``, one line naming the reward;
+    * a call running longer than ``time_bound_s`` is named on the console with where it is
+      (``running()``), and Ctrl-C then stops the run naming it (runs/control.py).
+    """
+
+    time_bound_s: float = 300.0  # --reward_timeout
+    _running: tuple | None = None  # (name, start time, thread id) of the call in progress
 
     def __init__(self, func) -> None:
         self.func = func
         self.__name__ = func.__name__  # TRL logs rewards/<__name__>/mean
+        self.non_finite = 0
 
     def __call__(self, completions, **kwargs):
+        if not isinstance(completions, (list, tuple)):
+            logger.error(
+                "%s got completions of type %s, not a list: nothing scored", self.__name__, type(completions).__name__
+            )
+            return []
+        watch = _Watch(self.__name__, self.time_bound_s)
+        try:
+            out = self._scored(copy.deepcopy(list(completions)), kwargs)
+        finally:
+            watch.done()
+        if not isinstance(out, (list, tuple)) or len(out) != len(completions):
+            size = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
+            raise RewardError(
+                f"reward {self.__name__} returned {size} values for {len(completions)} completions: TRL needs "
+                "one float (or None) per completion. Fix the reward"
+            )
+        return [self._finite(v) for v in out]
+
+    def _scored(self, completions, kwargs):
         try:
             return self.func(completions, **kwargs)
         except Exception:  # isolate the failing item below
-            if not isinstance(completions, (list, tuple)):
-                logger.error(
-                    "%s got completions of type %s, not a list: nothing scored",
-                    self.__name__,
-                    type(completions).__name__,
-                )
-                return []
             logger.exception("%s failed on a batch of %d; rescoring item by item", self.__name__, len(completions))
         out = []
         for i in range(len(completions)):
@@ -147,11 +186,63 @@ class GuardedReward:
                 for k, v in kwargs.items()
             }
             try:
-                out.extend(self.func(completions[i : i + 1], **item_kwargs))
+                got = self.func(completions[i : i + 1], **item_kwargs)
+                out.append(got[0] if isinstance(got, (list, tuple)) and len(got) == 1 else None)
             except Exception as exc:  # noqa: BLE001
                 logger.error("%s raised on item %d (%s: %s): scored None", self.__name__, i, type(exc).__name__, exc)
                 out.append(None)
         return out
+
+    def _finite(self, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+            self.non_finite += 1
+            return None
+        return value
+
+    @classmethod
+    def running(cls) -> tuple | None:
+        """(name, seconds so far, where) of a reward call past its time bound, else None."""
+        if cls._running is None:
+            return None
+        name, start, thread = cls._running
+        if time.monotonic() - start < cls.time_bound_s:
+            return None
+        return name, time.monotonic() - start, _where(thread)
+
+
+class _Watch:
+    """Names a reward call that runs past its bound on the console, once, with where it is."""
+
+    def __init__(self, name: str, bound_s: float) -> None:
+        GuardedReward._running = (name, time.monotonic(), threading.get_ident())
+        self.timer = threading.Timer(bound_s, self._warn, args=(name, bound_s, threading.get_ident()))
+        self.timer.daemon = True
+        self.timer.start()
+
+    @staticmethod
+    def _warn(name: str, bound_s: float, thread: int) -> None:
+        logger.warning(
+            "reward %s has run for %g s and is still running, at %s. Ctrl-C stops the run here (--reward_timeout "
+            "sets this bound).",
+            name,
+            bound_s,
+            _where(thread),
+        )
+
+    def done(self) -> None:
+        self.timer.cancel()
+        GuardedReward._running = None
+
+
+def _where(thread: int) -> str:
+    """file:line (function) of the innermost frame of ``thread``."""
+    frame = sys._current_frames().get(thread)
+    # Asked from a signal handler on the reward's own thread: step out of the handler's frames.
+    while frame is not None and (frame.f_code.co_filename == __file__ or frame.f_code.co_name == "request_stop"):
+        frame = frame.f_back
+    if frame is None:
+        return "an unknown place"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_name})"
 
 
 # Names users pass to --reward_funcs, and the one place a built-in reward is added: write it above

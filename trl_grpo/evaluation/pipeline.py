@@ -25,7 +25,7 @@ from trl_grpo.models import hardware, loading, locate
 from trl_grpo.observe import metrics
 from trl_grpo.observe.telemetry import contract_telemetry
 from trl_grpo.runs.cli import UsageError, user_errors
-from trl_grpo.runs.context import check_held_out, split_context
+from trl_grpo.runs.context import changed_reward_files, check_held_out, split_context
 from trl_grpo.runs.files import release, write_json_atomic
 from trl_grpo.runs.results import (
     PartialResults,
@@ -100,6 +100,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
         "results_file": output_file,
         "dropped": {k: dropped[k] for k in ("prompt_too_long", "empty_problem", "contaminated")},
         "held_out": held_out,
+        "rewards_changed": getattr(args, "rewards_changed", []),
         "contamination": {
             "checked_against": context["against"],
             "left_out": dropped["contaminated"],
@@ -258,6 +259,7 @@ def _main(argv: list[str] | None) -> int:
     )
     args, _ = resolve.parse("eval", argv)
     equivalence.set_verify_timeout(args.verify_timeout)
+    args.rewards_changed = changed_reward_files(args)  # refused unless --allow_changed_rewards
     columns: dict[str, dict] = {}
     jobs = []  # (model, column label, results file, base model): every output claimed and checked before any work
     output_file = None

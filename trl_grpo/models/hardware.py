@@ -9,6 +9,8 @@ paths ``--fast_paths auto`` turns on per device (``fast_paths_enabled``); the me
 
 from __future__ import annotations
 
+import functools
+
 from trl_grpo.models.locate import ModelError
 
 
@@ -26,14 +28,72 @@ def pick_device(requested: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# CPU features that compute bf16 in hardware: x86's AVX-512 BF16 and AMX, Arm's BF16 extension.
+# oneDNN also reports bf16 "supported" on any AVX-512 CPU, where it emulates it: measured there, 3
+# cold-start steps took 71.6 s each under bf16 autocast and 25.7 s with --no-bf16.
+_NATIVE_BF16 = frozenset(("avx512_bf16", "amx_bf16", "bf16"))
+
+
+def _read_flags(cpuinfo: str) -> frozenset[str] | None:
+    """The first ``flags`` (x86) or ``Features`` (Arm) line of a Linux cpuinfo file, or None."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return None
+
+
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags (Linux: x86 ``flags``, Arm ``Features``; macOS: the
+    ``hw.optional.arm.FEAT_BF16`` sysctl), or None where the system does not say."""
+    flags = _read_flags("/proc/cpuinfo")
+    if flags is not None:
+        return flags
+    import subprocess
+    import sys
+
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True)
+            return frozenset(("bf16",)) if out.stdout.strip() == "1" else frozenset()
+        except OSError:
+            return None
+    return None
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), where bf16 autocast pays off."""
+    """Whether this CPU computes bf16 natively, where bf16 autocast pays off: from its own flags
+    (``avx512_bf16``, ``amx_bf16``, Arm's ``bf16``), else a short probe (a bf16 matmul at least 1.3x
+    an fp32 one)."""
+    flags = cpu_flags()
+    if flags is not None:
+        return bool(flags & _NATIVE_BF16)
+    return _bf16_probe() >= 1.3
+
+
+def _bf16_probe(size: int = 512, repeats: int = 5) -> float:
+    """How many times faster a bf16 matmul runs than an fp32 one here (medians; about 0.1 s)."""
+    import statistics
+    import time
+
     import torch
 
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        rates[dtype] = 1 / statistics.median(times)
+    return rates[torch.bfloat16] / rates[torch.float32]
 
 
 def training_precision(device: str, bf16: bool | None) -> tuple:

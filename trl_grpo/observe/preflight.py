@@ -16,6 +16,7 @@ step and an estimate of the whole run. Thresholds of the verdict: ``NO_SIGNAL_AT
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import statistics
 import time
@@ -76,6 +77,12 @@ def check_rewards(funcs, rows) -> None:
                 f"({type(exc).__name__}: {exc}). Fix it, or drop it from --reward_funcs."
             ) from None
         ok = isinstance(out, (list, tuple)) and len(out) == len(completions)
+        if ok and any(isinstance(v, float) and not math.isfinite(v) for v in out):
+            raise ValueError(
+                f"reward {func.__name__} returned {str(out)[:80]} on a first batch: NaN and infinite values give "
+                "no learning signal (an infinite one wipes out every advantage of its group). Return a finite "
+                "float, or None to skip a completion."
+            )
         if not ok or not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in out):
             raise ValueError(
                 f"reward {func.__name__} returned {str(out)[:80]} for {len(completions)} completions: TRL needs a "

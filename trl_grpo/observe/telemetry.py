@@ -136,6 +136,7 @@ class TelemetryMixin:
     completion_log: CompletionLog | None = None
     eos_ids: tuple = ()
     _telemetry_failed = False
+    _non_finite_seen = 0
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
@@ -175,6 +176,10 @@ class TelemetryMixin:
             completions, prompts=prompts, truncated=truncated, lengths=lengths
         ).items():
             self._metrics[mode][f"telemetry/{key}"].append(value)
+        # NaN or infinite reward values scored as None (answers/rewards.py GuardedReward), this batch
+        non_finite = sum(getattr(f, "non_finite", 0) for f in self.reward_funcs)
+        self._metrics[mode]["telemetry/reward_non_finite"].append(non_finite - self._non_finite_seen)
+        self._non_finite_seen = non_finite
         if mode == "train" and self.completion_log is not None and self.accelerator.is_main_process:
             rows = [
                 {

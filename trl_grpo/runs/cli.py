@@ -32,14 +32,16 @@ class UsageError(SystemExit):
 
 @contextlib.contextmanager
 def user_errors():
-    """Inside, a problem with the user's data or model (``DataError``, ``ModelError``) becomes a
-    ``UsageError``: the one path by which every user error reaches ``cli`` (one line, exit 2)."""
+    """Inside, a problem with the user's data, model or reward (``DataError``, ``ModelError``,
+    ``RewardError``) becomes a ``UsageError``: the one path by which every user error reaches ``cli``
+    (one line, exit 2)."""
+    from trl_grpo.answers.rewards import RewardError
     from trl_grpo.data.splits import DataError
     from trl_grpo.models.locate import ModelError
 
     try:
         yield
-    except (DataError, ModelError) as exc:
+    except (DataError, ModelError, RewardError) as exc:
         raise UsageError(str(exc)) from None
 
 

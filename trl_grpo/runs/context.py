@@ -15,22 +15,36 @@ from __future__ import annotations
 import os
 import re
 
+from trl_grpo.answers.registry import reward_sources
 from trl_grpo.data import sources, splits
 from trl_grpo.runs.cli import UsageError
 from trl_grpo.runs.files import read_json
 
+# The folders a run writes inside itself: checkpoints, the cold start's adapter (and its
+# checkpoints), the merged model. Any of them is evaluated as the run it belongs to.
+_INSIDE_A_RUN = re.compile(r"^(?:checkpoint-\d+|sft|merged)$")
+
+
+def run_folder(model_dir: str) -> str | None:
+    """The run folder ``model_dir`` is or lies in (``RUN``, ``RUN/checkpoint-N``, ``RUN/sft``,
+    ``RUN/sft/checkpoint-N``, ``RUN/merged``), or None when it is no part of a run."""
+    folder = os.path.normpath(os.path.expanduser(model_dir))
+    for _ in range(3):
+        if os.path.isfile(os.path.join(folder, "run_config.json")):
+            return folder
+        if not _INSIDE_A_RUN.match(os.path.basename(folder)):
+            return None
+        folder = os.path.dirname(folder)
+    return None
+
 
 def run_record(model_dir: str) -> dict:
-    """A run folder's run_config.json, or its parent's for a ``checkpoint-N`` folder ({} when there is none)."""
-    folder = os.path.normpath(os.path.expanduser(model_dir))
-    for candidate in (
-        folder,
-        os.path.dirname(folder) if re.match(r"^checkpoint-\d+$", os.path.basename(folder)) else None,
-    ):
-        if candidate and os.path.isfile(os.path.join(candidate, "run_config.json")):
-            recorded = read_json(os.path.join(candidate, "run_config.json"), "run record")
-            return recorded if isinstance(recorded, dict) else {}
-    return {}
+    """The run_config.json of the run ``model_dir`` is or lies in (``run_folder``), {} when none."""
+    folder = run_folder(model_dir)
+    if folder is None:
+        return {}
+    recorded = read_json(os.path.join(folder, "run_config.json"), "run record")
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def run_settings(model_dir: str) -> dict:
@@ -90,3 +104,23 @@ def check_held_out(recorded: dict | None, now: dict | None, split: str) -> None:
             f"hash {now.get('problems_sha256')} now): the dataset changed since training, so this evaluation could "
             "score training problems. Evaluate with the data the run trained on."
         )
+
+
+def changed_reward_files(args) -> list[dict]:
+    """The reward files of the evaluated run that changed since training (their SHA-256 differs from the
+    one run_config.json recorded). Refused with ``UsageError`` unless ``--allow_changed_rewards``: a
+    run scored by other rules than it trained with would report numbers that are not its own."""
+    recorded = {r["spec"]: r for r in run_record(args.model_dir).get("rewards") or [] if r.get("sha256")}
+    changed = []
+    for now in reward_sources(args.reward_funcs):
+        then = recorded.get(now["spec"])
+        if then and now.get("sha256") != then["sha256"]:
+            changed.append({"file": then.get("file", now["spec"]), "then": then["sha256"], "now": now.get("sha256")})
+    if changed and not args.allow_changed_rewards:
+        first = changed[0]
+        raise UsageError(
+            f"reward file {first['file']} changed since the run trained (SHA-256 {first['then']} then, "
+            f"{first['now'] or 'missing'} now): scoring with it would not measure the run by its own rules. "
+            "Restore the file, or pass --allow_changed_rewards to score anyway (the summary records it)."
+        )
+    return changed

@@ -19,6 +19,8 @@ import time
 
 from transformers import TrainerCallback
 
+from trl_grpo.answers.rewards import GuardedReward, RewardError, RewardStuck
+from trl_grpo.runs.cli import UsageError
 from trl_grpo.runs.files import read_json
 from trl_grpo.runs.folders import COMPLETE_MARKER, checkpoint_step
 
@@ -43,6 +45,10 @@ class StopOnSignal(TrainerCallback):
         self.stop_requested = False
 
     def request_stop(self, signum, frame):
+        stuck = GuardedReward.running()
+        if stuck:  # the step cannot end while a reward hangs: stop here, naming it
+            name, seconds, where = stuck
+            raise RewardStuck(f"reward {name} was still running after {seconds:.0f} s, at {where}")
         if self.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.stop_requested = True
@@ -86,8 +92,13 @@ def train_with_signal_stop(trainer, stopper, resume_ckpt: str | None) -> float:
     """``trainer.train`` with Ctrl-C / SIGTERM turned into save-and-stop; returns the wall time (s)."""
     previous = {sig: signal.signal(sig, stopper.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.time()
+    resume = f"python main.py --output_dir {trainer.args.output_dir} --resume_from_checkpoint last"
     try:
         trainer.train(resume_from_checkpoint=resume_ckpt)
+    except RewardError as err:
+        raise UsageError(f"{err}, then resume from the last checkpoint: {resume}") from None
+    except RewardStuck as err:
+        raise UsageError(f"stopped: {err}. Fix the reward, then resume from the last checkpoint: {resume}") from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -114,6 +114,12 @@ def _check_knobs(args) -> list[str]:
         "must be in (0, 1] (1.0 keeps every token; the paper uses 0.2)",
     )
     need(args.num_iterations >= 1, "num_iterations", args.num_iterations, "must be 1 or more")
+    need(
+        _finite(args.reward_timeout) and args.reward_timeout > 0,
+        "reward_timeout",
+        args.reward_timeout,
+        "must be a positive number of seconds (300 is the default)",
+    )
     need(args.sft_steps >= 0, "sft_steps", args.sft_steps, "must be >= 0 (0: no supervised cold start)")
     need(
         _finite(args.sft_learning_rate) and args.sft_learning_rate > 0,

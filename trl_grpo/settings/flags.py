@@ -147,6 +147,10 @@ FLAGS = [
        default=None),
     _f("verify_timeout", "algorithm", BOTH, "hard wall-clock bound in seconds for one answer check", type=float,
        default=5.0),
+    _f("reward_timeout", "algorithm", TRAIN, "seconds a reward call may run before it is named on the console "
+       "with where it is stuck; Ctrl-C then stops the run naming it", type=float, default=300.0),
+    _f("allow_changed_rewards", "run", EVAL, "score with a run's reward file although it changed since training "
+       "(its SHA-256 differs from run_config.json's); the summary records the change", action="store_true"),
     _f("trainer", "algorithm", TRAIN, "any other GRPOConfig field as KEY=VALUE (repeatable), converted to its type, "
        "e.g. --trainer adam_beta2=0.99", action="append", default=None, metavar="KEY=VALUE"),
     # ---- generation

@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import math
 import os
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl_grpo.data.splits import DataError
 from trl_grpo.settings import flags
+from trl_grpo.settings.yaml_files import read_yaml
 
 
 class RecipeError(DataError):
@@ -38,6 +40,7 @@ class Recipe:
     sha256: str
     values: dict
     trainer: dict
+    skipped: list = field(default_factory=list)  # training keys an evaluation does not use
 
 
 # open-r1 keys with another shape here: (flag, how the value maps), or a refusal.
@@ -48,30 +51,27 @@ _OPEN_R1 = {
 
 
 def load(path: str, command: str) -> Recipe:
-    """Read a recipe for ``command`` ('train' or 'eval'); sets its ``env:`` variables."""
-    import yaml
+    """Read a recipe for ``command`` ('train' or 'eval'); sets its ``env:`` variables.
 
+    A setting said twice is refused naming both places: a key twice in one mapping, two spellings
+    of one setting (``dataset_name`` and ``dataset_id``), a key at the top and again under
+    ``trainer:``. eval.py takes a training recipe: the keys it shares with training, the others
+    named once and skipped (``Recipe.skipped``)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        data = yaml.safe_load(raw.decode("utf-8")) if raw.strip() else {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = getattr(exc, "problem", None) or " ".join(str(exc).split())
-        raise RecipeError(f"--config {path}: cannot be read as YAML ({where}{what}).") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"--config {path}: expected a mapping of flag names to values, got {type(data).__name__}.")
+        raw, data, lines = read_yaml(path)
+    except DataError as exc:
+        raise RecipeError(str(exc)) from None
     env = data.pop("env", {}) or {}
     if not isinstance(env, dict):
         raise RecipeError(f"--config {path}: env: must map variable names to values.")
     trainer = data.pop("trainer", {}) or {}
     if not isinstance(trainer, dict):
         raise RecipeError(f"--config {path}: trainer: must map GRPOConfig fields to values.")
-    if trainer and command != "train":
-        raise RecipeError(f"--config {path}: trainer: sets training fields; eval.py takes none.")
+    skipped = sorted(f"trainer: {k}" for k in trainer) if command != "train" else []
+    trainer = trainer if command == "train" else {}
     names, spellings = {f.name for f in flags.flags_of(command)}, flags.aliases(command)
-    values = {}
+    training = {f.name for f in flags.flags_of("train")} | set(flags.aliases("train"))
+    values, where = {}, {}  # where: setting -> the key and line that set it
     for key, value in data.items():
         key = str(key)
         name = spellings.get(key, key)
@@ -79,15 +79,33 @@ def load(path: str, command: str) -> Recipe:
             name, value = _open_r1(key, value, path)
             if not name:
                 continue
+        here = f"{key!r} (line {lines.get(key, '?')})"
+        if name in where:
+            raise RecipeError(f"--config {path}: {where[name]} and {here} set one setting ({name}): keep one.")
+        where[name] = here
         if name in names and name != "config":
             values[name] = flag_value(flags.BY_NAME[name], value, f"--config {path}: {key}")
         elif command == "train" and key in grpo_fields():
-            trainer.setdefault(key, value)
+            if key in trainer:
+                raise RecipeError(
+                    f"--config {path}: {key!r} is set at the top (line {lines.get(key, '?')}) and "
+                    f"under trainer: (line {lines.get('trainer.' + key, '?')}): keep one."
+                )
+            trainer[key] = value
+        elif command != "train" and (key in training or key in grpo_fields()):
+            skipped.append(key)  # a training setting: eval.py has no use for it
         else:
             raise RecipeError(f"--config {path}: unknown key {key!r}.{_closest(key, command)}")
+    for key in trainer:
+        top = where.get(flags.aliases("train").get(key, key))
+        if top:
+            raise RecipeError(
+                f"--config {path}: {top} and trainer: {key!r} (line {lines.get('trainer.' + key, '?')}) "
+                "set one setting: keep one."
+            )
     for key, value in env.items():
         os.environ[str(key)] = str(value)
-    return Recipe(path, hashlib.sha256(raw).hexdigest()[:16], values, dict(trainer))
+    return Recipe(path, hashlib.sha256(raw).hexdigest()[:16], values, dict(trainer), skipped)
 
 
 def _open_r1(key: str, value, path: str):
@@ -129,7 +147,7 @@ def flag_value(flag: flags.Flag, value, where: str):
             raise RecipeError(f"{where}: expected one {kind.__name__}, got a list.")
     try:
         converted = _convert(kind, value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RecipeError(f"{where}: expected {kind.__name__}, got {value!r}.") from None
     if kw.get("choices") and converted not in kw["choices"]:
         raise RecipeError(f"{where}: {converted!r} is not one of {list(kw['choices'])}.")
@@ -141,11 +159,14 @@ def _convert(kind, value):
         raise TypeError("a boolean")
     if kind is int:
         number = float(value)
-        if number != int(number):
-            raise ValueError("not whole")
+        if not math.isfinite(number) or number != int(number):
+            raise ValueError("not a whole number")
         return int(number)
     if kind is float:
-        return float(value)  # YAML 1.1 reads 1e-5 as a string
+        number = float(value)  # YAML 1.1 reads 1e-5 as a string
+        if not math.isfinite(number):
+            raise ValueError("not a finite number")  # 1e400 overflows to inf: refused, not used as inf
+        return number
     if isinstance(value, (dict, list)):
         raise TypeError("a mapping or list")
     return str(value)
@@ -194,7 +215,7 @@ def trainer_values(entries: dict, where: str = "trainer: (or --trainer)") -> dic
             raise RecipeError(f"{where}: GRPOConfig has no field {key!r}.{_closest(key, 'train')}")
         try:
             out[key] = field_value(fields[key], value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise RecipeError(f"{where}: {key} takes {_type_name(fields[key])}, got {value!r}.") from None
     return out
 
@@ -232,7 +253,7 @@ def field_value(kind, value):
                 continue
             if typing.get_origin(arm) is typing.Literal and value in typing.get_args(arm):
                 return value
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
     raise ValueError(f"no arm of {kind} holds {value!r}")
 

@@ -38,6 +38,7 @@ RESUME_SAFE = {
     "save_merged",
     "fast_paths",
     "verify_timeout",
+    "reward_timeout",
     "trust_remote_code",
     "preflight",
     "preflight_only",
@@ -75,6 +76,8 @@ def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespa
         raise UsageError(str(exc)) from None
     if loaded:
         parser.set_defaults(**loaded.values)
+        if loaded.skipped:
+            print(f"--config {config}: eval.py skips its training settings: {', '.join(loaded.skipped)}.", flush=True)
     args = parser.parse_args(argv)
     cli_given = given_flags(command, argv)
     given = cli_given | (set(loaded.values) if loaded else set())
@@ -116,9 +119,16 @@ def _absolute(spec: str) -> str:
 
 
 def _config_path(argv: list[str] | None) -> str | None:
+    """The one ``--config`` given; two are refused (which would win is no rule a user should learn)."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    return pre.parse_known_args(argv)[0].config
+    pre.add_argument("--config", action="append", default=None)
+    paths = pre.parse_known_args(argv)[0].config or []
+    if len(paths) > 1:
+        raise UsageError(
+            f"--config is given {len(paths)} times ({', '.join(paths)}): give one recipe, with the settings "
+            "of the others copied into it or given as flags (flags win over the recipe)."
+        )
+    return paths[0] if paths else None
 
 
 def given_flags(command: str, argv: list[str] | None) -> set[str]:

@@ -1,0 +1,105 @@
+"""Recipes that say one thing twice, or more than they can: refused in one line naming both places,
+before anything loads; and eval.py taking the shipped training recipes."""
+
+import os
+import time
+
+import pytest
+
+from conftest import ROOT
+from trl_grpo.settings import resolve
+
+RECIPES = sorted(f for f in os.listdir(os.path.join(ROOT, "recipes")) if f.endswith(".yaml"))
+
+
+def _recipe(tmp_path, text, name="r.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _refused(command, argv):
+    with pytest.raises(SystemExit) as err:
+        resolve.parse(command, argv)
+    assert len(str(err.value).splitlines()) == 1, str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        (
+            "learning_rate: 1e-4\nmax_steps: 5\nlearning_rate: 0.5\n",
+            ["'learning_rate' is given twice", "lines 1 and 3"],
+        ),
+        ("trainer:\n  adam_beta2: 0.9\n  adam_beta2: 0.99\n", ["'adam_beta2' is given twice", "lines 2 and 3"]),
+        ("dataset_name: builtin:2\ndataset_id: builtin:1\n", ["'dataset_name' (line 1)", "'dataset_id' (line 2)"]),
+        (
+            "batch_size: 8\nper_device_train_batch_size: 16\n",
+            ["'batch_size' (line 1)", "'per_device_train_batch_size' (line 2)"],
+        ),
+        (
+            "learning_rate: 1e-4\ntrainer:\n  learning_rate: 0.5\n",
+            ["'learning_rate' (line 1)", "learning_rate' (line 3)"],
+        ),
+        ("adam_beta2: 0.9\ntrainer:\n  adam_beta2: 0.99\n", ["at the top (line 1)", "under trainer: (line 3)"]),
+        ("model_name_or_path: a\ntrainer:\n  max_steps: 3\nmax_steps: 4\n", ["'max_steps'", "line 4", "line 3"]),
+    ],
+)
+def test_one_setting_said_twice_is_refused_naming_both_places(tmp_path, text, named):
+    message = _refused("train", ["--config", _recipe(tmp_path, text)])
+    assert all(part in message for part in named), message
+
+
+def test_aliases_that_expand_without_end_are_refused_at_once(tmp_path):
+    """A "billion laughs" file: nine levels of ten aliases each stand for 10^9 values."""
+    lines = ['a0: &a0 ["lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    start = time.time()
+    message = _refused("train", ["--config", _recipe(tmp_path, "\n".join(lines) + "\nlora_target_modules: *a9\n")])
+    assert "aliases" in message and "100,000 values" in message and time.time() - start < 10
+
+
+def test_a_few_aliases_are_fine(tmp_path):
+    path = _recipe(tmp_path, "trainer:\n  adam_beta1: &b 0.9\n  adam_beta2: *b\n")
+    args, _ = resolve.parse("train", ["--config", path])
+    assert args.trainer == {"adam_beta1": 0.9, "adam_beta2": 0.9}
+
+
+def test_config_given_twice_is_refused(tmp_path):
+    one, two = _recipe(tmp_path, "max_steps: 3\n", "a.yaml"), _recipe(tmp_path, "learning_rate: 0.5\n", "b.yaml")
+    message = _refused("train", ["--config", one, "--config", two])
+    assert "--config is given 2 times" in message and "a.yaml" in message and "b.yaml" in message
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("max_steps: .inf\n", "max_steps: expected int"),
+        ("lora_r: 1e400\n", "lora_r: expected int"),
+        ("learning_rate: 1e400\n", "learning_rate: expected float"),
+        ("max_steps: .nan\n", "max_steps: expected int"),
+        ("trainer:\n  adam_beta2: 1e400\n", "adam_beta2 takes float"),
+    ],
+)
+def test_a_number_no_field_can_hold_is_one_line(tmp_path, text, named):
+    assert named in _refused("train", ["--config", _recipe(tmp_path, text)])
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_eval_takes_every_shipped_recipe(name, monkeypatch, capsys):
+    """The keys eval.py shares with training apply; the training-only ones are named once and skipped."""
+    import yaml
+
+    monkeypatch.chdir(ROOT)
+    args, _ = resolve.parse("eval", ["--config", f"recipes/{name}", "--model_dir", "embedded"])
+    with open(os.path.join(ROOT, "recipes", name)) as f:
+        recipe = yaml.safe_load(f)
+    if "max_completion_length" in recipe:
+        assert args.max_completion_length == recipe["max_completion_length"]
+    if "prompt_template" in recipe:
+        assert args.prompt_template == recipe["prompt_template"]
+    printed = capsys.readouterr().out
+    assert printed.count("eval.py skips its training settings") <= 1
+    if "learning_rate" in recipe:
+        assert "learning_rate" in printed
