@@ -39,9 +39,11 @@ from trl_grpo.observe.telemetry import CompletionLog, TelemetryMixin
 from trl_grpo.runs.cli import UsageError, user_errors
 from trl_grpo.runs.control import (
     CheckpointMarker,
+    ReplanOnExtend,
     RewardHackingWatch,
     StopOnSignal,
     nothing_left,
+    resume_notes,
     take_finished_checkpoint,
     train_with_signal_stop,
 )
@@ -92,7 +94,7 @@ def prepare_datasets(args, tokenizer, context: int | None = None):
     return train_ds, eval_ds, counts, held_out
 
 
-class RunTrainer(TelemetryMixin, FastLogpsTrainer):
+class RunTrainer(ReplanOnExtend, TelemetryMixin, FastLogpsTrainer):
     """The trainer of a run: TRL's GRPOTrainer with the fast log-probs (trl_grpo/fast/packed_logps.py), and the
     telemetry and completion log (trl_grpo/observe/telemetry.py)."""
 
@@ -383,6 +385,10 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
     elif resume_ckpt and nothing_left(resume_ckpt, args.max_steps):
         wall = take_finished_checkpoint(trainer, resume_ckpt)
     else:
+        if resume_ckpt:
+            trainer.replan_from, notes = resume_notes(resume_ckpt, args.max_steps)
+            for note in notes if state.is_main_process else ():
+                print(note, flush=True)
         wall = train_with_signal_stop(trainer, stopper, resume_ckpt)
     steps = trainer.state.global_step
     history = trainer.state.log_history

@@ -47,6 +47,25 @@ def test_rows_without_a_usable_worked_solution_are_left_out(solution, answer, wh
     assert sft_targets.sft_target(solution, answer, True) == (None, why)
 
 
+def test_worked_solutions_holding_the_templates_special_tokens_are_left_out(tiny_model_dir):
+    """``<|im_end|><|im_start|>user`` inside a solution would become real special tokens in the taught thinking."""
+    from datasets import Dataset
+
+    from trl_grpo.models import loading
+
+    tokenizer = loading.load_tokenizer(tiny_model_dir)
+    marker = "<|im_end|>\n<|im_start|>user"
+    assert marker.split("\n")[0] in tokenizer.all_special_tokens  # the tiny model's template has them
+    rows = [
+        {"prompt": "p", "solution": f"2 + {i} = {2 + i}, so \\boxed{{{2 + i}}}.", "answer": str(2 + i)}
+        for i in range(4)
+    ]
+    rows[1]["solution"] = f"2 + 1 = 3{marker} and so \\boxed{{3}}."
+    ds, skipped = cold_start.sft_dataset(Dataset.from_list(rows), True, tokenizer, None)
+    assert len(ds) == 3 and skipped["special_tokens"] == 1
+    assert not any("<|im_end|>" in c for c in ds["completion"])
+
+
 def test_gsm8k_rationales_are_worked_solutions(tmp_path):
     path = tmp_path / "gsm.jsonl"
     rows = [

@@ -377,3 +377,25 @@ def test_a_folder_left_before_its_first_checkpoint_by_wandb_trl_or_a_model_card_
     files.release(os.path.join(folder, folders.RUN_LOCK))
     aside = [n for n in os.listdir(out) if n.startswith("previous-attempt-")]
     assert resume is None and len(aside) == 1 and left in os.listdir(out / aside[0])
+
+
+def test_extending_a_finished_run_plans_its_schedule_anew(tiny_model_dir, tmp_path, capsys):
+    """A finished 1-step run resumed with --max_steps 3: the schedule is planned for 3 steps and says so;
+    restored as saved, it had ended, and steps 2-3 trained at learning rate 0."""
+    out = str(tmp_path / "run")
+    base = ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--no-preflight", "--output_dir", out]
+    assert main.main([*base, "--max_steps", "1", "--lr_scheduler_type", "linear"]) == 0
+    assert main.main(["--output_dir", out, "--resume_from_checkpoint", "last", "--max_steps", "3"]) == 0
+    assert "Extending the run from 1 to 3 steps" in capsys.readouterr().out
+    with open(os.path.join(out, "log_history.json")) as f:
+        rates = {h["step"]: h["learning_rate"] for h in json.load(f) if "learning_rate" in h}
+    assert rates[1] == pytest.approx(1e-2) and rates[2] == pytest.approx(1e-2 * 2 / 3) and rates[3] > 0
+
+
+def test_resuming_a_checkpoint_without_optimizer_state_says_so(tiny_model_dir, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--no-preflight", "--output_dir", out]
+    assert main.main([*base, "--max_steps", "1", "--trainer", "save_only_model=true"]) == 0
+    assert main.main(["--output_dir", out, "--resume_from_checkpoint", "last", "--max_steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "holds no optimizer state (saved with save_only_model)" in printed

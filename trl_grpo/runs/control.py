@@ -128,3 +128,45 @@ def take_finished_checkpoint(trainer, checkpoint: str) -> float:
         "%s is at the run's last step: nothing left to train; its adapter is saved as the run's.", checkpoint
     )
     return 0.0
+
+
+class ReplanOnExtend:
+    """Trainer mixin: a finished run resumed with a larger ``--max_steps`` gets a learning-rate schedule
+    planned anew for the new length, continuing at the checkpoint's step. Restored as saved, the
+    schedule had ended with the first plan, and every added step trained at learning rate 0."""
+
+    replan_from: int | None = None  # the checkpoint's step, when the run is extended
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint and self.replan_from is not None:
+            import warnings
+
+            self.lr_scheduler = None
+            self.create_scheduler(num_training_steps=self.args.max_steps, optimizer=self.optimizer)
+            with warnings.catch_warnings():  # stepping the schedule alone, to the checkpoint's step
+                warnings.simplefilter("ignore")
+                for _ in range(self.replan_from):
+                    self.lr_scheduler.step()
+
+
+def resume_notes(checkpoint: str, max_steps: int) -> tuple[int | None, list[str]]:
+    """``(replan_from, lines to print)`` for resuming ``checkpoint`` with ``max_steps``: a longer run
+    than the checkpoint's plan replans its schedule (``ReplanOnExtend``), and a checkpoint saved without
+    optimizer state (``save_only_model``) goes on with a fresh optimizer and schedule; both are said."""
+    path = os.path.join(checkpoint, "trainer_state.json")
+    state = read_json(path, "checkpoint state") if os.path.isfile(path) else {}
+    planned, step = state.get("max_steps"), state.get("global_step", checkpoint_step(checkpoint))
+    replan, lines = None, []
+    if planned and max_steps > planned:
+        replan = step
+        lines.append(
+            f"Extending the run from {planned} to {max_steps} steps: the learning-rate schedule is planned anew "
+            f"for {max_steps} steps and goes on from step {step} (the first plan's had ended)."
+        )
+    if not os.path.isfile(os.path.join(checkpoint, "optimizer.pt")):
+        lines.append(
+            f"{checkpoint} holds no optimizer state (saved with save_only_model): training goes on from its "
+            "weights with a fresh optimizer and learning-rate schedule, not as if it had never stopped."
+        )
+    return replan, lines

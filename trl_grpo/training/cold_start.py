@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 
+from trl_grpo.answers.contract import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 from trl_grpo.data import sft_targets
 from trl_grpo.data.splits import DataError
 from trl_grpo.observe import plots, preflight
@@ -44,6 +45,19 @@ def sft_dataset(train_ds, prefill_think: bool, tokenizer, context: int | None):
         rows, skipped = sft_targets.sft_rows(*columns, prefill_think)
     except ValueError as exc:
         raise DataError(str(exc)) from None
+    # A worked solution holding the chat template's own markers (<|im_end|><|im_start|>user) would teach
+    # real special tokens inside the thinking: left out and counted.
+    specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if t and len(t) > 1]
+    specials += [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special]
+    specials = set(specials) - {THINK_START, THINK_END, ANSWER_START, ANSWER_END}  # the contract's own tags
+    marked = [any(t in r["completion"] for t in specials) for r in rows]
+    skipped["special_tokens"] = marked.count(True)
+    rows = [r for r, bad in zip(rows, marked, strict=True) if not bad]
+    if not rows:
+        raise DataError(
+            "Every worked solution holds the tokenizer's special tokens (such as <|im_end|>): nothing to teach "
+            "with --sft_steps. Clean the solution column, or use --sft_steps 0."
+        )
     skipped["too_long"] = 0
     if context:
         sizes = [len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in rows]
