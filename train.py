@@ -137,7 +137,10 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
 
     equivalence.set_verify_timeout(args.verify_timeout)
     GuardedReward.time_bound_s = args.reward_timeout
-    state = PartialState()
+    # cpu=True on a CPU machine: under torchrun, a bare PartialState() starts as one process each, and
+    # only TRL's TrainingArguments joined the processes later (each printed its own plan, and the
+    # embedded model's one-time conversion was not shared).
+    state = PartialState(cpu=hardware.pick_device() == "cpu")
     hw = _resolve(args, state)
     context = locate.context_length(hw["resolved"]["base"])
     train_ds, eval_ds, dropped, held_out = prepare_datasets(
@@ -152,7 +155,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     why = startup.run_length if startup else "as given"
-    print(run_length_line(args, len(train_ds), state.num_processes, why), flush=True)
+    if state.is_main_process:
+        print(run_length_line(args, len(train_ds), state.num_processes, why), flush=True)
     if sft_ds is not None:
         print(f"Cold start first: {args.sft_steps} supervised steps on {len(sft_ds)} worked solutions.", flush=True)
     model = loading.load_model(
@@ -267,7 +271,8 @@ def _wandb_offline_unless_logged_in(output_dir: str) -> None:
 def run_length_line(args, train_rows: int, processes: int, why: str = "as given") -> str:
     """One line: how long the run is and why (resolve.resolve_run_length says why)."""
     per_step = prompts_per_step(args, processes)
-    shape = f"{per_step} prompts x {args.num_generations} completions per step"
+    over = f" over {processes} processes" if processes > 1 else ""
+    shape = f"{per_step} prompts x {args.num_generations} completions per step{over}"
     if args.max_steps == 0:
         return "Run length: no GRPO steps (--max_steps 0): the cold start alone."
     if args.max_steps > 0:

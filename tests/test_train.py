@@ -193,6 +193,8 @@ def test_two_process_cpu_training(tiny_model_dir, tmp_path):
     with open(os.path.join(out, folders.RUN_STATE)) as f:
         assert json.load(f)["steps"] == 1
     assert cfg["num_processes"] == 2
+    plans = [line for line in done.stdout.splitlines() if line.startswith("Run length:")]
+    assert plans == ["Run length: 1 steps (--max_steps given); 4 prompts x 2 completions per step over 2 processes."]
     assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))
     # the completion log holds both processes' completions, each beside its own prompt, rewards and length
     with open(os.path.join(out, "completions.jsonl")) as f:

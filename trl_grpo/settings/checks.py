@@ -28,8 +28,33 @@ _KNOWN_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "c
 def check_train(args) -> None:
     """Check main.py's settings; ``UsageError`` with one line per problem."""
     problems = _check_numbers(args) + _check_knobs(args) + _check_names(args) + _check_places(args)
+    problems += check_launch(os.environ, os.cpu_count() or 1)
     if problems:
         raise UsageError("\n".join(problems))
+
+
+def check_launch(env, cores: int, cuda: bool | None = None) -> list[str]:
+    """Problems with how this run was launched, from the launcher's environment: a GPU launch config on
+    a machine without GPUs, or more CPU processes on this machine than it has cores (each holds a
+    model; on 2 cores, configs/ddp.yaml's old 8 took 17 of 23 GB and crawled)."""
+    processes = int(env.get("LOCAL_WORLD_SIZE") or env.get("WORLD_SIZE") or 1)
+    if processes <= 1:
+        return []
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if env.get("ACCELERATE_USE_CPU", "").lower() == "false" and not cuda:
+        return [
+            f"this launch config is for GPUs (use_cpu: false) and this machine has none: {processes} processes would "
+            "each wait for one. On CPU launch with torchrun --nproc_per_node 2 main.py ..., or run main.py alone."
+        ]
+    if not cuda and processes > cores:
+        return [
+            f"{processes} training processes on a CPU machine with {cores} cores: each holds a model and they slow "
+            f"each other. Launch at most {cores} (--num_processes / --nproc_per_node {cores}), or one."
+        ]
+    return []
 
 
 def _finite(value: float) -> bool:
