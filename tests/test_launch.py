@@ -61,3 +61,31 @@ def test_main_refuses_it_before_loading(monkeypatch, tmp_path):
     monkeypatch.setattr("trl_grpo.models.loading.load_model", lambda *a, **k: pytest.fail("the model loaded"))
     with pytest.raises(SystemExit, match="64 training processes on a CPU machine"):
         main.main(["--output_dir", str(tmp_path / "run")])
+
+
+def test_a_hub_push_is_checked_before_the_model_loads(monkeypatch, tmp_path):
+    """No network here: push_to_hub from --trainer (or a recipe) stops at once in one line."""
+    import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("trl_grpo.models.loading.load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    with pytest.raises(SystemExit) as err:
+        main.main(["--output_dir", str(tmp_path / "run"), "--trainer", "push_to_hub=true"])
+    message = str(err.value)
+    assert message.startswith("push_to_hub: the hub cannot be used from here") and len(message.splitlines()) == 1
+    assert "--trainer push_to_hub=false" in message
+
+
+@pytest.mark.parametrize(
+    "user, repo, ok",
+    [
+        ({"name": "ann", "orgs": []}, "ann/model", True),
+        ({"name": "ann", "orgs": [{"name": "lab"}]}, "lab/model", True),
+        ({"name": "ann", "orgs": []}, "bob/model", False),
+        ({"name": "ann"}, None, True),
+    ],
+)
+def test_a_push_to_a_namespace_the_user_cannot_write_is_refused(user, repo, ok):
+    from trl_grpo.settings.checks import check_hub_push
+
+    assert (check_hub_push(repo, whoami=lambda: user) == []) is ok

@@ -12,8 +12,10 @@ checkpoint is at its last step (the trainer would train one step past it).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import signal
 import time
 
@@ -21,7 +23,7 @@ from transformers import TrainerCallback
 
 from trl_grpo.answers.rewards import GuardedReward, RewardError, RewardStuck
 from trl_grpo.runs.cli import UsageError
-from trl_grpo.runs.files import read_json
+from trl_grpo.runs.files import disk_full, read_json
 from trl_grpo.runs.folders import COMPLETE_MARKER, checkpoint_step
 
 logger = logging.getLogger(__name__)
@@ -99,10 +101,32 @@ def train_with_signal_stop(trainer, stopper, resume_ckpt: str | None) -> float:
         raise UsageError(f"{err}, then resume from the last checkpoint: {resume}") from None
     except RewardStuck as err:
         raise UsageError(f"stopped: {err}. Fix the reward, then resume from the last checkpoint: {resume}") from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        folder = trainer.args.output_dir
+        needed = _drop_unfinished_checkpoint(folder)
+        then = f"free some space, then resume from the last checkpoint: {resume}"
+        raise UsageError(disk_full(folder, then, needed)) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return time.time() - start
+
+
+def _drop_unfinished_checkpoint(folder: str) -> int | None:
+    """Remove the checkpoint a full disk cut short (no completeness marker: never resumed from, and it
+    holds the space the next save needs); the size of the last complete one, as the space needed."""
+    import shutil
+
+    names = [n for n in os.listdir(folder) if re.fullmatch(r"checkpoint-\d+", n)] if os.path.isdir(folder) else []
+    complete = [n for n in names if os.path.isfile(os.path.join(folder, n, COMPLETE_MARKER))]
+    for name in set(names) - set(complete):
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    if not complete:
+        return None
+    last = os.path.join(folder, max(complete, key=lambda n: int(n.split("-")[1])))
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(last) for f in files)
 
 
 def nothing_left(checkpoint: str, max_steps: int) -> bool:

@@ -9,11 +9,14 @@ that stays in its folder.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import json
 import math
 import os
 import re
+import shutil
 import socket
 import sys
 
@@ -110,11 +113,39 @@ def finite(obj):
     return obj
 
 
-def write_json_atomic(path: str, obj) -> None:
-    """Write JSON through a temp file and a rename: a crash never leaves a half-written file."""
+def write_json_atomic(path: str, obj, then: str = "free some space and run the command again") -> None:
+    """Write JSON through a temp file and a rename: a crash or a full disk never leaves a half-written
+    file or the temp file behind; a full disk is one ``UsageError`` line naming the folder (``then``:
+    what to do after freeing space)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(finite(obj), f, indent=1, ensure_ascii=False, allow_nan=False, default=str)
-    os.replace(tmp, path)
+    try:
+        with no_space_left(folder, then):
+            with open(tmp, "w") as f:
+                json.dump(finite(obj), f, indent=1, ensure_ascii=False, allow_nan=False, default=str)
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def disk_full(folder: str, then: str, needed: int | None = None) -> str:
+    """One line: the disk holding ``folder`` is full, how much is free (and needed), and what next."""
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e6:,.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    need = f"; about {needed / 1e6:,.0f} MB needed" if needed else ""
+    return f"the disk holding {folder} is full ({free}{need}): {then}."
+
+
+@contextlib.contextmanager
+def no_space_left(folder: str, then: str, needed: int | None = None):
+    """Inside, a full disk (ENOSPC, or EDQUOT: a quota) becomes ``UsageError(disk_full(...))``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UsageError(disk_full(folder, then, needed)) from None
+        raise

@@ -16,7 +16,7 @@ import logging
 import os
 
 from trl_grpo.runs.cli import UsageError
-from trl_grpo.runs.files import claim, finite, read_json, release, safe_name
+from trl_grpo.runs.files import claim, finite, no_space_left, read_json, release, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,21 @@ class PartialResults:
 
     def add(self, index: int, record: dict) -> None:
         self.records[index] = record
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(finite({"index": index, **record}), ensure_ascii=False) + "\n")
+        data = (json.dumps(finite({"index": index, **record}), ensure_ascii=False) + "\n").encode("utf-8")
+        then = "free some space, then continue with the same command plus --resume (finished records are kept)"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # unbuffered: nothing is left to flush on failure
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                with no_space_left(os.path.dirname(os.path.abspath(self.path)), then):
+                    written = 0
+                    while written < len(data):
+                        written += os.write(fd, data[written:])
+            except BaseException:
+                os.ftruncate(fd, end)  # no record cut in half: the file ends at the last whole record
+                raise
+        finally:
+            os.close(fd)
 
 
 def plan_output(args, label: str, path: str | None = None) -> str:

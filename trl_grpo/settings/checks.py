@@ -29,8 +29,34 @@ def check_train(args) -> None:
     """Check main.py's settings; ``UsageError`` with one line per problem."""
     problems = _check_numbers(args) + _check_knobs(args) + _check_names(args) + _check_places(args)
     problems += check_launch(os.environ, os.cpu_count() or 1)
+    if not problems and (args.trainer or {}).get("push_to_hub"):
+        problems += check_hub_push((args.trainer or {}).get("hub_model_id"))
     if problems:
         raise UsageError("\n".join(problems))
+
+
+def check_hub_push(repo_id: str | None, whoami=None) -> list[str]:
+    """``push_to_hub`` needs the hub and a token: asked once here, before the model loads, so a run on a
+    machine without network does not train for an hour and then end in a traceback at its first push."""
+    if whoami is None:
+        from huggingface_hub import HfApi
+
+        whoami = HfApi().whoami
+    try:
+        user = whoami()
+    except Exception as exc:  # noqa: BLE001 - offline, no token, a proxy: each means "no push from here"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        return [
+            f"push_to_hub: the hub cannot be used from here ({reason}). Train without it (drop push_to_hub from "
+            "the recipe, or --trainer push_to_hub=false) and upload the run folder later with `hf upload`, or "
+            "log in first with `hf auth login` where the hub is reachable."
+        ]
+    name = (user or {}).get("name") if isinstance(user, dict) else None
+    if repo_id and name and "/" in repo_id and repo_id.split("/")[0] != name:
+        orgs = {o.get("name") for o in (user.get("orgs") or []) if isinstance(o, dict)}
+        if repo_id.split("/")[0] not in orgs:
+            return [f"hub_model_id {repo_id!r}: you are logged in as {name!r}, who cannot push there."]
+    return []
 
 
 def check_launch(env, cores: int, cuda: bool | None = None) -> list[str]:
