@@ -11,6 +11,7 @@ run was trained with (its run_config.json, or its parent's for a checkpoint-N fo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -114,7 +115,8 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
         records = [partial.records[i] for i in sorted(partial.records)]
         summary = {**metrics.summarize(records, args.num_samples), **meta, "complete": False}
         summary.update(missing=len(rows) - len(partial.records), partial_results=partial.path)
-        write_json_atomic(summary_path(output_file), summary)
+        with contextlib.suppress(UsageError):  # a full disk: the partial records still hold what was scored
+            write_json_atomic(summary_path(output_file), summary)
         logger.error(
             "Evaluation stopped with %d of %d problems scored (kept in %s). Continue with the same command plus "
             "--resume.",
@@ -135,8 +137,9 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
     )
     summary["dropped"]["unparseable_gold"] = summary["skipped_unparseable_gold"]
     summary.update(_run_facts(wall, generated, checks_before))
-    write_json_atomic(output_file, records)
-    write_json_atomic(summary_path(output_file), summary)
+    then = f"free some space, then run the same command plus --resume (every record is kept in {partial.path})"
+    write_json_atomic(output_file, records, then)
+    write_json_atomic(summary_path(output_file), summary, then)
     os.remove(partial.path)
     return summary
 
