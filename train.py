@@ -171,10 +171,13 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         state.num_processes,
     )
     grpo_config, lora_config = build_configs(args, output_dir, hw["use_bf16"], use_cpu=hw["device"] == "cpu")
-    if args.logging_dir or args.report_to == "tensorboard":
+    trackers = args.report_to.split(",")
+    if args.logging_dir or "tensorboard" in trackers:
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir or os.path.join(output_dir, "runs"))
-    if args.report_to == "wandb":
+    if "wandb" in trackers:
         _wandb_offline_unless_logged_in(output_dir)
+    if "trackio" in trackers:  # trackio keeps its runs locally; here, in the run folder
+        os.environ.setdefault("TRACKIO_DIR", os.path.join(output_dir, "trackio"))
     marker, stopper, watch = CheckpointMarker(), StopOnSignal(), RewardHackingWatch()
     trainer = RunTrainer(
         model=model,

@@ -103,7 +103,7 @@ def test_a_share_thins_only_the_train_rows_of_its_levels():
 
 def test_default_load_works_offline_with_the_schema():
     train, test = load_and_process_data()
-    assert sorted(train.column_names) == ["answer", "problem", "prompt", "solution"]
+    assert set(train.column_names) == {"answer", "problem", "prompt", "solution", "level"}  # level kept, messages not
     prompt = test[0]["prompt"]
     assert [m["role"] for m in prompt] == ["system", "user"]
     assert prompt[0]["content"] == prompts.PROMPT_TEMPLATES[flags.DEFAULT_PROMPT_TEMPLATE]
@@ -264,10 +264,18 @@ def test_deepmath_csv_file(tmp_path):
 
 
 def test_column_flags_override_detection(tmp_path):
-    rows = [{"q": "1+1?", "gold": "2", "problem": "decoy"}]
+    rows = [{"q": "1+1?", "gold": "2", "source": "decoy", "difficulty": 3}]
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "c"))
     train, _ = load_and_process_data(str(tmp_path / "c"), "train", None, problem_column="q", answer_column="gold")
     assert train[0]["prompt"][1]["content"] == "1+1?" and train[0]["answer"] == "2"
+    # every other column is kept under its own name: TRL hands each to every reward
+    assert (train[0]["source"], train[0]["difficulty"]) == ("decoy", 3) and "q" not in train.column_names
+
+
+def test_a_column_named_like_the_schema_but_not_read_as_it_is_refused(tmp_path):
+    Dataset.from_list([{"q": "1+1?", "gold": "2", "problem": "decoy"}]).save_to_disk(str(tmp_path / "c"))
+    with pytest.raises(DataError, match="column 'problem' is not the one read as the problem"):
+        load_and_process_data(str(tmp_path / "c"), "train", None, problem_column="q", answer_column="gold")
 
 
 # ---------------------------------------------------------------- split expressions

@@ -103,3 +103,38 @@ def test_eval_takes_every_shipped_recipe(name, monkeypatch, capsys):
     assert printed.count("eval.py skips its training settings") <= 1
     if "learning_rate" in recipe:
         assert "learning_rate" in printed
+
+
+@pytest.mark.parametrize(
+    "argv, recipe, want",
+    [
+        (["--report_to", "tensorboard,wandb"], "", ["tensorboard", "wandb"]),
+        ([], "report_to: [tensorboard, wandb]\n", ["tensorboard", "wandb"]),  # open-r1 writes lists
+        ([], "report_to: [none]\n", []),
+        (["--report_to", "none"], "", []),
+    ],
+)
+def test_report_to_takes_a_list(tmp_path, argv, recipe, want):
+    from trl_grpo.settings.trl_configs import build_configs
+
+    config = ["--config", _recipe(tmp_path, recipe)] if recipe else []
+    args, _ = resolve.parse("train", [*config, *argv, "--output_dir", str(tmp_path / "run")])
+    grpo, _ = build_configs(args, str(tmp_path / "run"), False, use_cpu=True)
+    assert grpo.report_to == want
+
+
+def test_an_unknown_or_missing_tracker_is_one_line(tmp_path):
+    assert "--report_to 'mlflow'" in _refused("train", ["--report_to", "tensorboard,mlflow"])
+    import importlib.util
+
+    if importlib.util.find_spec("trackio") is None:
+        assert "pip install trackio" in _refused("train", ["--report_to", "trackio"])
+
+
+@pytest.mark.parametrize("word", ["true", "True", "last"])
+def test_resume_from_checkpoint_true_means_the_newest(tmp_path, word):
+    """The Trainer's convention (open-r1 recipes write resume_from_checkpoint: true)."""
+    args, _ = resolve.parse("train", ["--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", word])
+    assert args.resume_from_checkpoint == "last"
+    args, _ = resolve.parse("train", ["--config", _recipe(tmp_path, "resume_from_checkpoint: false\n")])
+    assert args.resume_from_checkpoint is None

@@ -13,13 +13,16 @@ import os
 import re
 import sys
 
-from trl_grpo.answers.rewards import REWARD_FUNCS, GuardedReward
+from trl_grpo.answers.contract import THINK_START, completion_text
+from trl_grpo.answers.rewards import REWARD_FUNCS, GuardedReward, prefilled_flags
 
 
 def get_reward_funcs(names) -> list:
     """Reward functions for ``names`` (a list or a comma-separated string), in order, each guarded: the
-    names of ``REWARD_FUNCS``, ``path/to/file.py:function`` or ``package.module:function`` (TRL's
-    signature: completions plus dataset columns as keyword arguments, a list of floats or None).
+    names of ``REWARD_FUNCS`` (or TRL's names for them, ``TRL_NAMES``), TRL's own rewards
+    (``TRL_OWN``), ``path/to/file.py:function``, ``package.module:function`` or
+    ``package.module.function`` (TRL's signature: completions plus every dataset column as keyword
+    arguments, a list of floats or None).
 
     >>> [f.__name__ for f in get_reward_funcs("format,accuracy")]
     ['format_reward', 'accuracy_reward']
@@ -28,12 +31,50 @@ def get_reward_funcs(names) -> list:
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise ValueError(f"No reward functions given. Expected one or more of {sorted(REWARD_FUNCS)}.")
-    funcs = [GuardedReward(REWARD_FUNCS[n] if n in REWARD_FUNCS else _user_reward(n)) for n in names]
+    funcs = [GuardedReward(_reward(n)) for n in names]
     seen = [f.__name__ for f in funcs]
     twice = sorted({n for n in seen if seen.count(n) > 1})
     if twice:
         raise ValueError(f"--reward_funcs names {twice[0]!r} twice: TRL logs each reward by its function name.")
     return funcs
+
+
+# TRL's names for this project's rewards (the same job under this contract), and TRL's own rewards by
+# their names in trl.rewards (imported only when asked for).
+TRL_NAMES = {"accuracy_reward": "accuracy", "format_reward": "format"}
+TRL_OWN = ("think_format_reward", "reasoning_accuracy_reward")
+
+
+class TrlReward:
+    """A reward of trl.rewards called as TRL calls it on chat data: each completion as an assistant
+    message, ``<think>`` put back in front where the prompt prefilled it (those rewards expect the
+    tag at the start). Picklable: it holds only the reward's name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = self.__name__ = name
+
+    def __call__(self, completions, prompts=None, **kwargs):
+        import trl.rewards
+
+        prefilled = prefilled_flags(prompts, len(completions), None)
+        chats = [
+            [{"role": "assistant", "content": (THINK_START if pre else "") + completion_text(c)}]
+            for c, pre in zip(completions, prefilled, strict=True)
+        ]
+        return getattr(trl.rewards, self.name)(chats, prompts=prompts, **kwargs)
+
+
+def _reward(spec: str):
+    """The function ``spec`` names: a built-in name, TRL's name for one, a reward of trl.rewards, or a
+    user's (``_user_reward``)."""
+    if spec in REWARD_FUNCS or spec in TRL_NAMES:
+        return REWARD_FUNCS[TRL_NAMES.get(spec, spec)]
+    if spec in TRL_OWN:
+        return TrlReward(spec)
+    if ":" not in spec and "." in spec and not spec.endswith(".py"):  # module.function, TRL's dotted form
+        module, _, name = spec.rpartition(".")
+        return _user_reward(f"{module}:{name}")
+    return _user_reward(spec)
 
 
 def _user_reward(spec: str):
@@ -44,8 +85,9 @@ def _user_reward(spec: str):
     source, sep, name = spec.rpartition(":")
     if not sep or not source or not name.isidentifier():
         raise ValueError(
-            f"Unknown reward {spec!r}. Expected one or more of {sorted(REWARD_FUNCS)}, path/to/file.py:function or "
-            "package.module:function, e.g. --reward_funcs format,accuracy,my_rewards.py:length_reward."
+            f"Unknown reward {spec!r}. Expected one or more of {sorted(REWARD_FUNCS)} (TRL's "
+            f"{sorted(TRL_NAMES)} and {list(TRL_OWN)} too), path/to/file.py:function, package.module:function or "
+            "package.module.function, e.g. --reward_funcs format,accuracy,my_rewards.py:length_reward."
         )
     if source.endswith(".py"):
         if not os.path.isfile(source):
@@ -79,7 +121,8 @@ def reward_sources(names: str) -> list[dict]:
 
     out = []
     for spec in (n.strip() for n in names.split(",") if n.strip()):
-        entry = {"spec": spec, "name": REWARD_FUNCS[spec].__name__ if spec in REWARD_FUNCS else spec.rpartition(":")[2]}
+        builtin = REWARD_FUNCS.get(TRL_NAMES.get(spec, spec))
+        entry = {"spec": spec, "name": builtin.__name__ if builtin else re.split(r"[:.]", spec.removesuffix(".py"))[-1]}
         path = spec.rpartition(":")[0]
         if path.endswith(".py") and os.path.isfile(path):
             with open(path, "rb") as f:

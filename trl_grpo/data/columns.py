@@ -22,6 +22,12 @@ from trl_grpo.data.splits import (
 # ---------------------------------------------------------------- loading
 _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.S)
 
+# The columns every row gets here (prepare.py adds problem_id): a dataset's own column of one of these
+# names, other than the one read as it, would be overwritten.
+SCHEMA = ("prompt", "problem", "solution", "answer", "problem_id")
+# Column names TRL reads itself (a "messages" column makes TRL take the rows for chat data, whatever the
+# prompt holds) or passes to rewards under the same name: left out, never handed on.
+TRL_OWN = ("messages", "chosen", "rejected", "completion", "completions", "completion_ids", "prompts", "trainer_state")
 PROBLEM_COLUMNS = ("problem", "question", "query", "instruction", "input")
 
 
@@ -58,7 +64,10 @@ def standardize(
     """Map a dataset's columns to the schema ``prompt, solution, answer`` (see the module docstring).
 
     Detected layouts: NuminaMath-TIR / MATH (problem, solution), GSM8K (question, answer ending
-    in ``#### 72``), DeepMath-style (question, final_answer); flags override detection.
+    in ``#### 72``), DeepMath-style (question, final_answer); flags override detection. Every
+    other column is kept as it is: TRL hands each to every reward as a keyword argument (a reward
+    of yours may read ``difficulty`` or ``tests``), and eval.py does the same. A column of another
+    meaning under one of the schema's names (``SCHEMA``) is refused by name.
     """
     columns = list(ds.column_names)
     pcol = _pick(columns, problem_column, PROBLEM_COLUMNS, "problem", "--problem_column", True)
@@ -72,6 +81,15 @@ def standardize(
             f"--solution_column or --answer_column (looked for {list(SOLUTION_COLUMNS + ANSWER_COLUMNS)})."
         )
     sysmsg = system or system_prompt(template)
+    used = {c for c in (pcol, scol, acol) if c}
+    kept = [c for c in columns if c not in used and c not in TRL_OWN]
+    clash = [c for c in kept if c in SCHEMA]
+    if clash:
+        raise DataError(
+            f"The dataset's column {clash[0]!r} is not the one read as the {clash[0]} here, yet has the name of a "
+            f"column this tool makes ({', '.join(SCHEMA)}): rename it (a reward reads every other column by its "
+            "own name), or name the columns to read with --problem_column/--solution_column/--answer_column."
+        )
 
     def convert(example):
         solution = cell_text(example[scol]) if scol else ""
@@ -96,5 +114,7 @@ def standardize(
 
     text = Value("string")  # stated: an input column of numbers would otherwise keep its numeric type
     message = {"role": text, "content": text}
-    features = Features({"prompt": List(message), "problem": text, "solution": text, "answer": text})
-    return ds.map(convert, remove_columns=columns, features=features, desc="Formatting prompts")
+    own = {c: ds.features[c] for c in kept}
+    features = Features({**own, "prompt": List(message), "problem": text, "solution": text, "answer": text})
+    dropped = sorted(used | (set(columns) & set(TRL_OWN)))
+    return ds.map(convert, remove_columns=dropped, features=features, desc="Formatting prompts")

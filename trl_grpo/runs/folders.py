@@ -35,7 +35,14 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 _EARLY_FILES = {"run_config.json", RUN_STATE, "log_history.json", "reward_curves.png", "runs", "preflight.json"}
-_EARLY_FILES |= {"completions.jsonl", "report.html", "wandb", "completions", "README.md"}  # wandb, TRL and model card
+_EARLY_FILES |= {
+    "completions.jsonl",
+    "report.html",
+    "wandb",
+    "trackio",
+    "completions",
+    "README.md",
+}  # trackers, TRL, card
 _EARLY_FILES |= {"sft_log_history.json", "preflight_after_sft.json"}  # the cold start's records
 
 

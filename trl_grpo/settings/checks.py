@@ -297,10 +297,13 @@ def _check_places(args) -> list[str]:
         problems.append(f"--resume_from_checkpoint {resume!r} is not a folder. Pass a checkpoint-N folder or 'last'.")
     if resume == "last" and not args.output_dir:
         problems.append("--resume_from_checkpoint last needs --output_dir: the run folder to resume.")
-    if args.report_to == "wandb" and importlib.util.find_spec("wandb") is None:
+    trackers = args.report_to.split(",")
+    if "wandb" in trackers and importlib.util.find_spec("wandb") is None:
         problems.append(
             "--report_to wandb needs wandb: pip install wandb (then wandb login), or use --report_to tensorboard."
         )
+    if "trackio" in trackers and importlib.util.find_spec("trackio") is None:
+        problems.append("--report_to trackio needs trackio: pip install trackio, or use --report_to tensorboard.")
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         problems.append("--use_vllm needs vLLM: pip install vllm (CUDA GPUs only). Or drop --use_vllm.")
     return problems

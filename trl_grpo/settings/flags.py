@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from trl_grpo.answers.registry import TRL_NAMES, TRL_OWN
+from trl_grpo.answers.rewards import REWARD_FUNCS
 from trl_grpo.runs.cli import Parser
 
 # The defaults a user meets, defined here and nowhere else (flags are the one table of defaults).
@@ -141,8 +143,10 @@ FLAGS = [
     _f("sft_learning_rate", "algorithm", TRAIN, "learning rate of the --sft_steps (linear decay to 0)", type=float,
        default=2e-4),
     _f("sft_batch_size", "algorithm", TRAIN, "worked solutions per --sft_steps step", type=int, default=16),
-    _f("reward_funcs", "algorithm", TRAIN, "comma-separated rewards: format, accuracy, path/to/file.py:function or "
-       "package.module:function (TRL's signature)", default="format,accuracy"),
+    _f("reward_funcs", "algorithm", TRAIN, f"comma-separated rewards: {', '.join(REWARD_FUNCS)} (TRL's names "
+       f"{', '.join(TRL_NAMES)} too), TRL's {', '.join(TRL_OWN)}, path/to/file.py:function, package.module:function "
+       "or package.module.function (TRL's signature; every dataset column arrives by name)",
+       default="format,accuracy"),
     _f("reward_weights", "algorithm", TRAIN, "comma-separated weights, one per reward (default: all 1.0)",
        default=None),
     _f("verify_timeout", "algorithm", BOTH, "hard wall-clock bound in seconds for one answer check", type=float,
@@ -207,11 +211,12 @@ FLAGS = [
     _f("eval_steps", "run", TRAIN, "evaluate rewards on --test_split every N steps (off by default)", type=int,
        default=None),
     _f("logging_dir", "run", TRAIN, "tensorboard folder (default: <output_dir>/runs)", default=None),
-    _f("report_to", "run", TRAIN, "where metrics go (tensorboard works offline)", default="tensorboard",
-       choices=["tensorboard", "wandb", "none"]),
+    _f("report_to", "run", TRAIN, "where metrics go, one or a comma-separated list (a list in a recipe): "
+       "tensorboard, wandb, trackio (both offline into the run folder unless logged in), or none",
+       default="tensorboard"),
     _f("log_completions", "run", TRAIN, "print sample completions at each logging step", action="store_true"),
-    _f("resume_from_checkpoint", "run", TRAIN, "a checkpoint folder, or 'last' for the newest complete one in "
-       "--output_dir", default=None),
+    _f("resume_from_checkpoint", "run", TRAIN, "a checkpoint folder, or 'last' (or 'true', the Trainer's word) "
+       "for the newest complete one in --output_dir", default=None),
     _f("save_merged", "run", TRAIN, "also write a merged standalone model to <output_dir>/merged",
        action="store_true"),
     _f("preflight", "run", TRAIN, "before training, sample and score a few groups from the untrained model and print "

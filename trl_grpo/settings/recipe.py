@@ -138,9 +138,11 @@ def flag_value(flag: flags.Flag, value, where: str):
     if kw.get("action") == "append":  # --trainer given as a list of KEY=VALUE strings
         raise RecipeError(f"{where}: write GRPOConfig fields under trainer: as a mapping.")
     kind = kw.get("type", str)
+    if flag.name == "resume_from_checkpoint" and isinstance(value, bool):  # the Trainer's true / false
+        return "last" if value else None
     if isinstance(value, list):
-        if flag.name == "report_to" and len(value) <= 1:
-            value = value[0] if value else "none"
+        if flag.name == "report_to" and not value:
+            value = "none"
         elif kind is str:
             value = ",".join(str(v) for v in value)
         else:

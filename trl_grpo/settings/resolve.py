@@ -92,11 +92,31 @@ def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespa
     except DataError as exc:
         raise UsageError(str(exc)) from None
     args.reward_funcs = ",".join(_absolute(spec.strip()) for spec in args.reward_funcs.split(",") if spec.strip())
+    args.report_to = ",".join(reports(args.report_to)) or "none"
+    if str(args.resume_from_checkpoint).strip().lower() in ("true", "false", "none", ""):  # the Trainer's words
+        args.resume_from_checkpoint = "last" if str(args.resume_from_checkpoint).strip().lower() == "true" else None
     if args.resume_from_checkpoint:
         startup.changed_on_resume = restore_for_resume(args, given)
     startup.run_length = resolve_run_length(args, given)
     checks.check_train(args)
     return args, startup
+
+
+REPORTS = ("tensorboard", "wandb", "trackio", "none")
+
+
+def reports(value) -> list[str]:
+    """``--report_to``'s trackers as a list (``none`` alone: []); ``UsageError`` naming an unknown one.
+
+    >>> reports("tensorboard, wandb"), reports("none"), reports(["trackio"])
+    (['tensorboard', 'wandb'], [], ['trackio'])
+    """
+    items = value if isinstance(value, (list, tuple)) else str(value or "none").split(",")
+    names = [str(n).strip().lower() for n in items if str(n).strip()]
+    unknown = [n for n in names if n not in REPORTS]
+    if unknown:
+        raise UsageError(f"--report_to {unknown[0]!r}: expected one or more of {list(REPORTS)}, comma-separated.")
+    return [n for n in dict.fromkeys(names) if n != "none"]
 
 
 def _prompt_text(value: str | None) -> str | None:

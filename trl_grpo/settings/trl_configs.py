@@ -74,7 +74,7 @@ def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
         bf16=use_bf16,
         use_cpu=use_cpu,
         reward_weights=reward_weights(args),  # checked by checks.check_train
-        report_to=[] if args.report_to == "none" else [args.report_to],
+        report_to=[] if args.report_to == "none" else args.report_to.split(","),
         num_completions_to_print=4 if args.log_completions else None,
     )
     if args.eval_steps:
