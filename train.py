@@ -149,7 +149,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     sft_ds, sft_skipped = (
         cold_start.sft_dataset(train_ds, args.prefill_think, hw["tokenizer"], context) if args.sft_steps else (None, {})
     )
-    rewards = registry.get_reward_funcs(args.reward_funcs)
+    rewards = registry.get_reward_funcs(args.reward_funcs, registry.parameters_of(vars(args)))
     try:
         preflight.check_rewards(rewards, train_ds)
     except ValueError as exc:

@@ -101,19 +101,19 @@ def test_ctrl_c_before_the_bound_still_finishes_the_step(monkeypatch):
     """Under the bound a reward is working, not stuck: the first Ctrl-C asks for a save-and-stop."""
     monkeypatch.setattr(GuardedReward, "time_bound_s", 60)
     stopper = StopOnSignal()
-    GuardedReward._running = ("slow_reward", time.monotonic(), threading.get_ident())
+    GuardedReward._running[threading.get_ident()] = ("slow_reward", time.monotonic())
     try:
         stopper.request_stop(signal.SIGINT, None)
     finally:
-        GuardedReward._running = None
+        GuardedReward._running.clear()
     assert stopper.stop_requested
     with pytest.raises(RewardStuck):
         monkeypatch.setattr(GuardedReward, "time_bound_s", 0.0)
-        GuardedReward._running = ("slow_reward", time.monotonic() - 1, threading.get_ident())
+        GuardedReward._running[threading.get_ident()] = ("slow_reward", time.monotonic() - 1)
         try:
             stopper.request_stop(signal.SIGINT, None)
         finally:
-            GuardedReward._running = None
+            GuardedReward._running.clear()
 
 
 REWARD_FILE = "def bonus_reward(completions, **kwargs):\n    return [0.5] * len(completions)\n"
@@ -138,3 +138,49 @@ def test_eval_refuses_a_reward_file_changed_since_training(tiny_model_dir, tmp_p
     with open(tmp_path / "c.summary.json") as f:
         changed = json.load(f)["rewards_changed"]
     assert len(changed) == 1 and changed[0]["file"].endswith("bonus.py") and changed[0]["then"] != changed[0]["now"]
+
+
+def test_rewards_as_trl_accepts_them_async_arrays_generators_and_numpy_scalars():
+    import numpy as np
+
+    async def async_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    assert GuardedReward(async_reward)(["a", "b"]) == [1.0, 1.0]
+    assert GuardedReward(lambda completions, **kw: np.array([0.5, 1.0]))(["a", "b"]) == [0.5, 1.0]
+    assert GuardedReward(lambda completions, **kw: (0.5 for _ in completions))(["a", "b"]) == [0.5, 0.5]
+    guarded = GuardedReward(lambda completions, **kw: [np.float32("inf"), np.float64("nan"), np.float32(1.0)])
+    assert guarded(["a", "b", "c"]) == [None, None, np.float32(1.0)] and guarded.non_finite == 2
+
+
+def test_a_reward_that_edits_a_column_changes_nothing_for_the_next():
+    def edit_gold(completions, solution, **kwargs):
+        solution[0] = "\\boxed{999}"
+        return [0.0] * len(completions)
+
+    solution = ["\\boxed{4}"]
+    GuardedReward(edit_gold)([RIGHT], solution=solution)
+    assert solution == ["\\boxed{4}"] and GuardedReward(accuracy_reward)([RIGHT], solution=solution) == [1.0]
+
+
+def test_two_rewards_running_at_once_are_both_watched(monkeypatch):
+    monkeypatch.setattr(GuardedReward, "time_bound_s", 0.2)
+    release = threading.Event()
+
+    def slow(completions, **kwargs):
+        release.wait(5)
+        return [0.0] * len(completions)
+
+    def quick(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    worker = threading.Thread(target=GuardedReward(slow), args=(["a"],))
+    worker.start()
+    time.sleep(0.3)
+    GuardedReward(quick)(["a"])  # finishing on another thread must not clear the slow call's record
+    try:
+        assert GuardedReward.running() and GuardedReward.running()[0] == "slow"
+    finally:
+        release.set()
+        worker.join()
+    assert GuardedReward.running() is None

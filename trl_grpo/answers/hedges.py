@@ -18,7 +18,7 @@ import re
 import unicodedata
 
 # Scripts written without spaces between words: a term is found inside a run of letters.
-_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 # Per language: negation, approximation, comparison, doubt, "wrong". Lower case.
 _FOREIGN = {
@@ -41,7 +41,16 @@ _FOREIGN = {
     "pl": "nie około prawie więcej mniej może błędnie",
     "tr": "değil yaklaşık belki fazla az yanlış",
     "sv": "inte ungefär nästan mer mindre kanske fel",
+    "id": "bukan tidak sekitar kira-kira mungkin salah",
+    "vi": "không khoảng chừng có lẽ sai",
+    "th": "ไม่ ประมาณ ราว อาจ ผิด",
+    "he": "לא אינו אינה בערך אולי",
+    "hu": "nem körülbelül talán hibás",
+    "fi": "ei noin ehkä väärin",
+    "cs": "ne není přibližně asi možná",
 }
+# Words of the lists above that are parts of ordinary words in unspaced scripts: not hedges there.
+_NOT_HEDGES = ("不同", "不等", "不定", "约分", "约数", "約数", "約分", "非负", "非零", "非正", "약수", "약분")
 FOREIGN_HEDGES = frozenset(w for words in _FOREIGN.values() for w in words.split())
 # "or" in other languages: an alternative beside a number, a joiner between boxes.
 FOREIGN_OR = frozenset(
@@ -49,7 +58,7 @@ FOREIGN_OR = frozenset(
     + ("或", "或者", "または", "또는", "أو", "या")
 )
 # Marks that make an answer a question: ASCII, fullwidth, Arabic, Greek, Spanish opening, emoji.
-QUESTION_MARKS = ("?", "？", "؟", "\u037e", "¿", "⁇", "❓", "❔")
+QUESTION_MARKS = ("?", "？", "؟", "\u037e", "¿", "⁇", "❓", "❔", "‽", "﹖")
 
 
 def words(text: str) -> list[str]:
@@ -68,22 +77,85 @@ def words(text: str) -> list[str]:
     return out + (["".join(current)] if current else [])
 
 
-def foreign_hedge(text: str, allowed: str = "") -> str | None:
-    """The first foreign hedge term in ``text`` that ``allowed`` (the gold, say) does not hold, or None.
+def foreign_hedge(text: str, allowed: str = "", near: str = "0123456789\x00") -> str | None:
+    """The first foreign hedge term in ``text`` next to a value, that ``allowed`` (the gold, say) does
+    not hold, or None. Next to a value: at most one word (spaced scripts) or two characters
+    (Chinese, Japanese, Korean, Thai) from a digit or a box (``near`` holds what counts: digits and
+    values.BOX_MARK), so ``由以上计算可知，答案为 \\boxed{12}`` ("from the above") and ``El número más
+    pequeño es \\boxed{3}`` ("the smallest") stay commentary while ``不是12`` and ``nicht \\boxed{12}`` do not.
 
-    Spaced scripts match whole words; Chinese, Japanese and Korean match inside a run of letters.
-
-    >>> foreign_hedge("не 12"), foreign_hedge("答案是12"), foreign_hedge("大约12"), foreign_hedge("Antwort: 12")
-    ('не', None, '大约', None)
+    >>> foreign_hedge("не 12"), foreign_hedge("答案是12"), foreign_hedge("大约12")
+    ('не', None, '大约')
+    >>> foreign_hedge("由以上计算可知，答案为 12")  # "from the above": commentary
     """
-    for word in (w.lower() for w in words(text)):
-        if word in FOREIGN_HEDGES and word not in allowed.lower():
-            return word
+    tokens = _tokens(text, near)
+    values = [i for i, (kind, _) in enumerate(tokens) if kind == "value"]
+    for i, (kind, word) in enumerate(tokens):
+        if kind != "word" or not values or min(abs(i - v) for v in values) > 2:
+            continue
+        lower = word.lower()
+        if lower in FOREIGN_HEDGES and lower not in allowed.lower():
+            return lower
         if _UNSPACED.search(word):
-            found = next((t for t in _UNSPACED_TERMS if t in word and t not in allowed), None)
+            found = _unspaced_hedge(text, word, near, allowed)
             if found:
                 return found
     return None
+
+
+def _tokens(text: str, near: str) -> list[tuple[str, str]]:
+    """Words and values in order: ("word", w) or ("value", digits/box); punctuation and spaces dropped."""
+    out, current = [], []
+    for ch in text:
+        if unicodedata.category(ch)[0] in "LM":
+            current.append(ch)
+            continue
+        if current:
+            out.append(("word", "".join(current)))
+            current = []
+        if ch in near and (not out or out[-1][0] != "value"):
+            out.append(("value", ch))
+    return out + ([("word", "".join(current))] if current else [])
+
+
+def _unspaced_hedge(text: str, word: str, near: str, allowed: str) -> str | None:
+    """A hedge term inside an unspaced run, within two characters of a digit or box in ``text``."""
+    for term in _UNSPACED_TERMS:
+        start = word.find(term)
+        while start >= 0:
+            if term not in allowed and not any(n in word and term in n for n in _NOT_HEDGES):
+                at = text.find(word) + start
+                window = text[max(0, at - 3) : at + len(term) + 3]
+                if any(c in near for c in window):
+                    return term
+            start = word.find(term, start + 1)
+    return None
+
+
+# Letters of Cyrillic and Greek drawn like Latin ones, mapped where they sit inside a Latin word (nοt).
+_LOOK_ALIKE = str.maketrans("аеорсухіјѕԁӏοαρνιτυκ", "aeopcyxijsdloapvituk")
+
+
+def fold(text: str) -> str:
+    """``text`` as a reader sees it: compatibility forms unified (fullwidth ``Ｎｏｔ``; superscripts
+    and subscripts kept, ``2³`` is not ``23``), invisible characters removed, look-alike letters
+    inside a Latin word made Latin. Whole words of other scripts (``ρ``, ``все``) stay as written.
+
+    >>> fold("Ｎｏｔ 12"), fold("n\u200bot"), fold("nοt ρ = 2³")
+    ('Not 12', 'not', 'not ρ = 2³')
+    """
+    kept = []
+    for ch in text:
+        if unicodedata.category(ch) == "Cf" or 0xFE00 <= ord(ch) <= 0xFE0F:
+            continue  # zero-width spaces and joiners, soft hyphens, bidi marks, variation selectors
+        tag = unicodedata.decomposition(ch)
+        kept.append(ch if tag.startswith(("<super>", "<sub>")) else unicodedata.normalize("NFKC", ch))
+    return re.sub(r"[^\W\d_]+", _latinise, "".join(kept))
+
+
+def _latinise(match) -> str:
+    word = match.group(0)
+    return word.translate(_LOOK_ALIKE) if re.search(r"[A-Za-z]", word) else word
 
 
 def unspaced(word: str) -> bool:

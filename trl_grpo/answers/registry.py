@@ -14,10 +14,11 @@ import re
 import sys
 
 from trl_grpo.answers.contract import THINK_START, completion_text
+from trl_grpo.answers.open_r1 import PARAMETERS, open_r1_reward
 from trl_grpo.answers.rewards import REWARD_FUNCS, GuardedReward, prefilled_flags
 
 
-def get_reward_funcs(names) -> list:
+def get_reward_funcs(names, params: dict | None = None) -> list:
     """Reward functions for ``names`` (a list or a comma-separated string), in order, each guarded: the
     names of ``REWARD_FUNCS`` (or TRL's names for them, ``TRL_NAMES``), TRL's own rewards
     (``TRL_OWN``), ``path/to/file.py:function``, ``package.module:function`` or
@@ -31,7 +32,7 @@ def get_reward_funcs(names) -> list:
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise ValueError(f"No reward functions given. Expected one or more of {sorted(REWARD_FUNCS)}.")
-    funcs = [GuardedReward(_reward(n)) for n in names]
+    funcs = [GuardedReward(_reward(n, params)) for n in names]
     seen = [f.__name__ for f in funcs]
     twice = sorted({n for n in seen if seen.count(n) > 1})
     if twice:
@@ -43,6 +44,8 @@ def get_reward_funcs(names) -> list:
 # their names in trl.rewards (imported only when asked for).
 TRL_NAMES = {"accuracy_reward": "accuracy", "format_reward": "format"}
 TRL_OWN = ("think_format_reward", "reasoning_accuracy_reward")
+OPEN_R1 = ("tag_count", "reasoning_steps", "cosine", "repetition_penalty", "length")  # answers/open_r1.py
+REWARD_PARAMETERS = tuple(flag for flags in PARAMETERS.values() for flag in flags)  # their flags
 
 
 class TrlReward:
@@ -64,9 +67,17 @@ class TrlReward:
         return getattr(trl.rewards, self.name)(chats, prompts=prompts, **kwargs)
 
 
-def _reward(spec: str):
-    """The function ``spec`` names: a built-in name, TRL's name for one, a reward of trl.rewards, or a
-    user's (``_user_reward``)."""
+def parameters_of(settings: dict) -> dict:
+    """The reward parameters among a run's settings (flag name -> value), for ``get_reward_funcs``."""
+    return {k: settings[k] for k in REWARD_PARAMETERS if settings.get(k) is not None}
+
+
+def _reward(spec: str, params: dict | None = None):
+    """The function ``spec`` names: a built-in name, TRL's name for one, a reward of trl.rewards,
+    open-r1's (with ``params``: flag name -> value), or a user's (``_user_reward``)."""
+    found = open_r1_reward(spec, params)
+    if found is not None:
+        return found
     if spec in REWARD_FUNCS or spec in TRL_NAMES:
         return REWARD_FUNCS[TRL_NAMES.get(spec, spec)]
     if spec in TRL_OWN:
@@ -86,8 +97,9 @@ def _user_reward(spec: str):
     if not sep or not source or not name.isidentifier():
         raise ValueError(
             f"Unknown reward {spec!r}. Expected one or more of {sorted(REWARD_FUNCS)} (TRL's "
-            f"{sorted(TRL_NAMES)} and {list(TRL_OWN)} too), path/to/file.py:function, package.module:function or "
-            "package.module.function, e.g. --reward_funcs format,accuracy,my_rewards.py:length_reward."
+            f"{sorted(TRL_NAMES)} and {list(TRL_OWN)} too), open-r1's {list(OPEN_R1)}, path/to/file.py:function, "
+            "package.module:function or package.module.function, e.g. --reward_funcs "
+            "format,accuracy,my_rewards.py:length_reward."
         )
     if source.endswith(".py"):
         if not os.path.isfile(source):

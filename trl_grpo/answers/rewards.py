@@ -30,6 +30,7 @@ failing sample scores None instead of ending training (TRL calls rewards without
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import sys
@@ -148,7 +149,7 @@ class GuardedReward:
     """
 
     time_bound_s: float = 300.0  # --reward_timeout
-    _running: tuple | None = None  # (name, start time, thread id) of the call in progress
+    _running: dict = {}  # thread id -> (name, start time) of the calls in progress, one per thread
 
     def __init__(self, func) -> None:
         self.func = func
@@ -162,8 +163,9 @@ class GuardedReward:
             )
             return []
         watch = _Watch(self.__name__, self.time_bound_s)
-        try:
-            out = self._scored(copy.deepcopy(list(completions)), kwargs)
+        try:  # its own copy of everything it is handed: the gold and the completions stay as they are
+            own = {k: _own_copy(v) for k, v in kwargs.items()}
+            out = _materialised(self._scored(copy.deepcopy(list(completions)), own))
         finally:
             watch.done()
         if not isinstance(out, (list, tuple)) or len(out) != len(completions):
@@ -194,27 +196,68 @@ class GuardedReward:
         return out
 
     def _finite(self, value):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+        if finite_or_none(value) is None and value is not None:
             self.non_finite += 1
             return None
         return value
 
     @classmethod
     def running(cls) -> tuple | None:
-        """(name, seconds so far, where) of a reward call past its time bound, else None."""
-        if cls._running is None:
-            return None
-        name, start, thread = cls._running
-        if time.monotonic() - start < cls.time_bound_s:
-            return None
-        return name, time.monotonic() - start, _where(thread)
+        """(name, seconds so far, where) of the longest reward call past its time bound, else None."""
+        calls = sorted(dict(cls._running).items(), key=lambda kv: kv[1][1])
+        for thread, (name, start) in calls:
+            if time.monotonic() - start >= cls.time_bound_s:
+                return name, time.monotonic() - start, _where(thread)
+        return None
+
+
+def _own_copy(value):
+    """A reward's own copy of a column (lists, tuples, dicts: the data); TRL's callables and trainer
+    state are handed on as they are."""
+    if not isinstance(value, (list, tuple, dict)):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - a cell that cannot be copied: a shallow copy still keeps the list
+        return type(value)(value) if not isinstance(value, dict) else dict(value)
+
+
+def finite_or_none(value):
+    """``value`` as a float when it is a finite number (numpy and torch scalars too), else None.
+
+    >>> finite_or_none(0.5), finite_or_none(float("nan")), finite_or_none(None), finite_or_none(True)
+    (0.5, None, None, None)
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _materialised(out):
+    """What a reward returned, as TRL reads it: an awaited coroutine (an async reward), a numpy array or
+    a generator as a list."""
+    if inspect.isawaitable(out):
+        import asyncio
+
+        async def wait():
+            return await out
+
+        out = asyncio.run(wait())
+    if out is not None and not isinstance(out, (list, tuple, str, dict)) and hasattr(out, "__iter__"):
+        out = list(out)
+    return out
 
 
 class _Watch:
     """Names a reward call that runs past its bound on the console, once, with where it is."""
 
     def __init__(self, name: str, bound_s: float) -> None:
-        GuardedReward._running = (name, time.monotonic(), threading.get_ident())
+        self.thread = threading.get_ident()
+        GuardedReward._running[self.thread] = (name, time.monotonic())
         self.timer = threading.Timer(bound_s, self._warn, args=(name, bound_s, threading.get_ident()))
         self.timer.daemon = True
         self.timer.start()
@@ -231,7 +274,7 @@ class _Watch:
 
     def done(self) -> None:
         self.timer.cancel()
-        GuardedReward._running = None
+        GuardedReward._running.pop(self.thread, None)
 
 
 def _where(thread: int) -> str:

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import re
 
-from trl_grpo.answers.hedges import FOREIGN_OR, foreign_hedge, question, unspaced
+from trl_grpo.answers.attached import attached, or_beside_a_number
+from trl_grpo.answers.hedges import fold, foreign_hedge, question, unspaced
 
 
 def _listed(text: str) -> list[str]:
@@ -62,12 +63,12 @@ HEDGE_WORDS = frozenset(
     _listed(
         "not no non never neither nor or and than more less fewer greater larger smaller bigger higher lower least "
         "most at over under above below exceed exceeds exceeding plus minus times divided multiplied squared cubed "
-        "root half double twice thrice triple quarter third of wrong incorrect false true correct approximately approx "
+        "root half double twice thrice triple quarter third wrong incorrect false true correct approximately approx "
         "about around roughly nearly almost circa maybe perhaps possibly probably likely either between to up until "
         "till from except excluding including minimum maximum power factorial reciprocal inverse negative positive "
         "opposite zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
         "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand "
-        "million billion guess"
+        "million billion guess isn aren wasn weren doesn didn cannot unlikely"
     )
 )
 # Function words: never a unit, even when the problem uses them.
@@ -95,30 +96,18 @@ _LEAD_IN = re.compile(
 _TEXT_WRAP = re.compile(r"\\(?:text|textrm|textbf|textit|mbox|mathrm|textnormal)\s*\{([^{}]*)\}")
 _SPACES = re.compile(r"\\[,;:! ]|\\q?quad\b|~|\$")
 _TOKEN = re.compile(r"\\[A-Za-z]+|[^\W\d_]+|\d+(?:[.,]\d+)*|\s+|.", re.S)
-_RELATIONS = (
-    "\\neq",
-    "\\ne",
-    "\\approx",
-    "\\geq",
-    "\\ge",
-    "\\leq",
-    "\\le",
-    "\\geqslant",
-    "\\leqslant",
-    "\\lt",
-    "\\gt",
-    "\\sim",
-    "\\simeq",
-    "\\pm",
-    "\\mp",
-    "<",
-    ">",
-    "≈",
-    "≠",
-    "≥",
-    "≤",
-    "±",
+# Relations the gold may have but an answer may not add: LaTeX commands as whole words (``\\le`` is not
+# the start of ``\\left``, ``\\pm`` not of ``\\pmod``) and their Unicode signs.
+_RELATION = re.compile(
+    r"\\(?:neq|ne|approx|geqslant|leqslant|geq|ge|leq|le|lt|gt|simeq|sim|pm|mp|not|gg|ll)(?![A-Za-z])"
+    r"|[<>≈≠≥≤±∓≳≲≫≪]"
 )
+
+
+def _relations(text: str | None) -> set[str]:
+    return {m.group(0) for m in _RELATION.finditer(text or "")}
+
+
 _BRACED_POWER = re.compile(r"\^\s*\{\s*([23])\s*\}")
 _GREEK = re.compile(
     r"\\(?:alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|rho|"
@@ -194,7 +183,8 @@ def _math_word(word: str, before: str, gold_words: set[str]) -> bool:
     """Whether a letter run is mathematics: a known function name, a word of the gold, or letters glued
     to a digit (``2xy``)."""
     w = word.lower()
-    return w in _MATH_NAMES or w in gold_words or (before[-1:].isdigit() and w not in UNITS and w.isascii())
+    greek = all("\u0370" <= c <= "\u03ff" for c in w)  # π, α, θ written as letters are mathematics
+    return w in _MATH_NAMES or w in gold_words or greek or (before[-1:].isdigit() and w not in UNITS and w.isascii())
 
 
 def value_of(answer: str, problem: str | None = None, gold: str | None = None) -> str | None:
@@ -213,9 +203,10 @@ def value_of(answer: str, problem: str | None = None, gold: str | None = None) -
     ('12', '12', None)
     """
     gold_words = words_of(_normalise(gold or ""))
-    if any(r in answer and r not in (gold or "") for r in _RELATIONS) or question(answer, gold or ""):
+    if _relations(answer) - _relations(gold) or question(answer, gold or "") or foreign_hedge(answer, gold or ""):
         return None
-    if foreign_hedge(answer, gold or ""):
+    folded = fold(answer)
+    if folded != answer and value_of(folded, problem, gold) is None:  # "Ｎｏｔ 12", "n\u200bot 12", "nοt 12"
         return None
     text = _normalise(answer)
     lead = _LEAD_IN.match(text).end() if words_of(text) - gold_words else 0
@@ -264,11 +255,11 @@ def hedged_around_boxes(skeleton: str, gold: str | None = None) -> bool:
     >>> hedged_around_boxes(f"The answer is {BOX_MARK}."), hedged_around_boxes(f"not {BOX_MARK}")
     (False, True)
     """
-    if any(r in skeleton and r not in (gold or "") for r in _RELATIONS) or question(skeleton, gold or ""):
+    if _relations(skeleton) - _relations(gold) or attached(skeleton, BOX_MARK) or or_beside_a_number(skeleton):
         return True
-    if foreign_hedge(skeleton, gold or "") or _arithmetic_beside_a_box(skeleton) or _or_beside_a_number(skeleton):
+    if foreign_hedge(skeleton, gold or "", near="0123456789" + BOX_MARK):
         return True
-    text, gold_words = _normalise(skeleton), words_of(_normalise(gold or ""))
+    text, gold_words = _normalise(fold(skeleton)), words_of(_normalise(gold or ""))
     for m in re.finditer(r"(?<![\\A-Za-z])[A-Za-z]{2,}(?![A-Za-z])", text):
         word = m.group(0).lower()
         if word in ("and", "or"):
@@ -278,36 +269,6 @@ def hedged_around_boxes(skeleton: str, gold: str | None = None) -> bool:
                 continue
         if word in HEDGE_WORDS and word not in gold_words:
             return True
-    return False
-
-
-# What attached to a box changes the value it holds: an operator, a power, a digit, a factorial.
-_AFTER_BOX = re.compile(r"\s*(?:[-+*/^×÷·_]|\\(?:times|cdot|div|pm|mp)\b|\d|\.\d)|!")
-_BEFORE_BOX = re.compile(r"(?:[-+*/^×÷·_]|\d|\\(?:times|cdot|div|pm|mp|sqrt|frac))\s*$")
-
-
-def _arithmetic_beside_a_box(skeleton: str) -> bool:
-    """``\\boxed{12} + 1``, ``\\boxed{12}0``, ``\\boxed{12}^2``, ``\\boxed{12}!``, ``-\\boxed{12}``: a box
-    that is a term of a larger expression. A ``- `` opening a line is a list bullet, not a minus."""
-    for m in re.finditer(re.escape(BOX_MARK), skeleton):
-        # a short window before the box (linear in the text, however many boxes): its line's start if near
-        window = max(0, m.start() - 40)
-        before = skeleton[max(window, skeleton.rfind("\n", window, m.start()) + 1) : m.start()]
-        bullet = re.fullmatch(r"\s*-\s+", before)  # "- \boxed{12}" opening a line
-        if _AFTER_BOX.match(skeleton, m.end()) or (_BEFORE_BOX.search(before) and not bullet):
-            return True
-    return False
-
-
-def _or_beside_a_number(skeleton: str) -> bool:
-    """Another language's "or" with a number beside it outside the boxes (``\\boxed{12} oder 13``)."""
-    for word in FOREIGN_OR:
-        for m in re.finditer(re.escape(word), skeleton):
-            before, after = skeleton[max(0, m.start() - 40) : m.start()], skeleton[m.end() : m.end() + 40]
-            if not unspaced(word) and (before[-1:].isalpha() or after[:1].isalpha()):
-                continue  # inside another word
-            if before.rstrip()[-1:].isdigit() or after.lstrip()[:1].isdigit():
-                return True
     return False
 
 

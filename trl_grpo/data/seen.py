@@ -8,7 +8,8 @@ collapsed, case folded: ``splits.normalise_problem``) or after folding away what
 the problem for a reader (``fold_problem``): Unicode compatibility forms (NFKC: fullwidth digits
 and letters, composed and decomposed accents, ligatures), zero-width and other invisible
 characters, spacing before punctuation and inside brackets, and letters of other scripts that look
-like Latin ones (Cyrillic ``а``, Greek ``ο``). The count of left-out problems says how each was
+like Latin ones inside a Latin word (Cyrillic ``а`` in ``Whаt``; a Greek ``ρ`` standing alone is a
+variable and stays, and superscripts stay: ``2³`` is not ``23``). The count of left-out problems says how each was
 matched, so a surprising number can be traced. The carve of the test split (splits.py) keeps its
 own normalisation, so which rows are test rows never changes. A leaf: no torch.
 """
@@ -16,26 +17,15 @@ own normalisation, so which rows are test rows never changes. A leaf: no torch.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
+from trl_grpo.answers.hedges import fold
 from trl_grpo.data.splits import normalise_problem
 
 SAME_TEXT, FOLDED = "same text", "after Unicode folding"
 
-# Lower-case letters of Cyrillic, Greek and other scripts drawn like Latin ones (after casefold).
-_CONFUSABLES = str.maketrans(
-    "авеёкмнорстухіїјѕԁӏһԛԝ" + "αβεηικνορτυχϲϳ" + "ıɡɑℓ",
-    "abeekmhopctyxiijsdlhqw" + "abenikvoptuxcj" + "igal",
-)
 _SPACE_BEFORE = re.compile(r"\s+([.,;:!?%)\]}])")
 _SPACE_AFTER = re.compile(r"([(\[{$])\s+")
-
-
-def _visible(ch: str) -> bool:
-    """Not a format character (zero-width space, joiners, word joiner, BOM, soft hyphen, bidi marks)
-    or a variation selector."""
-    return unicodedata.category(ch) != "Cf" and not 0xFE00 <= ord(ch) <= 0xFE0F
 
 
 def fold_problem(text) -> str:
@@ -45,9 +35,10 @@ def fold_problem(text) -> str:
     True
     >>> fold_problem("Wh\\u200bat is 2+2?") == fold_problem("What is 2+2?"), fold_problem("Whаt") == "what"
     (True, True)
+    >>> fold_problem("What is 2³?") == fold_problem("What is 23?"), fold_problem("все") == fold_problem("всё")
+    (False, False)
     """
-    folded = "".join(ch for ch in unicodedata.normalize("NFKC", str(text or "")) if _visible(ch))
-    folded = folded.casefold().translate(_CONFUSABLES)
+    folded = fold(str(text or "")).casefold()  # answers/hedges.py: NFKC but super/subscripts, no invisibles
     folded = " ".join(folded.split())
     return _SPACE_AFTER.sub(r"\1", _SPACE_BEFORE.sub(r"\1", folded))
 

@@ -26,7 +26,7 @@ from trl_grpo.models import hardware, loading, locate
 from trl_grpo.observe import metrics
 from trl_grpo.observe.telemetry import contract_telemetry
 from trl_grpo.runs.cli import UsageError, user_errors
-from trl_grpo.runs.context import changed_reward_files, check_held_out, split_context
+from trl_grpo.runs.context import changed_reward_files, check_held_out, run_settings, split_context
 from trl_grpo.runs.files import release, write_json_atomic
 from trl_grpo.runs.results import (
     PartialResults,
@@ -175,7 +175,9 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
     model.eval()
 
     end = end_ids(model, tokenizer)
-    extra = [f for f in registry.get_reward_funcs(args.reward_funcs) if f.__name__ not in metrics.OWN_REWARDS]
+    params = registry.parameters_of(run_settings(args.model_dir))  # the run's own cosine_*, repetition_*
+    rewards = registry.get_reward_funcs(args.reward_funcs, params)
+    extra = [f for f in rewards if f.__name__ not in metrics.OWN_REWARDS]
 
     def on_batch(idx, texts, token_ids):
         for j, outs, ids in zip(idx, texts, token_ids, strict=True):

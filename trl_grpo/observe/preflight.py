@@ -16,7 +16,6 @@ step and an estimate of the whole run. Thresholds of the verdict: ``NO_SIGNAL_AT
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import statistics
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from trl_grpo.answers import boxes, contract, rewards
+from trl_grpo.answers.rewards import finite_or_none
 from trl_grpo.models.sampling import Sampling, cut_at_end, end_ids, left_pad
 from trl_grpo.observe.telemetry import contract_telemetry
 
@@ -76,14 +76,15 @@ def check_rewards(funcs, rows) -> None:
                 f"reward {func.__name__} raised on a first batch of {len(completions)} completions "
                 f"({type(exc).__name__}: {exc}). Fix it, or drop it from --reward_funcs."
             ) from None
+        out = rewards._materialised(out)  # an async reward's result, an array or a generator, as TRL reads it
         ok = isinstance(out, (list, tuple)) and len(out) == len(completions)
-        if ok and any(isinstance(v, float) and not math.isfinite(v) for v in out):
+        if ok and any(v is not None and not isinstance(v, bool) and finite_or_none(v) is None for v in out):
             raise ValueError(
                 f"reward {func.__name__} returned {str(out)[:80]} on a first batch: NaN and infinite values give "
                 "no learning signal (an infinite one wipes out every advantage of its group). Return a finite "
                 "float, or None to skip a completion."
             )
-        if not ok or not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in out):
+        if not ok or not all(v is None or not isinstance(v, bool) and finite_or_none(v) is not None for v in out):
             raise ValueError(
                 f"reward {func.__name__} returned {str(out)[:80]} for {len(completions)} completions: TRL needs a "
                 "list with one float (or None) per completion."

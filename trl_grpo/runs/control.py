@@ -104,8 +104,8 @@ def train_with_signal_stop(trainer, stopper, resume_ckpt: str | None) -> float:
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        folder = trainer.args.output_dir
-        needed = _drop_unfinished_checkpoint(folder)
+        needed = _drop_unfinished_checkpoint(trainer.args.output_dir)
+        folder = os.path.dirname(err.filename) if err.filename else trainer.args.output_dir  # the full one
         then = f"free some space, then resume from the last checkpoint: {resume}"
         raise UsageError(disk_full(folder, then, needed)) from None
     finally:
@@ -188,7 +188,8 @@ def resume_notes(checkpoint: str, max_steps: int) -> tuple[int | None, list[str]
             f"Extending the run from {planned} to {max_steps} steps: the learning-rate schedule is planned anew "
             f"for {max_steps} steps and goes on from step {step} (the first plan's had ended)."
         )
-    if not os.path.isfile(os.path.join(checkpoint, "optimizer.pt")):
+    names = os.listdir(checkpoint) if os.path.isdir(checkpoint) else []
+    if not any(n.startswith(("optimizer", "global_step")) for n in names):  # .pt, .bin (FSDP), DeepSpeed's
         lines.append(
             f"{checkpoint} holds no optimizer state (saved with save_only_model): training goes on from its "
             "weights with a fresh optimizer and learning-rate schedule, not as if it had never stopped."

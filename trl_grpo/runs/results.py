@@ -73,10 +73,9 @@ class PartialResults:
         logger.info("Resuming: %d problems already scored in %s", len(self.records), self.path)
 
     def add(self, index: int, record: dict) -> None:
-        self.records[index] = record
         data = (json.dumps(finite({"index": index, **record}), ensure_ascii=False) + "\n").encode("utf-8")
         then = "free some space, then continue with the same command plus --resume (finished records are kept)"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # unbuffered: nothing is left to flush on failure
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # unbuffered: nothing left to flush
         try:
             end = os.lseek(fd, 0, os.SEEK_END)
             try:
@@ -89,6 +88,7 @@ class PartialResults:
                 raise
         finally:
             os.close(fd)
+        self.records[index] = record  # counted once it is on disk
 
 
 def plan_output(args, label: str, path: str | None = None) -> str:

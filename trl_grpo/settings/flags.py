@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from trl_grpo.answers.registry import TRL_NAMES, TRL_OWN
+from trl_grpo.answers.registry import OPEN_R1, TRL_NAMES, TRL_OWN
 from trl_grpo.answers.rewards import REWARD_FUNCS
 from trl_grpo.runs.cli import Parser
 
@@ -144,9 +144,24 @@ FLAGS = [
        default=2e-4),
     _f("sft_batch_size", "algorithm", TRAIN, "worked solutions per --sft_steps step", type=int, default=16),
     _f("reward_funcs", "algorithm", TRAIN, f"comma-separated rewards: {', '.join(REWARD_FUNCS)} (TRL's names "
-       f"{', '.join(TRL_NAMES)} too), TRL's {', '.join(TRL_OWN)}, path/to/file.py:function, package.module:function "
-       "or package.module.function (TRL's signature; every dataset column arrives by name)",
-       default="format,accuracy"),
+       f"{', '.join(TRL_NAMES)} too), TRL's {', '.join(TRL_OWN)}, open-r1's {', '.join(OPEN_R1)}, "
+       "path/to/file.py:function, package.module:function or package.module.function (TRL's signature; every "
+       "dataset column arrives by name)", default="format,accuracy"),
+    # open-r1's reward parameters, by open-r1's names (answers/open_r1.py)
+    _f("cosine_min_value_wrong", "algorithm", TRAIN, "cosine reward of a wrong answer at length 0", type=float,
+       default=0.0),
+    _f("cosine_max_value_wrong", "algorithm", TRAIN, "cosine reward of a wrong answer at --cosine_max_len",
+       type=float, default=-0.5),
+    _f("cosine_min_value_correct", "algorithm", TRAIN, "cosine reward of a right answer at --cosine_max_len",
+       type=float, default=0.5),
+    _f("cosine_max_value_correct", "algorithm", TRAIN, "cosine reward of a right answer at length 0", type=float,
+       default=1.0),
+    _f("cosine_max_len", "algorithm", TRAIN, "characters at which the cosine reward reaches its long-answer value",
+       type=int, default=1000),
+    _f("repetition_n_grams", "algorithm", TRAIN, "word n-gram size of the repetition_penalty reward", type=int,
+       default=3),
+    _f("repetition_max_penalty", "algorithm", TRAIN, "repetition_penalty reward when every n-gram repeats (<= 0)",
+       type=float, default=-1.0),
     _f("reward_weights", "algorithm", TRAIN, "comma-separated weights, one per reward (default: all 1.0)",
        default=None),
     _f("verify_timeout", "algorithm", BOTH, "hard wall-clock bound in seconds for one answer check", type=float,

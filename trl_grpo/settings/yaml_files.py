@@ -26,8 +26,12 @@ class _StrictLoader(yaml.SafeLoader):
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
     seen = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *defaults": merged by SafeLoader itself
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (list, dict, set)):
+            raise DataError(f"line {line}: a key must be a name, not a {type(key).__name__}.")
         if isinstance(key, (str, int, float, bool)) and key in seen:
             raise DataError(f"key {key!r} is given twice (lines {seen[key]} and {line}): keep one.")
         seen[key] = line
@@ -69,8 +73,9 @@ def read_yaml(path: str) -> tuple[bytes, dict, dict]:
         raise DataError(f"{where}: cannot be read ({' '.join(str(exc).split())}).") from None
     if not text.strip():
         return raw, {}, {}
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)
         node = loader.get_single_node()
         if expanded_size(node) > MAX_EXPANDED_VALUES:
             raise DataError(
@@ -85,8 +90,11 @@ def read_yaml(path: str) -> tuple[bytes, dict, dict]:
         raise DataError(f"{where}: cannot be read as YAML ({at}{what}).") from None
     except DataError as exc:
         raise DataError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
+    except RecursionError:
+        raise DataError(f"{where}: nested too deeply to be a recipe (a mapping of settings).") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise DataError(f"{where}: expected a mapping of flag names to values, got {type(data).__name__}.")
     return raw, data, _key_lines(node)
