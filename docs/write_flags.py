@@ -39,8 +39,8 @@ def render() -> str:
         "Generated from `trl_grpo/settings/flags.py` by `python docs/write_flags.py` (`make docs`); "
         "a test fails when it is stale.",
         "Every flag can also be set in a recipe file (`--config PATH.yaml`) under its recipe key; flags on the",
-        "command line win. Any other `GRPOConfig` field goes under `trainer:` in a recipe, or",
-        "`--trainer KEY=VALUE` on the command line.",
+        "command line win. Every other `GRPOConfig` field is a flag of main.py and a recipe key under its own",
+        "name (the last table), generated from the installed TRL; `--trainer KEY=VALUE` works too.",
         "",
     ]
     for command, title in (("train", "`main.py` (training)"), ("eval", "`eval.py` (evaluation)")):
@@ -49,7 +49,30 @@ def render() -> str:
             rows = table(command, group)
             if len(rows) > 2:
                 lines += [f"### {group}", "", *rows, ""]
+        if command == "train":
+            lines += trl_table()
     return "\n".join(lines)
+
+
+def trl_table() -> list[str]:
+    """TRL's other GRPOConfig fields, as main.py takes them (generated from the installed TRL)."""
+    from trl_grpo.settings import flags
+
+    parser = flags.build_parser("train")
+    rows = [
+        "### TRL's GRPOConfig fields",
+        "",
+        "Every other field of the installed TRL's `GRPOConfig` (trl_grpo/settings/trl_fields.py): a flag and a",
+        "recipe key under its own name; unset, TRL's default applies.",
+        "",
+        "| flag | recipe key | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for name in parser.trl_fields:
+        action = next(a for a in parser._actions if a.dest == name)
+        spelled = ", ".join(f"`{o}`" for o in action.option_strings)
+        rows.append(f"| {spelled} | `{name}` | {action.help.replace('%%', '%').replace('|', '/')} |")
+    return [*rows, ""]
 
 
 if __name__ == "__main__":

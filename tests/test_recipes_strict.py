@@ -138,3 +138,43 @@ def test_resume_from_checkpoint_true_means_the_newest(tmp_path, word):
     assert args.resume_from_checkpoint == "last"
     args, _ = resolve.parse("train", ["--config", _recipe(tmp_path, "resume_from_checkpoint: false\n")])
     assert args.resume_from_checkpoint is None
+
+
+def test_every_grpo_config_field_is_a_flag_and_arrives():
+    """TRL's CLI takes every GRPOConfig field as a flag; so does main.py (generated from TRL's dataclass)."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from trl_grpo.settings import flags
+    from trl_grpo.settings.trl_configs import build_configs
+
+    parser = flags.build_parser("train")
+    options = {o for a in parser._actions for o in a.option_strings}
+    fields = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    from trl_grpo.settings.trl_fields import SET_BY_THE_RUN
+
+    missing = sorted(f for f in fields - SET_BY_THE_RUN if f"--{f}" not in options)
+    assert not missing, f"GRPOConfig fields without a flag: {missing}"
+    argv = ["--adam_beta2", "0.99", "--logging_first_step", "--no-log_on_each_node", "--torch_empty_cache_steps", "3"]
+    args, _ = resolve.parse("train", [*argv, "--output_dir", "/tmp/x-never-written"])
+    config, _ = build_configs(args, "/tmp/x-never-written", False, use_cpu=True)
+    assert (config.adam_beta2, config.logging_first_step, config.log_on_each_node) == (0.99, True, False)
+    assert config.torch_empty_cache_steps == 3
+
+
+@pytest.mark.parametrize("spelled", [["--logging_first_step", "true"], ["--logging_first_step"]])
+def test_a_boolean_field_takes_each_spelling(spelled, tmp_path):
+    args, _ = resolve.parse("train", [*spelled, "--output_dir", str(tmp_path / "r")])
+    assert args.trainer["logging_first_step"] is True
+    args, _ = resolve.parse("train", ["--logging_first_step", "false", "--output_dir", str(tmp_path / "r")])
+    assert args.trainer["logging_first_step"] is False
+
+
+def test_a_field_given_as_a_flag_and_in_trainer_is_refused(tmp_path):
+    message = _refused("train", ["--adam_beta2", "0.9", "--trainer", "adam_beta2=0.99"])
+    assert "--adam_beta2 and --trainer adam_beta2" in message
+
+
+def test_a_bad_field_value_is_one_line_before_loading(tmp_path):
+    assert "adam_beta2 takes float" in _refused("train", ["--adam_beta2", "fast"])

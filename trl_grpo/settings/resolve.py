@@ -79,6 +79,9 @@ def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespa
         if loaded.skipped:
             print(f"--config {config}: eval.py skips its training settings: {', '.join(loaded.skipped)}.", flush=True)
     args = parser.parse_args(argv)
+    fields = {name: getattr(args, name) for name in getattr(parser, "trl_fields", []) if hasattr(args, name)}
+    for name in fields:  # GRPOConfig fields given as flags join --trainer's entries (below)
+        delattr(args, name)
     cli_given = given_flags(command, argv)
     given = cli_given | (set(loaded.values) if loaded else set())
     startup = Startup(given=given, recipe={"path": config, "sha256": loaded.sha256} if loaded else None)
@@ -88,7 +91,7 @@ def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespa
         checks.check_eval(args)
         return args, startup
     try:
-        args.trainer = _trainer(args, loaded, cli_given, given)
+        args.trainer = _trainer(args, loaded, cli_given, given, {k: v for k, v in fields.items() if v is not None})
     except DataError as exc:
         raise UsageError(str(exc)) from None
     args.reward_funcs = ",".join(_absolute(spec.strip()) for spec in args.reward_funcs.split(",") if spec.strip())
@@ -159,11 +162,18 @@ def given_flags(command: str, argv: list[str] | None) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
-def _trainer(args, loaded, cli_given: set, given: set) -> dict:
-    """One mapping of GRPOConfig fields from the recipe's ``trainer:`` and ``--trainer`` (which wins). A
+def _trainer(args, loaded, cli_given: set, given: set, fields: dict | None = None) -> dict:
+    """One mapping of GRPOConfig fields from the recipe's ``trainer:``, then ``--trainer`` and the fields
+    given as flags (``--adam_beta2 0.99``; both win over the recipe; one field both ways is refused). A
     field with its own flag is that flag, given (the flag on the command line still wins)."""
     entries = dict(loaded.trainer) if loaded else {}
-    entries.update(recipe.parse_trainer_entries(args.trainer))
+    typed = recipe.parse_trainer_entries(args.trainer)
+    flagged = recipe.parse_trainer_entries([f"{k}={v}" for k, v in (fields or {}).items()])
+    both = sorted(set(typed) & set(flagged))
+    if both:
+        raise DataError(f"--{both[0]} and --trainer {both[0]}=... set one field: give it once.")
+    entries.update(typed)
+    entries.update(flagged)
     own = {f.name for f in flags.flags_of("train")}
     for key in [k for k in entries if k in own]:
         value = entries.pop(key)
