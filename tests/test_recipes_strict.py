@@ -178,3 +178,47 @@ def test_a_field_given_as_a_flag_and_in_trainer_is_refused(tmp_path):
 
 def test_a_bad_field_value_is_one_line_before_loading(tmp_path):
     assert "adam_beta2 takes float" in _refused("train", ["--adam_beta2", "fast"])
+
+
+def test_every_flag_named_like_a_grpo_config_field_reaches_it(tmp_path):
+    """The mapping lives with each flag (to_trl=True): a flag named like a field either passes straight
+    through (its value arrives in the GRPOConfig the trainer gets) or is one build_configs sets itself."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from trl_grpo.settings import flags, trl_configs
+
+    fields = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    named = {f.name for f in flags.flags_of("train")} & fields
+    assert named == set(trl_configs.SAME_NAME) | (named & set(trl_configs.SET_HERE))
+    changed = ["--learning_rate", "3e-4", "--epsilon", "0.3", "--top_k", "7", "--weight_decay", "0.01"]
+    changed += ["--num_iterations", "2", "--save_total_limit", "3", "--lr_scheduler_type", "cosine"]
+    args, _ = resolve.parse("train", [*changed, "--output_dir", str(tmp_path / "r")])
+    config, _ = trl_configs.build_configs(args, str(tmp_path / "r"), False, use_cpu=True)
+    for name in (n for n in trl_configs.SAME_NAME if getattr(args, n) is not None):  # None: TRL's default
+        assert getattr(config, name) == getattr(args, name) or str(getattr(config, name)).endswith(
+            str(getattr(args, name))
+        ), name
+    assert (config.learning_rate, config.top_k, config.num_iterations) == (3e-4, 7, 2)
+
+
+@pytest.mark.parametrize(
+    "argv, want",
+    [
+        (["--save_merged"], True),
+        (["--save_merged", "true"], True),
+        (["--save_merged", "false"], False),
+        (["--no-save_merged"], False),
+        (["--no-preflight"], False),
+        (["--preflight", "false"], False),
+    ],
+)
+def test_every_boolean_flag_takes_x_no_x_and_true_false(argv, want, tmp_path):
+    """So a recipe's `save_merged: true` can be turned off on the command line."""
+    name = argv[0].removeprefix("--").removeprefix("no-")
+    args, _ = resolve.parse("train", [*argv, "--output_dir", str(tmp_path / "r")])
+    assert getattr(args, name) is want
+    path = _recipe(tmp_path, f"{name}: true\n")
+    args, _ = resolve.parse("train", ["--config", path, f"--no-{name}", "--output_dir", str(tmp_path / "r")])
+    assert getattr(args, name) is False

