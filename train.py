@@ -118,8 +118,10 @@ def _resolve(args, state) -> dict:
     device = hardware.pick_device()
     use_bf16, dtype = hardware.training_precision(device, args.bf16)
     fast = hardware.fast_paths_enabled(args.fast_paths, device, "train")
-    attention = pick_attention(device, use_bf16) if fast else None
-    tokenizer = loading.load_tokenizer(resolved["base"], args.trust_remote_code)
+    attention = args.attn_implementation or (pick_attention(device, use_bf16) if fast else None)
+    tokenizer = loading.load_tokenizer(
+        resolved["base"], args.trust_remote_code, args.model_revision, args.chat_template, args.chat_template_kwargs
+    )
     return {
         "resolved": resolved,
         "device": device,
@@ -160,7 +162,12 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     if sft_ds is not None:
         print(f"Cold start first: {args.sft_steps} supervised steps on {len(sft_ds)} worked solutions.", flush=True)
     model = loading.load_model(
-        hw["resolved"], hw["dtype"], trust_remote_code=args.trust_remote_code, attn_implementation=hw["attention"]
+        hw["resolved"],
+        hw["dtype"],
+        trust_remote_code=args.trust_remote_code,
+        attn_implementation=hw["attention"],
+        revision=args.model_revision,
+        init_kwargs=args.model_init_kwargs,
     )
     check_lora_targets(model, args.lora_target_modules)
     logger.info(

@@ -60,5 +60,6 @@ def render_prompt(tokenizer, conversation: list[dict], prefill_think: bool, prom
     """
     if prompt_format == "raw":
         return "\n".join(m["content"] for m in conversation)
-    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    kwargs = getattr(tokenizer, "prompt_template_kwargs", None) or {}  # --chat_template_kwargs (models/loading.py)
+    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True, **kwargs)
     return text + THINK_START if prefill_think else text

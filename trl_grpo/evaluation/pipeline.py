@@ -64,7 +64,13 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
     resolved = locate.resolve_model(model_dir, args.base_model)
     if not os.path.isdir(resolved["base"]):
         locate.check_hub_model(resolved["base"])  # a clear error before any heavy work
-    tokenizer = loading.load_tokenizer(resolved["adapter"] or resolved["base"], args.trust_remote_code)
+    tokenizer = loading.load_tokenizer(
+        resolved["adapter"] or resolved["base"],
+        args.trust_remote_code,
+        None if resolved["adapter"] else args.model_revision,  # an adapter folder holds its own tokenizer
+        args.chat_template,
+        args.chat_template_kwargs,
+    )
     context = context or split_context(args)
     rows, dropped, held_out = prepare.prompt_rows(
         tokenizer,
@@ -170,8 +176,16 @@ def _generate_missing(args, resolved, tokenizer, rows, partial, device, dtype, f
     from trl_grpo.fast.kv_cache import pick_attention
     from trl_grpo.models.sampling import Sampling, end_ids
 
-    attention = pick_attention(device, dtype == torch.bfloat16) if fast else None  # bf16 attention is slow on CPUs
-    model = loading.load_model(resolved, dtype, device, args.trust_remote_code, attn_implementation=attention)
+    attention = args.attn_implementation or (pick_attention(device, dtype == torch.bfloat16) if fast else None)
+    model = loading.load_model(
+        resolved,
+        dtype,
+        device,
+        args.trust_remote_code,
+        attn_implementation=attention,
+        revision=args.model_revision,
+        init_kwargs=args.model_init_kwargs,
+    )
     model.eval()
 
     end = end_ids(model, tokenizer)

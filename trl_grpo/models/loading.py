@@ -1,17 +1,31 @@
 """Load a tokenizer and a model (with its LoRA adapter, if any) from what locate.py resolved.
 
-python -c "from trl_grpo.models.loading import load_tokenizer; print(load_tokenizer('ckpts/RUN'))"
+    python -c "from trl_grpo.models.loading import load_tokenizer; print(load_tokenizer('ckpts/RUN'))"
+
+``revision``, ``init_kwargs`` (``--model_init_kwargs``), ``chat_template`` and ``template_kwargs``
+(``--chat_template_kwargs``, kept on the tokenizer for data/prompts.py ``render_prompt``) are the
+model arguments of TRL's ModelConfig and open-r1's recipes.
 """
 
 from __future__ import annotations
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+def load_tokenizer(
+    path: str,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    chat_template: str | None = None,
+    template_kwargs: dict | None = None,
+):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    extra = {"revision": revision} if revision else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    tokenizer.prompt_template_kwargs = dict(template_kwargs or {})  # read by render_prompt
     return tokenizer
 
 
@@ -22,11 +36,17 @@ def load_model(
     trust_remote_code: bool = False,
     merge: bool = True,
     attn_implementation: str | None = None,
+    revision: str | None = None,
+    init_kwargs: dict | None = None,
 ):
     """Load the base weights (safetensors only), attach the adapter if any, and move to ``device``."""
     from transformers import AutoModelForCausalLM
 
-    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    extra = dict(init_kwargs or {})  # settings/checks.py refuses keys that the arguments below set
+    if attn_implementation:
+        extra["attn_implementation"] = attn_implementation
+    if revision:
+        extra["revision"] = revision
     model = AutoModelForCausalLM.from_pretrained(
         resolved["base"], dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **extra
     )

@@ -355,9 +355,39 @@ def check_eval(args) -> None:
         raise UsageError("\n".join(problems))
 
 
-def _check_dataset(args) -> list[str]:
-    """What both commands share: the answer-check bound, the built-in dataset's id, a --system_prompt."""
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# from_pretrained arguments the run sets from its own flags: --model_init_kwargs may not set them twice.
+_SET_BY_FLAGS = {"dtype": "--bf16", "torch_dtype": "--bf16", "trust_remote_code": "--trust_remote_code"}
+_SET_BY_FLAGS |= {"attn_implementation": "--attn_implementation", "revision": "--model_revision"}
+
+
+def check_model_args(args, cuda: bool | None = None) -> list[str]:
+    """--attn_implementation where its kernel can run, --model_init_kwargs without a key a flag sets."""
+    import importlib.util
+
     problems = []
+    kernel = args.attn_implementation
+    if kernel:
+        if cuda is None:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        usable = [k for k in ATTENTION if not k.startswith("flash_attention") or cuda]
+        if kernel not in ATTENTION:
+            problems.append(f"--attn_implementation {kernel!r}: expected one of {list(ATTENTION)}.")
+        elif kernel not in usable:
+            problems.append(f"--attn_implementation {kernel}: needs a CUDA GPU; here use one of {usable}.")
+        elif kernel.startswith("flash_attention") and importlib.util.find_spec("flash_attn") is None:
+            problems.append(f"--attn_implementation {kernel} needs the flash-attn package; or use sdpa.")
+    for key in sorted(set(args.model_init_kwargs or {}) & set(_SET_BY_FLAGS)):
+        problems.append(f"--model_init_kwargs {key}: set it with {_SET_BY_FLAGS[key]} instead.")
+    return problems
+
+
+def _check_dataset(args) -> list[str]:
+    """What both commands share: the answer-check bound, the built-in dataset's id, a --system_prompt,
+    the model arguments (``check_model_args``)."""
+    problems = check_model_args(args)
     if not (_finite(args.verify_timeout) and args.verify_timeout > 0):
         problems.append(
             f"--verify_timeout {args.verify_timeout}: must be a positive, finite number of seconds (5 is the default)."

@@ -56,6 +56,19 @@ def _f(name, group, commands, help, aliases=(), eval=None, to_trl=False, **kwarg
     return Flag(name, group, commands, {"help": help, **kwargs}, tuple(aliases), eval or {}, to_trl)
 
 
+def mapping(text) -> dict:
+    """A flag's YAML/JSON mapping (``{enable_thinking: false}``); ``ArgumentTypeError`` for anything else."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text) if isinstance(text, str) else text
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{key: value}}', got {text!r}")
+    return value
+
+
 class OnOff(argparse.Action):
     """A boolean flag as TRL's parser and recipe users write it: ``--X`` (on), ``--no-X`` (off),
     ``--X true`` / ``--X false``."""
@@ -86,6 +99,18 @@ FLAGS = [
        default=None),
     _f("trust_remote_code", "model", BOTH, "allow model repos to run their own code (off: safer)",
        action=OnOff, default=False),
+    _f("model_revision", "model", BOTH, "a hub model's branch, tag or commit", default=None,
+       eval={"default": None, "help": f"a hub model's branch, tag or commit (default: {RUNS}main)"}),
+    _f("attn_implementation", "model", BOTH, "attention kernel: eager, sdpa, flash_attention_2, flash_attention_3, "
+       "flex_attention (default: the speed paths' choice, else the model's)", default=None),
+    _f("model_init_kwargs", "model", BOTH, "more from_pretrained arguments as a YAML/JSON mapping, e.g. "
+       "'{low_cpu_mem_usage: true}'", type=mapping, default=None,
+       eval={"default": None, "help": f"more from_pretrained arguments (default: {RUNS}none)"}),
+    _f("chat_template", "model", BOTH, "a Jinja chat template replacing the tokenizer's (text, or @file)",
+       default=None, eval={"default": None, "help": f"a Jinja chat template (default: {RUNS}the tokenizer's)"}),
+    _f("chat_template_kwargs", "model", BOTH, "arguments for the chat template as a mapping, e.g. "
+       "'{enable_thinking: false}' (Qwen3)", type=mapping, default=None,
+       eval={"default": None, "help": f"arguments for the chat template (default: {RUNS}none)"}),
     _f("bf16", "model", BOTH, "bf16 compute: on CUDA bf16 weights; on CPU fp32 weights with bf16 autocast (default: "
        "on where the GPU or CPU has native bf16)", default=None, **_ON_OFF,
        eval={"help": "bf16 weights (default: on for CUDA, off on CPU)"}),

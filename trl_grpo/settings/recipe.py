@@ -137,6 +137,10 @@ def flag_value(flag: flags.Flag, value, where: str):
     if kw.get("action") == "append":  # --trainer given as a list of KEY=VALUE strings
         raise RecipeError(f"{where}: write GRPOConfig fields under trainer: as a mapping.")
     kind = kw.get("type", str)
+    if kind is flags.mapping:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping (key: value lines), got {value!r}.")
+        return value
     if flag.name == "resume_from_checkpoint" and isinstance(value, bool):  # the Trainer's true / false
         return "last" if value else None
     if isinstance(value, list):

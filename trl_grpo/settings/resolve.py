@@ -39,6 +39,7 @@ RESUME_SAFE = {
     "fast_paths",
     "verify_timeout",
     "reward_timeout",
+    "attn_implementation",
     "trust_remote_code",
     "preflight",
     "preflight_only",
@@ -86,6 +87,7 @@ def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespa
     given = cli_given | (set(loaded.values) if loaded else set())
     startup = Startup(given=given, recipe={"path": config, "sha256": loaded.sha256} if loaded else None)
     args.system_prompt = _prompt_text(args.system_prompt)
+    args.chat_template = _prompt_text(args.chat_template, "--chat_template", strip=False)  # a template's own spacing
     if command == "eval":
         fill_eval_defaults(args)
         checks.check_eval(args)
@@ -122,17 +124,16 @@ def reports(value) -> list[str]:
     return [n for n in dict.fromkeys(names) if n != "none"]
 
 
-def _prompt_text(value: str | None) -> str | None:
-    """``--system_prompt``'s text: as given, or read from the file after ``@`` (the run records the text)."""
+def _prompt_text(value: str | None, flag: str = "--system_prompt", strip: bool = True) -> str | None:
+    """A text flag's text: as given, or read from the file after ``@`` (the run records the text)."""
     if not value or not value.startswith("@"):
         return value
     try:
         with open(value[1:], encoding="utf-8") as f:
-            return f.read().strip()
+            text = f.read()
+            return text.strip() if strip else text
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(
-            f"--system_prompt {value}: cannot be read ({exc}). Give the text, or @ and a UTF-8 file."
-        ) from None
+        raise UsageError(f"{flag} {value}: cannot be read ({exc}). Give the text, or @ and a UTF-8 file.") from None
 
 
 def _absolute(spec: str) -> str:
@@ -258,7 +259,8 @@ def fill_eval_defaults(args) -> None:
     keys = ("dataset_id", "prompt_template", "prefill_think", "max_completion_length")
     fallback = {k: training[k] for k in keys}
     fallback.update(problem_column=None, solution_column=None, answer_column=None, system_prompt=None)
-    fallback.update(dataset_config=None)
+    fallback.update(dataset_config=None, model_revision=None, model_init_kwargs=None, chat_template=None)
+    fallback.update(chat_template_kwargs=None)
     for key, default in fallback.items():
         if getattr(args, key) is None:
             setattr(args, key, trained.get(key, default))

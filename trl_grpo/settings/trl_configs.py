@@ -17,7 +17,7 @@ from trl_grpo.settings import flags
 # Flags passed to GRPOConfig under their own name, unchanged: each says so where it is defined
 # (``to_trl=True`` in settings/flags.py). The other flags named like a field are set by build_configs.
 SAME_NAME = tuple(f.name for f in flags.FLAGS if f.to_trl)
-SET_HERE = (
+SET_HERE = (  # set by build_configs, or applied where this project loads the model and renders prompts
     "output_dir",
     "bf16",
     "reward_weights",
@@ -25,6 +25,8 @@ SET_HERE = (
     "report_to",
     "trust_remote_code",
     "resume_from_checkpoint",
+    "model_init_kwargs",
+    "chat_template_kwargs",
 )
 
 
