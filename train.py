@@ -24,7 +24,6 @@ import logging
 import os
 import pathlib
 import shutil
-import sys
 
 from trl_grpo.answers import equivalence, registry
 from trl_grpo.answers.rewards import GuardedReward
@@ -50,24 +49,12 @@ from trl_grpo.runs.control import (
 from trl_grpo.runs.files import release, write_json_atomic
 from trl_grpo.runs.folders import RUN_LOCK, checkpoint_step, prepare_output_dir, record_attempt
 from trl_grpo.settings.trl_configs import build_configs, planned_steps, prompts_per_step
-from trl_grpo.training import cold_start
+from trl_grpo.training import cold_start, record
 
 logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- the run
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "math-verify"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def prepare_datasets(args, tokenizer, context: int | None = None):
     """Training (and, with --eval_steps, evaluation) rows from data_utils' one prompt pipeline,
     rendered to the very text eval.py renders, the rows left out by reason, and what the test
@@ -117,6 +104,7 @@ def _resolve(args, state) -> dict:
         locate.check_hub_model(resolved["base"])  # a clear error before any heavy work
     device = hardware.pick_device()
     use_bf16, dtype = hardware.training_precision(device, args.bf16)
+    dtype = hardware.weights_dtype(args.dtype, dtype, resolved["base"])
     fast = hardware.fast_paths_enabled(args.fast_paths, device, "train")
     attention = args.attn_implementation or (pick_attention(device, use_bf16) if fast else None)
     tokenizer = loading.load_tokenizer(
@@ -210,43 +198,13 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         trainer.model.print_trainable_parameters()  # as the original printed it
     data = {"train": train_ds, "eval": eval_ds, "dropped": dropped, "held_out": held_out}
     data |= {"sft": sft_ds, "sft_left_out": sft_skipped}
-    run_config = _run_config(args, startup, output_dir, resume_ckpt, hw, state, trainer, data)
+    run_config = record.run_config(args, startup, output_dir, resume_ckpt, hw, state, trainer, data)
     run_config |= {
         "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
         "lora_config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.to_dict().items()},
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     return trainer, stopper, run_config
-
-
-def _run_config(args, startup, output_dir, resume_ckpt, hw, state, trainer, data) -> dict:
-    """What run_config.json records of a run: its flags and recipe, where the model came from and
-    how it runs, the rows it trains on and holds out, its size and the library versions."""
-    trainable, total = trainer.model.get_nb_trainable_parameters()
-    sft_ds = data["sft"]
-    return {
-        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-        "recipe": startup.recipe if startup else None,
-        "rewards": registry.reward_sources(args.reward_funcs),
-        "output_dir": output_dir,
-        "resumed_from": resume_ckpt,
-        "model_source": hw["resolved"]["source"],
-        "model_path": hw["resolved"]["base"],
-        "device": hw["device"],
-        "dtype": str(hw["dtype"]),
-        "attn_implementation": hw["attention"] or "model default",
-        "fast_paths": {"setting": args.fast_paths, "enabled": hw["fast"]},
-        "bf16": hw["use_bf16"],
-        "num_processes": state.num_processes,
-        "train_rows": len(data["train"]),
-        "eval_rows": len(data["eval"]) if data["eval"] is not None else 0,
-        "dropped": data["dropped"],
-        "held_out": data["held_out"],
-        "trainable_params": trainable,
-        "all_params": total,
-        "sft": {"steps": args.sft_steps, "rows": len(sft_ds), "left_out": data["sft_left_out"]} if sft_ds else None,
-        "versions": _versions(),
-    }
 
 
 def check_lora_targets(model, targets: str) -> None:

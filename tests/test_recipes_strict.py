@@ -222,3 +222,49 @@ def test_every_boolean_flag_takes_x_no_x_and_true_false(argv, want, tmp_path):
     path = _recipe(tmp_path, f"{name}: true\n")
     args, _ = resolve.parse("train", ["--config", path, f"--no-{name}", "--output_dir", str(tmp_path / "r")])
     assert getattr(args, name) is False
+
+
+def test_a_grpo_config_field_at_the_top_of_a_recipe_is_read(tmp_path):
+    args, _ = resolve.parse("train", ["--config", _recipe(tmp_path, "adam_beta2: 0.9\n"), "--output_dir", "/tmp/x"])
+    assert args.trainer == {"adam_beta2": 0.9}
+    args, _ = resolve.parse("train", ["--config", _recipe(tmp_path, "adam_beta2: 0.9\n"), "--adam_beta2", "0.5"])
+    assert args.trainer == {"adam_beta2": 0.5}  # the command line wins over the recipe
+
+
+def test_a_text_field_is_taken_verbatim_and_a_mapping_as_json(tmp_path):
+    argv = ["--run_name", "exp #2", "--lr_scheduler_kwargs", '{"min_lr": 1e-6}', "--output_dir", str(tmp_path)]
+    args, _ = resolve.parse("train", argv)
+    assert args.trainer == {"run_name": "exp #2", "lr_scheduler_kwargs": {"min_lr": 1e-6}}
+
+
+def test_a_field_given_as_a_flag_is_compared_on_resume(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.json").write_text('{"args": {"trainer": {"adam_beta2": 0.95}}}')
+    with pytest.raises(SystemExit) as err:  # the resume refusal: a heading line, then one line a setting
+        resolve.parse("train", ["--output_dir", str(run), "--resume_from_checkpoint", "last", "--adam_beta2", "0.5"])
+    assert "adam_beta2: the run was started with 0.95, not 0.5" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--cosine_max_len", "0"), ("--repetition_n_grams", "0"), ("--repetition_max_penalty", "1")]
+)
+def test_open_r1_reward_parameters_are_checked(flag, value):
+    assert flag.removeprefix("--") in _refused("train", ["--reward_funcs", "cosine,repetition_penalty", flag, value])
+
+
+def test_no_abbreviated_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        resolve.parse("train", ["--learning_ra", "1e-4"])
+    assert "unrecognized arguments: --learning_ra" in capsys.readouterr().err
+
+
+def test_a_broken_field_cache_is_read_again(tmp_path, monkeypatch):
+    from trl_grpo.settings import trl_fields
+
+    monkeypatch.setenv("TRL_GRPO_CACHE", str(tmp_path))
+    fields = trl_fields.grpo_config_fields()  # written
+    (cached,) = list(tmp_path.iterdir())
+    for broken in ("[1, 2]", "null", '[{"name": "x"}]', "{}", "not json"):
+        cached.write_text(broken)
+        assert trl_fields.grpo_config_fields() == fields

@@ -55,7 +55,7 @@ def test_values_from_the_recipe_count_as_given(tmp_path):
         ("trainer:\n  adam_beta2: [1, 2]\n", "adam_beta2 takes float"),
         ("- a list\n", "expected a mapping"),
         ("a: [unclosed\n", "cannot be read as YAML"),
-        ("torch_dtype: float16\n", "torch_dtype: 'float16' is not supported here"),
+        ("torch_dtype: float8\n", "torch_dtype: 'float8' is not one of ['auto', 'bfloat16', 'float16', 'float32']"),
     ],
 )
 def test_a_bad_recipe_is_one_line_naming_the_key(tmp_path, text, message):

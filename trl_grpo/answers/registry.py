@@ -80,8 +80,8 @@ def _reward(spec: str, params: dict | None = None):
         return found
     if spec in REWARD_FUNCS or spec in TRL_NAMES:
         return REWARD_FUNCS[TRL_NAMES.get(spec, spec)]
-    if spec in TRL_OWN:
-        return TrlReward(spec)
+    if spec in TRL_OWN or spec.removeprefix("trl.rewards.") in TRL_OWN:
+        return TrlReward(spec.removeprefix("trl.rewards."))
     if ":" not in spec and "." in spec and not spec.endswith(".py"):  # module.function, TRL's dotted form
         module, _, name = spec.rpartition(".")
         return _user_reward(f"{module}:{name}")

@@ -28,6 +28,7 @@ SCHEMA = ("prompt", "problem", "solution", "answer", "problem_id")
 # Column names TRL reads itself (a "messages" column makes TRL take the rows for chat data, whatever the
 # prompt holds) or passes to rewards under the same name: left out, never handed on.
 TRL_OWN = ("messages", "chosen", "rejected", "completion", "completions", "completion_ids", "prompts", "trainer_state")
+TRL_OWN += ("image", "images", "log_metric", "log_extra", "environments")  # multimodal path; TRL's reward hooks
 PROBLEM_COLUMNS = ("problem", "question", "query", "instruction", "input")
 
 

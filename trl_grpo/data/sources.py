@@ -67,7 +67,10 @@ def _load_all_splits(dataset_id: str, config: str | None = None):
 
     if is_builtin(dataset_id):
         if config:
-            raise DataError(f"--dataset_config {config!r}: the built-in dataset has no configurations; drop it.")
+            raise DataError(
+                f"--dataset_config {config!r}: the built-in dataset has no configurations; drop it "
+                "(--dataset_config '' unsets a recipe's)."
+            )
         shares = parse_builtin_spec(dataset_id)
         records = builtin.builtin_records(list(shares), shares=shares)
         return DatasetDict({k: Dataset.from_list(v) for k, v in records.items()})

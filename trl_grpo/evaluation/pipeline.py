@@ -91,7 +91,7 @@ def evaluate(args, model_dir: str, label: str, output_file: str, context: dict |
     )
     check_held_out(context["recorded"], held_out, args.split)
     device = hardware.pick_device(args.device)
-    dtype = hardware.eval_dtype(device, args.bf16)
+    dtype = hardware.weights_dtype(args.dtype, hardware.eval_dtype(device, args.bf16), resolved["base"])
     fast = hardware.fast_paths_enabled(args.fast_paths, device, "eval")
     settings = _identity(args, label, rows, resolved, device, dtype, fast)
     partial = PartialResults(output_file, settings, args.resume and os.path.exists(partial_path(output_file)))

@@ -139,6 +139,27 @@ def fast_paths_enabled(setting: str, device: str, job: str) -> bool:
     return FAST_PATHS_AUTO[job].get(device.split(":")[0], False)
 
 
+def weights_dtype(name: str | None, chosen, model_path: str | None = None):
+    """``--dtype`` (``auto``: the checkpoint's own, from its config.json; ``bfloat16``, ``float16``,
+    ``float32``) over the dtype chosen for the device."""
+    import json
+    import os
+
+    import torch
+
+    if name is None:
+        return chosen
+    if name == "auto":
+        try:
+            with open(os.path.join(model_path or "", "config.json"), encoding="utf-8") as f:
+                config = json.load(f)
+            name = config.get("dtype") or config.get("torch_dtype") or "float32"
+        except (OSError, ValueError):
+            name = "float32"  # a hub id not yet downloaded: the weights as fp32
+    dtype = getattr(torch, str(name), None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
 def eval_dtype(device: str, bf16: bool | None):
     """Weight dtype for evaluation: bf16 on CUDA GPUs that support it, fp32 on CPU (exact greedy
     scores); ``bf16`` True/False forces either way."""

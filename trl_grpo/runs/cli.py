@@ -62,6 +62,8 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, doc: str, **kwargs):
         first = doc.strip().split("\n\n")[0]
+        # No abbreviations: TRL's generated fields make most prefixes ambiguous, and each upgrade would move them.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(description=" ".join(first.split()), formatter_class=_DefaultsOnce, **kwargs)
 
     def error(self, message: str):

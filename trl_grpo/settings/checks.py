@@ -29,10 +29,23 @@ def check_train(args) -> None:
     """Check main.py's settings; ``UsageError`` with one line per problem."""
     problems = _check_numbers(args) + _check_knobs(args) + _check_names(args) + _check_places(args)
     problems += check_launch(os.environ, os.cpu_count() or 1)
+    if (args.trainer or {}).get("use_liger_kernel"):
+        problems += _check_liger()
     if not problems and (args.trainer or {}).get("push_to_hub"):
         problems += check_hub_push((args.trainer or {}).get("hub_model_id"))
     if problems:
         raise UsageError("\n".join(problems))
+
+
+def _check_liger() -> list[str]:
+    import importlib.util
+
+    import torch
+
+    if torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None:
+        return []
+    where = "liger-kernel is not installed" if torch.cuda.is_available() else "its kernels need a CUDA GPU"
+    return [f"use_liger_kernel: {where}; run without it (--use_liger_kernel false)."]
 
 
 def check_hub_push(repo_id: str | None, whoami=None) -> list[str]:
@@ -165,6 +178,14 @@ def _check_knobs(args) -> list[str]:
         "must be in (0, 1] (1.0 keeps every token; the paper uses 0.2)",
     )
     need(args.num_iterations >= 1, "num_iterations", args.num_iterations, "must be 1 or more")
+    need(args.cosine_max_len >= 1, "cosine_max_len", args.cosine_max_len, "must be 1 or more characters")
+    need(args.repetition_n_grams >= 1, "repetition_n_grams", args.repetition_n_grams, "must be 1 or more words")
+    need(
+        _finite(args.repetition_max_penalty) and args.repetition_max_penalty <= 0,
+        "repetition_max_penalty",
+        args.repetition_max_penalty,
+        "must be <= 0 (a penalty; 0 turns it off)",
+    )
     need(
         _finite(args.reward_timeout) and args.reward_timeout > 0,
         "reward_timeout",

@@ -99,6 +99,9 @@ FLAGS = [
        default=None),
     _f("trust_remote_code", "model", BOTH, "allow model repos to run their own code (off: safer)",
        action=OnOff, default=False),
+    _f("dtype", "model", BOTH, "the weights' dtype, beside --bf16 (the compute switch): auto (the checkpoint's), "
+       "bfloat16, float16 or float32 (default: bf16 on CUDA where supported, else float32)", aliases=("torch_dtype",),
+       default=None, choices=["auto", "bfloat16", "float16", "float32"]),
     _f("model_revision", "model", BOTH, "a hub model's branch, tag or commit", default=None,
        eval={"default": None, "help": f"a hub model's branch, tag or commit (default: {RUNS}main)"}),
     _f("attn_implementation", "model", BOTH, "attention kernel: eager, sdpa, flash_attention_2, flash_attention_3, "

@@ -40,12 +40,21 @@ class Recipe:
     values: dict
     trainer: dict
     skipped: list = field(default_factory=list)  # training keys an evaluation does not use
+    notes: list = field(default_factory=list)  # keys skipped here, each with what to do instead
 
 
 # open-r1 keys with another shape here: (flag, how the value maps), or a refusal.
 _OPEN_R1 = {
-    "torch_dtype": ("bf16", {"bfloat16": True, "float32": False, "auto": None}),
     "use_peft": ("", {True: None}),  # always LoRA here: true is accepted, false refused
+}
+# Keys of open-r1's recipes (and older TRL) this tool reads under another name.
+_RENAMED = {"dataset_prompt_column": "problem_column"}
+# Keys that belong elsewhere, or that older TRL had: skipped, each said once with what to do instead.
+_ELSEWHERE = {
+    "num_processes": "the launcher's setting: accelerate launch --num_processes N",
+    "overwrite_output_dir": "this tool never overwrites a run folder: a new --output_dir, or resume it",
+    "vllm_device": "older TRL's; vllm_mode (server or colocate) replaced it",
+    "use_liger_loss": "older TRL's; use_liger_kernel replaced it",
 }
 
 
@@ -68,11 +77,21 @@ def load(path: str, command: str) -> Recipe:
         raise RecipeError(f"--config {path}: trainer: must map GRPOConfig fields to values.")
     skipped = sorted(f"trainer: {k}" for k in trainer) if command != "train" else []
     trainer = trainer if command == "train" else {}
+    nested = set(trainer)  # the keys written under trainer: (top-level GRPOConfig keys join them below)
     names, spellings = {f.name for f in flags.flags_of(command)}, flags.aliases(command)
     training = {f.name for f in flags.flags_of("train")} | set(flags.aliases("train"))
     values, where = {}, {}  # where: setting -> the key and line that set it
+    notes = []
     for key, value in data.items():
         key = str(key)
+        if key in _ELSEWHERE:
+            notes.append(f"{key} skipped ({_ELSEWHERE[key]})")
+            continue
+        if key == "dataset_configs":  # open-r1's list of one configuration
+            if not isinstance(value, list) or len(value) != 1:
+                raise RecipeError(f"--config {path}: dataset_configs: one configuration here, got {value!r}.")
+            key, value = "dataset_config", value[0]
+        key = _RENAMED.get(key, key)
         name = spellings.get(key, key)
         if key in _OPEN_R1:
             name, value = _open_r1(key, value, path)
@@ -95,7 +114,7 @@ def load(path: str, command: str) -> Recipe:
             skipped.append(key)  # a training setting: eval.py has no use for it
         else:
             raise RecipeError(f"--config {path}: unknown key {key!r}.{_closest(key, command)}")
-    for key in trainer:
+    for key in nested:
         top = where.get(flags.aliases("train").get(key, key))
         if top:
             raise RecipeError(
@@ -104,7 +123,7 @@ def load(path: str, command: str) -> Recipe:
             )
     for key, value in env.items():
         os.environ[str(key)] = str(value)
-    return Recipe(path, hashlib.sha256(raw).hexdigest()[:16], values, dict(trainer), skipped)
+    return Recipe(path, hashlib.sha256(raw).hexdigest()[:16], values, dict(trainer), skipped, notes)
 
 
 def _open_r1(key: str, value, path: str):
@@ -208,6 +227,30 @@ def parse_trainer_entries(entries: list[str] | None) -> dict:
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
+
+
+def typed_text(field: str, text: str):
+    """A GRPOConfig field's value as typed on the command line: a text field's text verbatim (``#`` and
+    ``yes`` included), anything else JSON (as TRL's parser reads it: ``{"min_lr": 1e-6}`` holds a
+    number), else YAML (``true``, ``0.99``, ``[a, b]``)."""
+    import json
+
+    import yaml
+
+    kind = grpo_fields().get(field, str)
+    arms = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+    if str in arms and not any(
+        a in (bool, int, float, dict, list) or typing.get_origin(a) in (dict, list) for a in arms
+    ):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def trainer_values(entries: dict, where: str = "trainer: (or --trainer)") -> dict:

@@ -77,17 +77,24 @@ def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespa
         raise UsageError(str(exc)) from None
     if loaded:
         parser.set_defaults(**loaded.values)
+        for note in loaded.notes:
+            print(f"--config {config}: {note}.", flush=True)
         if loaded.skipped:
             print(f"--config {config}: eval.py skips its training settings: {', '.join(loaded.skipped)}.", flush=True)
     args = parser.parse_args(argv)
     fields = {name: getattr(args, name) for name in getattr(parser, "trl_fields", []) if hasattr(args, name)}
     for name in fields:  # GRPOConfig fields given as flags join --trainer's entries (below)
         delattr(args, name)
-    cli_given = given_flags(command, argv)
+    cli_given = given_flags(command, argv) - set(fields)
+    if any(v is not None for v in fields.values()):
+        cli_given.add("trainer")  # a GRPOConfig field as a flag is a trainer entry: resume compares it too
     given = cli_given | (set(loaded.values) if loaded else set())
     startup = Startup(given=given, recipe={"path": config, "sha256": loaded.sha256} if loaded else None)
     args.system_prompt = _prompt_text(args.system_prompt)
-    args.chat_template = _prompt_text(args.chat_template, "--chat_template", strip=False)  # a template's own spacing
+    args.chat_template = _prompt_text(args.chat_template, "--chat_template", strip=False)
+    for name in ("dataset_config", "model_revision"):  # "" on the command line unsets a recipe's value
+        if getattr(args, name, None) == "":
+            setattr(args, name, None)  # a template's own spacing
     if command == "eval":
         fill_eval_defaults(args)
         checks.check_eval(args)
@@ -169,7 +176,7 @@ def _trainer(args, loaded, cli_given: set, given: set, fields: dict | None = Non
     field with its own flag is that flag, given (the flag on the command line still wins)."""
     entries = dict(loaded.trainer) if loaded else {}
     typed = recipe.parse_trainer_entries(args.trainer)
-    flagged = recipe.parse_trainer_entries([f"{k}={v}" for k, v in (fields or {}).items()])
+    flagged = {k: recipe.typed_text(k, v) for k, v in (fields or {}).items()}
     both = sorted(set(typed) & set(flagged))
     if both:
         raise DataError(f"--{both[0]} and --trainer {both[0]}=... set one field: give it once.")

@@ -25,26 +25,39 @@ SET_BY_THE_RUN = frozenset(
 )
 
 
+_FORMAT = 2  # of the cache file: a new format never reads an old file
+
+
 def _cache_path(version: str) -> str:
-    folder = os.path.expanduser(os.environ.get("TRL_GRPO_CACHE", "~/.cache/trl_grpo"))
-    return os.path.join(folder, f"grpo_config_fields-trl-{version}.json")
+    folder = os.path.expanduser(os.environ.get("TRL_GRPO_CACHE") or "~/.cache/trl_grpo")
+    return os.path.join(folder, f"grpo_config_fields-v{_FORMAT}-{version}.json")
+
+
+def _well_formed(fields) -> bool:
+    keys = {"name", "type", "default", "help", "bool"}
+    return isinstance(fields, list) and bool(fields) and all(isinstance(f, dict) and keys <= set(f) for f in fields)
 
 
 def grpo_config_fields() -> list[dict]:
     """``[{name, type, default, help, bool}]`` of the installed GRPOConfig, from the cache or from TRL."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        trl_version = version("trl")
+    try:  # GRPOConfig's fields come from TRL and from transformers' TrainingArguments
+        key = f"trl-{version('trl')}-transformers-{version('transformers')}"
     except PackageNotFoundError:
         return []
-    path = _cache_path(trl_version)
+    path = _cache_path(key)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            cached = json.load(f)
+        if _well_formed(cached):
+            return cached
     except (OSError, ValueError):
         pass
-    fields = _read_from_trl()
+    try:
+        fields = _read_from_trl()
+    except Exception:  # noqa: BLE001 - TRL that cannot be imported: the project's own flags still work
+        return []
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
