@@ -122,6 +122,20 @@ FLAGS = [
     _f("lora_dropout", "model", TRAIN, "dropout on the LoRA path", type=float, default=0.0),
     _f("lora_target_modules", "model", TRAIN, "'all-linear' or comma-separated module names, e.g. q_proj,v_proj",
        default="all-linear"),
+    # TRL ModelConfig's other ways to adapt a model: only LoRA on a full-precision base is built so far,
+    # and each of these refuses anything else in one line (settings/checks.py NOT_YET).
+    _f("use_peft", "model", TRAIN, "train LoRA adapters (off: full fine-tuning, not supported yet)",
+       action=OnOff, default=True),
+    _f("use_dora", "model", TRAIN, "DoRA adapters (not supported yet)", action=OnOff, default=False),
+    _f("use_rslora", "model", TRAIN, "rank-stabilised LoRA scaling (not supported yet)", action=OnOff, default=False),
+    _f("lora_modules_to_save", "model", TRAIN, "modules trained in full beside the adapters (not supported yet)",
+       default=None),
+    _f("load_in_4bit", "model", TRAIN, "a 4-bit base, QLoRA (not supported yet)", action=OnOff, default=False),
+    _f("load_in_8bit", "model", TRAIN, "an 8-bit base (not supported yet)", action=OnOff, default=False),
+    _f("bnb_4bit_quant_type", "model", TRAIN, "4-bit quantization type (with --load_in_4bit)", default=None),
+    _f("use_bnb_nested_quant", "model", TRAIN, "nested 4-bit quantization (with --load_in_4bit)", action=OnOff,
+       default=False),
+    _f("bnb_4bit_quant_storage", "model", TRAIN, "4-bit storage dtype (with --load_in_4bit)", default=None),
     # ---- data
     _f("dataset_id", "data", BOTH, "'builtin' or 'builtin:LEVELS' (e.g. builtin:1-2; builtin:1-2,3-4@0.25 keeps a "
        "quarter of levels 3-4's train rows), a local dataset folder or file, or a hub id",

@@ -43,10 +43,6 @@ class Recipe:
     notes: list = field(default_factory=list)  # keys skipped here, each with what to do instead
 
 
-# open-r1 keys with another shape here: (flag, how the value maps), or a refusal.
-_OPEN_R1 = {
-    "use_peft": ("", {True: None}),  # always LoRA here: true is accepted, false refused
-}
 # Keys of open-r1's recipes (and older TRL) this tool reads under another name.
 _RENAMED = {"dataset_prompt_column": "problem_column"}
 # Keys that belong elsewhere, or that older TRL had: skipped, each said once with what to do instead.
@@ -93,10 +89,6 @@ def load(path: str, command: str) -> Recipe:
             key, value = "dataset_config", value[0]
         key = _RENAMED.get(key, key)
         name = spellings.get(key, key)
-        if key in _OPEN_R1:
-            name, value = _open_r1(key, value, path)
-            if not name:
-                continue
         here = f"{key!r} (line {lines.get(key, '?')})"
         if name in where:
             raise RecipeError(f"--config {path}: {where[name]} and {here} set one setting ({name}): keep one.")
@@ -124,13 +116,6 @@ def load(path: str, command: str) -> Recipe:
     for key, value in env.items():
         os.environ[str(key)] = str(value)
     return Recipe(path, hashlib.sha256(raw).hexdigest()[:16], values, dict(trainer), skipped, notes)
-
-
-def _open_r1(key: str, value, path: str):
-    name, mapping = _OPEN_R1[key]
-    if value not in mapping:
-        raise RecipeError(f"--config {path}: {key}: {value!r} is not supported here; accepted: {list(mapping)}.")
-    return name, mapping[value]
 
 
 def _closest(key: str, command: str) -> str:
