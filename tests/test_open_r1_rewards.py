@@ -91,3 +91,19 @@ def test_a_run_trains_with_them(tiny_model_dir, tmp_path):
     rewards = "format,accuracy,tag_count,reasoning_steps,cosine,repetition_penalty,length"
     argv = [*flags, "--output_dir", str(tmp_path / "run"), "--reward_funcs", rewards, "--cosine_max_len", "50"]
     assert main.main(argv) == 0
+
+
+def test_trls_soft_overlong_punishment_by_name():
+    (func,) = get_reward_funcs("soft_overlong_punishment", {"max_completion_length": 10, "soft_punish_cache": 4})
+    assert func.__name__ == "soft_overlong_punishment_reward"
+    got = func(["a", "b", "c"], completion_ids=[[0] * 5, [0] * 8, [0] * 11])
+    assert got == [0.0, pytest.approx(-0.5), -1.0]  # free up to 6 tokens, -1 past 10
+    pickle.dumps(func)
+    (default,) = get_reward_funcs("get_soft_overlong_punishment", {"max_completion_length": 100})
+    assert (default.func.max_len, default.func.cache) == (100, 20)  # a fifth, as DAPO
+
+
+def test_a_run_trains_with_the_soft_overlong_punishment(tiny_model_dir, tmp_path):
+    flags = ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--max_steps", "1", "--no-preflight"]
+    argv = [*flags, "--output_dir", str(tmp_path / "run"), "--reward_funcs", "format,accuracy,soft_overlong_punishment"]
+    assert main.main([*argv, "--soft_punish_cache", "4"]) == 0

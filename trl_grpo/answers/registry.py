@@ -43,9 +43,10 @@ def get_reward_funcs(names, params: dict | None = None) -> list:
 # TRL's names for this project's rewards (the same job under this contract), and TRL's own rewards by
 # their names in trl.rewards (imported only when asked for).
 TRL_NAMES = {"accuracy_reward": "accuracy", "format_reward": "format"}
-TRL_OWN = ("think_format_reward", "reasoning_accuracy_reward")
+TRL_OWN = ("think_format_reward", "reasoning_accuracy_reward", "soft_overlong_punishment")
 OPEN_R1 = ("tag_count", "reasoning_steps", "cosine", "repetition_penalty", "length")  # answers/open_r1.py
 REWARD_PARAMETERS = tuple(flag for flags in PARAMETERS.values() for flag in flags)  # their flags
+REWARD_PARAMETERS += ("max_completion_length", "soft_punish_cache")  # soft_overlong_punishment's
 
 
 class TrlReward:
@@ -72,12 +73,34 @@ def parameters_of(settings: dict) -> dict:
     return {k: settings[k] for k in REWARD_PARAMETERS if settings.get(k) is not None}
 
 
+class SoftOverlongPunishment:
+    """TRL's ``get_soft_overlong_punishment`` (DAPO's length penalty: 0 up to ``max_len - cache``
+    tokens, then down to -1 at ``max_len``), called as the other rewards are: completions first, the
+    token ids by keyword. ``max_len`` is the run's --max_completion_length; ``cache`` --soft_punish_cache."""
+
+    __name__ = "soft_overlong_punishment_reward"
+
+    def __init__(self, max_len: int, cache: int) -> None:
+        self.max_len, self.cache = max_len, cache
+
+    def __call__(self, completions, completion_ids=None, **kwargs):
+        from trl.rewards import get_soft_overlong_punishment
+
+        if completion_ids is None:
+            raise ValueError("soft_overlong_punishment needs completion_ids (TRL and eval.py pass them).")
+        return get_soft_overlong_punishment(self.max_len, self.cache)(completion_ids=completion_ids)
+
+
 def _reward(spec: str, params: dict | None = None):
     """The function ``spec`` names: a built-in name, TRL's name for one, a reward of trl.rewards,
     open-r1's (with ``params``: flag name -> value), or a user's (``_user_reward``)."""
     found = open_r1_reward(spec, params)
     if found is not None:
         return found
+    if spec in ("soft_overlong_punishment", "get_soft_overlong_punishment"):
+        params = params or {}
+        max_len = int(params.get("max_completion_length") or 1024)
+        return SoftOverlongPunishment(max_len, int(params.get("soft_punish_cache") or max_len // 5))
     if spec in REWARD_FUNCS or spec in TRL_NAMES:
         return REWARD_FUNCS[TRL_NAMES.get(spec, spec)]
     if spec in TRL_OWN or spec.removeprefix("trl.rewards.") in TRL_OWN:

@@ -191,6 +191,13 @@ def _check_knobs(args) -> list[str]:
     )
     need(args.num_iterations >= 1, "num_iterations", args.num_iterations, "must be 1 or more")
     need(args.cosine_max_len >= 1, "cosine_max_len", args.cosine_max_len, "must be 1 or more characters")
+    if args.soft_punish_cache is not None:
+        need(
+            0 < args.soft_punish_cache <= args.max_completion_length,
+            "soft_punish_cache",
+            args.soft_punish_cache,
+            f"must be between 1 and --max_completion_length {args.max_completion_length}",
+        )
     need(args.repetition_n_grams >= 1, "repetition_n_grams", args.repetition_n_grams, "must be 1 or more words")
     need(
         _finite(args.repetition_max_penalty) and args.repetition_max_penalty <= 0,

@@ -226,6 +226,8 @@ FLAGS = [
        default=3),
     _f("repetition_max_penalty", "algorithm", TRAIN, "repetition_penalty reward when every n-gram repeats (<= 0)",
        type=float, default=-1.0),
+    _f("soft_punish_cache", "algorithm", TRAIN, "tokens before --max_completion_length where "
+       "soft_overlong_punishment starts to penalise (default: a fifth of it; DAPO)", type=int, default=None),
     _f("reward_weights", "algorithm", TRAIN, "comma-separated weights, one per reward (default: all 1.0)",
        default=None),
     _f("verify_timeout", "algorithm", BOTH, "hard wall-clock bound in seconds for one answer check", type=float,
