@@ -40,7 +40,8 @@ def render() -> str:
         "a test fails when it is stale.",
         "Every flag can also be set in a recipe file (`--config PATH.yaml`) under its recipe key; flags on the",
         "command line win. Every other `GRPOConfig` field is a flag of main.py and a recipe key under its own",
-        "name (the last table), generated from the installed TRL; `--trainer KEY=VALUE` works too.",
+        "name (the last section, grouped as TRL and transformers document them), generated from the installed TRL;",
+        "`--trainer KEY=VALUE` works too.",
         "",
     ]
     for command, title in (("train", "`main.py` (training)"), ("eval", "`eval.py` (evaluation)")):
@@ -50,7 +51,7 @@ def render() -> str:
             if len(rows) > 2:
                 lines += [f"### {group}", "", *rows, ""]
         if command == "train":
-            lines += trl_table()
+            lines += trl_table() + older_table()
     return "\n".join(lines)
 
 
@@ -65,13 +66,39 @@ def trl_table() -> list[str]:
         "Every other field of the installed TRL's `GRPOConfig` (trl_grpo/settings/trl_fields.py): a flag and a",
         "recipe key under its own name; unset, TRL's default applies.",
         "",
-        "| flag | recipe key | meaning |",
+        "Grouped as TRL's and transformers' own documentation groups them.",
+        "",
+    ]
+    ours = set(parser.trl_fields)
+    for group in parser._action_groups:
+        actions = [a for a in group._group_actions if a.dest in ours]
+        if not actions:
+            continue
+        rows += [f"#### {group.title}", "", "| flag | recipe key | meaning |", "| --- | --- | --- |"]
+        for action in actions:
+            spelled = ", ".join(f"`{o}`" for o in action.option_strings)
+            rows.append(f"| {spelled} | `{action.dest}` | {action.help.replace('%%', '%').replace('|', '/')} |")
+        rows.append("")
+    return rows
+
+
+def older_table() -> list[str]:
+    """Keys of older TRL and transformers releases (trl_grpo/settings/older_keys.py) and what becomes of them."""
+    from trl_grpo.settings.older_keys import OLDER
+
+    rows = [
+        "### Older releases' keys",
+        "",
+        "Keys that older TRL and transformers took, which recipes and tutorials still carry. In a recipe each is",
+        "read under today's name, or skipped, with one line saying so; typed on the command line, it stops with",
+        "its replacement.",
+        "",
+        "| older key | today | why |",
         "| --- | --- | --- |",
     ]
-    for name in parser.trl_fields:
-        action = next(a for a in parser._actions if a.dest == name)
-        spelled = ", ".join(f"`{o}`" for o in action.option_strings)
-        rows.append(f"| {spelled} | `{name}` | {action.help.replace('%%', '%').replace('|', '/')} |")
+    for key, old in OLDER.items():
+        now = f"`{old.now}`" + (" (converted)" if old.convert else "") if old.now else "skipped"
+        rows.append(f"| `--{key}` | {now} | {old.why} |")
     return [*rows, ""]
 
 

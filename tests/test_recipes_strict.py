@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from trl_grpo.settings import resolve
+from trl_grpo.settings import flags, resolve
 
 RECIPES = sorted(f for f in os.listdir(os.path.join(ROOT, "recipes")) if f.endswith(".yaml"))
 
@@ -268,3 +268,21 @@ def test_a_broken_field_cache_is_read_again(tmp_path, monkeypatch):
     for broken in ("[1, 2]", "null", '[{"name": "x"}]', "{}", "not json"):
         cached.write_text(broken)
         assert trl_fields.grpo_config_fields() == fields
+
+
+def test_trls_fields_are_grouped_as_trl_and_transformers_document_them():
+    """--help and docs/flags.md group the generated flags by the headings of GRPOConfig's and
+    TrainingArguments' docstrings; a docstring layout TRL or transformers changes would drop them here."""
+    from trl_grpo.settings import trl_fields
+
+    fields = {f["name"]: f["group"] for f in trl_fields.grpo_config_fields()}
+    placed = [n for n, g in fields.items() if g != trl_fields.OTHER]
+    assert len(placed) >= 0.95 * len(fields), sorted(n for n in fields if n not in placed)
+    assert (fields["temperature"], fields["beta"], fields["vllm_mode"]) == (
+        "TRL: generation",
+        "TRL: training",
+        "TRL: generation acceleration powered by vLLM",
+    )
+    assert fields["adam_beta2"] == "transformers: Optimizer"
+    titles = [g.title for g in flags.build_parser("train")._action_groups]
+    assert titles.index("GRPOConfig, TRL: training") < titles.index("GRPOConfig, transformers: Optimizer")

@@ -76,7 +76,11 @@ def test_trainer_fields_are_converted_and_a_field_with_its_own_flag_is_that_flag
 
 
 def test_a_trainer_value_grpoconfig_refuses_stops_before_any_load(tmp_path):
-    with pytest.raises(SystemExit, match="refused by GRPOConfig"):
+    with pytest.raises(
+        SystemExit,
+        match="GRPOConfig refuses this run's settings: .*generation_batch_size.*"
+        r"\(trainer: fields given: generation_batch_size\)",
+    ):
         resolve.parse("train", ["--trainer", "generation_batch_size=7"])  # not divisible by num_generations
 
 

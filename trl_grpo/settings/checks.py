@@ -312,7 +312,9 @@ def _check_grpo_config(args) -> list[str]:
         try:
             trl_configs.build_configs(args, folder, use_bf16=use_bf16, use_cpu=device == "cpu")
         except (TypeError, ValueError) as exc:
-            return [f"the trainer: settings {sorted(args.trainer)} are refused by GRPOConfig: {exc}"]
+            named = [k for k in sorted(args.trainer) if k in str(exc)]  # the fields TRL's complaint names
+            given = f" (trainer: fields given: {', '.join(named)})" if named else ""
+            return [f"GRPOConfig refuses this run's settings: {str(exc).strip()}{given}"]
     return []
 
 

@@ -354,10 +354,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         names = [f"--{flag.name}"] + [f"--{a}" for a in flag.aliases]
         groups[flag.group].add_argument(*names, dest=flag.name, **kwargs)
     if command == "train":  # then every other GRPOConfig field, under its own name (trl_fields.py)
-        from trl_grpo.settings import trl_fields
+        from trl_grpo.settings import older_keys, trl_fields
 
         taken = {f.name for f in flags_of(command)} | set(aliases(command))
         p.trl_fields = trl_fields.add_to(p, taken)
+        older_keys.add_to(p, taken | set(p.trl_fields))
     return p
 
 

@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass, field
 
 from trl_grpo.data.splits import DataError
-from trl_grpo.settings import flags
+from trl_grpo.settings import flags, older_keys
 from trl_grpo.settings.yaml_files import read_yaml
 
 
@@ -45,12 +45,11 @@ class Recipe:
 
 # Keys of open-r1's recipes (and older TRL) this tool reads under another name.
 _RENAMED = {"dataset_prompt_column": "problem_column"}
-# Keys that belong elsewhere, or that older TRL had: skipped, each said once with what to do instead.
+# Keys that belong elsewhere: skipped, each said once with what to do instead. (Older releases' keys:
+# older_keys.py.)
 _ELSEWHERE = {
     "num_processes": "the launcher's setting: accelerate launch --num_processes N",
     "overwrite_output_dir": "this tool never overwrites a run folder: a new --output_dir, or resume it",
-    "vllm_device": "older TRL's; vllm_mode (server or colocate) replaced it",
-    "use_liger_loss": "older TRL's; use_liger_kernel replaced it",
 }
 
 
@@ -71,13 +70,15 @@ def load(path: str, command: str) -> Recipe:
     trainer = data.pop("trainer", {}) or {}
     if not isinstance(trainer, dict):
         raise RecipeError(f"--config {path}: trainer: must map GRPOConfig fields to values.")
+    notes = []
+    trainer = _today(trainer, notes, path, lines, "trainer.")
+    data = _today(data, notes, path, lines)
     skipped = sorted(f"trainer: {k}" for k in trainer) if command != "train" else []
     trainer = trainer if command == "train" else {}
     nested = set(trainer)  # the keys written under trainer: (top-level GRPOConfig keys join them below)
     names, spellings = {f.name for f in flags.flags_of(command)}, flags.aliases(command)
     training = {f.name for f in flags.flags_of("train")} | set(flags.aliases("train"))
     values, where = {}, {}  # where: setting -> the key and line that set it
-    notes = []
     for key, value in data.items():
         key = str(key)
         if key in _ELSEWHERE:
@@ -116,6 +117,24 @@ def load(path: str, command: str) -> Recipe:
     for key, value in env.items():
         os.environ[str(key)] = str(value)
     return Recipe(path, hashlib.sha256(raw).hexdigest()[:16], values, dict(trainer), skipped, notes)
+
+
+def _today(mapping: dict, notes: list, path: str, lines: dict, under: str = "") -> dict:
+    """``mapping`` with older releases' keys under today's names (or dropped), a note for each; an older
+    key beside its new name is one setting said twice."""
+    out = {}
+    for key, value in mapping.items():
+        if str(key) not in older_keys.OLDER:
+            out[key] = value
+            continue
+        now, value, note = older_keys.in_recipe(str(key), value)
+        notes.append(under.replace(".", ": ") + note)
+        if now is not None and now in mapping:
+            raise RecipeError(f"--config {path}: {key!r} and {now!r} set one setting ({now}): keep {now!r}.")
+        if now is not None:
+            out[now] = value
+            lines.setdefault(under + now, lines.get(under + str(key), "?"))
+    return out
 
 
 def _closest(key: str, command: str) -> str:
@@ -244,6 +263,8 @@ def trainer_values(entries: dict, where: str = "trainer: (or --trainer)") -> dic
     fields = grpo_fields()
     out = {}
     for key, value in entries.items():
+        if key in older_keys.OLDER:
+            raise RecipeError(f"{where}: {older_keys.on_command_line(key)}")
         if key not in fields:
             raise RecipeError(f"{where}: GRPOConfig has no field {key!r}.{_closest(key, 'train')}")
         try:

@@ -25,7 +25,8 @@ SET_BY_THE_RUN = frozenset(
 )
 
 
-_FORMAT = 2  # of the cache file: a new format never reads an old file
+OTHER = "fields neither docstring places"
+_FORMAT = 3  # of the cache file: a new format never reads an old file
 
 
 def _cache_path(version: str) -> str:
@@ -34,7 +35,7 @@ def _cache_path(version: str) -> str:
 
 
 def _well_formed(fields) -> bool:
-    keys = {"name", "type", "default", "help", "bool"}
+    keys = {"name", "type", "default", "help", "bool", "group"}
     return isinstance(fields, list) and bool(fields) and all(isinstance(f, dict) and keys <= set(f) for f in fields)
 
 
@@ -69,13 +70,45 @@ def grpo_config_fields() -> list[dict]:
     return fields
 
 
+def sections(doc: str) -> dict[str, str]:
+    r"""Field name -> the heading it is documented under, from a docstring laid out as TRL's and
+    transformers' configs are (``> Parameters that control generation``, then ``name (`type`): ...``).
+
+    >>> sections("    > Parameters that control generation\n        temperature (`float`):\n"
+    ...          "    > [!TIP]\n    > Not a heading\n\n    > Optimizer\n        optim (`str`):")
+    {'temperature': 'generation', 'optim': 'Optimizer'}
+    """
+    import re
+
+    out, heading, in_note = {}, None, False
+    for line in (doc or "").splitlines():
+        text = line.strip()
+        if text.startswith("> [!"):  # a note or tip box: its lines are not headings
+            in_note = True
+            continue
+        if in_note and text.startswith(">"):
+            continue
+        in_note = False
+        if text.startswith("> ") and not text.startswith("> -"):
+            heading = text[2:].strip().removeprefix("Parameters that control ").removeprefix("the ")
+            continue
+        entry = re.match(r"\s+([A-Za-z_]\w*)( \(`|:$)", line)
+        if entry and heading:
+            out.setdefault(entry.group(1), heading)
+    return out
+
+
 def _read_from_trl() -> list[dict]:
     import dataclasses
     import typing
 
+    from transformers import TrainingArguments
     from trl import GRPOConfig
 
     hints = typing.get_type_hints(GRPOConfig)
+    # TRL's own sections first; the fields GRPOConfig inherits are grouped as transformers documents them
+    groups = {k: f"transformers: {v}" for k, v in sections(TrainingArguments.__doc__).items()}
+    groups.update({k: f"TRL: {v}" for k, v in sections(GRPOConfig.__doc__).items()})
     out = []
     for f in dataclasses.fields(GRPOConfig):
         if not f.init:
@@ -92,6 +125,7 @@ def _read_from_trl() -> list[dict]:
                 "default": default if isinstance(default, (str, int, float, bool, type(None))) else repr(default),
                 "help": text,
                 "bool": kind is bool or str(kind) in ("bool | None", "typing.Optional[bool]"),
+                "group": groups.get(f.name, OTHER),
             }
         )
     return out
@@ -114,15 +148,25 @@ class _Boolean(argparse.Action):
         setattr(namespace, self.dest, word)
 
 
+def _group_order(field: dict) -> int:
+    """TRL's own sections first, then transformers', then fields no docstring places (a stable sort keeps
+    each section's order)."""
+    if field["group"] == OTHER:
+        return 2
+    return 0 if field["group"].startswith("TRL") else 1
+
+
 def add_to(parser: argparse.ArgumentParser, taken: set[str]) -> list[str]:
     """Add a flag for every GRPOConfig field not in ``taken`` (the project's flags and spellings) and not
     set by the run itself; returns the names added."""
-    group = parser.add_argument_group("TRL's GRPOConfig fields (any other field, as in `trl grpo`)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
     added = []
-    for field in grpo_config_fields():
+    for field in sorted(grpo_config_fields(), key=_group_order):
         name = field["name"]
         if name in taken or name in SET_BY_THE_RUN:
             continue
+        title = f"GRPOConfig, {field['group']}"
+        group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
         short = field["help"].split(". ")[0][:160]
         default = f" (TRL's default: {field['default']})" if field["default"] not in (None, "") else ""
         help_text = f"{short}{default}".replace("%", "%%") or "a GRPOConfig field"
@@ -139,4 +183,4 @@ def add_to(parser: argparse.ArgumentParser, taken: set[str]) -> list[str]:
 
 if __name__ == "__main__":
     for field in grpo_config_fields():
-        print(f"{field['name']:40s} {field['type']:30s} {field['default']!r}")
+        print(f"{field['name']:40s} {field['type']:30s} {field['group']:40s} {field['default']!r}")
