@@ -31,7 +31,7 @@ from trl_grpo.data import prepare
 from trl_grpo.data.seen import SeenProblems
 from trl_grpo.fast.kv_cache import pick_attention
 from trl_grpo.fast.packed_logps import FastLogpsTrainer
-from trl_grpo.models import hardware, loading, locate
+from trl_grpo.models import hardware, loading, locate, start
 from trl_grpo.models.sampling import Sampling, end_ids
 from trl_grpo.observe import plots, preflight, report
 from trl_grpo.observe.telemetry import CompletionLog, TelemetryMixin
@@ -48,6 +48,7 @@ from trl_grpo.runs.control import (
 )
 from trl_grpo.runs.files import release, write_json_atomic
 from trl_grpo.runs.folders import RUN_LOCK, checkpoint_step, prepare_output_dir, record_attempt
+from trl_grpo.settings import adapting
 from trl_grpo.settings.trl_configs import build_configs, planned_steps, prompts_per_step
 from trl_grpo.training import cold_start, record
 
@@ -90,16 +91,13 @@ class RunTrainer(ReplanOnExtend, TelemetryMixin, FastLogpsTrainer):
     )
 
 
-def _resolve(args, state) -> dict:
+def _resolve(args, state, given=frozenset()) -> dict:
     """Where the model comes from, its tokenizer, and the hardware choices: device, precision,
     attention, fast paths (models/hardware.py decides each)."""
     with state.main_process_first():  # convert the embedded model once, not once per process
         resolved = locate.resolve_model(args.model_id)
-    if resolved["adapter"]:
-        raise UsageError(
-            f"--model_id {args.model_id!r} is a LoRA adapter; train from a base or merged model (eval.py takes "
-            "adapters)."
-        )
+    if resolved["adapter"]:  # training goes on from it (models/start.py): its own shape wins
+        start.check_adapter_flags(resolved["adapter"], args, given)
     if not os.path.isdir(resolved["base"]):
         locate.check_hub_model(resolved["base"])  # a clear error before any heavy work
     device = hardware.pick_device()
@@ -131,7 +129,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     # only TRL's TrainingArguments joined the processes later (each printed its own plan, and the
     # embedded model's one-time conversion was not shared).
     state = PartialState(cpu=hardware.pick_device() == "cpu")
-    hw = _resolve(args, state)
+    hw = _resolve(args, state, startup.given if startup else set())
     context = locate.context_length(hw["resolved"]["base"])
     train_ds, eval_ds, dropped, held_out = prepare_datasets(
         args, hw["tokenizer"], context
@@ -149,15 +147,21 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         print(run_length_line(args, len(train_ds), state.num_processes, why), flush=True)
     if sft_ds is not None:
         print(f"Cold start first: {args.sft_steps} supervised steps on {len(sft_ds)} worked solutions.", flush=True)
+    compute = "bfloat16" if hw["use_bf16"] else "float32"
     model = loading.load_model(
         hw["resolved"],
         hw["dtype"],
+        device=hw["device"] if args.load_in_4bit or args.load_in_8bit else None,
         trust_remote_code=args.trust_remote_code,
+        merge=not args.use_peft,  # from an adapter: trained on (LoRA), or merged into the weights that train
         attn_implementation=hw["attention"],
         revision=args.model_revision,
         init_kwargs=args.model_init_kwargs,
+        quantization=adapting.quantization_config(args, getattr(__import__("torch"), compute)),
+        trainable=args.use_peft,
     )
-    check_lora_targets(model, args.lora_target_modules)
+    if not hw["resolved"]["adapter"]:
+        start.check_targets(model, args)
     logger.info(
         "Model: %s | device %s | dtype %s | processes %d",
         hw["resolved"]["source"],
@@ -166,6 +170,8 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         state.num_processes,
     )
     grpo_config, lora_config = build_configs(args, output_dir, hw["use_bf16"], use_cpu=hw["device"] == "cpu")
+    if hw["resolved"]["adapter"]:
+        lora_config = None  # the model already holds the adapter it goes on training (or it was merged in)
     trackers = args.report_to.split(",")
     if args.logging_dir or "tensorboard" in trackers:
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir or os.path.join(output_dir, "runs"))
@@ -195,32 +201,17 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
         resumed_at = checkpoint_step(resume_ckpt) if resume_ckpt else 0 if args.resume_from_checkpoint else None
         trainer.completion_log = CompletionLog(path, args.completions_log_every, args.completions_log_max, resumed_at)
     if state.is_main_process:
-        trainer.model.print_trainable_parameters()  # as the original printed it
+        start.print_trainable(trainer.model)  # as the original printed it
     data = {"train": train_ds, "eval": eval_ds, "dropped": dropped, "held_out": held_out}
     data |= {"sft": sft_ds, "sft_left_out": sft_skipped}
     run_config = record.run_config(args, startup, output_dir, resume_ckpt, hw, state, trainer, data)
     run_config |= {
         "grpo_config": {k: v for k, v in grpo_config.to_dict().items() if not k.startswith("_")},
-        "lora_config": {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora_config.to_dict().items()},
+        "lora_config": start.lora_record(trainer.model),
+        "started_from": start.started_from(hw["resolved"], args.use_peft),
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     return trainer, stopper, run_config
-
-
-def check_lora_targets(model, targets: str) -> None:
-    """Refuse ``--lora_target_modules`` naming a module the model does not have (PEFT would raise later,
-    in a traceback), listing the linear layers it does have."""
-    import torch
-
-    if targets == "all-linear":
-        return
-    have = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-    missing = [t.strip() for t in targets.split(",") if t.strip() not in have]
-    if missing:
-        raise UsageError(
-            f"--lora_target_modules {targets!r}: the model has no module named {', '.join(missing)}. Its linear "
-            f"layers are {', '.join(have)}; or use all-linear."
-        )
 
 
 def _wandb_offline_unless_logged_in(output_dir: str) -> None:
@@ -307,12 +298,27 @@ def _write_report(output_dir: str) -> None:
         )
 
 
-def _save_tokenizer_and_merged(trainer, tokenizer, output_dir: str, save_merged: bool) -> None:
+def _save_tokenizer_and_merged(trainer, tokenizer, output_dir: str, args) -> None:
     tokenizer.save_pretrained(output_dir)
-    if save_merged:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(os.path.join(output_dir, "merged"), safe_serialization=True)
-        tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
+    if not args.save_merged:
+        return
+    if not hasattr(trainer.model, "merge_and_unload"):
+        logger.info(
+            "--save_merged: the run trained the whole model; %s holds it already (nothing to merge)", output_dir
+        )
+        return
+    model = trainer.model
+    if args.load_in_4bit or args.load_in_8bit:  # merged into a full-precision copy of the base, not the quantized one
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(
+            locate.resolve_model(args.model_id)["base"], dtype="auto", trust_remote_code=args.trust_remote_code
+        )
+        model = PeftModel.from_pretrained(base, output_dir)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(os.path.join(output_dir, "merged"), safe_serialization=True)
+    tokenizer.save_pretrained(os.path.join(output_dir, "merged"))
 
 
 def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> int:
@@ -389,18 +395,19 @@ def _run(args, startup, output_dir: str, resume_ckpt: str | None, callbacks) -> 
             output_dir,
         )
         return 130
-    trainer.save_model(output_dir)  # the adapter only (PEFT)
+    trainer.save_model(output_dir)  # the adapter only (PEFT), or the whole model (--no-use_peft)
     if state.is_main_process:
-        _save_tokenizer_and_merged(trainer, tokenizer, output_dir, args.save_merged)
+        _save_tokenizer_and_merged(trainer, tokenizer, output_dir, args)
         attempt.update({"finished": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True})
         record_attempt(output_dir, attempt)
         cold = attempt.get("sft") if isinstance(attempt.get("sft"), dict) else None
         logger.info(
-            "Done: %s%d GRPO steps in %.1f min. Adapter, run_config.json, run_state.json, log_history.json and "
+            "Done: %s%d GRPO steps in %.1f min. %s, run_config.json, run_state.json, log_history.json and "
             "reward_curves.png in %s",
             f"{cold['steps']} cold-start steps in {cold['train_wall_s'] / 60:.1f} min, then " if cold else "",
             steps,
             wall / 60,
+            "Adapter" if args.use_peft else "Model weights",
             output_dir,
         )
         print(f"Run folder: {output_dir}")

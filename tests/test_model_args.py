@@ -85,24 +85,6 @@ def test_eager_attention_and_init_kwargs_train(tiny_model_dir, tmp_path):
         assert json.load(f)["attn_implementation"] == "eager"
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--no-use_peft"],
-        ["--use_dora"],
-        ["--use_rslora", "true"],
-        ["--lora_modules_to_save", "lm_head"],
-        ["--load_in_4bit"],
-        ["--load_in_8bit"],
-        ["--bnb_4bit_quant_type", "nf4"],
-        ["--use_bnb_nested_quant"],
-        ["--bnb_4bit_quant_storage", "uint8"],
-    ],
-)
-def test_modelconfigs_other_adaptations_refuse_anything_but_lora_in_one_line(argv):
-    assert "not supported yet; this tool trains LoRA adapters" in _refused(argv)
-
-
 def test_today_s_adaptation_is_accepted_under_trls_names(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("use_peft: true\nuse_dora: false\nload_in_4bit: false\n")  # as open-r1 recipes write them

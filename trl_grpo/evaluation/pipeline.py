@@ -26,7 +26,7 @@ from trl_grpo.models import hardware, loading, locate
 from trl_grpo.observe import metrics
 from trl_grpo.observe.telemetry import contract_telemetry
 from trl_grpo.runs.cli import UsageError, user_errors
-from trl_grpo.runs.context import changed_reward_files, check_held_out, run_settings, split_context
+from trl_grpo.runs.context import changed_reward_files, check_held_out, run_record, run_settings, split_context
 from trl_grpo.runs.files import release, write_json_atomic
 from trl_grpo.runs.results import (
     PartialResults,
@@ -291,11 +291,13 @@ def _main(argv: list[str] | None) -> int:
         elif args.compare:
             compare_model = args.compare
             if compare_model == "base":
-                if not resolved["adapter"]:
+                trained_from = run_record(args.model_dir).get("model_path")  # a run's base, full fine-tuning's too
+                if not resolved["adapter"] and not trained_from:
                     raise UsageError(
-                        f"--compare base needs --model_dir to be an adapter folder; {args.model_dir!r} is not one."
+                        f"--compare base needs --model_dir to be an adapter or a run folder; {args.model_dir!r} is "
+                        "neither. Name the model: --compare MODEL."
                     )
-                compare_model = args.base_model or resolved["base"]
+                compare_model = args.base_model or (resolved["base"] if resolved["adapter"] else trained_from)
             compare_file = summary_path(output_file)[: -len(".summary.json")] + ".compare.json"
             jobs.append(
                 (compare_model, f"{compare_model} (compare)", plan_output(args, compare_model, compare_file), None)

@@ -29,6 +29,17 @@ def load_tokenizer(
     return tokenizer
 
 
+def _quantized_device_map(device: str | None) -> dict:
+    """Where a quantized model loads: this process's GPU (one per process under a launcher), else ``device``."""
+    import torch
+
+    if torch.cuda.is_available() and device in (None, "cuda"):
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index}
+    return {"": device or "cpu"}
+
+
 def load_model(
     resolved: dict,
     dtype,
@@ -38,8 +49,13 @@ def load_model(
     attn_implementation: str | None = None,
     revision: str | None = None,
     init_kwargs: dict | None = None,
+    quantization=None,
+    trainable: bool = False,
 ):
-    """Load the base weights (safetensors only), attach the adapter if any, and move to ``device``."""
+    """Load the base weights (safetensors only), attach the adapter if any, and move to ``device``.
+
+    ``quantization``: a ``BitsAndBytesConfig`` (the base loads quantized, on ``device`` or the process's own
+    GPU); ``trainable``: the adapter is attached to be trained on (never merged)."""
     from transformers import AutoModelForCausalLM
 
     extra = dict(init_kwargs or {})  # settings/checks.py refuses keys that the arguments below set
@@ -47,15 +63,18 @@ def load_model(
         extra["attn_implementation"] = attn_implementation
     if revision:
         extra["revision"] = revision
+    if quantization is not None:
+        extra["quantization_config"] = quantization
+        extra["device_map"] = _quantized_device_map(device)
     model = AutoModelForCausalLM.from_pretrained(
         resolved["base"], dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **extra
     )
     if resolved.get("adapter"):
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, resolved["adapter"])
-        if merge:  # generation runs faster without the LoRA side path
+        model = PeftModel.from_pretrained(model, resolved["adapter"], is_trainable=trainable)
+        if merge and not trainable:  # generation runs faster without the LoRA side path
             model = model.merge_and_unload()
-    if device:
+    if device and quantization is None:  # a quantized model is placed as it loads and cannot be moved
         model = model.to(device)
     return model

@@ -47,6 +47,11 @@ def user_errors():
 
 def cli(main) -> int:
     """Run an entry point's ``main()``; a user error becomes ``error: ...`` lines and exit code 2."""
+    import logging
+
+    # bitsandbytes, when installed, warns at import (PEFT imports it) that an optional faster CPU kernel
+    # package is absent: noise on every command, and it would precede a refusal's one line.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         with user_errors():
             return main()

@@ -16,7 +16,7 @@ import re
 from trl_grpo.data import prompts, sources, splits
 from trl_grpo.models.locate import EMBEDDED_MODEL_ID
 from trl_grpo.runs.cli import UsageError
-from trl_grpo.settings import trl_configs
+from trl_grpo.settings import adapting, backends, trl_configs
 from trl_grpo.settings.trl_configs import reward_weights
 
 # Loss types of TRL 1.x known without importing it; any other value is checked against the installed TRL.
@@ -29,29 +29,13 @@ def check_train(args) -> None:
     """Check main.py's settings; ``UsageError`` with one line per problem."""
     problems = _check_numbers(args) + _check_knobs(args) + _check_names(args) + _check_places(args)
     problems += check_launch(os.environ, os.cpu_count() or 1)
-    problems += [
-        f"--{'no-' if today is True else ''}{name}: not supported yet; this tool trains LoRA adapters on a "
-        "full-precision base (--lora_r, --lora_alpha, --lora_dropout, --lora_target_modules). Drop it."
-        for name, today in NOT_YET.items()
-        if getattr(args, name) != today
-    ]
+    problems += adapting.check(args)
     if (args.trainer or {}).get("use_liger_kernel"):
-        problems += _check_liger()
+        problems += backends.check_liger()
     if not problems and (args.trainer or {}).get("push_to_hub"):
         problems += check_hub_push((args.trainer or {}).get("hub_model_id"))
     if problems:
         raise UsageError("\n".join(problems))
-
-
-def _check_liger() -> list[str]:
-    import importlib.util
-
-    import torch
-
-    if torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None:
-        return []
-    where = "liger-kernel is not installed" if torch.cuda.is_available() else "its kernels need a CUDA GPU"
-    return [f"use_liger_kernel: {where}; run without it (--use_liger_kernel false)."]
 
 
 def check_hub_push(repo_id: str | None, whoami=None) -> list[str]:
@@ -76,12 +60,6 @@ def check_hub_push(repo_id: str | None, whoami=None) -> list[str]:
         if repo_id.split("/")[0] not in orgs:
             return [f"hub_model_id {repo_id!r}: you are logged in as {name!r}, who cannot push there."]
     return []
-
-
-# ModelConfig's adaptation fields and today's behaviour, the only value each accepts until it is built.
-NOT_YET = {"use_peft": True, "use_dora": False, "use_rslora": False, "lora_modules_to_save": None}
-NOT_YET |= {"load_in_4bit": False, "load_in_8bit": False, "bnb_4bit_quant_type": None}
-NOT_YET |= {"use_bnb_nested_quant": False, "bnb_4bit_quant_storage": None}
 
 
 def check_launch(env, cores: int, cuda: bool | None = None) -> list[str]:
@@ -346,8 +324,8 @@ def _check_places(args) -> list[str]:
         )
     if "trackio" in trackers and importlib.util.find_spec("trackio") is None:
         problems.append("--report_to trackio needs trackio: pip install trackio, or use --report_to tensorboard.")
-    if args.use_vllm and importlib.util.find_spec("vllm") is None:
-        problems.append("--use_vllm needs vLLM: pip install vllm (CUDA GPUs only). Or drop --use_vllm.")
+    if args.use_vllm:
+        problems += backends.check_vllm()
     return problems
 
 
@@ -401,6 +379,8 @@ ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_at
 # from_pretrained arguments the run sets from its own flags: --model_init_kwargs may not set them twice.
 _SET_BY_FLAGS = {"dtype": "--bf16", "torch_dtype": "--bf16", "trust_remote_code": "--trust_remote_code"}
 _SET_BY_FLAGS |= {"attn_implementation": "--attn_implementation", "revision": "--model_revision"}
+_SET_BY_FLAGS |= {"quantization_config": "--load_in_4bit or --load_in_8bit (and the bnb_* flags)"}
+_SET_BY_FLAGS |= {"device_map": "the launcher (one process per device)"}
 
 
 def check_model_args(args, cuda: bool | None = None) -> list[str]:

@@ -122,20 +122,30 @@ FLAGS = [
     _f("lora_dropout", "model", TRAIN, "dropout on the LoRA path", type=float, default=0.0),
     _f("lora_target_modules", "model", TRAIN, "'all-linear' or comma-separated module names, e.g. q_proj,v_proj",
        default="all-linear"),
-    # TRL ModelConfig's other ways to adapt a model: only LoRA on a full-precision base is built so far,
-    # and each of these refuses anything else in one line (settings/checks.py NOT_YET).
-    _f("use_peft", "model", TRAIN, "train LoRA adapters (off: full fine-tuning, not supported yet)",
-       action=OnOff, default=True),
-    _f("use_dora", "model", TRAIN, "DoRA adapters (not supported yet)", action=OnOff, default=False),
-    _f("use_rslora", "model", TRAIN, "rank-stabilised LoRA scaling (not supported yet)", action=OnOff, default=False),
-    _f("lora_modules_to_save", "model", TRAIN, "modules trained in full beside the adapters (not supported yet)",
-       default=None),
-    _f("load_in_4bit", "model", TRAIN, "a 4-bit base, QLoRA (not supported yet)", action=OnOff, default=False),
-    _f("load_in_8bit", "model", TRAIN, "an 8-bit base (not supported yet)", action=OnOff, default=False),
-    _f("bnb_4bit_quant_type", "model", TRAIN, "4-bit quantization type (with --load_in_4bit)", default=None),
-    _f("use_bnb_nested_quant", "model", TRAIN, "nested 4-bit quantization (with --load_in_4bit)", action=OnOff,
-       default=False),
-    _f("bnb_4bit_quant_storage", "model", TRAIN, "4-bit storage dtype (with --load_in_4bit)", default=None),
+    # TRL ModelConfig's ways to adapt a model (settings/checks.py checks them together; docs/adapting.md).
+    _f("use_peft", "model", TRAIN, "train LoRA adapters (--no-use_peft: full fine-tuning, the whole model trains and "
+       "the run folder holds its full weights)", action=OnOff, default=True),
+    _f("use_dora", "model", TRAIN, "DoRA: LoRA with a learned magnitude per output (weight-decomposed)",
+       action=OnOff, default=False),
+    _f("use_rslora", "model", TRAIN, "rank-stabilised LoRA: scale alpha/sqrt(r) instead of alpha/r",
+       action=OnOff, default=False),
+    _f("lora_modules_to_save", "model", TRAIN, "comma-separated modules trained in full beside the adapters "
+       "(e.g. lm_head) and saved with them", default=None),
+    _f("lora_target_parameters", "model", TRAIN, "comma-separated parameter names LoRA adapts directly (e.g. a "
+       "mixture-of-experts layer's experts.gate_up_proj), beside --lora_target_modules", default=None),
+    _f("lora_task_type", "model", TRAIN, "PEFT task type: CAUSAL_LM, the only one a GRPO policy has",
+       default="CAUSAL_LM"),
+    _f("load_in_4bit", "model", TRAIN, "QLoRA: the base in 4 bits (bitsandbytes: pip install -r "
+       "requirements-qlora.txt), LoRA adapters trained on it", action=OnOff, default=False),
+    _f("load_in_8bit", "model", TRAIN, "the base in 8 bits (bitsandbytes), LoRA adapters trained on it",
+       action=OnOff, default=False),
+    _f("bnb_4bit_quant_type", "model", TRAIN, "4-bit type with --load_in_4bit: nf4 or fp4", default="nf4",
+       choices=["nf4", "fp4"]),
+    _f("use_bnb_nested_quant", "model", TRAIN, "with --load_in_4bit, quantize the quantization constants too "
+       "(about 0.4 bits a weight less)", action=OnOff, default=False),
+    _f("bnb_4bit_quant_storage", "model", TRAIN, "with --load_in_4bit, the dtype the packed weights are stored in "
+       "(uint8; bfloat16 or float16 where FSDP shards them)", default="uint8",
+       choices=["uint8", "bfloat16", "float16", "float32"]),
     # ---- data
     _f("dataset_id", "data", BOTH, "'builtin' or 'builtin:LEVELS' (e.g. builtin:1-2; builtin:1-2,3-4@0.25 keeps a "
        "quarter of levels 3-4's train rows), a local dataset folder or file, or a hub id",
@@ -256,7 +266,7 @@ FLAGS = [
        "when > 1)", type=int, default=1),
     _f("batch_size", "generation", EVAL, "prompts per generation batch (finished rows leave a batch early, so bigger "
        "batches waste little); lowered to what fits a quarter of free memory", type=int, default=128),
-    _f("use_vllm", "generation", TRAIN, "generate with vLLM (GPU only; pip install vllm)",
+    _f("use_vllm", "generation", TRAIN, "generate with vLLM (CUDA GPUs; pip install -r requirements-vllm.txt)",
        action=OnOff, default=False, to_trl=True),
     _f("vllm_mode", "generation", TRAIN, "vLLM in the training process, or a separate `trl vllm-serve`",
        default="colocate", choices=["colocate", "server"], to_trl=True),

@@ -36,13 +36,12 @@ def reward_weights(args) -> list[float] | None:
 
 
 def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
-    """``GRPOConfig`` and ``LoraConfig`` from the settings; every flag maps to a field of the same name,
-    and ``args.trainer`` (GRPOConfig fields set by name) last."""
-    from peft import LoraConfig
+    """``GRPOConfig`` and ``LoraConfig`` (None for full fine-tuning) from the settings; every flag maps to a
+    field of the same name, and ``args.trainer`` (GRPOConfig fields set by name) last."""
     from trl import GRPOConfig
 
-    targets = args.lora_target_modules
-    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    from trl_grpo.settings import adapting
+
     fields = {name: getattr(args, name) for name in SAME_NAME}
     fields.update(
         output_dir=output_dir,
@@ -59,14 +58,7 @@ def build_configs(args, output_dir: str, use_bf16: bool, use_cpu: bool):
         fields.update(eval_strategy="steps", eval_steps=args.eval_steps)
     fields.update(getattr(args, "trainer", None) or {})
     grpo = GRPOConfig(**fields)
-    lora = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    return grpo, lora
+    return grpo, adapting.lora_config(args)
 
 
 def build_sft_config(args, sft_dir: str, grpo):

@@ -88,9 +88,15 @@ def recorded(output_dir: str) -> dict:
 def finished(output_dir: str) -> bool:
     """Whether the phase finished and saved its adapter (``sft/COMPLETE`` is written last)."""
     folder = sft_dir(output_dir)
-    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER)) and os.path.isfile(
-        os.path.join(folder, "adapter_model.safetensors")
-    )
+    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER)) and _weights(folder) is not None
+
+
+def _weights(folder: str) -> str | None:
+    """The phase's saved weights: its adapter, or the whole model's (full fine-tuning)."""
+    for name in ("adapter_model.safetensors", "model.safetensors"):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
 
 
 def _record(output_dir: str, record: dict) -> None:
@@ -101,11 +107,22 @@ def _record(output_dir: str, record: dict) -> None:
 
 
 def load_finished(model, output_dir: str) -> None:
-    """The model's adapter becomes the one the finished phase saved (GRPO starts from it)."""
-    from peft import set_peft_model_state_dict
+    """The model's adapter (or, full fine-tuning, its weights) becomes what the finished phase saved (GRPO
+    starts from it)."""
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(os.path.join(sft_dir(output_dir), "adapter_model.safetensors")))
+    weights = load_file(_weights(sft_dir(output_dir)))
+    if hasattr(model, "get_base_model"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, weights)
+    else:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])
+        if unexpected or [k for k in missing if k not in tied]:
+            raise RuntimeError(f"the cold start's weights do not fit the model: {missing[:3]} {unexpected[:3]}")
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
     logger.info("Cold start done before: GRPO starts from %s", sft_dir(output_dir))
 
 
@@ -212,6 +229,11 @@ def cold_start(trainer, args, output_dir: str, stopper, attempt: dict, dropped: 
         if is_main:
             record_attempt(output_dir, attempt)
         return True
+    # GRPO starts from the seed, as a run started from the phase's adapter (--model_id RUN/sft) starts: the
+    # phase's draws (its batches and dropout) do not shift GRPO's sampling, so both ways end alike.
+    from transformers import set_seed
+
+    set_seed(args.seed)
     if plan is not None:
         report = preflight.run_preflight(trainer, plan, trainer.train_dataset, dropped)
         report["sampled_from"] = f"the model after {record['steps']} cold-start steps"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from trl_grpo.answers import registry
+from trl_grpo.models import start
 
 
 def versions() -> dict:
@@ -26,7 +27,7 @@ def versions() -> dict:
 def run_config(args, startup, output_dir, resume_ckpt, hw, state, trainer, data) -> dict:
     """What run_config.json records of a run: its flags and recipe, where the model came from and
     how it runs, the rows it trains on and holds out, its size and the library versions."""
-    trainable, total = trainer.model.get_nb_trainable_parameters()
+    trainable, total = start.trainable_counts(trainer.model)
     sft_ds = data["sft"]
     return {
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
