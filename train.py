@@ -309,13 +309,15 @@ def _save_tokenizer_and_merged(trainer, tokenizer, output_dir: str, args) -> Non
         return
     model = trainer.model
     if args.load_in_4bit or args.load_in_8bit:  # merged into a full-precision copy of the base, not the quantized one
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        base = AutoModelForCausalLM.from_pretrained(
-            locate.resolve_model(args.model_id)["base"], dtype="auto", trust_remote_code=args.trust_remote_code
+        resolved = {"base": locate.resolve_model(args.model_id)["base"], "adapter": output_dir}
+        model = loading.load_model(
+            resolved,
+            "auto",
+            trust_remote_code=args.trust_remote_code,
+            merge=False,
+            revision=args.model_revision,
+            init_kwargs=args.model_init_kwargs,
         )
-        model = PeftModel.from_pretrained(base, output_dir)
     merged = model.merge_and_unload()
     merged.save_pretrained(os.path.join(output_dir, "merged"), safe_serialization=True)
     tokenizer.save_pretrained(os.path.join(output_dir, "merged"))

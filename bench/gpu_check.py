@@ -101,6 +101,46 @@ def train_run(check: Check, fast: str, model_dir: str, work: str, opts, device: 
     return None
 
 
+# The other ways to adapt (docs/adapting.md), each a short run with the paths on; QLoRA and vLLM only where
+# their package is there (the GPU machine reaches no network: a skip says which line installs it).
+ADAPTATIONS = {
+    "train_dora": ["--use_dora"],
+    "train_full": ["--no-use_peft", "--learning_rate", "1e-5"],
+    "train_qlora": ["--load_in_4bit"],
+    "train_vllm": ["--use_vllm", "--trainer", "vllm_mode=colocate", "--trainer", "vllm_gpu_memory_utilization=0.3"],
+}
+
+
+def adaptations(check: Check, model_dir: str, work: str, opts, device: str) -> None:
+    import train
+    from trl_grpo.settings import backends, resolve
+
+    gates = {"train_qlora": lambda: backends.check_bitsandbytes("--load_in_4bit"), "train_vllm": backends.check_vllm}
+    for name, flags in ADAPTATIONS.items():
+        refused = gates[name]() if name in gates else []
+        if refused:
+            check.details[name] = f"skipped: {refused[0]}"
+            continue
+        out = os.path.join(work, name)
+        argv = ["--model_id", model_dir, "--output_dir", out, "--dataset_id", "builtin:1", "--seed", "0"]
+        argv += ["--train_split", "train[:64]", "--max_steps", str(opts.steps)]
+        argv += ["--per_device_train_batch_size", str(opts.batch_size)]
+        argv += ["--num_generations", "4", "--report_to", "none", "--no-preflight"]
+        argv += ["--max_completion_length", str(opts.max_completion_length), "--reward_funcs", "format,accuracy,chars"]
+        times: list[float] = []
+        with check.run(name):
+            args, startup = resolve.parse("train", [*argv, *flags])
+            with Peak(device) as peak:
+                code = train.train(args, startup, callbacks=[step_timer(device, times)])
+            with open(os.path.join(out, "run_state.json")) as f:
+                attempt = json.load(f)["attempts"][-1]
+            ok = code == 0 and attempt["steps"] == opts.steps
+            check.set(name, ok, **{name: {"fast_paths": attempt["fast_paths"]}})
+            check.timings[f"{name}_step_s"] = round(times[-1], 3) if times else None
+            if peak.mb is not None:
+                check.timings[f"{name}_peak_mb"] = peak.mb
+
+
 def adapter_and_hook(check: Check, run_dir: str, device: str, opts):
     import torch
 
@@ -309,6 +349,8 @@ def run_checks(opts) -> dict:
         fast_logps_exact(check, runs["on"], device)
         eval_runs(check, runs["on"], work, device, opts)
         decode_profile(check, runs["on"], device, opts)
+    if not opts.skip_adaptations:
+        adaptations(check, model_dir, work, opts, device)
     t = check.timings
     if t.get("train_step_s_off") and t.get("train_step_s_on"):
         t["train_speedup_on_vs_off"] = round(t["train_step_s_off"] / t["train_step_s_on"], 2)
@@ -340,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=16,
         help="completions per GRPO step (4 per prompt); the CPU test uses fewer, the GPU check keeps 16",
+    )
+    p.add_argument(
+        "--skip_adaptations", action="store_true", help="leave out the DoRA, full, QLoRA and vLLM runs (ADAPTATIONS)"
     )
     p.add_argument("--work_dir", default=None, help="keep runs and results here (default: a temporary folder, removed)")
     p.add_argument("--json_out", default=None, help="also write the result JSON to this file")

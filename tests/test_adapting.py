@@ -57,6 +57,8 @@ def test_full_fine_tuning_trains_resumes_and_is_scored(tiny_model_dir, tmp_path)
     assert any((before[k] - after[k]).abs().max() > 0 for k in after if k in before)  # the weights themselves moved
     assert main.main(["--output_dir", str(out), "--resume_from_checkpoint", "last", "--max_steps", "3"]) == 0
     assert json.loads((out / "run_state.json").read_text())["attempts"][-1]["steps"] == 3
+    # resumed at its last step: nothing left to train, the checkpoint's whole-model weights are the run's
+    assert main.main(["--output_dir", str(out), "--resume_from_checkpoint", "last"]) == 0
     assert _evaluates(out, tmp_path) and _evaluates(out / "checkpoint-2", tmp_path)
 
 
@@ -123,6 +125,42 @@ def test_an_adapters_own_shape_wins_over_a_flag_that_disagrees(tmp_path):
     assert "\n" not in message
     args, startup = resolve.parse("train", ["--model_id", str(folder), "--lora_r", "16"])
     start.check_adapter_flags(str(folder), args, startup.given)  # agreeing is fine
+    del config["r"]  # a field left out is PEFT's default (r 8)
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    args, startup = resolve.parse("train", ["--model_id", str(folder), "--lora_r", "8"])
+    start.check_adapter_flags(str(folder), args, startup.given)
+    args, startup = resolve.parse("train", ["--model_id", str(folder), "--no-use_peft", "--beta", "0.04"])
+    with pytest.raises(ModelError, match="the base without this adapter"):
+        start.check_adapter_flags(str(folder), args, startup.given)
+
+
+def test_targets_are_matched_as_peft_matches_them(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from trl_grpo.models import start
+    from trl_grpo.models.locate import ModelError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for flags in (["--lora_target_modules", "self_attn.q_proj,v_proj"], ["--lora_modules_to_save", "model.norm"]):
+        start.check_targets(model, resolve.parse("train", flags)[0])  # a dotted suffix names them, as in PEFT
+    args = resolve.parse("train", ["--lora_target_parameters", "layers.0.mlp.up_proj.weight"])[0]
+    start.check_targets(model, args)
+    for flags, says in (
+        (["--lora_target_modules", "qq_proj"], "no linear layer named qq_proj"),
+        (["--lora_modules_to_save", "head"], "no module named head"),
+        (["--lora_target_modules", "none"], "adapts nothing"),
+    ):
+        with pytest.raises(ModelError, match=says):
+            start.check_targets(model, resolve.parse("train", flags)[0])
+
+
+def test_runs_recorded_before_the_4bit_flags_resume():
+    """Runs from before these flags recorded bnb_4bit_quant_type and _storage as null."""
+    from trl_grpo.settings import adapting
+
+    args, _ = resolve.parse("train", [])
+    args.bnb_4bit_quant_type = args.bnb_4bit_quant_storage = None
+    assert adapting.check(args) == []
 
 
 @pytest.mark.parametrize(
@@ -143,10 +181,9 @@ def test_what_cannot_work_together_is_one_line_before_loading(argv, says):
 
 
 @pytest.mark.slow
-def test_qlora_trains_where_bitsandbytes_runs_and_else_refuses_in_one_line(tmp_path, monkeypatch):
+def test_qlora_trains_where_bitsandbytes_runs_and_else_refuses_in_one_line(tiny_model_dir, tmp_path):
     """With bitsandbytes installed (pip install -r requirements-qlora.txt) a 4-bit base trains here (its CPU
-    kernels run where CUDA is absent); without it, one line names the file. The embedded model: bitsandbytes
-    quantizes in blocks of 64, wider than the test suite's tiny model."""
+    kernels run where CUDA is absent); without it, one line names the file."""
     import importlib.util
 
     from trl_grpo.settings import backends
@@ -156,10 +193,18 @@ def test_qlora_trains_where_bitsandbytes_runs_and_else_refuses_in_one_line(tmp_p
             resolve.parse("train", ["--load_in_4bit"])
         return
     assert not backends.check_bitsandbytes("--load_in_4bit")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    # bitsandbytes quantizes in blocks of 64 values: the tiny model's tokenizer on a 64-wide model
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.update({"hidden_size": 64, "intermediate_size": 128, "head_dim": 32})
+    torch.manual_seed(0)
+    model_dir = tmp_path / "wide"
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
     out = tmp_path / "qlora"
-    flags = ["--load_in_4bit", "--max_steps", "1", "--max_completion_length", "4", "--per_device_train_batch_size", "2"]
-    flags += ["--num_generations", "2", "--train_split", "train[:4]", "--no-preflight", "--report_to", "none"]
-    assert main.main([*flags, "--output_dir", str(out)]) == 0
+    assert _train(str(model_dir), out, "--load_in_4bit", "--max_steps", "1") == 0
     assert json.loads((out / "run_config.json").read_text())["args"]["load_in_4bit"] is True
     assert (out / "adapter_model.safetensors").is_file()
     assert _evaluates(out, tmp_path)
@@ -172,3 +217,13 @@ def test_the_qlora_file_pins_what_the_tool_accepts():
     with open(os.path.join(ROOT, "requirements-qlora.txt"), encoding="utf-8") as f:
         lines = [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
     assert lines == ["-r requirements.txt", f"bitsandbytes{backends.BNB_TESTED}"]
+
+
+def test_full_fine_tuning_takes_its_own_learning_rate(capsys):
+    """Measured: the whole embedded model at LoRA's 2e-4 collapsed (0.000), at 1e-5 it learned (0.545)."""
+    args, _ = resolve.parse("train", ["--no-use_peft"])
+    assert args.learning_rate == 1e-5 and "learning rate 1e-05 (full fine-tuning's default)" in capsys.readouterr().out
+    args, _ = resolve.parse("train", ["--no-use_peft", "--learning_rate", "2e-4"])
+    assert args.learning_rate == 2e-4 and "warning: --no-use_peft at learning rate 0.0002" in capsys.readouterr().out
+    args, _ = resolve.parse("train", [])
+    assert args.learning_rate == 2e-4  # LoRA's

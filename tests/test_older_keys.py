@@ -56,7 +56,7 @@ def test_an_older_key_beside_its_new_name_is_one_setting_said_twice(tmp_path):
         (["--use_liger_loss", "true"], "error: --use_liger_loss is an older release's name: TRL 0.28 renamed it"),
         (["--vllm_device=cuda:1"], "error: --vllm_device is an older release's setting: TRL 0.18 removed it"),
         (["--token_entropy_percentile_threshold", "0.8"], "give --top_entropy_quantile (note the new scale)."),
-        (["--no_cuda"], "transformers 5 removed it for use_cpu; give --use_cpu."),
+        (["--no_cuda"], "transformers 5 removed it; the device is picked here: CUDA_VISIBLE_DEVICES= hides GPUs."),
     ],
 )
 def test_an_older_flag_stops_with_its_replacement(argv, says, capsys):
@@ -76,3 +76,18 @@ def test_older_flags_stay_out_of_help_and_the_run_record():
     parser = flags.build_parser("train")
     assert "use_liger_loss" not in parser.format_help()
     assert not any(hasattr(parser.parse_args([]), k) for k in older_keys.OLDER)
+
+
+def test_an_older_key_left_null_is_skipped_and_a_bad_value_is_one_line(tmp_path, capsys):
+    path = _recipe(tmp_path, "evaluation_strategy: null\neval_strategy: 'no'\nper_gpu_train_batch_size: null\n")
+    args, _ = resolve.parse("train", ["--config", path])
+    assert args.trainer["eval_strategy"] == "no" and args.per_device_train_batch_size == 16
+    assert "evaluation_strategy skipped (null;" in capsys.readouterr().out
+    for bad in ("80", "high", "[0.8]"):
+        with pytest.raises(UsageError, match="token_entropy_percentile_threshold: .*threshold in \\[0, 1\\]|float"):
+            resolve.parse("train", ["--config", _recipe(tmp_path, f"token_entropy_percentile_threshold: {bad}\n")])
+
+
+def test_no_cuda_is_skipped_not_turned_into_use_cpu(tmp_path, capsys):
+    args, _ = resolve.parse("train", ["--config", _recipe(tmp_path, "no_cuda: true\n")])
+    assert "use_cpu" not in (args.trainer or {}) and "no_cuda skipped" in capsys.readouterr().out

@@ -288,7 +288,7 @@ def test_a_lora_target_the_model_lacks_is_named_with_the_ones_it_has(tiny_model_
             ["--model_id", tiny_model_dir, "--output_dir", str(out), *TINY_TRAIN_FLAGS]
             + ["--lora_target_modules", "q_proj,nonexistent_proj", "--no-preflight"]
         )
-    assert "no module named nonexistent_proj" in str(err.value) and "q_proj" in str(err.value)
+    assert "no linear layer named nonexistent_proj" in str(err.value) and "q_proj" in str(err.value)
     assert not out.exists()
 
 

@@ -17,6 +17,8 @@ import os
 
 from trl_grpo.models.locate import ModelError
 
+# PEFT's LoraConfig defaults, for an adapter_config.json that leaves a field out.
+PEFT_DEFAULTS = {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0, "use_dora": False, "use_rslora": False}
 # Flag -> the adapter_config.json field it would set, for an adapter that already exists.
 SHAPE = {
     "lora_r": "r",
@@ -52,23 +54,29 @@ def check_adapter_flags(adapter_dir: str, args, given) -> None:
             f"--model_id {adapter_dir!r}: a {config['peft_type']} adapter; this tool goes on training LoRA adapters "
             "(DoRA and rsLoRA included)."
         )
-    if not args.use_peft:
-        return  # merged into the weights: its shape no longer matters
+    if not args.use_peft:  # merged into the weights: its shape no longer matters
+        if getattr(args, "beta", 0.0):
+            raise ModelError(
+                f"--model_id {adapter_dir!r} --no-use_peft with --beta {args.beta}: TRL would load the reference "
+                "model by name, the base without this adapter. Train on the adapter (drop --no-use_peft: its "
+                "reference is the adapter as it starts), or --beta 0."
+            )
+        return
     clashes = []
     for flag, key in SHAPE.items():
         if flag not in given:
             continue
-        ours, theirs = getattr(args, flag), config.get(key)
+        ours, theirs = getattr(args, flag), config.get(key, PEFT_DEFAULTS.get(key))
         if key.endswith(("modules", "_save", "parameters")):
-            if ours == "all-linear":  # PEFT saves all-linear as the layers it found: any list is consistent
-                continue
+            if ours == "all-linear" or (isinstance(theirs, str) and theirs != "all-linear"):
+                continue  # all-linear is saved as the layers it found; a saved regex names no list to compare
             ours, theirs = _as_names(ours), _as_names(theirs)
         elif isinstance(theirs, (int, float)) and not isinstance(theirs, bool):
             ours, theirs = float(ours), float(theirs)
         else:
             ours, theirs = bool(ours), bool(theirs)
         if ours != theirs:
-            clashes.append(f"--{flag} {getattr(args, flag)} (the adapter's: {config.get(key)})")
+            clashes.append(f"--{flag} {getattr(args, flag)} (the adapter's: {config.get(key, PEFT_DEFAULTS.get(key))})")
     if clashes:
         raise ModelError(
             f"--model_id {adapter_dir!r} is an adapter that training goes on from, with its own shape; "
@@ -93,6 +101,35 @@ def started_from(resolved: dict, use_peft: bool) -> dict | None:
         "base": resolved["base"],
         "as": "trained on (its shape kept)" if use_peft else "merged into the base; the whole model trains",
     }
+
+
+def saved_weights(folder: str) -> str | None:
+    """The weights a run, checkpoint or cold start saved in ``folder``: its adapter, or the whole model's."""
+    for name in ("adapter_model.safetensors", "model.safetensors"):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
+def load_saved_weights(model, folder: str) -> None:
+    """``model`` takes the weights saved in ``folder`` (``saved_weights``): the adapter's into a PEFT model,
+    or the whole model's (tied weights tied again; anything missing or extra is an error)."""
+    from safetensors.torch import load_file
+
+    path = saved_weights(folder)
+    if path is None:
+        raise FileNotFoundError(f"{folder} holds neither adapter_model.safetensors nor model.safetensors")
+    weights = load_file(path)
+    if hasattr(model, "get_base_model"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, weights)
+        return
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])
+    if unexpected or [k for k in missing if k not in tied]:
+        raise RuntimeError(f"{path} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.tie_weights()
 
 
 def lora_record(model) -> dict | None:
@@ -124,37 +161,45 @@ def _as_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def _named(name: str, names) -> bool:
+    """Whether ``name`` names one of ``names`` as PEFT matches: the whole dotted name or a dotted suffix of it."""
+    return any(n == name or n.endswith("." + name) for n in names)
+
+
 def check_targets(model, args) -> None:
     """Refuse ``--lora_target_modules``, ``--lora_modules_to_save`` or ``--lora_target_parameters`` naming what
-    the model does not have (PEFT would raise later, in a traceback), listing what it does have."""
+    the model does not have (PEFT would raise later, in a traceback), listing what it does have. A name is
+    matched as PEFT matches it: the module's (or parameter's) full name or a dotted suffix of it."""
     import torch
 
     if not args.use_peft:
         return
     targets = args.lora_target_modules
     # bitsandbytes' 4- and 8-bit layers subclass torch.nn.Linear too
-    have = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-    missing = [] if targets == "all-linear" else [t for t in _as_list(targets) if t not in have]
+    linear = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    wanted = [] if targets in ("all-linear", "none") else _as_list(targets)
+    missing = [t for t in wanted if not _named(t, linear)]
     if missing:
+        have = sorted({name.rsplit(".", 1)[-1] for name in linear})
         raise ModelError(
-            f"--lora_target_modules {targets!r}: the model has no module named {', '.join(missing)}. Its linear "
-            f"layers are {', '.join(have)}; or use all-linear."
+            f"--lora_target_modules {targets!r}: the model has no linear layer named {', '.join(missing)}. Its "
+            f"linear layers are {', '.join(have)}; or use all-linear."
         )
-    modules = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [m for m in _as_list(args.lora_modules_to_save) if m not in modules]
+    modules = [name for name, _ in model.named_modules()]
+    missing = [m for m in _as_list(args.lora_modules_to_save) if not _named(m, modules)]
     if missing:
-        top = sorted({n.split(".")[0] for n, _ in model.named_children()} | {"lm_head", "embed_tokens", "norm"})
+        top = [m for m in ("lm_head", "embed_tokens", "norm") if _named(m, modules)]
         raise ModelError(
             f"--lora_modules_to_save {args.lora_modules_to_save!r}: the model has no module named "
-            f"{', '.join(missing)}; modules trained in full are named as the model names them (e.g. "
-            f"{', '.join(m for m in top if m in modules)})."
+            f"{', '.join(missing)}; name modules as the model names them (e.g. {', '.join(top)})."
         )
-    params = {name.rsplit(".", 1)[-1] for name, _ in model.named_parameters()}
-    params |= {".".join(name.split(".")[-2:]) for name, _ in model.named_parameters()}
-    missing = [p for p in _as_list(args.lora_target_parameters) if p not in params]
+    params = [name for name, _ in model.named_parameters()]
+    missing = [p for p in _as_list(args.lora_target_parameters) if not _named(p, params)]
     if missing:
         raise ModelError(
             f"--lora_target_parameters {args.lora_target_parameters!r}: the model has no parameter named "
             f"{', '.join(missing)} (parameters end in .weight or, in mixture-of-experts layers, e.g. "
             "experts.gate_up_proj)."
         )
+    if targets == "none" and not _as_list(args.lora_target_parameters):
+        raise ModelError("--lora_target_modules none adapts nothing: give --lora_target_parameters, or all-linear.")

@@ -138,18 +138,18 @@ def nothing_left(checkpoint: str, max_steps: int) -> bool:
 
 
 def take_finished_checkpoint(trainer, checkpoint: str) -> float:
-    """The run's model becomes the checkpoint's adapter, trained no further; returns the wall time (0)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+    """The run's model becomes the checkpoint's (its adapter, or full fine-tuning's weights), trained no
+    further; returns the wall time (0)."""
+    from trl_grpo.models.start import load_saved_weights
 
-    set_peft_model_state_dict(trainer.model, load_file(os.path.join(checkpoint, "adapter_model.safetensors")))
+    load_saved_weights(trainer.model, checkpoint)
     trainer.state.global_step = checkpoint_step(checkpoint)
     trainer.state.max_steps = trainer.state.global_step
     trainer.state.log_history = read_json(os.path.join(checkpoint, "trainer_state.json"), "checkpoint state").get(
         "log_history", []
     )
     logger.warning(
-        "%s is at the run's last step: nothing left to train; its adapter is saved as the run's.", checkpoint
+        "%s is at the run's last step: nothing left to train; its weights are saved as the run's.", checkpoint
     )
     return 0.0
 

@@ -40,6 +40,13 @@ def check(args) -> list[str]:
             problems.append(
                 f"--no-use_peft trains the whole model; {', '.join(given)} shape LoRA adapters. Drop one or the other."
             )
+        beta = getattr(args, "beta", 0.0) or 0.0
+        reloaded = [f for f in ("model_revision", "trust_remote_code", "model_init_kwargs") if getattr(args, f, None)]
+        if beta and reloaded:
+            problems.append(
+                f"--no-use_peft with --beta {beta}: TRL loads the reference model again by name, without "
+                f"--{reloaded[0]}; train LoRA adapters (their reference is the base with the adapter off), or --beta 0."
+            )
         if quantized:
             problems.append(
                 f"--no-use_peft with {quantized[0]}: quantized weights cannot be trained in full; QLoRA trains "
@@ -49,7 +56,7 @@ def check(args) -> list[str]:
         set_4bit = [
             f"--{n}"
             for n, default in (("bnb_4bit_quant_type", "nf4"), ("bnb_4bit_quant_storage", "uint8"))
-            if getattr(args, n) != default
+            if getattr(args, n) not in (default, None)  # None: recorded by runs from before these flags
         ]
         set_4bit += ["--use_bnb_nested_quant"] if args.use_bnb_nested_quant else []
         if set_4bit:
@@ -73,9 +80,9 @@ def quantization_config(args, compute_dtype):
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=args.bnb_4bit_quant_type,
-        bnb_4bit_use_double_quant=args.use_bnb_nested_quant,
-        bnb_4bit_quant_storage=getattr(torch, args.bnb_4bit_quant_storage),
+        bnb_4bit_quant_type=args.bnb_4bit_quant_type or "nf4",
+        bnb_4bit_use_double_quant=bool(args.use_bnb_nested_quant),
+        bnb_4bit_quant_storage=getattr(torch, args.bnb_4bit_quant_storage or "uint8"),
         bnb_4bit_compute_dtype=compute_dtype,
     )
 
@@ -87,7 +94,7 @@ def lora_config(args):
     from peft import LoraConfig
 
     targets = args.lora_target_modules
-    targets = targets if targets == "all-linear" else names(targets)
+    targets = targets if targets == "all-linear" else [] if targets == "none" else names(targets)
     return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,

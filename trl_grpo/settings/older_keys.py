@@ -28,7 +28,10 @@ def _complement(value):
     >>> _complement(0.8), _complement(0.0)
     (0.2, 1.0)
     """
-    return round(1.0 - float(value), 12)
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"a threshold in [0, 1] (0.8 masks the lowest 80%), got {value}")
+    return round(1.0 - value, 12)
 
 
 OLDER = {
@@ -45,7 +48,7 @@ OLDER = {
     "vllm_enable_prefix_caching": Older(None, "TRL 0.18 removed it: trl vllm-serve --enable_prefix_caching"),
     # transformers' TrainingArguments
     "evaluation_strategy": Older("eval_strategy", "transformers 4.46 renamed it"),
-    "no_cuda": Older("use_cpu", "transformers 5 removed it for use_cpu"),
+    "no_cuda": Older(None, "transformers 5 removed it; the device is picked here: CUDA_VISIBLE_DEVICES= hides GPUs"),
     "per_gpu_train_batch_size": Older("per_device_train_batch_size", "transformers 5 removed it"),
     "per_gpu_eval_batch_size": Older("per_device_eval_batch_size", "transformers 5 removed it"),
     "push_to_hub_token": Older("hub_token", "transformers 5 removed it"),
@@ -65,7 +68,13 @@ def in_recipe(key: str, value) -> tuple[str | None, object, str]:
     old = OLDER[key]
     if old.now is None:
         return None, value, f"{key} skipped ({old.why})"
-    value = old.convert(value) if old.convert and value is not None else value
+    if value is None:  # an older release's dump of its defaults: nothing set
+        return None, value, f"{key} skipped (null; {old.why}: {old.now})"
+    if old.convert:
+        try:
+            value = old.convert(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{key}: {exc} ({old.why}: {old.now})") from None
     shown = f" {value!r}" if old.convert else ""
     return old.now, value, f"{key} read as {old.now}{shown} ({old.why})"
 

@@ -121,19 +121,22 @@ def load(path: str, command: str) -> Recipe:
 
 def _today(mapping: dict, notes: list, path: str, lines: dict, under: str = "") -> dict:
     """``mapping`` with older releases' keys under today's names (or dropped), a note for each; an older
-    key beside its new name is one setting said twice."""
-    out = {}
+    key beside its new name (both set) is one setting said twice."""
+    out = {k: v for k, v in mapping.items() if str(k) not in older_keys.OLDER}
     for key, value in mapping.items():
         if str(key) not in older_keys.OLDER:
-            out[key] = value
             continue
-        now, value, note = older_keys.in_recipe(str(key), value)
+        try:
+            now, value, note = older_keys.in_recipe(str(key), value)
+        except ValueError as exc:
+            raise RecipeError(f"--config {path}: {exc}") from None
         notes.append(under.replace(".", ": ") + note)
-        if now is not None and now in mapping:
+        if now is None:
+            continue
+        if out.get(now) is not None:
             raise RecipeError(f"--config {path}: {key!r} and {now!r} set one setting ({now}): keep {now!r}.")
-        if now is not None:
-            out[now] = value
-            lines.setdefault(under + now, lines.get(under + str(key), "?"))
+        out[now] = value
+        lines[under + now] = lines.get(under + str(key), "?")
     return out
 
 

@@ -24,6 +24,7 @@ import os
 from trl_grpo.answers.contract import ANSWER_END, ANSWER_START, THINK_END, THINK_START
 from trl_grpo.data import sft_targets
 from trl_grpo.data.splits import DataError
+from trl_grpo.models import start
 from trl_grpo.observe import plots, preflight
 from trl_grpo.runs.control import CheckpointMarker, nothing_left, take_finished_checkpoint, train_with_signal_stop
 from trl_grpo.runs.files import read_json, write_json_atomic
@@ -88,15 +89,7 @@ def recorded(output_dir: str) -> dict:
 def finished(output_dir: str) -> bool:
     """Whether the phase finished and saved its adapter (``sft/COMPLETE`` is written last)."""
     folder = sft_dir(output_dir)
-    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER)) and _weights(folder) is not None
-
-
-def _weights(folder: str) -> str | None:
-    """The phase's saved weights: its adapter, or the whole model's (full fine-tuning)."""
-    for name in ("adapter_model.safetensors", "model.safetensors"):
-        if os.path.isfile(os.path.join(folder, name)):
-            return os.path.join(folder, name)
-    return None
+    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER)) and start.saved_weights(folder) is not None
 
 
 def _record(output_dir: str, record: dict) -> None:
@@ -109,20 +102,7 @@ def _record(output_dir: str, record: dict) -> None:
 def load_finished(model, output_dir: str) -> None:
     """The model's adapter (or, full fine-tuning, its weights) becomes what the finished phase saved (GRPO
     starts from it)."""
-    from safetensors.torch import load_file
-
-    weights = load_file(_weights(sft_dir(output_dir)))
-    if hasattr(model, "get_base_model"):
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, weights)
-    else:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])
-        if unexpected or [k for k in missing if k not in tied]:
-            raise RuntimeError(f"the cold start's weights do not fit the model: {missing[:3]} {unexpected[:3]}")
-        if hasattr(model, "tie_weights"):
-            model.tie_weights()
+    start.load_saved_weights(model, sft_dir(output_dir))
     logger.info("Cold start done before: GRPO starts from %s", sft_dir(output_dir))
 
 
@@ -231,9 +211,10 @@ def cold_start(trainer, args, output_dir: str, stopper, attempt: dict, dropped: 
         return True
     # GRPO starts from the seed, as a run started from the phase's adapter (--model_id RUN/sft) starts: the
     # phase's draws (its batches and dropout) do not shift GRPO's sampling, so both ways end alike.
-    from transformers import set_seed
+    # (per process, as TRL seeds: processes sharing a prompt's group must not sample alike)
+    from accelerate.utils import set_seed
 
-    set_seed(args.seed)
+    set_seed(args.seed, device_specific=True)
     if plan is not None:
         report = preflight.run_preflight(trainer, plan, trainer.train_dataset, dropped)
         report["sampled_from"] = f"the model after {record['steps']} cold-start steps"
