@@ -63,7 +63,7 @@ def check(args) -> list[str]:
             problems.append(
                 f"{', '.join(set_4bit)}: 4-bit settings, read only with --load_in_4bit: add it or drop them."
             )
-    if quantized and len(quantized) == 1:
+    if len(quantized) == 1 and args.use_peft:  # a combination already refused needs no package
         problems += backends.check_bitsandbytes(quantized[0])
     return problems
 
