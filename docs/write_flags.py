@@ -23,8 +23,9 @@ def table(command: str, group: str) -> list[str]:
     rows = ["| flag | recipe key | default | meaning |", "| --- | --- | --- | --- |"]
     for flag in (f for f in flags.flags_of(command) if f.group == group):
         action = next(a for a in parser._actions if a.dest == flag.name)
-        spelled = ", ".join(f"`{o}`" for o in action.option_strings)
-        keys = ", ".join(f"`{k}`" for k in (flag.name, *flag.aliases)) if flag.name != "config" else "-"
+        spelled = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{flag.name.upper()}` (first argument)"
+        recipe = flag.name != "config" and command != "export"  # export.py reads no recipe
+        keys = ", ".join(f"`{k}`" for k in (flag.name, *flag.aliases)) if recipe else "-"
         meaning = action.help.replace("%%", "%").replace("|", "/")
         rows.append(f"| {spelled} | {keys} | `{action.default}` | {meaning} |")
     return rows
@@ -44,7 +45,11 @@ def render() -> str:
         "`--trainer KEY=VALUE` works too.",
         "",
     ]
-    for command, title in (("train", "`main.py` (training)"), ("eval", "`eval.py` (evaluation)")):
+    for command, title in (
+        ("train", "`main.py` (training)"),
+        ("eval", "`eval.py` (evaluation)"),
+        ("export", "`export.py` (export)"),
+    ):
         lines += [f"## {title}", ""]
         for group in flags.GROUPS:
             rows = table(command, group)

@@ -15,10 +15,10 @@ from conftest import ROOT
 MAX_LINES = 450
 PACKAGE = "trl_grpo"
 # The user's commands and the original project's names; nothing else in Python at the root.
-ROOT_FILES = {"main.py", "train.py", "data_utils.py", "reward.py", "eval.py", "report.py"}
+ROOT_FILES = {"main.py", "train.py", "data_utils.py", "reward.py", "eval.py", "report.py", "export.py"}
 ROOT_MODULES = {name[:-3] for name in ROOT_FILES}
 # The package's folders, lowest first: a folder imports only folders before it (and itself).
-LAYERS = ("answers", "data", "models", "fast", "runs", "observe", "settings", "training", "evaluation")
+LAYERS = ("answers", "data", "models", "fast", "runs", "observe", "settings", "training", "evaluation", "export")
 SKIP_DIRS = {".git", ".venv", "__pycache__", "ckpts", "results", ".gpu", ".whl", ".pytest_cache", ".cache"}
 
 

@@ -34,7 +34,7 @@ FAST_PATHS_CHOICES = ("auto", "on", "off")
 # steps; giving --num_train_epochs (and not --max_steps) trains by epochs instead.
 QUICK_RECIPE_STEPS = 40
 GROUPS = ("model", "data", "algorithm", "generation", "run")
-TRAIN, EVAL, BOTH = ("train",), ("eval",), ("train", "eval")
+TRAIN, EVAL, BOTH, EXPORT = ("train",), ("eval",), ("train", "eval"), ("export",)
 RUNS = "the run's, else "  # the start of an eval.py default taken from the evaluated run's run_config.json
 
 
@@ -333,17 +333,33 @@ FLAGS = [
        "rest are counted in run_state.json); 0: no log", type=int, default=20000),
     _f("output_file", "run", EVAL, "results JSON (default: results/<model>-<dataset>-<split>-<time>.json)",
        default=None),
-    _f("overwrite", "run", EVAL, "replace an existing --output_file (and discard an interrupted one's partial "
-       "results)", action=OnOff, default=False),
+    _f("overwrite", "run", (*EVAL, *EXPORT), "replace an existing --merged folder or --gguf file", action=OnOff,
+       default=False, eval={"help": "replace an existing --output_file (and discard an interrupted one's partial "
+       "results)"}),
     _f("resume", "run", EVAL, "continue an interrupted evaluation of --output_file from its partial results (same "
        "settings)", action=OnOff, default=False),
     _f("compare", "run", EVAL, "a results JSON to print side by side, or a model to evaluate with the same settings "
        "('base' = the adapter's base)", default=None),
+    # ---- export.py
+    _f("run", "model", EXPORT, "a run folder from main.py, one of its checkpoint-N folders, or its sft folder",
+       positional=True),
+    _f("merged", "run", EXPORT, "write the standalone model here: the adapter merged into its base (safetensors, "
+       "tokenizer, chat template, generation config, model card)", default=None),
+    _f("gguf", "run", EXPORT, "write one GGUF file here (llama.cpp, Ollama, LM Studio; Llama and Qwen2 families)",
+       default=None),
+    _f("gguf_type", "run", EXPORT, "GGUF weights: f16, or q8_0 (8-bit, about half the size)", default="f16",
+       choices=["f16", "q8_0"]),
+    _f("push_to_hub", "run", EXPORT, "upload the merged folder to this hub repository (OWNER/NAME), after the local "
+       "exports are written", default=None),
+    _f("results_dir", "run", EXPORT, "where the model card looks for evaluations of the run", default="results"),
+    _f("name", "run", EXPORT, "the model's name in the card and the GGUF metadata (default: the run folder's)",
+       default=None),
 ]  # fmt: skip
 BY_NAME = {f.name: f for f in FLAGS}
 DESCRIPTIONS = {
     "train": "Train a model to reason about math with GRPO + LoRA.",
     "eval": "Evaluate a model or a trained adapter with the very rewards training used: generate, score, summarize.",
+    "export": "Export a run as a standalone model, a GGUF file and a model card, and share it on the hub.",
 }
 
 
@@ -358,7 +374,8 @@ def aliases(command: str) -> dict[str, str]:
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
-    """The parser of ``command`` ('train': main.py, 'eval': eval.py), its flags grouped as in ``GROUPS``.
+    """The parser of ``command`` ('train': main.py, 'eval': eval.py, 'export': export.py), its flags grouped as
+    in ``GROUPS``.
 
     >>> build_parser("eval").get_default("temperature"), build_parser("train").get_default("temperature")
     (0.0, 1.0)
@@ -369,6 +386,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     groups = {g: p.add_argument_group(g) for g in GROUPS}
     for flag in flags_of(command):
         kwargs = {**flag.kwargs, **(flag.eval if command == "eval" else {})}
+        if kwargs.pop("positional", False):
+            groups[flag.group].add_argument(flag.name, **kwargs)
+            continue
         names = [f"--{flag.name}"] + [f"--{a}" for a in flag.aliases]
         groups[flag.group].add_argument(*names, dest=flag.name, **kwargs)
     if command == "train":  # then every other GRPOConfig field, under its own name (trl_fields.py)
