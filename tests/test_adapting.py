@@ -60,6 +60,12 @@ def test_full_fine_tuning_trains_resumes_and_is_scored(tiny_model_dir, tmp_path)
     # resumed at its last step: nothing left to train, the checkpoint's whole-model weights are the run's
     assert main.main(["--output_dir", str(out), "--resume_from_checkpoint", "last"]) == 0
     assert _evaluates(out, tmp_path) and _evaluates(out / "checkpoint-2", tmp_path)
+    from trl_grpo.export import command  # exported as it is: the run's weights, unchanged
+
+    assert command.main([str(out), "--merged", str(tmp_path / "exported")]) == 0
+    final = load_file(str(out / "model.safetensors"))
+    exported = load_file(str(tmp_path / "exported" / "model.safetensors"))
+    assert set(exported) == set(final) and all(torch.equal(final[k], exported[k]) for k in final)
 
 
 @pytest.mark.slow

@@ -10,8 +10,6 @@ import pytest
 import torch
 import yaml
 
-import main
-from conftest import TINY_TRAIN_FLAGS
 from trl_grpo.export import card, command, gguf_file
 from trl_grpo.runs.cli import UsageError
 
@@ -115,18 +113,6 @@ def test_hostile_text_stays_inside_the_card(tiny_run, tmp_path):
     assert meta["datasets"] == ["evil|data\n---\nbase_model: hijacked"]
     assert "hijacked" not in str(meta.get("base_model")) and "\n# y" not in text  # no heading smuggled in
     assert "`````text\n" + prompt + "\n`````" in text
-
-
-@pytest.mark.slow
-def test_a_full_fine_tune_exports_as_it_is(tiny_model_dir, tmp_path):
-    run = tmp_path / "full"
-    flags = ["--model_id", tiny_model_dir, *TINY_TRAIN_FLAGS, "--no-preflight", "--no-use_peft", "--max_steps", "1"]
-    assert main.main([*flags, "--output_dir", str(run)]) == 0
-    assert command.main([str(run), "--merged", str(tmp_path / "m")]) == 0
-    from safetensors.torch import load_file
-
-    trained, exported = load_file(str(run / "model.safetensors")), load_file(str(tmp_path / "m" / "model.safetensors"))
-    assert set(trained) == set(exported) and all(torch.equal(trained[k], exported[k]) for k in trained)
 
 
 def test_an_unreachable_hub_is_one_line_after_the_local_export(tiny_run, tmp_path, monkeypatch, capsys):

@@ -102,6 +102,16 @@ def _math_verify_equal(gold: str, pred: str) -> bool:
     return bool(gold_text) and gold_text == pred_text
 
 
+def _plain_verify(gold: str, completion: str) -> bool:
+    """math-verify as lighteval's math metric uses it: the gold parsed, the whole completion parsed (its
+    last boxed or LaTeX expression, else a plain one), ``verify``; no rule of this project's. In the helper."""
+    from math_verify import parse, verify
+
+    gold_parsed = parse(gold, parsing_timeout=None)
+    pred_parsed = parse(completion, parsing_timeout=None)
+    return bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
 def _worker_main(fd: int) -> None:
     """Helper process loop: receive (gold, pred) pairs, send back True/False (or an error string)."""
     from multiprocessing.connection import Connection
@@ -113,11 +123,11 @@ def _worker_main(fd: int) -> None:
     conn.send("ready")
     while True:
         try:
-            gold, pred = conn.recv()
+            gold, pred, *plain = conn.recv()
         except EOFError:
             return
         try:
-            result = _math_verify_equal(gold, pred)
+            result = _plain_verify(gold, pred) if plain else _math_verify_equal(gold, pred)
         except Exception as exc:  # noqa: BLE001 - any parser failure means "not equal", reported upstream
             result = f"{type(exc).__name__}: {exc}"
         conn.send(result)
@@ -172,8 +182,9 @@ class _Checker:
             self.conn.close()
         self.proc, self.conn = None, None
 
-    def check(self, gold: str, pred: str, timeout_s: float) -> bool | None:
-        """True/False: the verdict; None: no verdict (timed out, or the helper died)."""
+    def check(self, gold: str, pred: str, timeout_s: float, plain: bool = False) -> bool | None:
+        """True/False: the verdict; None: no verdict (timed out, or the helper died). ``plain``: math-verify
+        alone on a whole completion (``_plain_verify``)."""
         with self.lock:
             if self.pid != os.getpid():  # forked: the helper belongs to the parent
                 self.proc, self.conn, self.pid = None, None, os.getpid()
@@ -181,7 +192,7 @@ class _Checker:
                 self._start()
             self._wait_ready()
             try:
-                self.conn.send((gold, pred))
+                self.conn.send((gold, pred, "plain") if plain else (gold, pred))
                 if self.conn.poll(timeout_s):
                     result = self.conn.recv()
                 else:
@@ -269,6 +280,19 @@ def answers_equal(gold: str, pred: str, timeout_s: float | None = None, problem:
     (True, False, False)
     """
     return answers_equal_many([(gold, pred)], timeout_s, [problem])[0]
+
+
+def plain_math_verify(gold: str, completion: str, timeout_s: float | None = None) -> bool | None:
+    """Whether math-verify alone, as lighteval scores math, finds ``completion`` equal to ``gold`` (None: no
+    verdict within the time bound). eval.py reports it beside this project's stricter accuracy, so a score
+    can be set beside published ones."""
+    if not gold or not completion:
+        return False
+    checker = _borrow()
+    try:
+        return checker.check(gold, completion, timeout_s or _VERIFY_TIMEOUT_S, plain=True)
+    finally:
+        _give_back(checker)
 
 
 def plan_checks(gold: str, pred: str, problem: str | None = None) -> list[tuple[str, str]] | None:

@@ -59,6 +59,10 @@ def majority_correct(answers: list[str | None], correct: list[float | None]) -> 
 OWN_REWARDS = ("format_reward", "accuracy_reward")
 
 
+def _as_float(verdict: bool | None) -> float | None:
+    return None if verdict is None else float(verdict)
+
+
 def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], truncated: list[bool], extra=()) -> dict:
     """One problem's record: its k completions scored with the training rewards (and the run's ``extra``
     rewards, called as TRL calls them: completions plus the row's columns)."""
@@ -74,6 +78,8 @@ def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], t
         if gold
         else [None] * k
     )
+    plain_gold = row.get("answer") or row["solution"]  # as lighteval reads a dataset's gold
+    plain = [_as_float(equivalence.plain_math_verify(plain_gold, c)) for c in outs] if gold else [None] * k
     return {
         "prompt": prompt,
         "problem": problem,
@@ -90,6 +96,7 @@ def score(prompt: str, row: dict, outs: list[str], token_ids: list[list[int]], t
         "truncated": truncated,
         "rewards": acc,
         "format_rewards": fmt,
+        "math_verify_rewards": plain,
         "lenient_rewards": lenient,
         "original_rules_rewards": [original_rules_accuracy(c, row["solution"]) for c in outs],
         "extracted_answers": extracted,
@@ -127,6 +134,7 @@ def summarize(records: list[dict], k: int) -> dict:
         "accuracy_original_rules": round(sum(original) / len(original), 4) if original else 0.0,
         "reward_means": _reward_means(records),
     }
+    out.update(_plain_score(scored))
     if k > 1 and n:
         ks = sorted({2**i for i in range(int(math.log2(k)) + 1)} | {k})
         for kk in ks:
@@ -135,6 +143,23 @@ def summarize(records: list[dict], k: int) -> dict:
             sum(majority_correct(r["extracted_answers"], r["rewards"]) for r in scored) / max(n, 1), 4
         )
     return out
+
+
+def _plain_score(scored: list[dict]) -> dict:
+    """math-verify alone (lighteval's way) over every sample, and how often it and this project's accuracy
+    disagree (``math_verify_differs``: samples; report.py lists the problems)."""
+    pairs = [
+        (mv, acc)
+        for r in scored
+        for mv, acc in zip(r.get("math_verify_rewards") or [], r["rewards"], strict=False)
+        if mv is not None
+    ]
+    if not pairs:
+        return {"math_verify_accuracy": None, "math_verify_differs": 0}
+    return {
+        "math_verify_accuracy": round(sum(mv for mv, _ in pairs) / len(pairs), 4),
+        "math_verify_differs": sum(1 for mv, acc in pairs if acc is not None and mv != acc),
+    }
 
 
 def _reward_means(records: list[dict]) -> dict:

@@ -108,6 +108,11 @@ def _paired(records: list[dict], base: list[dict], path: str, base_path: str) ->
     return [queue[_problem_key(b)].pop(0) for b in base]
 
 
+def _mean(values) -> float | None:
+    kept = [v for v in values or [] if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
 def read_results(paths: list[str]) -> list[dict]:
     """Each eval.py results file: its label, summary and records (prompt text left out), every file's
     records in the first file's problem order."""
@@ -122,6 +127,7 @@ def read_results(paths: list[str]) -> list[dict]:
         rows = [
             {k: r.get(k) for k in keep}
             | {"i": i, "problem": (r.get("problem") or _problem_text(r.get("prompt", "")))[:300]}
+            | {"math_verify_reward": _mean(r.get("math_verify_rewards"))}  # over the samples, as reward is
             for i, r in enumerate(records)
         ]
         out.append(

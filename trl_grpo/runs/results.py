@@ -37,6 +37,10 @@ def lock_path(output_file: str) -> str:
     return os.path.join(folder, f".{name}.lock")
 
 
+# Settings eval.py records that older partial files lack, at the value that changes nothing.
+NEUTRAL = {"top_p": 1.0, "top_k": 0, "min_p": None, "repetition_penalty": 1.0, "r1_sampling": False}
+
+
 class PartialResults:
     """Records appended to ``<stem>.partial.jsonl`` as they are scored (a header line holds the
     settings), so an interruption keeps them and ``--resume`` continues where it stopped."""
@@ -58,7 +62,9 @@ class PartialResults:
             raise UsageError(
                 f"{self.path} is not a partial result of eval.py (no settings line). Use --overwrite to start over."
             ) from None
-        differ = [f"{k}: {header.get(k)!r} then, {v!r} now" for k, v in self.settings.items() if header.get(k) != v]
+        # a setting added since the partial file was written reads as its neutral value then
+        then = {**NEUTRAL, **header}
+        differ = [f"{k}: {then.get(k)!r} then, {v!r} now" for k, v in self.settings.items() if then.get(k) != v]
         if differ:
             raise UsageError(
                 f"--resume would mix results of another evaluation: {'; '.join(differ)} (rows_sha256: the dataset's "

@@ -204,16 +204,7 @@ def _check_knobs(args) -> list[str]:
         args.max_grad_norm,
         "must be >= 0 (0: no clipping)",
     )
-    need(0 < args.top_p <= 1, "top_p", args.top_p, "must be in (0, 1] (1.0: off)")
-    need(args.top_k >= 0, "top_k", args.top_k, "must be >= 0 (0: off)")
-    if args.min_p is not None:
-        need(0 <= args.min_p <= 1, "min_p", args.min_p, "must be in [0, 1]")
-    need(
-        _finite(args.repetition_penalty) and args.repetition_penalty > 0,
-        "repetition_penalty",
-        args.repetition_penalty,
-        "must be a positive number (1.0: off)",
-    )
+    problems += sampling_problems(args)
     if args.lr_scheduler_type not in _KNOWN_SCHEDULES:
         from transformers.trainer_utils import SchedulerType
 
@@ -341,9 +332,23 @@ def trl_loss_types() -> list[str] | None:
     return re.findall(r"'(\w+)'", found.group(1)) if found else None
 
 
+def sampling_problems(args) -> list[str]:
+    """--top_p, --top_k, --min_p, --repetition_penalty: the same rules in training and evaluation."""
+    problems = []
+    if not (_finite(args.top_p) and 0 < args.top_p <= 1):
+        problems.append(f"--top_p {args.top_p}: must be in (0, 1] (1.0: off).")
+    if args.top_k < 0:
+        problems.append(f"--top_k {args.top_k}: must be >= 0 (0: off).")
+    if args.min_p is not None and not (_finite(args.min_p) and 0 <= args.min_p <= 1):
+        problems.append(f"--min_p {args.min_p}: must be in [0, 1].")
+    if not (_finite(args.repetition_penalty) and args.repetition_penalty > 0):
+        problems.append(f"--repetition_penalty {args.repetition_penalty}: must be a positive number (1.0: off).")
+    return problems
+
+
 def check_eval(args) -> None:
     """Check eval.py's settings (after the run's defaults are filled in); ``UsageError`` per problem."""
-    problems = []
+    problems = sampling_problems(args)
     if args.num_samples < 1:
         problems.append(f"--num_samples {args.num_samples}: must be 1 or more.")
     if args.num_samples > 1 and args.temperature <= 0:

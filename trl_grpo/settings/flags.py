@@ -263,15 +263,17 @@ FLAGS = [
        eval={"default": None, "help": "max new tokens (default: the run's, else main.py's)"}, to_trl=True),
     _f("temperature", "generation", BOTH, "sampling temperature during training", type=float, default=1.0,
        eval={"default": 0.0, "help": "0 = greedy; > 0 samples"}, to_trl=True),
-    _f("top_p", "generation", TRAIN, "nucleus sampling: keep the smallest token set with this probability (1.0: off)",
+    _f("top_p", "generation", BOTH, "nucleus sampling: keep the smallest token set with this probability (1.0: off)",
        type=float, default=1.0, to_trl=True),
-    _f("top_k", "generation", TRAIN, "keep only the k most likely tokens (0: off)", type=int, default=0, to_trl=True),
-    _f("min_p", "generation", TRAIN, "drop tokens below this share of the top token's probability (default: off)",
+    _f("top_k", "generation", BOTH, "keep only the k most likely tokens (0: off)", type=int, default=0, to_trl=True),
+    _f("min_p", "generation", BOTH, "drop tokens below this share of the top token's probability (default: off)",
        type=float, default=None, to_trl=True),
-    _f("repetition_penalty", "generation", TRAIN, "penalise tokens already in the prompt or completion (1.0: off)",
+    _f("repetition_penalty", "generation", BOTH, "penalise tokens already in the prompt or completion (1.0: off)",
        type=float, default=1.0, to_trl=True),
     _f("num_samples", "generation", EVAL, "completions per problem (k for pass@k and maj@k; needs --temperature > 0 "
-       "when > 1)", type=int, default=1),
+       "when > 1; default 1, 4 under --r1_sampling)", type=int, default=None),
+    _f("r1_sampling", "generation", EVAL, "DeepSeek-R1's evaluation sampling: temperature 0.6, top-p 0.95, 4 samples "
+       "unless --num_samples says otherwise; pass@1 is the mean over samples", action=OnOff, default=False),
     _f("batch_size", "generation", EVAL, "prompts per generation batch (finished rows leave a batch early, so bigger "
        "batches waste little); lowered to what fits a quarter of free memory", type=int, default=128),
     _f("use_vllm", "generation", TRAIN, "generate with vLLM (CUDA GPUs; pip install -r requirements-vllm.txt)",

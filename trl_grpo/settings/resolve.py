@@ -96,7 +96,7 @@ def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespa
         if getattr(args, name, None) == "":
             setattr(args, name, None)  # a template's own spacing
     if command == "eval":
-        fill_eval_defaults(args)
+        fill_eval_defaults(args, given)
         checks.check_eval(args)
         return args, startup
     try:
@@ -273,7 +273,11 @@ def _resume_trainer(old: dict, new: dict, given: bool, changed: dict, refused: l
 
 
 # ---------------------------------------------------------------- eval.py's defaults
-def fill_eval_defaults(args) -> None:
+R1_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
+R1_SAMPLES = 4
+
+
+def fill_eval_defaults(args, given: frozenset = frozenset()) -> None:
     """Unset data and prompt flags take the evaluated run's own training values (its run_config.json),
     else main.py's defaults, so an evaluation sees the prompts its model was trained on."""
     from trl_grpo.runs.context import run_settings
@@ -289,3 +293,11 @@ def fill_eval_defaults(args) -> None:
         if getattr(args, key) is None:
             setattr(args, key, trained.get(key, default))
     args.reward_funcs = trained.get("reward_funcs", training["reward_funcs"])  # scored with the run's rewards
+    if args.r1_sampling:  # DeepSeek-R1's report: T 0.6, top-p 0.95, pass@1 averaged over several samples
+        clash = [f"--{k} {getattr(args, k)}" for k, v in R1_SAMPLING.items() if k in given and getattr(args, k) != v]
+        if clash:
+            raise UsageError(f"--r1_sampling sets temperature 0.6 and top-p 0.95; {', '.join(clash)} says otherwise.")
+        for key, value in R1_SAMPLING.items():
+            setattr(args, key, value)
+    if args.num_samples is None:
+        args.num_samples = R1_SAMPLES if args.r1_sampling else 1
