@@ -279,13 +279,15 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, written: list | None = None) -> int:
     from trl_grpo.settings import resolve
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    args, _ = resolve.parse("eval", argv)
+    args, startup = resolve.parse("eval", argv)
+    if args.benchmark:
+        return _benchmarks(list(argv if argv is not None else sys.argv[1:]), args.benchmark, startup.given)
     equivalence.set_verify_timeout(args.verify_timeout)
     args.rewards_changed = changed_reward_files(args)  # refused unless --allow_changed_rewards
     columns: dict[str, dict] = {}
@@ -334,6 +336,30 @@ def _main(argv: list[str] | None) -> int:
         print("Not a held-out measure: these are the run's own training rows.")
     metrics.print_table(columns)
     print(f"Results: {output_file}\nSummary: {summary_path(output_file)}")
+    if written is not None:  # --benchmark's table reads each summary
+        written.append(summary_path(output_file))
+    return 0
+
+
+def _benchmarks(argv: list[str], specs: list[str], given: set[str]) -> int:
+    """Each ``--benchmark`` as its own evaluation (benchmarks.py), then one table over them."""
+    from trl_grpo.evaluation import benchmarks
+
+    runs = [benchmarks.argv_for(spec, argv, given, len(specs) > 1) for spec in specs]  # all checked first
+    table = {}
+    for name, sub_argv in runs:
+        written: list[str] = []
+        code = _main(sub_argv, written)
+        if code != 0:
+            return code
+        table[name] = (load_summary(written[0]), written[0])
+    print("\nbenchmark  n      accuracy [95%]            math-verify alone  summary")
+    for name, (s, path) in table.items():
+        low, high = (s.get("accuracy_ci95") or [0.0, 0.0])[:2]
+        acc = s.get("accuracy")
+        shown = f"{acc:.3f} [{low:.3f}, {high:.3f}]" if acc is not None else "-"
+        mv = s.get("math_verify_accuracy")
+        print(f"{name:10s} {s.get('n', 0):<6d} {shown:25s} {mv if mv is not None else '-':<18} {path}")
     return 0
 
 

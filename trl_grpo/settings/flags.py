@@ -270,6 +270,9 @@ FLAGS = [
        type=float, default=None, to_trl=True),
     _f("repetition_penalty", "generation", BOTH, "penalise tokens already in the prompt or completion (1.0: off)",
        type=float, default=1.0, to_trl=True),
+    _f("benchmark", "data", EVAL, "a benchmark by name: math500, gsm8k, aime24, aime25, amc23 (its hub dataset, split, "
+       "columns and completion length; NAME=PATH reads a local copy); repeatable, one results file each",
+       action="append", default=None),
     _f("num_samples", "generation", EVAL, "completions per problem (k for pass@k and maj@k; needs --temperature > 0 "
        "when > 1; default 1, 4 under --r1_sampling)", type=int, default=None),
     _f("r1_sampling", "generation", EVAL, "DeepSeek-R1's evaluation sampling: temperature 0.6, top-p 0.95, 4 samples "
