@@ -27,6 +27,9 @@ def _copies(root):
     datasets.Dataset.from_list(
         [{"problem": f"Find {i} * 3.", "solution": "s", "answer": 3 * i} for i in range(4)]
     ).to_parquet(shard)
+    (root / "aime25" / "data").mkdir(parents=True)
+    rows = [{"problem": f"Find {i} + 7.", "answer": str(i + 7)} for i in range(4)]  # no solution column
+    datasets.Dataset.from_list(rows).to_parquet(str(root / "aime25" / "data" / "train-00000-of-00001.parquet"))
     (root / "amc23").mkdir()
     rows = [{"id": i, "question": f"What is {i} - 1?", "answer": float(i - 1)} for i in range(1, 5)]
     (root / "amc23" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -37,13 +40,13 @@ def test_each_preset_reads_a_local_copy_and_one_table_follows(tiny_run, tmp_path
     monkeypatch.chdir(tmp_path)
     _copies(tmp_path)
     argv = ["--model_dir", tiny_run, "--limit", "2", "--max_completion_length", "4"]
-    for name in ("math500", "gsm8k", "aime24", "amc23"):
+    for name in benchmarks.PRESETS:  # every preset
         argv += ["--benchmark", f"{name}={tmp_path / name}"]
     assert pipeline.main(argv) == 0
     printed = capsys.readouterr().out
     table = printed[printed.index("benchmark  n") :]
     summaries = {}
-    for name in ("math500", "gsm8k", "aime24", "amc23"):
+    for name in benchmarks.PRESETS:
         line = next(row for row in table.splitlines() if row.startswith(name))
         summaries[name] = json.loads((tmp_path / line.split()[-1]).read_text())
         assert summaries[name]["n"] == 2 and summaries[name]["settings"]["max_completion_length"] == 4, name
