@@ -69,3 +69,29 @@ def test_the_plain_math_verify_score_sits_beside_ours():
     assert record["math_verify_rewards"] == [1.0, 1.0] and record["rewards"] == [0.0, 1.0]
     summary = metrics.summarize([record], 2)
     assert summary["math_verify_accuracy"] == 1.0 and summary["accuracy"] == 0.5 and summary["math_verify_differs"] == 1
+
+
+def test_a_latex_gold_is_read_as_latex_by_the_plain_score():
+    from trl_grpo.answers import equivalence
+
+    assert equivalence.plain_math_verify("10\\sqrt{2}", "\\boxed{10}") is False
+    assert equivalence.plain_math_verify("10\\sqrt{2}", "\\boxed{10\\sqrt{2}}") is True
+    assert equivalence.plain_math_verify("\\dfrac{1}{2}", "so \\boxed{0.5}") is True
+
+
+def test_a_recipes_temperature_yields_to_r1_sampling_typed_on_the_command_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("temperature: 0.7\ntop_p: 0.9\n")
+    args, _ = resolve.parse("eval", ["--config", str(recipe), "--r1_sampling"])
+    assert (args.temperature, args.top_p) == (0.6, 0.95)
+
+
+def test_another_datasets_columns_are_not_the_runs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    trained = {"dataset_id": "org/a", "dataset_config": "main", "problem_column": "q", "answer_column": "gold"}
+    (run / "run_config.json").write_text(json.dumps({"args": trained}))
+    args, _ = resolve.parse("eval", ["--model_dir", str(run), "--dataset_id", "org/b"])
+    assert (args.dataset_config, args.problem_column, args.answer_column) == (None, None, None)
+    args, _ = resolve.parse("eval", ["--model_dir", str(run)])
+    assert (args.dataset_id, args.dataset_config, args.problem_column) == ("org/a", "main", "q")

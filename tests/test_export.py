@@ -156,3 +156,23 @@ def test_an_architecture_gguf_does_not_cover_is_refused_by_name(tmp_path):
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
     with pytest.raises(gguf_file.ExportError, match="architecture 'gpt2' is not covered"):
         gguf_file.write_gguf(model, AutoTokenizer, str(tmp_path / "x.gguf"))
+
+
+def test_an_export_never_replaces_the_run_or_a_folder_of_the_users(tiny_run, tmp_path):
+    for target, says in ((tiny_run, "is or holds"), (os.path.dirname(tiny_run), "is or holds")):
+        with pytest.raises(UsageError, match=says):
+            command.main([os.path.join(tiny_run, "checkpoint-2"), "--merged", target, "--overwrite"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not an earlier export of this tool"):
+        command.main([tiny_run, "--merged", str(mine), "--overwrite"])
+    assert (mine / "notes.txt").read_text() == "mine" and os.path.isfile(os.path.join(tiny_run, "run_config.json"))
+    with pytest.raises(UsageError, match="inside the run folder"):
+        command.main([tiny_run, "--gguf", os.path.join(tiny_run, "model.gguf")])
+
+
+def test_rotary_scaling_gguf_does_not_write_is_refused():
+    with pytest.raises(gguf_file.ExportError, match="scales its rotary embedding \\('llama3'\\)"):
+        gguf_file.check_config({"model_type": "llama", "rope_parameters": {"rope_type": "llama3", "factor": 8.0}})
+    gguf_file.check_config({"model_type": "qwen2", "rope_parameters": {"rope_type": "default"}})

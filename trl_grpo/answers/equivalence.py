@@ -107,7 +107,8 @@ def _plain_verify(gold: str, completion: str) -> bool:
     last boxed or LaTeX expression, else a plain one), ``verify``; no rule of this project's. In the helper."""
     from math_verify import parse, verify
 
-    gold_parsed = parse(gold, parsing_timeout=None)
+    # a bare gold (10\sqrt{2}, \dfrac{1}{2}) is LaTeX: math-verify reads it only between $...$
+    gold_parsed = parse(gold if "$" in gold or "\\boxed" in gold else f"${gold}$", parsing_timeout=None)
     pred_parsed = parse(completion, parsing_timeout=None)
     return bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None))
 

@@ -287,7 +287,7 @@ def _main(argv: list[str] | None, written: list | None = None) -> int:
     )
     args, startup = resolve.parse("eval", argv)
     if args.benchmark:
-        return _benchmarks(list(argv if argv is not None else sys.argv[1:]), args.benchmark, startup.given)
+        return _benchmarks(list(argv if argv is not None else sys.argv[1:]), args.benchmark, startup.typed)
     equivalence.set_verify_timeout(args.verify_timeout)
     args.rewards_changed = changed_reward_files(args)  # refused unless --allow_changed_rewards
     columns: dict[str, dict] = {}

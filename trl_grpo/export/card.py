@@ -25,7 +25,7 @@ def cell(value) -> str:
     >>> cell("a|b\\nc")
     'a\\\\|b c'
     """
-    return " ".join(str(value).split()).replace("|", "\\|")
+    return " ".join(str(value).split()).replace("|", "\\|").replace("`", "'")  # a backtick would end a code span
 
 
 def fenced(text: str) -> str:

@@ -21,20 +21,36 @@ from trl_grpo.export import card, gguf_file, merged
 from trl_grpo.runs.cli import UsageError, user_errors
 from trl_grpo.settings import flags
 
+# Written into every --merged folder: --overwrite replaces only a folder that carries it (an earlier export),
+# never a folder of the user's that happens to be named.
+MARKER = ".trl_grpo_export"
 
-def _check_target(path: str | None, what: str, overwrite: bool, is_file: bool) -> str | None:
+
+def _check_target(path: str | None, what: str, overwrite: bool, is_file: bool, run: str) -> str | None:
     if not path:
         return None
-    path = os.path.abspath(os.path.expanduser(path))
+    path = os.path.realpath(os.path.abspath(os.path.expanduser(path)))
+    run = os.path.realpath(run)
+    for guarded in (run, os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser("~")), os.sep):
+        if path == guarded or guarded.startswith(path.rstrip(os.sep) + os.sep):
+            raise UsageError(f"{what} {path!r} is or holds {guarded!r}; give a new path for the export.")
+    if path.startswith(run + os.sep):
+        raise UsageError(f"{what} {path!r} lies inside the run folder; export beside it, not into it.")
     if os.path.exists(path):
         if os.path.isdir(path) == is_file:
             kind = "folder" if is_file else "file"
             raise UsageError(f"{what} {path!r} is a {kind}; give a {'file' if is_file else 'folder'} path.")
         if not overwrite and (is_file or os.listdir(path)):
             raise UsageError(f"{what} {path!r} exists; choose another path, or --overwrite to replace it.")
-    parent = os.path.dirname(path)
-    if parent and not os.path.isdir(parent):
-        os.makedirs(parent, exist_ok=True)
+        if overwrite and not is_file and os.listdir(path) and not os.path.isfile(os.path.join(path, MARKER)):
+            raise UsageError(
+                f"{what} {path!r} holds files that are not an earlier export of this tool; --overwrite replaces "
+                "only those. Choose another path."
+            )
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{what} {path!r}: its folder cannot be made ({exc.strerror}).") from None
     return path
 
 
@@ -59,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("nothing to export: give --merged DIR, --gguf FILE and/or --push_to_hub OWNER/NAME.")
     if args.push_to_hub and "/" not in args.push_to_hub.strip("/"):
         raise UsageError(f"--push_to_hub {args.push_to_hub!r}: expected OWNER/NAME, e.g. me/smollm2-grpo-math.")
-    merged_dir = _check_target(args.merged, "--merged", args.overwrite, is_file=False)
-    gguf_path = _check_target(args.gguf, "--gguf", args.overwrite, is_file=True)
     with user_errors():
         src = merged.source(args.run)
-        if merged_dir and os.path.realpath(merged_dir).startswith(os.path.realpath(src["run"]) + os.sep):
-            raise UsageError(f"--merged {merged_dir!r} lies inside the run folder; export beside it, not into it.")
+        merged_dir = _check_target(args.merged, "--merged", args.overwrite, is_file=False, run=src["run"])
+        gguf_path = _check_target(args.gguf, "--gguf", args.overwrite, is_file=True, run=src["run"])
+        if merged_dir and gguf_path and gguf_path.startswith(merged_dir + os.sep):
+            raise UsageError(f"--gguf {gguf_path!r} lies inside --merged {merged_dir!r}; write it beside.")
+        if gguf_path:
+            gguf_file.check_config(merged.base_config(src))  # an architecture it does not cover: before loading
         name = args.name or os.path.basename(src["run"].rstrip(os.sep))
         model, tokenizer = merged.merged_model(src)
         prompt = _prompt_text(src["record"].get("args", {}))
@@ -73,18 +91,26 @@ def main(argv: list[str] | None = None) -> int:
         if merged_dir or args.push_to_hub:
             parent = os.path.dirname(merged_dir) if merged_dir else None
             tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            card.write_card(tmp, src, name, args.results_dir, prompt, merged=True)
-            if merged_dir:
-                _swap_in(tmp, merged_dir)
-                written.append(f"merged model and model card: {merged_dir}")
+            try:
+                model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                card.write_card(tmp, src, name, args.results_dir, prompt, merged=True)
+                with open(os.path.join(tmp, MARKER), "w") as f:
+                    f.write(f"exported from {src['folder']}\n")
+                os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep others out of a shared model
+                if merged_dir:
+                    _swap_in(tmp, merged_dir)
+                    written.append(f"merged model and model card: {merged_dir}")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             upload = merged_dir or tmp
         if gguf_path:
             fd, tmp_file = tempfile.mkstemp(prefix=".export-", suffix=".gguf", dir=os.path.dirname(gguf_path))
             os.close(fd)
             try:
                 info = gguf_file.write_gguf(model, tokenizer, tmp_file, args.gguf_type, name)
+                os.chmod(tmp_file, 0o644)
                 os.replace(tmp_file, gguf_path)
             finally:
                 if os.path.exists(tmp_file):

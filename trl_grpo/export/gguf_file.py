@@ -70,18 +70,32 @@ def _tokenizer_fields(tokenizer, vocab_size: int) -> dict:
     return {"tokens": tokens, "types": types, "merges": merges}
 
 
+def check_config(config: dict) -> None:
+    """``ExportError`` for a model this writer does not cover: another architecture, or rotary scaling
+    (Llama 3.1's, YaRN) that llama.cpp reads from keys and a tensor this writer does not write."""
+    model_type = config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise ExportError(
+            f"--gguf: the model's architecture {model_type!r} is not covered (this export writes "
+            f"{', '.join(sorted(ARCHITECTURES))}). Export --merged and convert that with llama.cpp's "
+            "convert_hf_to_gguf.py."
+        )
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    if kind != "default":
+        raise ExportError(
+            f"--gguf: the model scales its rotary embedding ({kind!r}), which this export does not write. Export "
+            "--merged and convert that with llama.cpp's convert_hf_to_gguf.py."
+        )
+
+
 def write_gguf(model, tokenizer, path: str, gguf_type: str = "f16", name: str = "model") -> dict:
     """Write ``model`` (a merged transformers model) and ``tokenizer`` to ``path``; returns what was written."""
     import gguf
     import torch
 
     config = model.config
-    if config.model_type not in ARCHITECTURES:
-        raise ExportError(
-            f"--gguf: the model's architecture {config.model_type!r} is not covered (this export writes "
-            f"{', '.join(sorted(ARCHITECTURES))}). Export --merged and convert that with llama.cpp's "
-            "convert_hf_to_gguf.py."
-        )
+    check_config(config.to_dict())
     if gguf_type not in GGUF_TYPES:
         raise ExportError(f"--gguf_type {gguf_type!r}: expected one of {', '.join(GGUF_TYPES)}.")
     arch_name, permute = ARCHITECTURES[config.model_type]
@@ -117,7 +131,9 @@ def write_gguf(model, tokenizer, path: str, gguf_type: str = "f16", name: str = 
         writer.add_pad_token_id(tokenizer.pad_token_id)
     if tokenizer.unk_token_id is not None:
         writer.add_unk_token_id(tokenizer.unk_token_id)
-    writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
+    # what the tokenizer does, not its flag (transformers 5's Llama 3 adds BOS in its post-processor)
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]
+    writer.add_add_bos_token(adds_bos)
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
     tied = bool(getattr(config, "tie_word_embeddings", False))

@@ -40,6 +40,20 @@ def source(folder: str) -> dict:
     return {"folder": folder, "run": run, "record": record, "adapter": weights.endswith("adapter_model.safetensors")}
 
 
+def base_config(src: dict) -> dict:
+    """The exported model's config.json (the adapter's base's, or the full fine-tune's own)."""
+    import json
+
+    resolved = locate.resolve_model(src["folder"])
+    path = os.path.join(resolved["base"], "config.json")
+    if not os.path.isfile(path):  # a hub base: read where it would load from
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(resolved["base"]).to_dict()
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def merged_model(src: dict, dtype="auto"):
     """The standalone model and its tokenizer: the adapter merged into its base, or the full weights."""
     args = src["record"].get("args", {})

@@ -146,19 +146,21 @@ def summarize(records: list[dict], k: int) -> dict:
 
 
 def _plain_score(scored: list[dict]) -> dict:
-    """math-verify alone (lighteval's way) over every sample, and how often it and this project's accuracy
-    disagree (``math_verify_differs``: samples; report.py lists the problems)."""
+    """math-verify alone (lighteval's way) over every sample (no verdict within the bound counts as 0.0, as
+    this project's accuracy counts it, and is counted), and how often it and the accuracy disagree
+    (``math_verify_differs``: samples; report.py lists the problems)."""
     pairs = [
         (mv, acc)
         for r in scored
-        for mv, acc in zip(r.get("math_verify_rewards") or [], r["rewards"], strict=False)
-        if mv is not None
+        if r.get("math_verify_rewards") is not None  # records from before the score existed: left out
+        for mv, acc in zip(r["math_verify_rewards"], r["rewards"], strict=False)
     ]
     if not pairs:
-        return {"math_verify_accuracy": None, "math_verify_differs": 0}
+        return {"math_verify_accuracy": None, "math_verify_differs": 0, "math_verify_no_verdict": 0}
     return {
-        "math_verify_accuracy": round(sum(mv for mv, _ in pairs) / len(pairs), 4),
-        "math_verify_differs": sum(1 for mv, acc in pairs if acc is not None and mv != acc),
+        "math_verify_accuracy": round(sum(mv or 0.0 for mv, _ in pairs) / len(pairs), 4),
+        "math_verify_differs": sum(1 for mv, acc in pairs if acc is not None and (mv or 0.0) != acc),
+        "math_verify_no_verdict": sum(1 for mv, _ in pairs if mv is None),
     }
 
 

@@ -62,6 +62,7 @@ class Startup:
     run_length: str = "as given"
     changed_on_resume: dict = field(default_factory=dict)
     recipe: dict | None = None
+    typed: set = field(default_factory=set)  # the settings typed on the command line (not the recipe's)
 
 
 def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespace, Startup]:
@@ -90,13 +91,14 @@ def parse(command: str, argv: list[str] | None = None) -> tuple[argparse.Namespa
         cli_given.add("trainer")  # a GRPOConfig field as a flag is a trainer entry: resume compares it too
     given = cli_given | (set(loaded.values) if loaded else set())
     startup = Startup(given=given, recipe={"path": config, "sha256": loaded.sha256} if loaded else None)
+    startup.typed = set(cli_given)
     args.system_prompt = _prompt_text(args.system_prompt)
     args.chat_template = _prompt_text(args.chat_template, "--chat_template", strip=False)
     for name in ("dataset_config", "model_revision"):  # "" on the command line unsets a recipe's value
         if getattr(args, name, None) == "":
             setattr(args, name, None)  # a template's own spacing
     if command == "eval":
-        fill_eval_defaults(args, given)
+        fill_eval_defaults(args, cli_given)
         checks.check_eval(args)
         return args, startup
     try:
@@ -289,9 +291,12 @@ def fill_eval_defaults(args, given: frozenset = frozenset()) -> None:
     fallback.update(problem_column=None, solution_column=None, answer_column=None, system_prompt=None)
     fallback.update(dataset_config=None, model_revision=None, model_init_kwargs=None, chat_template=None)
     fallback.update(chat_template_kwargs=None)
+    other_data = args.dataset_id is not None and args.dataset_id != trained.get("dataset_id", args.dataset_id)
     for key, default in fallback.items():
         if getattr(args, key) is None:
-            setattr(args, key, trained.get(key, default))
+            # the run's configuration and columns name its own dataset's, not another one's
+            own = other_data and key in ("dataset_config", "problem_column", "solution_column", "answer_column")
+            setattr(args, key, default if own else trained.get(key, default))
     args.reward_funcs = trained.get("reward_funcs", training["reward_funcs"])  # scored with the run's rewards
     if args.r1_sampling:  # DeepSeek-R1's report: T 0.6, top-p 0.95, pass@1 averaged over several samples
         clash = [f"--{k} {getattr(args, k)}" for k, v in R1_SAMPLING.items() if k in given and getattr(args, k) != v]
