@@ -51,6 +51,7 @@ def test_each_preset_reads_a_local_copy_and_one_table_follows(tiny_run, tmp_path
         summaries[name] = json.loads((tmp_path / line.split()[-1]).read_text())
         assert summaries[name]["n"] == 2 and summaries[name]["settings"]["max_completion_length"] == 4, name
         assert "math_verify_accuracy" in summaries[name]
+    assert all(row.split()[-1].endswith(f"-{row.split()[0]}.summary.json") for row in table.splitlines()[1:] if row)
     gsm8k = summaries["gsm8k"]
     assert gsm8k["settings"]["dataset_id"].endswith("gsm8k") and gsm8k["split"] == "test"
 

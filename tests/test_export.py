@@ -89,11 +89,15 @@ def test_the_card_has_the_runs_evaluations_in_its_model_index(tiny_run, tmp_path
     result = str(results / "tiny.json")
     argv = ["--model_dir", tiny_run, "--limit", "4", "--max_completion_length", "4", "--output_file", result]
     assert pipeline.main(argv) == 0
+    other = {**json.loads((results / "tiny.summary.json").read_text()), "accuracy": 0.99}
+    other["settings"] = {**other["settings"], "weights": "adapter sha256 0000; other weights"}
+    (results / "other.summary.json").write_text(json.dumps(other))  # the same path, other weights: left out
     out = tmp_path / "m"
     assert command.main([tiny_run, "--merged", str(out), "--results_dir", str(results), "--name", "tiny"]) == 0
     text = (out / "README.md").read_text()
     meta = _front_matter(text)
     (entry,) = meta["model-index"]
+    assert len(entry["results"]) == 1  # not the summary of other weights under the same path
     metric = entry["results"][0]["metrics"][0]
     summary = json.loads((results / "tiny.summary.json").read_text())
     assert entry["name"] == "tiny" and metric["type"] == "accuracy" and metric["value"] == summary["accuracy"]

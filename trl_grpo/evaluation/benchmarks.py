@@ -11,9 +11,11 @@ parquet/jsonl files); one results file per benchmark, and one table over all of 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from trl_grpo.runs.cli import UsageError
+from trl_grpo.runs.results import safe_name
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,11 @@ def parse(spec: str) -> tuple[str, Benchmark, str | None]:
     return name, PRESETS[name], local.strip() or None
 
 
-def argv_for(spec: str, argv: list[str], given: set[str], many: bool) -> tuple[str, list[str]]:
+def argv_for(spec: str, argv: list[str], given: set[str], many: bool, model: str = "model") -> tuple[str, list[str]]:
     """eval.py's argv for one benchmark: the preset's dataset, split and columns after the user's own flags
-    (without --benchmark); the user's --max_completion_length and --split win, the rest is the preset's."""
+    (without --benchmark); the user's --max_completion_length and --split win, the rest is the preset's.
+    The results file is ``results/<model>-<benchmark>.json`` (no time stamp: the same command plus
+    --resume finds an interrupted one)."""
     name, bench, local = parse(spec)
     clash = sorted({"dataset_id", "dataset_config", "problem_column", "answer_column"} & given)
     if clash:
@@ -75,4 +79,6 @@ def argv_for(spec: str, argv: list[str], given: set[str], many: bool) -> tuple[s
         preset += ["--split", bench.split]
     if "max_completion_length" not in given:
         preset += ["--max_completion_length", str(bench.max_completion_length)]
+    if "output_file" not in given:
+        preset += ["--output_file", os.path.join("results", f"{safe_name(model)}-{name}.json")]
     return name, [*kept, *preset]

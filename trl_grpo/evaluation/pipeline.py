@@ -287,7 +287,8 @@ def _main(argv: list[str] | None, written: list | None = None) -> int:
     )
     args, startup = resolve.parse("eval", argv)
     if args.benchmark:
-        return _benchmarks(list(argv if argv is not None else sys.argv[1:]), args.benchmark, startup.typed)
+        argv = list(argv if argv is not None else sys.argv[1:])
+        return _benchmarks(argv, args.benchmark, startup.typed, args.model_dir)
     equivalence.set_verify_timeout(args.verify_timeout)
     args.rewards_changed = changed_reward_files(args)  # refused unless --allow_changed_rewards
     columns: dict[str, dict] = {}
@@ -341,11 +342,11 @@ def _main(argv: list[str] | None, written: list | None = None) -> int:
     return 0
 
 
-def _benchmarks(argv: list[str], specs: list[str], given: set[str]) -> int:
+def _benchmarks(argv: list[str], specs: list[str], given: set[str], model: str) -> int:
     """Each ``--benchmark`` as its own evaluation (benchmarks.py), then one table over them."""
     from trl_grpo.evaluation import benchmarks
 
-    runs = [benchmarks.argv_for(spec, argv, given, len(specs) > 1) for spec in specs]  # all checked first
+    runs = [benchmarks.argv_for(spec, argv, given, len(specs) > 1, model) for spec in specs]  # all checked first
     table = {}
     for name, sub_argv in runs:
         written: list[str] = []

@@ -36,8 +36,14 @@ def fenced(text: str) -> str:
 
 
 def evaluations(folder: str, results_dir: str) -> list[dict]:
-    """Summaries under ``results_dir`` (any depth) of evaluations of exactly ``folder``, oldest first."""
+    """Summaries under ``results_dir`` (any depth) of evaluations of exactly ``folder``'s weights as they are
+    now (eval.py records their fingerprint; a summary without one is matched by path), oldest first; an
+    evaluation of the run's own training rows is not a held-out result and is left out."""
+    from trl_grpo.models import locate
+    from trl_grpo.runs.results import weights_fingerprint
+
     target = os.path.realpath(folder)
+    fingerprint = weights_fingerprint(locate.resolve_model(folder))
     found = []
     for path in sorted(glob.glob(os.path.join(results_dir, "**", "*.summary.json"), recursive=True)):
         try:
@@ -45,8 +51,13 @@ def evaluations(folder: str, results_dir: str) -> list[dict]:
                 summary = json.load(f)
         except (OSError, ValueError):
             continue  # a file being written, or not ours: not an evaluation to report
-        model = summary.get("model") if isinstance(summary, dict) else None
-        if isinstance(model, str) and os.path.realpath(model) == target and summary.get("complete", True):
+        if not isinstance(summary, dict) or not summary.get("complete", True):
+            continue
+        recorded = (summary.get("settings") or {}).get("weights")
+        model = summary.get("model")
+        same = recorded == fingerprint if recorded else isinstance(model, str) and os.path.realpath(model) == target
+        against = str((summary.get("contamination") or {}).get("checked_against") or "")
+        if same and not against.startswith("none: these are the run's own training rows"):
             found.append({**summary, "_file": path})
     return sorted(found, key=lambda s: str(s.get("finished", "")))
 
