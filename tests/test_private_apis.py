@@ -218,6 +218,16 @@ def test_torch_Tensor__version():  # noqa: N802
     assert w._version > before, _broke("torch", "Tensor._version (in-place counter)", "merged_weights.FrozenCasts")
 
 
+def test_trl_SFTTrainer_total_train_tokens_and_metrics():  # noqa: N802
+    from trl import SFTTrainer
+
+    source = inspect.getsource(SFTTrainer.compute_loss)
+    for name in ("self._total_train_tokens", 'self._metrics[mode]["mean_token_accuracy"]', "outputs.label_mask"):
+        assert name in source, _broke("trl", f"SFTTrainer.compute_loss's {name}", "packed_sft.FastSFTTrainer")
+    for name in ("aux_loss_enabled", "label_smoother", "compute_loss_func"):
+        assert name in source, _broke("trl", f"SFTTrainer.compute_loss's use of {name}", "packed_sft._fast_ok")
+
+
 def test_every_private_name_we_use_has_a_contract_test():
     """A new private API in the speed code must come with a test here."""
     import os
@@ -255,6 +265,9 @@ def test_every_private_name_we_use_has_a_contract_test():
         "_lean",
         "_step",
         "_prefill",
+        "_check",
+        "_fast_loss",
+        "_fast_ok",
     }
     tested = {
         "_get_per_token_logps_and_entropies",
@@ -267,5 +280,6 @@ def test_every_private_name_we_use_has_a_contract_test():
         "_metrics",
         "_version",
         "_forward_tile",
+        "_total_train_tokens",
     }
     assert used - ours - tested == set(), f"private names without a contract test: {sorted(used - ours - tested)}"

@@ -129,6 +129,7 @@ def run(grpo_trainer, args, dataset, output_dir: str, stopper, resuming: bool, i
     ``sft/`` when the phase completes."""
     from trl import SFTTrainer
 
+    from trl_grpo.fast.packed_sft import FastSFTTrainer
     from trl_grpo.settings.trl_configs import build_sft_config
 
     folder = sft_dir(output_dir)
@@ -141,7 +142,9 @@ def run(grpo_trainer, args, dataset, output_dir: str, stopper, resuming: bool, i
     # - its accelerator wraps the PeftModel's forward (autocast) and marks the model prepared, so GRPO's
     #   accelerator would not wrap it for its own precision.
     saved = _model_patches(model)
-    trainer = SFTTrainer(
+    # the GRPO loss's speed paths serve this loss too where the run has them (--fast_paths)
+    trainer_class = FastSFTTrainer if getattr(grpo_trainer, "shared_prefix", False) else SFTTrainer
+    trainer = trainer_class(
         model=model,
         args=config,
         train_dataset=dataset,
@@ -167,6 +170,7 @@ def run(grpo_trainer, args, dataset, output_dir: str, stopper, resuming: bool, i
         "last_loss": losses[-1] if losses else None,
         "complete": not interrupted,
         "resumed_from": checkpoint,
+        "fast_paths": trainer.fast_report() if isinstance(trainer, FastSFTTrainer) else "off",
     }
     if not interrupted:
         trainer.save_model(folder)  # the adapter after the phase: eval.py --model_dir RUN/sft
