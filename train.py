@@ -51,6 +51,7 @@ from trl_grpo.runs.folders import RUN_LOCK, checkpoint_step, prepare_output_dir,
 from trl_grpo.settings import adapting
 from trl_grpo.settings.trl_configs import build_configs, planned_steps, prompts_per_step
 from trl_grpo.training import cold_start, record
+from trl_grpo.training.dynamic_sampling import DynamicSampling
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ def prepare_datasets(args, tokenizer, context: int | None = None):
     return train_ds, eval_ds, counts, held_out
 
 
-class RunTrainer(ReplanOnExtend, TelemetryMixin, FastLogpsTrainer):
-    """The trainer of a run: TRL's GRPOTrainer with the fast log-probs (trl_grpo/fast/packed_logps.py), and the
+class RunTrainer(ReplanOnExtend, DynamicSampling, TelemetryMixin, FastLogpsTrainer):
+    """The trainer of a run: TRL's GRPOTrainer with the fast log-probs (trl_grpo/fast/packed_logps.py), dynamic
+    sampling (trl_grpo/training/dynamic_sampling.py; before the telemetry, which sees each round sampled), and the
     telemetry and completion log (trl_grpo/observe/telemetry.py)."""
 
     sft_dataset = (
@@ -130,6 +132,11 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     # embedded model's one-time conversion was not shared).
     state = PartialState(cpu=hardware.pick_device() == "cpu")
     hw = _resolve(args, state, startup.given if startup else set())
+    if args.dynamic_sampling and state.num_processes > 1:  # a prompt's group spans processes there
+        raise UsageError(
+            f"--dynamic_sampling {args.dynamic_sampling} runs in one process; this launch has {state.num_processes}. "
+            "Launch one process, or leave --dynamic_sampling at 0."
+        )
     context = locate.context_length(hw["resolved"]["base"])
     train_ds, eval_ds, dropped, held_out = prepare_datasets(
         args, hw["tokenizer"], context
@@ -194,6 +201,7 @@ def build_trainer(args, output_dir: str, resume_ckpt: str | None = None, startup
     if hw["fast"] and not args.use_vllm:  # sampling under bf16 autocast where training autocasts
         trainer.install_fast_generate(bf16_autocast=hw["use_bf16"])
     trainer.shared_prefix = hw["fast"]
+    trainer.dynamic_sampling = args.dynamic_sampling
     trainer.eos_ids = end_ids(trainer.model, hw["tokenizer"])
     if args.completions_log_max > 0 and state.is_main_process:
         path = os.path.join(output_dir, "completions.jsonl")
@@ -263,6 +271,7 @@ def preflight_plan(args, train_rows: int, processes: int) -> preflight.Plan:
         args.sft_steps,
         args.prompt_template,
         args.prefill_think,
+        args.dynamic_sampling,
     )
 
 

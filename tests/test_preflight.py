@@ -67,3 +67,37 @@ def test_the_preflight_samples_as_the_run_samples(tiny_model_dir):
     want = Sampling(args.max_completion_length, 0.7, top_p=0.9, min_p=0.05, samples=4, seed=3)
     assert plan.sampling == want and plan.steps == 7 and plan.prompts == args.preflight_prompts
     assert plan.prompts_per_step == args.per_device_train_batch_size // 4
+
+
+@pytest.mark.parametrize(
+    "rounds, zero, advised",
+    [
+        (0, 0.62, "--dynamic_sampling 2"),
+        (0, 0.8, "--dynamic_sampling 3"),
+        (1, 0.8, "--dynamic_sampling 4"),
+        (2, 0.6, None),
+    ],
+)
+def test_groups_without_signal_advise_dynamic_sampling_and_enough_rounds(rounds, zero, advised):
+    """62% without signal (the model after the cold start): 2 extra batches of prompts replace them."""
+    plan = preflight.Plan(
+        Sampling(48, 1.0, samples=4), 8, 4, 40, prompt_template="worked_example", dynamic_sampling=rounds
+    )
+    report = {**_report(1.0), "zero_variance_group_fraction": zero}
+    if rounds:
+        report["dynamic_sampling"] = preflight.dynamic_sampling_plan(zero, rounds)
+    verdict, problems = preflight.verdict(report, plan)
+    assert verdict == "warn" and "--num_generations" in problems[0]
+    if advised:
+        assert advised in problems[0]
+    else:
+        assert "--dynamic_sampling" not in problems[0] and report["dynamic_sampling"] == {
+            "rounds": 2,
+            "with_signal_after": 1.0,
+        }
+    if rounds:
+        lines = preflight.summary_lines(
+            {**report, "verdict": verdict, "problems": problems, "prompts": 8, "completions": 32}
+            | {"accuracy_mean": 0.5, "format_distribution": {}, "seconds_per_step": 1.0, "estimated_total_s": 60.0}
+        )
+        assert any(line.startswith("  dynamic sampling: about") for line in lines)

@@ -16,6 +16,7 @@ step and an estimate of the whole run. Thresholds of the verdict: ``NO_SIGNAL_AT
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import statistics
 import time
@@ -53,6 +54,23 @@ class Plan:
     sft_steps: int = 0
     prompt_template: str | None = None
     prefill_think: bool = True
+    dynamic_sampling: int = 0
+
+
+def dynamic_sampling_plan(zero_fraction: float, rounds: int) -> dict:
+    """What --dynamic_sampling ``rounds`` should do at this share of groups without signal: each extra round
+    samples one more batch of prompts, of which ``1 - zero_fraction`` have signal.
+
+    >>> dynamic_sampling_plan(0.6, 2)  # 40% with signal: 2 rounds find 80% more, enough for the 60% missing
+    {'rounds': 2, 'with_signal_after': 1.0}
+    >>> dynamic_sampling_plan(0.9, 2)
+    {'rounds': 2, 'with_signal_after': 0.3}
+    """
+    signal = 1 - zero_fraction
+    if zero_fraction <= 0 or rounds <= 0:
+        return {"rounds": 0, "with_signal_after": round(signal, 4)}
+    needed = math.ceil(round(zero_fraction / signal, 9)) if signal > 0 else rounds
+    return {"rounds": min(rounds, needed), "with_signal_after": round(min(1.0, signal * (1 + rounds)), 4)}
 
 
 def check_rewards(funcs, rows) -> None:
@@ -135,7 +153,6 @@ def _measure(trainer, plan: Plan, train_ds, dropped: dict) -> dict:
         "unparseable_gold_fraction": round(dropped.get("unusable_gold", 0) / max(len(train_ds), 1), 4),
         "dropped": {k: v for k, v in dropped.items() if k != "unusable_gold"},
         "sampling_seconds_per_step": round(sampling_s, 3),
-        "seconds_per_step": round(sampling_s * STEP_OVER_SAMPLING, 3),
         "telemetry": contract_telemetry(texts, prompts=prompts, truncated=truncated, lengths=lengths),
         "rewards_mean": {name: _mean(vals) for name, vals in scores.items()},
         "samples": [
@@ -143,8 +160,15 @@ def _measure(trainer, plan: Plan, train_ds, dropped: dict) -> dict:
             for i in range(min(len(texts), 2 * g))
         ],
     }
+    step_s = sampling_s * STEP_OVER_SAMPLING
+    if plan.dynamic_sampling:  # each extra round is one more batch sampled and scored
+        report["dynamic_sampling"] = dynamic_sampling_plan(
+            report["zero_variance_group_fraction"], plan.dynamic_sampling
+        )
+        step_s += sampling_s * report["dynamic_sampling"]["rounds"]
+    report["seconds_per_step"] = round(step_s, 3)
     # From the unrounded time: a tiny model's 0.02 s a step x 2 steps must not print as 0 s.
-    report["estimated_total_s"] = round(sampling_s * STEP_OVER_SAMPLING * plan.steps, 3)
+    report["estimated_total_s"] = round(step_s * plan.steps, 3)
     report["verdict"], report["problems"] = verdict(report, plan)
     return report
 
@@ -195,6 +219,11 @@ def verdict(report: dict, plan: Plan) -> tuple[str, list[str]]:
         problems.append(f"{zero:.0%} of groups score the same: no learning signal; {format_fix or fix}.")
     elif zero >= WARN_AT["zero_variance_group_fraction"]:
         fix = format_fix or "raise --num_generations"
+        rounds = math.ceil(round(zero / (1 - zero), 9))  # extra batches that would replace every such group
+        if not format_fix and not plan.dynamic_sampling:
+            fix += f", or replace them with groups of further prompts: --dynamic_sampling {min(3, rounds)}"
+        elif not format_fix and report["dynamic_sampling"]["with_signal_after"] < 1:
+            fix += f", or allow more rounds: --dynamic_sampling {min(8, rounds)}"
         problems.append(f"{zero:.0%} of groups score the same (no signal from them): {fix}.")
     if report["truncated_fraction"] >= WARN_AT["truncated_fraction"]:
         problems.append(
@@ -227,4 +256,10 @@ def summary_lines(report: dict) -> list[str]:
         f"truncated {report['truncated_fraction']:.0%}",
         f"  about {report['seconds_per_step']:.1f} s per step, {report['estimated_total_s'] / 60:.1f} min in all",
     ]
+    if "dynamic_sampling" in report:
+        plan = report["dynamic_sampling"]
+        lines.append(
+            f"  dynamic sampling: about {plan['rounds']} extra round(s) a step, "
+            f"{plan['with_signal_after']:.0%} of groups with signal after"
+        )
     return lines + [f"  problem: {p}" for p in report["problems"]]

@@ -197,6 +197,12 @@ def _check_knobs(args) -> list[str]:
         "must be a positive number (2e-4 suits LoRA)",
     )
     need(args.sft_batch_size >= 1, "sft_batch_size", args.sft_batch_size, "must be 1 or more")
+    need(args.dynamic_sampling >= 0, "dynamic_sampling", args.dynamic_sampling, "must be >= 0 extra rounds (0: off)")
+    if args.dynamic_sampling and (args.trainer or {}).get("multi_objective_aggregation") == "normalize_then_sum":
+        problems.append(
+            "--dynamic_sampling needs --multi_objective_aggregation sum_then_normalize (a group's signal "
+            "is read off its advantages, which normalize_then_sum makes batch-wide)."
+        )
     need(_finite(args.weight_decay) and args.weight_decay >= 0, "weight_decay", args.weight_decay, "must be >= 0")
     need(
         _finite(args.max_grad_norm) and args.max_grad_norm >= 0,

@@ -222,6 +222,9 @@ FLAGS = [
     _f("sft_steps", "algorithm", TRAIN, "cold start (DeepSeek-R1): supervised steps on the training rows' worked "
        "solutions, written in the output contract, before GRPO, on the same LoRA adapter (0: none)", type=int,
        default=0),
+    _f("dynamic_sampling", "algorithm", TRAIN, "DAPO's dynamic sampling: replace groups whose completions all "
+       "scored alike (no signal) with groups of further prompts, sampled in up to N extra rounds per generation "
+       "batch (0: off; one process only)", type=int, default=0),
     _f("sft_learning_rate", "algorithm", TRAIN, "learning rate of the --sft_steps (linear decay to 0)", type=float,
        default=2e-4),
     _f("sft_batch_size", "algorithm", TRAIN, "worked solutions per --sft_steps step", type=int, default=16),
