@@ -228,6 +228,38 @@ def table(result: dict, title: str) -> None:
         print(f"{level:6} {ci(b):28} {ci(t):28} {fmt:12} {b[pk]}/{t[pk]}")
 
 
+LEVEL_NAMES = {
+    "1": "addition",
+    "2": "subtraction, multiplication",
+    "3": "two-step word problems",
+    "4": "linear equations",
+}
+
+
+def markdown_table(report: dict) -> str:
+    """The README's table of a report: greedy accuracy per configuration (the best bold), then pass@k
+    of the untrained model, the cold start alone and the cold start + GRPO: whether GRPO widened or
+    narrowed what sampling finds."""
+    k = next(key for key in report["levels"]["1"]["base"] if key.startswith("pass_at_")).split("_")[-1]
+    head = "| level | untrained | cold start alone | GRPO alone | cold start + GRPO | original config "
+    head += f"| pass@{k}: untrained / cold start / + GRPO |"
+    lines = [head, "| --- " * 7 + "|"]
+    for lv, r in report["levels"].items():
+        base, sft, grpo = r["base"], report["sft_only"]["levels"][lv]["trained"], r["trained"]
+        alone, original = report["grpo_only"]["levels"][lv]["trained"], report.get("original_config")
+        cells = [base["accuracy"], sft["accuracy"], alone["accuracy"], grpo["accuracy"]]
+        best = max(cells)
+        shown = [f"**{a:.3f}**" if a == best else f"{a:.3f}" for a in cells]
+        if original:
+            o = original["levels"][lv]
+            shown.append(f"{o['base']['accuracy']:.3f} -> {o['trained']['accuracy']:.3f}")
+        else:
+            shown.append("not measured")
+        passes = " / ".join(f"{x[f'pass_at_{k}']:.2f}" for x in (base, sft, grpo))
+        lines.append(f"| {lv} {LEVEL_NAMES.get(lv, '')} | {' | '.join(shown)} | {passes} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     argv, train_extra = learning.split_argv(sys.argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -246,7 +278,17 @@ def main() -> int:
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run in --out: keep what finished, redo the rest"
     )
+    p.add_argument(
+        "--table",
+        nargs="?",
+        const=os.path.join(ROOT, "bench", "learning_levels.json"),
+        help="print the README's table of a finished report (default: the committed one) and stop",
+    )
     args = p.parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            print(markdown_table(json.load(f)))
+        return 0
     args.train_extra = train_extra
     os.chdir(ROOT)  # relative paths mean the same to main.py (run from here) and eval.py (run in-process)
     args.levels = [lv.strip() for lv in args.levels.split(",")]

@@ -121,3 +121,5 @@ def test_bad_dynamic_sampling_values_are_refused(tiny_model_dir, tmp_path):
     flags = ["--dynamic_sampling", "2", "--multi_objective_aggregation", "normalize_then_sum"]
     with pytest.raises(UsageError, match="needs --multi_objective_aggregation sum_then_normalize"):
         main.main([*base, *flags])
+    with pytest.raises(UsageError, match="--dynamic_sampling needs --scale_rewards group or none"):
+        main.main([*base, "--dynamic_sampling", "1", "--scale_rewards", "batch"])

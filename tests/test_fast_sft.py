@@ -9,7 +9,7 @@ from trl_grpo.fast import packed_sft
 SYSTEM = "You are a careful tutor. Think step by step, then give the final answer in a box. " * 2
 
 
-def _trainer(tiny_model_dir, tmp_path, rows=None, **config):
+def _trainer(tiny_model_dir, tmp_path, rows=None, dropout=0.0, **config):
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -17,7 +17,7 @@ def _trainer(tiny_model_dir, tmp_path, rows=None, **config):
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout))
     for name, p in model.named_parameters():
         if "lora_B" in name:  # B starts at zero: random, so every LoRA gradient is non-zero
             torch.nn.init.normal_(p, std=0.5)
@@ -87,7 +87,7 @@ def test_the_first_batch_is_checked_and_a_mismatch_falls_back(tiny_model_dir, tm
     assert loss.item() == pytest.approx(trainer.fast_check["trl_loss"], rel=1e-5)  # TRL's loss, not the broken one
 
 
-@pytest.mark.parametrize("setting", [{"loss_type": "dft"}, {"gradient_checkpointing": True}])
+@pytest.mark.parametrize("setting", [{"loss_type": "dft"}, {"gradient_checkpointing": True}, {"dropout": 0.1}])
 def test_settings_the_packed_loss_does_not_compute_go_to_trls_path(tiny_model_dir, tmp_path, setting):
     trainer = _trainer(tiny_model_dir, tmp_path, **setting)
     trainer.model.train()

@@ -268,6 +268,7 @@ def test_every_private_name_we_use_has_a_contract_test():
         "_check",
         "_fast_loss",
         "_fast_ok",
+        "_dropout",
     }
     tested = {
         "_get_per_token_logps_and_entropies",

@@ -147,15 +147,16 @@ class FastSFTTrainer(SFTTrainer):
     """TRL's SFTTrainer with the completion-only cross-entropy computed by ``sft_logps``.
 
     Used only where that holds: one unwrapped process, no gradient checkpointing, a plain LM head,
-    the ``nll`` loss without label smoothing or a custom loss, rows the collator right-pads with
-    the completion's labels last; the first batch checks it against SFTTrainer's own loss and
-    LoRA gradients' direction, falling back for good on a mismatch or an error.
+    the ``nll`` loss without label smoothing or a custom loss, no active dropout, rows the collator
+    right-pads with the completion's labels last; the first batch checks its loss against
+    SFTTrainer's own, falling back for good on a mismatch or an error.
     ``fast = False`` (``--fast_paths off``) runs SFTTrainer's path only.
     """
 
     fast = True
     fast_check = None  # the first-batch comparison with SFTTrainer's loss, once made
     frozen_casts = None
+    _dropout = None  # whether the model has active dropout (then SFTTrainer's path), once looked at
 
     def _fast_ok(self, model) -> bool:
         if not self.fast or self.compute_loss_func is not None or self.label_smoother is not None:
@@ -163,6 +164,11 @@ class FastSFTTrainer(SFTTrainer):
         if self.args.loss_type != "nll" or self.aux_loss_enabled or self.args.gradient_checkpointing:
             return False
         if self.accelerator.unwrap_model(model) is not model or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return False
+        if self._dropout is None:  # a prefix run once shares one dropout mask among its rows: not SFTTrainer's numbers
+            self._dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+            self._dropout |= bool(getattr(model.config.get_text_config(), "attention_dropout", 0.0))
+        if self._dropout:
             return False
         text_config = model.config.get_text_config()
         scaled = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
@@ -234,7 +240,8 @@ class FastSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rows = None
-        if not return_outputs and model.training and self._fast_ok(model) and "labels" in inputs:
+        laid_out = {"labels", "attention_mask"} <= set(inputs) and "position_ids" not in inputs  # not padding-free
+        if not return_outputs and model.training and laid_out and self._fast_ok(model):
             rows = split_rows(inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
         if rows is not None and self.fast_check is None:
             self.fast = self._check(model, inputs, rows, num_items_in_batch)

@@ -203,6 +203,8 @@ def _check_knobs(args) -> list[str]:
             "--dynamic_sampling needs --multi_objective_aggregation sum_then_normalize (a group's signal "
             "is read off its advantages, which normalize_then_sum makes batch-wide)."
         )
+    if args.dynamic_sampling and args.scale_rewards == "batch":  # each round would be scaled by its own batch
+        problems.append("--dynamic_sampling needs --scale_rewards group or none (batch scales each round apart).")
     need(_finite(args.weight_decay) and args.weight_decay >= 0, "weight_decay", args.weight_decay, "must be >= 0")
     need(
         _finite(args.max_grad_norm) and args.max_grad_norm >= 0,

@@ -22,6 +22,11 @@ import random
 import torch
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, completions on the right
+# The per-row tensors of a text-only batch of TRL's _generate_and_score_completions that take_groups re-pads;
+# a batch with any other key (images, tools) is trained on as sampled.
+ROW_KEYS = {*LEFT_PADDED, "completion_ids", "completion_mask", "advantages", "old_per_token_logps"}
+ROW_KEYS |= {"sampling_per_token_logps", "ref_per_token_logps", "importance_sampling_ratio", "num_items_in_batch"}
+NO_SIGNAL = 1e-6  # |advantage| at or below this: rounding left over from a group whose rewards all agree
 SEED_STRIDE = 1_000_003
 
 
@@ -31,7 +36,7 @@ def groups_with_signal(advantages, k: int) -> list[bool]:
     >>> groups_with_signal(torch.tensor([0.0, 0.0, 1.0, -1.0]), 2)
     [False, True]
     """
-    return (advantages.view(-1, k) != 0).any(dim=1).tolist()
+    return (advantages.view(-1, k).abs() > NO_SIGNAL).any(dim=1).tolist()
 
 
 def _pad(tensor, width: int, value, left: bool):
@@ -68,13 +73,15 @@ class DynamicSampling:
 
     def _extra_inputs(self, prompts: int, round_: int) -> list[dict]:
         """``prompts`` training rows, each ``num_generations`` times, as TRL's sampler lays them out."""
-        rng = random.Random((self.args.seed * SEED_STRIDE + self.state.global_step) * 31 + round_)
+        # the micro-step too: with gradient accumulation several batches are sampled within one optimizer step
+        micro = getattr(self, "_step", 0) % max(self.args.gradient_accumulation_steps, 1)
+        rng = random.Random(((self.args.seed * SEED_STRIDE + self.state.global_step) * 131 + micro) * 31 + round_)
         rows = rng.sample(range(len(self.train_dataset)), min(prompts, len(self.train_dataset)))
         return [dict(self.train_dataset[i]) for i in rows for _ in range(self.num_generations)]
 
     def _generate_and_score_completions(self, inputs):
         scored = super()._generate_and_score_completions(inputs)
-        if not self.dynamic_sampling or not self.model.training:
+        if not self.dynamic_sampling or not self.model.training or set(scored) - ROW_KEYS:
             return scored
         k = self.num_generations
         batches, picks, spare = [scored], [], []
