@@ -1,5 +1,5 @@
 # trl_GRPO: every target installs what it needs into .venv first (make setup).
-#   make train   train the embedded model on the built-in dataset (CPU: minutes)
+#   make train   the cold start, then GRPO, on the built-in dataset (2 CPU cores: about 8 min)
 #   make test    run the whole test suite
 #   make eval    evaluate the base model and the newest run in ckpts/
 #   make learn   before/after learning report (results/learning/)
@@ -30,7 +30,7 @@ $(STAMP): requirements.txt Makefile
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(PY) main.py --config recipes/cpu_quick.yaml $(ARGS)
+	$(PY) main.py --config recipes/cold_start.yaml $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

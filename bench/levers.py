@@ -38,6 +38,18 @@ LEVERS = {
     "clip_higher": ["--epsilon_high", "0.28"],
     "groups_of_8": ["--num_generations", "8"],
     "temperature_1.0": ["--temperature", "1.0"],
+    # combinations of the single levers above, chosen from their figures (bench/README.md)
+    "hard_rows_lr_3e-5": ["--dataset_id", "builtin:1-2@0.225,3-4@0.9", "--learning_rate", "3e-5"],
+    "gentle_dynamic_sampling": [
+        "--learning_rate",
+        "3e-5",
+        "--beta",
+        "0.04",
+        "--dynamic_sampling",
+        "1",
+        "--max_steps",
+        "30",
+    ],
 }
 
 

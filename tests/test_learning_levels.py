@@ -62,7 +62,7 @@ def test_learning_levels_reports_each_level_for_every_configuration(tiny_model_d
         tag: json.loads((out / f"run-{tag}" / "run_config.json").read_text())["args"]["learning_rate"]
         for tag in ("levels", "grpo_only", "original")
     }
-    assert trained_lr == {"levels": 1e-4, "grpo_only": 3e-4, "original": 1e-5}
+    assert trained_lr == {"levels": 3e-5, "grpo_only": 3e-4, "original": 1e-5}
 
     # An unknown level is refused before anything runs, naming what is accepted.
     bad = subprocess.run([*cmd[:2], "--levels", "5"], cwd=ROOT, capture_output=True, text=True)

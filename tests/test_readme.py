@@ -99,3 +99,16 @@ def test_the_layout_names_every_package_folder():
     for name in sorted(os.listdir(package)):
         if os.path.isdir(os.path.join(package, name)) and not name.startswith("__"):
             assert f"{name}/" in layout.split(), f"trl_grpo/{name}/ is missing from README.md's Layout"
+
+
+def test_the_levels_table_is_the_committed_runs(monkeypatch):
+    """The README's per-level table is what bench/learning_levels.py --table prints of the committed report."""
+    import importlib.util
+    import json
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    spec = importlib.util.spec_from_file_location("learning_levels", os.path.join(ROOT, "bench", "learning_levels.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = json.loads(_read(os.path.join("bench", "learning_levels.json")))
+    assert bench.markdown_table(report) in _read("README.md")
