@@ -123,3 +123,24 @@ def test_bad_dynamic_sampling_values_are_refused(tiny_model_dir, tmp_path):
         main.main([*base, *flags])
     with pytest.raises(UsageError, match="--dynamic_sampling needs --scale_rewards group or none"):
         main.main([*base, "--dynamic_sampling", "1", "--scale_rewards", "batch"])
+
+
+def test_a_resumed_run_keeps_dynamic_sampling_and_draws_what_the_whole_run_would(tiny_model_dir, tmp_path):
+    """Stopped after step 1 and resumed to 2, the run keeps --dynamic_sampling without it being given again,
+    and step 2 samples the prompts the uninterrupted run sampled (completions.jsonl, its rows of step 2)."""
+    from trl_grpo.settings import resolve
+
+    flags = [*TINY_TRAIN_FLAGS, "--dynamic_sampling", "2", "--train_split", "train[:64]", "--no-preflight"]
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    assert main.main(["--model_id", tiny_model_dir, "--output_dir", whole, *flags]) == 0
+    assert main.main(["--model_id", tiny_model_dir, "--output_dir", part, *flags, "--max_steps", "1"]) == 0
+    args, _ = resolve.parse("train", ["--output_dir", part, "--resume_from_checkpoint", "last", "--max_steps", "2"])
+    assert args.dynamic_sampling == 2
+    assert main.main(["--output_dir", part, "--resume_from_checkpoint", "last", "--max_steps", "2"]) == 0
+
+    def step_two(run):
+        with open(os.path.join(run, "completions.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+        return [(r["prompt_index"], r["group"]) for r in rows if r["step"] == 2]  # the batch, then each round
+
+    assert len(step_two(whole)) == 3 * 4 and step_two(part) == step_two(whole)  # the tiny model never scores: 2 rounds
